@@ -1,0 +1,46 @@
+"""The FastAPI application."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from bot.config import Settings
+from bot.router import Router
+from bot.services import Services
+
+
+def create_app(settings: Settings, *, router: Router | None = None,
+               services: Services | None = None, mount_double: bool = False) -> FastAPI:
+    from bot.door import router as door
+    from handlers import build_router
+
+    svc = services or Services(settings, router or build_router())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if services is None:
+            svc.close()
+
+    app = FastAPI(title="VIP WeChat bot", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.services = svc
+    app.include_router(door)
+
+    @app.get("/healthz")
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    if mount_double:
+        from bot.wechat_double import create_double
+
+        app.mount("/wechat-double", create_double(settings.wechat_app_id,
+                                                   settings.wechat_app_secret, echo=True))
+    return app
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,98 @@
+"""The command line (`python main.py …`); the public doors are listed in README.md."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from bot.config import ROOT, Settings, SettingsError, load_settings
+
+app = typer.Typer(help="VIP WeChat service-account bot.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def upgrade_database(s: Settings) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "models" / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", s.database_url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (creates the SQLite file under data/ on first run)."""
+    s = settings()
+    upgrade_database(s)
+    typer.echo("database is up to date")
+
+
+@demo_app.command("load")
+def demo_load(if_empty: bool = typer.Option(False, "--if-empty",
+                                            help="Do nothing when customers exist.")) -> None:
+    """Load demo customers (one per tier), family members and policies."""
+    from bot.demo import load_demo
+
+    s = settings()
+    upgrade_database(s)
+    typer.echo(load_demo(s, if_empty=if_empty))
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          workers: int = typer.Option(1, min=1, max=64),
+          demo: bool = typer.Option(False, help="Mount a local WeChat API double and use it.")) -> None:
+    """Serve /wechat."""
+    import uvicorn
+
+    if demo:
+        os.environ["WECHAT_DOUBLE"] = "1"
+        os.environ["WECHAT_API_BASE_URL"] = f"http://{host}:{port}/wechat-double"
+    s = settings()
+    if workers > 1 and s.is_sqlite and not s.redis_url:
+        typer.echo("SQLite runs one worker; set DATABASE_URL to PostgreSQL (or REDIS_URL) "
+                   "for --workers > 1", err=True)
+        raise typer.Exit(2)
+    upgrade_database(s)
+    typer.echo(f"Serving WeChat's server URL at http://{host}:{port}/wechat\n"
+               f"Try it: python main.py chat --url http://{host}:{port}/wechat")
+    uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
+                log_level=s.log_level.lower(), access_log=False)
+
+
+@app.command()
+def chat(openid: str = typer.Option("", help="Whose account to speak from (default: new)."),
+         url: str = "http://127.0.0.1:8000/wechat",
+         mode: str = typer.Option("plain", help="plain | compatible | safe")) -> None:
+    """Chat with a running bot from the terminal; each line is signed as WeChat signs it."""
+    from bot.chat import random_openid, run_chat
+
+    if mode not in ("plain", "compatible", "safe"):
+        raise typer.BadParameter("mode must be plain, compatible or safe")
+    s = settings()
+    if mode != "plain" and not s.wechat_encoding_aes_key:
+        typer.echo("Setting WECHAT_ENCODING_AES_KEY is required for safe mode", err=True)
+        raise typer.Exit(2)
+    run_chat(s, url, openid or random_openid(), mode)
+
+
+def main() -> None:
+    os.chdir(ROOT)
+    sys.path.insert(0, str(Path(ROOT)))
+    app()

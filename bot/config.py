@@ -1,0 +1,162 @@
+"""Settings, read from the environment or `.env` (documented in `.env.example`)."""
+from __future__ import annotations
+
+import base64
+import re
+from datetime import time
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    wechat_app_id: str = Field(min_length=1)
+    wechat_app_secret: str = Field(min_length=1)
+    wechat_token: str = Field(min_length=3, max_length=32)
+    wechat_encoding_aes_key: str = ""
+    wechat_api_base_url: str = "https://api.weixin.qq.com"
+
+    database_url: str = f"sqlite:///{ROOT / 'data' / 'bot.db'}"
+    redis_url: str = ""
+    redis_prefix: str = "vipbot:"
+    timezone: str = "Asia/Shanghai"
+    rules_file: Path = ROOT / "rules.toml"
+
+    # The door
+    timestamp_window_seconds: int = Field(default=300, ge=10, le=3600)
+    dedup_ttl_seconds: int = Field(default=600, ge=30)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    reply_deadline_seconds: float = Field(default=4.0, gt=0, le=4.5)
+    reply_max_bytes: int = Field(default=2048, ge=256, le=2048)
+
+    # Conversations
+    flow_timeout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    human_service_hours: str = "09:00-21:00"
+
+    log_level: str = "INFO"
+    # Demo only: mount a local stand-in for WeChat's API at /wechat-double.
+    wechat_double: bool = False
+
+    @field_validator("wechat_encoding_aes_key")
+    @classmethod
+    def _aes_key(cls, v: str) -> str:
+        if v and (len(v) != 43 or len(_b64(v)) != 32):
+            raise ValueError("must be the 43-character EncodingAESKey from the WeChat console")
+        return v
+
+    @field_validator("wechat_api_base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s) URL such as https://api.weixin.qq.com")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, v: str) -> str:
+        if not v.startswith(("sqlite:", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if v.startswith("postgresql://"):
+            v = "postgresql+psycopg://" + v[len("postgresql://"):]
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL, or empty for the in-process store")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @field_validator("human_service_hours")
+    @classmethod
+    def _hours(cls, v: str) -> str:
+        parse_hours(v)
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    # Derived values -----------------------------------------------------
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def api_base_url(self) -> str:
+        """WeChat's API base, always ending in /cgi-bin/ (both spellings are accepted)."""
+        base = self.wechat_api_base_url.rstrip("/")
+        if not base.endswith("/cgi-bin"):
+            base += "/cgi-bin"
+        return base + "/"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def service_hours(self) -> tuple[time, time]:
+        return parse_hours(self.human_service_hours)
+
+
+def _b64(v: str) -> bytes:
+    try:
+        return base64.b64decode(v + "=")
+    except ValueError:
+        return b""
+
+
+def parse_hours(v: str) -> tuple[time, time]:
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", v.strip())
+    if not m:
+        raise ValueError("must look like 09:00-21:00")
+    h1, m1, h2, m2 = map(int, m.groups())
+    try:
+        start, end = time(h1, m1), time(h2, m2)
+    except ValueError as exc:
+        raise ValueError("must look like 09:00-21:00") from exc
+    if start >= end:
+        raise ValueError("start must be before end")
+    return start, end
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings; turn the first validation error into one line that names the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "is required (set it in the environment or in .env; see .env.example)"
+        raise SettingsError(f"Setting {name} {msg}") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

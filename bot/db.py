@@ -1,0 +1,45 @@
+"""Database engine: SQLite (embedded default, WAL) or PostgreSQL."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # SQLite has one writer at a time. One pooled connection per process makes the
+        # threads of this process queue on the pool (a condition variable) instead of
+        # spinning in SQLite's busy handler; other processes still wait via busy_timeout.
+        # Callers must therefore never hold two connections at once in one thread.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=30,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # IMMEDIATE: a writer in another process (an import) cannot invalidate our snapshot.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    if pool_size == 0:
+        return create_engine(url, poolclass=NullPool)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Take transaction control from the driver so that "begin" above is honoured.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: a commit survives a crash of the process; only a power cut can lose
+    # the last commits, never corrupt the file.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,73 @@
+"""Turn what a customer typed into a menu key: tolerant of spaces, punctuation,
+full-width characters, case and small typos."""
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from enum import StrEnum
+from functools import lru_cache
+
+from menus import INTENTS, Key
+
+_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+class Universal(StrEnum):
+    """Commands that work in every state of every flow."""
+
+    EXIT = "EXIT"
+    BACK = "BACK"
+    MORE = "MORE"
+
+
+UNIVERSAL: dict[str, Universal | Key] = {
+    "退出": Universal.EXIT, "取消": Universal.EXIT, "算了": Universal.EXIT, "exit": Universal.EXIT,
+    "quit": Universal.EXIT, "q": Universal.EXIT,
+    "返回": Universal.BACK, "上一步": Universal.BACK, "back": Universal.BACK,
+    "更多": Universal.MORE, "下一页": Universal.MORE, "more": Universal.MORE,
+    "帮助": Key.HELP, "help": Key.HELP, "?": Key.HELP,
+    "人工": Key.HUMAN, "转人工": Key.HUMAN, "人工客服": Key.HUMAN,
+}
+
+
+def normalize(text: str) -> str:
+    """NFKC folds full-width letters, digits and punctuation; then drop spaces and punctuation."""
+    folded = unicodedata.normalize("NFKC", text or "").lower().strip()
+    stripped = _PUNCT.sub("", folded)
+    return stripped or folded  # "?" alone is still a word
+
+
+def universal(text: str) -> Universal | Key | None:
+    return UNIVERSAL.get(normalize(text))
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, Key]:
+    return {normalize(word): key for key, words in INTENTS.items() for word in words}
+
+
+def match(text: str) -> Key | None:
+    """The key the text asks for, or None. Exact synonym first, then a synonym contained in
+    a short sentence ("我想洗牙"), then a near-miss ("我得等级")."""
+    norm = normalize(text)
+    if not norm or len(norm) > 40:
+        return None
+    table = _table()
+    if norm in table:
+        return table[norm]
+    contained = [w for w in table if len(w) >= 2 and w in norm]
+    if contained:
+        return table[max(contained, key=len)]
+    close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)
+    return table[close[0]] if close else None
+
+
+def suggestions(text: str, limit: int = 3) -> list[str]:
+    """Menu words that look a little like the text, for the "did you mean" reply."""
+    norm = normalize(text)
+    if not norm:
+        return []
+    words = {w: k for k, ws in INTENTS.items() for w in ws[:1]}
+    scored = sorted(words, key=lambda w: -difflib.SequenceMatcher(None, norm, normalize(w)).ratio())
+    return [w for w in scored[:limit] if difflib.SequenceMatcher(None, norm, normalize(w)).ratio() > 0.3]

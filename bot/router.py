@@ -1,0 +1,191 @@
+"""The router and the conversation engine's building blocks.
+
+A `Router` maps menu keys (shared by menu clicks and typed intents), events, staff
+commands and declarative `Flow`s to handlers. Handlers are small functions of a `Context`
+that return a `Reply` (or plain text); they never touch HTTP or XML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlmodel import Session
+
+from bot.stores import Record
+from bot.texts import render
+from menus import Key
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from models import Customer, Staff, WechatUser
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    transfer: bool = False  # hand the conversation to WeChat's human customer service
+    paged: bool = False  # already one page of an earlier reply (「更多」)
+
+    @classmethod
+    def of(cls, value: "Reply | str | None") -> "Reply":
+        if isinstance(value, Reply):
+            return value
+        return cls(text=value or "")
+
+
+class Invalid(Exception):
+    """Raised by a step's parser: the input is refused; `template` explains why."""
+
+    def __init__(self, template: str, **ctx: Any) -> None:
+        super().__init__(template)
+        self.template = template
+        self.ctx = ctx
+
+    def render(self) -> str:
+        return render(self.template, **self.ctx)
+
+
+@dataclass
+class Context:
+    """Everything a handler may use for one inbound message."""
+
+    services: "Services"
+    msg: Any  # a wechatpy message or event
+    session: Session
+    record: Record
+    now: datetime
+    notices: list[str] = field(default_factory=list)
+    _user: Any = field(default=None, repr=False)
+    _staff: Any = field(default=False, repr=False)
+
+    @property
+    def openid(self) -> str:
+        return self.msg.source
+
+    @property
+    def text(self) -> str:
+        return getattr(self.msg, "content", "") or ""
+
+    @property
+    def today(self):
+        return self.now.date()
+
+    def say(self, template: str, /, **kw: Any) -> Reply:
+        return Reply(render(template, **kw))
+
+    @property
+    def user(self) -> "WechatUser | None":
+        if self._user is None:
+            from models import WechatUser
+
+            self._user = self.session.get(WechatUser, self.openid)
+        return self._user
+
+    @property
+    def customer(self) -> "Customer | None":
+        from models import Customer
+
+        user = self.user
+        if user is None or user.customer_id is None:
+            return None
+        return self.session.get(Customer, user.customer_id)
+
+    @property
+    def staff(self) -> "Staff | None":
+        if self._staff is False:
+            from models import Staff
+
+            self._staff = self.session.get(Staff, self.openid)
+        return self._staff
+
+    # Flow control, for handlers -------------------------------------------------------
+    def start(self, flow: "Flow") -> Reply:
+        from bot.engine import start_flow
+
+        return start_flow(self, flow)
+
+
+Handler = Callable[[Context], "Reply | str | None"]
+
+
+@dataclass
+class Step:
+    """One question of a flow. `parse(ctx, text, data)` returns the value to keep or raises
+    `Invalid`; `when(ctx, data)` skips the step when false; `context(ctx, data)` feeds the
+    prompt template."""
+
+    name: str
+    prompt: str
+    parse: Callable[[Context, str, dict], Any]
+    when: Callable[[Context, dict], bool] | None = None
+    context: Callable[[Context, dict], dict] | None = None
+
+    def applies(self, ctx: Context, data: dict) -> bool:
+        return self.when is None or self.when(ctx, data)
+
+    def ask(self, ctx: Context, data: dict) -> str:
+        return render(self.prompt, **(self.context(ctx, data) if self.context else {}))
+
+
+@dataclass
+class Flow:
+    """A declared multi-step conversation: `begin` may refuse (return a Reply) or give the
+    initial data; `finish` acts on the collected data."""
+
+    name: str
+    title: str
+    steps: list[Step]
+    finish: Callable[[Context, dict], "Reply | str"]
+    begin: Callable[[Context], "dict | Reply"] = lambda ctx: {}
+
+    def step(self, name: str) -> Step | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+
+@dataclass
+class Command:
+    handler: Handler
+    roles: tuple[str, ...]
+    usage: str
+
+
+class Router:
+    def __init__(self) -> None:
+        self.keys: dict[Key, Handler] = {}
+        self.events: dict[str, Handler] = {}
+        self.commands: dict[str, Command] = {}
+        self.flows: dict[str, Flow] = {}
+
+    def key(self, *keys: Key):
+        def deco(fn: Handler) -> Handler:
+            for k in keys:
+                self.keys[k] = fn
+            return fn
+        return deco
+
+    def event(self, *events: str):
+        def deco(fn: Handler) -> Handler:
+            for e in events:
+                self.events[e] = fn
+            return fn
+        return deco
+
+    def command(self, name: str, usage: str, roles: tuple[str, ...] = ("specialist", "admin")):
+        def deco(fn: Handler) -> Handler:
+            self.commands[name] = Command(fn, roles, usage)
+            return fn
+        return deco
+
+    def flow(self, flow: Flow) -> Flow:
+        self.flows[flow.name] = flow
+        return flow
+
+    def include(self, other: "Router") -> "Router":
+        for mine, theirs in ((self.keys, other.keys), (self.events, other.events),
+                             (self.commands, other.commands), (self.flows, other.flows)):
+            clash = set(mine) & set(theirs)
+            if clash:
+                raise ValueError(f"registered twice: {sorted(map(str, clash))}")
+            mine.update(theirs)
+        return self

@@ -1,0 +1,165 @@
+"""What a running bot holds (settings, database, stores, router, WeChat client) and the
+synchronous pipeline that turns one verified inbound message into a reply."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session
+from wechatpy.replies import TextReply, TransferCustomerServiceReply
+
+from bot.config import Settings
+from bot.db import make_engine
+from bot.engine import dispatch, page_reply
+from bot.router import Context, Reply, Router
+from bot.stores import DedupStore, StateStore, build_stores
+from bot.texts import render
+from bot.wechat_api import make_client, make_crypto
+from models import WechatUser
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "success"  # WeChat's "no reply"
+TOUCH_EVERY = 600.0  # seconds between writes of a user's last_seen_at
+
+
+@dataclass
+class Handoff:
+    """Decides, exactly once, whether a reply goes back in the HTTP response or, when the
+    handler was too slow for WeChat's 5-second window, as a customer-service message."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    outcome: str | None = None  # "replied" | "late"
+
+    def claim(self, outcome: str) -> bool:
+        with self.lock:
+            if self.outcome is None:
+                self.outcome = outcome
+                return True
+            return False
+
+
+class Services:
+    def __init__(self, settings: Settings, router: Router, *, engine: Engine | None = None,
+                 states: StateStore | None = None, dedup: DedupStore | None = None) -> None:
+        self.settings = settings
+        self.router = router
+        self.engine = engine or make_engine(settings.database_url)
+        with self.engine.connect() as conn:  # fail fast, and warm the pool
+            conn.exec_driver_sql("SELECT 1")
+        default_states, default_dedup = build_stores(settings, self.engine)
+        self.states = states or default_states
+        self.dedup = dedup or default_dedup
+        self.crypto = make_crypto(settings)
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="bot")
+        self._touched: dict[str, float] = {}
+
+    @cached_property
+    def wechat(self):
+        return make_client(self.settings)
+
+    def now(self) -> datetime:
+        return datetime.now(self.settings.tz)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
+
+    # --- The pipeline ---------------------------------------------------------------
+
+    def process(self, msg) -> Reply:
+        """Run the router for one message inside one database transaction, holding the
+        user's lock so that two messages of one user never interleave."""
+        openid = msg.source
+        now = self.now()
+        with Session(self.engine, expire_on_commit=False) as session:
+            with self.states.lock(openid, session):
+                record = self.states.load(openid, session)
+                before = record.dumps()
+                ctx = Context(self, msg, session, record, now)
+                self._expire_flow(ctx)
+                self._touch(session, openid, now)
+                try:
+                    reply = dispatch(ctx, self.router)
+                except Exception:
+                    log.exception("handler failed for %s message", getattr(msg, "type", "?"))
+                    session.rollback()
+                    return Reply(render("error"))
+                if ctx.notices:
+                    reply.text = "\n\n".join([*ctx.notices, reply.text]).strip()
+                if reply.text and not reply.paged:
+                    reply.text = page_reply(ctx, reply.text, self.settings.reply_max_bytes)
+                if record.state is not None or record.dumps() != before:
+                    record.updated_at = time.time()
+                    self.states.save(openid, record, session)
+                session.commit()
+        return reply
+
+    def _expire_flow(self, ctx: Context) -> None:
+        rec = ctx.record
+        if rec.state and time.time() - rec.updated_at > self.settings.flow_timeout_minutes * 60:
+            rec.state, rec.data = None, {}
+            ctx.notices.append(render("flow/expired", minutes=self.settings.flow_timeout_minutes))
+
+    def _touch(self, session: Session, openid: str, now: datetime) -> None:
+        """Remember when the user last wrote (WeChat's 48-hour customer-service window),
+        at most once every ten minutes per process."""
+        mono = time.monotonic()
+        if mono - self._touched.get(openid, -TOUCH_EVERY) < TOUCH_EVERY:
+            return
+        self._touched[openid] = mono
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        res = session.execute(update(WechatUser).where(WechatUser.openid == openid)
+                              .values(last_seen_at=now))
+        if res.rowcount == 0:
+            session.add(WechatUser(openid=openid, following=True, last_seen_at=now))
+            session.flush()
+
+    def render_reply(self, msg, reply: Reply) -> str:
+        if reply.transfer:
+            return TransferCustomerServiceReply(message=msg).render()
+        if not reply.text:
+            return SUCCESS
+        return TextReply(message=msg, content=reply.text).render()
+
+    def handle_once(self, msg, key: str, handoff: Handoff) -> str:
+        """Run the handler for the first delivery of `key`; a retry or replay waits for,
+        and returns, the first delivery's reply instead."""
+        if not self.dedup.claim(key):
+            return self._await_reply(key)
+        try:
+            reply = self.process(msg)
+        except Exception:
+            log.exception("message pipeline failed")
+            reply = Reply(render("error"))
+        xml = self.render_reply(msg, reply)
+        if handoff.claim("replied"):
+            self.dedup.complete(key, xml)
+            return xml
+        # Too late for the HTTP response: WeChat already got "success".
+        self.dedup.complete(key, SUCCESS)
+        if reply.text:
+            self.send_text(msg.source, reply.text)
+        return SUCCESS
+
+    def _await_reply(self, key: str) -> str:
+        deadline = time.monotonic() + self.settings.reply_deadline_seconds
+        while time.monotonic() < deadline:
+            stored = self.dedup.reply(key)
+            if stored is not None:
+                return stored
+            time.sleep(0.02)
+        return SUCCESS
+
+    def send_text(self, openid: str, text: str) -> None:
+        try:
+            self.wechat.message.send_text(openid, text)
+        except Exception:
+            log.exception("customer-service message to %s failed", openid[:6] + "…")

@@ -1,0 +1,265 @@
+"""Pluggable stores, each in three flavours (memory, SQL, Redis):
+
+* `StateStore` keeps each user's conversation record (flow state, collected data, pages);
+* `DedupStore` remembers every inbound message and the reply it got, so that WeChat's
+  retries and replays never run a handler twice.
+
+The SQL state store works inside the message's own transaction (state and the handler's
+writes commit together); the others ignore the session they are given.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+from sqlalchemy import Engine, delete, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from models import DedupEntry, FsmState
+
+STATE_T = FsmState.__table__
+DEDUP_T = DedupEntry.__table__
+
+
+@dataclass
+class Record:
+    """What the bot remembers about one user's conversation."""
+
+    state: str | None = None
+    data: dict = field(default_factory=dict)
+    pages: list[str] = field(default_factory=list)
+    updated_at: float = 0.0
+
+    def dumps(self) -> str:
+        return json.dumps({"state": self.state, "data": self.data, "pages": self.pages},
+                          ensure_ascii=False, separators=(",", ":"), default=str)
+
+    @classmethod
+    def loads(cls, raw: str | bytes | None, updated_at: float) -> "Record":
+        if not raw:
+            return cls()
+        try:
+            v = json.loads(raw)
+            return cls(v.get("state"), v.get("data") or {}, v.get("pages") or [], updated_at)
+        except (ValueError, AttributeError):
+            return cls()  # a corrupt record is a fresh start, never a crash
+
+
+class _Striped:
+    """A fixed set of locks picked by key hash: bounded memory, per-key serialisation."""
+
+    def __init__(self, n: int = 512) -> None:
+        self._locks = [threading.Lock() for _ in range(n)]
+
+    def __call__(self, key: str) -> threading.Lock:
+        return self._locks[zlib.crc32(key.encode()) % len(self._locks)]
+
+
+# --- State stores ------------------------------------------------------------------------
+
+
+class StateStore(Protocol):
+    def lock(self, key: str, session: Session): ...
+    def load(self, key: str, session: Session) -> Record: ...
+    def save(self, key: str, record: Record, session: Session) -> None: ...
+
+
+class MemoryStateStore:
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float]] = {}
+        self._locks = _Striped()
+
+    def lock(self, key: str, session: Session):
+        return self._locks(key)
+
+    def load(self, key: str, session: Session) -> Record:
+        raw = self._data.get(key)
+        return Record.loads(raw[0], raw[1]) if raw else Record()
+
+    def save(self, key: str, record: Record, session: Session) -> None:
+        if record.state is None and not record.data and not record.pages:
+            self._data.pop(key, None)
+        else:
+            self._data[key] = (record.dumps(), record.updated_at)
+
+
+class SqlStateStore:
+    """State rows in the bot's database, written in the message's transaction.
+
+    Serialisation per user: SQLite runs one transaction at a time (BEGIN IMMEDIATE, one
+    connection per process); PostgreSQL takes a transaction-scoped advisory lock on the
+    user's key, so two workers cannot interleave one user's messages.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._pg = engine.dialect.name == "postgresql"
+        self._insert = pg_insert if self._pg else sqlite_insert
+
+    @contextmanager
+    def lock(self, key: str, session: Session) -> Iterator[None]:
+        if self._pg:
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                            {"k": zlib.crc32(key.encode()) - 2**31})
+        yield
+
+    def load(self, key: str, session: Session) -> Record:
+        row = session.execute(
+            select(STATE_T.c.value, STATE_T.c.updated_at).where(STATE_T.c.key == key)).first()
+        return Record.loads(row[0], row[1]) if row else Record()
+
+    def save(self, key: str, record: Record, session: Session) -> None:
+        if record.state is None and not record.data and not record.pages:
+            session.execute(delete(STATE_T).where(STATE_T.c.key == key))
+            return
+        stmt = self._insert(STATE_T).values(key=key, value=record.dumps(),
+                                            updated_at=record.updated_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[STATE_T.c.key],
+            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+        session.execute(stmt)
+
+
+class RedisStateStore:
+    """State in Redis hashes; a short Redis lock serialises one user's messages across workers."""
+
+    def __init__(self, client, prefix: str, ttl_seconds: int = 7 * 86400):
+        self._r = client
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+
+    def lock(self, key: str, session: Session):
+        return self._r.lock(f"{self._prefix}lock:{key}", timeout=30, blocking_timeout=10)
+
+    def load(self, key: str, session: Session) -> Record:
+        raw = self._r.hmget(self._prefix + key, "v", "t")
+        return Record.loads(raw[0], float(raw[1] or 0)) if raw[0] else Record()
+
+    def save(self, key: str, record: Record, session: Session) -> None:
+        if record.state is None and not record.data and not record.pages:
+            self._r.delete(self._prefix + key)
+            return
+        pipe = self._r.pipeline()
+        pipe.hset(self._prefix + key, mapping={"v": record.dumps(), "t": record.updated_at})
+        pipe.expire(self._prefix + key, self._ttl)
+        pipe.execute()
+
+
+# --- Dedup stores ------------------------------------------------------------------------
+
+PENDING = None  # a claimed key whose reply is not known yet
+
+
+class DedupStore(Protocol):
+    def claim(self, key: str) -> bool:
+        """True when this caller is the first to see `key` and must run the handler."""
+
+    def complete(self, key: str, reply: str) -> None: ...
+
+    def reply(self, key: str) -> str | None:
+        """The stored reply, or None while the first delivery is still being handled."""
+
+
+class MemoryDedupStore:
+    """For the embedded single-process default: an ordered dict pruned by age."""
+
+    def __init__(self, ttl_seconds: int) -> None:
+        self._ttl = ttl_seconds
+        self._entries: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, key: str) -> bool:
+        now = time.time()
+        with self._lock:
+            while self._entries:
+                oldest, (t, _) = next(iter(self._entries.items()))
+                if now - t <= self._ttl:
+                    break
+                del self._entries[oldest]
+            if key in self._entries:
+                return False
+            self._entries[key] = (now, PENDING)
+            return True
+
+    def complete(self, key: str, reply: str) -> None:
+        with self._lock:
+            t, _ = self._entries.get(key, (time.time(), None))
+            self._entries[key] = (t, reply)
+
+    def reply(self, key: str) -> str | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry else PENDING
+
+
+class SqlDedupStore:
+    """Shared by every worker through the database: INSERT … ON CONFLICT DO NOTHING claims."""
+
+    def __init__(self, engine: Engine, ttl_seconds: int) -> None:
+        self._engine = engine
+        self._ttl = ttl_seconds
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._last_prune = 0.0
+
+    def claim(self, key: str) -> bool:
+        now = time.time()
+        with self._engine.begin() as conn:
+            if now - self._last_prune > 60:
+                self._last_prune = now
+                conn.execute(delete(DEDUP_T).where(DEDUP_T.c.created_at < now - self._ttl))
+            res = conn.execute(self._insert(DEDUP_T).values(key=key, created_at=now)
+                               .on_conflict_do_nothing(index_elements=[DEDUP_T.c.key])
+                               .returning(DEDUP_T.c.key))
+            return res.first() is not None
+
+    def complete(self, key: str, reply: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(DEDUP_T).where(DEDUP_T.c.key == key).values(reply=reply))
+
+    def reply(self, key: str) -> str | None:
+        with self._engine.connect() as conn:
+            return conn.execute(select(DEDUP_T.c.reply).where(DEDUP_T.c.key == key)).scalar()
+
+
+class RedisDedupStore:
+    def __init__(self, client, ttl_seconds: int, prefix: str) -> None:
+        self._r = client
+        self._ttl = ttl_seconds
+        self._prefix = prefix
+
+    def claim(self, key: str) -> bool:
+        return bool(self._r.set(self._prefix + key, "", nx=True, ex=self._ttl))
+
+    def complete(self, key: str, reply: str) -> None:
+        # "\x00" prefix tells a completed empty reply from a pending claim ("").
+        self._r.set(self._prefix + key, "\x00" + reply, ex=self._ttl)
+
+    def reply(self, key: str) -> str | None:
+        raw = self._r.get(self._prefix + key)
+        if not raw:
+            return PENDING
+        raw = raw.decode() if isinstance(raw, bytes) else raw
+        return raw[1:]
+
+
+def build_stores(settings, engine: Engine):
+    """Redis when REDIS_URL is set; otherwise the database for state, and for dedup the
+    database on PostgreSQL (shared by workers) or memory on SQLite (one process)."""
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        prefix = settings.redis_prefix
+        return (RedisStateStore(client, prefix + "state:"),
+                RedisDedupStore(client, settings.dedup_ttl_seconds, prefix + "dedup:"))
+    dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if engine.dialect.name == "sqlite"
+             else SqlDedupStore(engine, settings.dedup_ttl_seconds))
+    return SqlStateStore(engine), dedup
+
+

@@ -1,0 +1,32 @@
+"""Customer-facing text: every sentence comes from a Jinja2 template in bot/templates/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=False,
+    autoescape=False,
+)
+
+
+def render(template: str, /, **ctx) -> str:
+    """Render `template` (without the .j2 suffix) and tidy the blank lines a template leaves."""
+    text = _env.get_template(f"{template}.j2").render(**ctx)
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out)
+
+
+def template_exists(name: str) -> bool:
+    return (TEMPLATES / f"{name}.j2").is_file()

@@ -1,0 +1,13 @@
+"""All handlers, gathered into the bot's root router."""
+from __future__ import annotations
+
+from bot.router import Router
+
+
+def build_router() -> Router:
+    from handlers import common, staff
+
+    root = Router()
+    for module in (common, staff):
+        root.include(module.router)
+    return root

@@ -1,0 +1,67 @@
+"""The one source of what a user can ask for: menu keys, the menu layout and the words
+(with synonyms) that mean the same thing in chat. The router maps each key to a handler."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Key(StrEnum):
+    MY_TIER = "MY_TIER"
+    MY_BENEFITS = "MY_BENEFITS"
+    BOOK_DENTAL = "BOOK_DENTAL"
+    BOOK_CHECKUP = "BOOK_CHECKUP"
+    BOOK_EXPERT = "BOOK_EXPERT"
+    BOOK_SPECIAL = "BOOK_SPECIAL"
+    MY_BOOKINGS = "MY_BOOKINGS"
+    CANCEL_BOOKING = "CANCEL_BOOKING"
+    BIND = "BIND"
+    UNBIND = "UNBIND"
+    HEALTH_ADVISOR = "HEALTH_ADVISOR"
+    FAQ = "FAQ"
+    HUMAN = "HUMAN"
+    HELP = "HELP"
+
+
+# WeChat allows 3 top-level buttons with up to 5 entries each.
+MENU: list[tuple[str, list[tuple[str, Key]]]] = [
+    ("我的VIP", [("我的等级", Key.MY_TIER), ("我的权益", Key.MY_BENEFITS),
+                 ("绑定身份", Key.BIND), ("常见问题", Key.FAQ)]),
+    ("预约服务", [("预约洁牙", Key.BOOK_DENTAL), ("预约体检", Key.BOOK_CHECKUP),
+                  ("专家门诊", Key.BOOK_EXPERT), ("特种检查", Key.BOOK_SPECIAL),
+                  ("我的预约", Key.MY_BOOKINGS)]),
+    ("帮助", [("健康顾问", Key.HEALTH_ADVISOR), ("取消预约", Key.CANCEL_BOOKING),
+              ("人工客服", Key.HUMAN), ("使用帮助", Key.HELP)]),
+]
+
+# Words customers type for each key. Matching is tolerant of spaces, punctuation,
+# full-width characters and small typos (see bot/intents.py).
+INTENTS: dict[Key, list[str]] = {
+    Key.MY_TIER: ["我的等级", "等级", "我的层级", "层级", "客户层级", "查等级", "查询等级",
+                  "会员等级", "我是什么等级", "贡献值", "保费贡献值", "VIP等级"],
+    Key.MY_BENEFITS: ["我的权益", "权益", "我的服务", "增值服务", "会员权益", "剩余次数",
+                      "服务次数", "福利"],
+    Key.BOOK_DENTAL: ["预约洁牙", "洁牙", "洗牙", "预约洗牙", "牙齿关爱", "洁牙预约"],
+    Key.BOOK_CHECKUP: ["预约体检", "体检", "健康体检", "体检预约"],
+    Key.BOOK_EXPERT: ["专家门诊", "预约专家", "专家门诊预约", "挂专家号", "看专家", "门诊预约"],
+    Key.BOOK_SPECIAL: ["特种检查", "预约特种检查", "特检", "预约检查", "核磁共振", "胃肠镜"],
+    Key.MY_BOOKINGS: ["我的预约", "预约记录", "查预约", "查询预约", "预约查询"],
+    Key.CANCEL_BOOKING: ["取消预约", "预约取消", "撤销预约", "不去了"],
+    Key.BIND: ["绑定", "绑定身份", "身份绑定", "绑定保单", "认证", "身份认证", "实名认证"],
+    Key.UNBIND: ["解除绑定", "解绑", "取消绑定"],
+    Key.HEALTH_ADVISOR: ["健康顾问", "健康咨询", "咨询医生", "问医生"],
+    Key.FAQ: ["常见问题", "问题", "FAQ", "问答"],
+    Key.HUMAN: ["人工", "转人工", "人工客服", "客服", "真人"],
+    Key.HELP: ["帮助", "help", "菜单", "功能", "你能做什么", "怎么用", "?", "？", "你好",
+               "您好", "hi", "hello"],
+}
+
+
+def menu_json() -> dict:
+    """The menu in the form WeChat's menu/create API takes."""
+    return {
+        "button": [
+            {"name": top, "sub_button": [{"type": "click", "name": n, "key": k.value}
+                                         for n, k in entries]}
+            for top, entries in MENU
+        ]
+    }

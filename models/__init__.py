@@ -1,0 +1,134 @@
+"""Tables. One module, one obvious place; migrations live in models/migrations."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import Index, Numeric, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+Money = Numeric(16, 2)
+
+
+# --- The WeChat side ---------------------------------------------------------------
+
+
+class WechatUser(SQLModel, table=True):
+    """Someone who follows (or followed) the service account; bound to a customer or not."""
+
+    __tablename__ = "wechat_user"
+    openid: str = Field(primary_key=True, max_length=64)
+    following: bool = True
+    subscribed_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    subscribe_scene: str | None = Field(default=None, max_length=64)
+    last_seen_at: datetime | None = None
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", unique=True)
+    bound_at: datetime | None = None
+    bind_failures: int = 0
+    bind_locked_until: datetime | None = None
+
+
+class Staff(SQLModel, table=True):
+    __tablename__ = "staff"
+    openid: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=64)
+    role: str = Field(max_length=16)  # specialist | admin
+    password_hash: str | None = None
+    created_at: datetime
+
+
+class FsmState(SQLModel, table=True):
+    """Conversation state of one user (the SQL flavour of the pluggable state store)."""
+
+    __tablename__ = "fsm_state"
+    key: str = Field(primary_key=True, max_length=128)
+    value: str = Field(default="{}", sa_type=Text)  # JSON: state, data, pages
+    updated_at: float = 0.0
+
+
+class DedupEntry(SQLModel, table=True):
+    """One inbound WeChat message (by MsgId or event identity) and the reply it got."""
+
+    __tablename__ = "dedup_entry"
+    key: str = Field(primary_key=True, max_length=160)
+    reply: str | None = Field(default=None, sa_type=Text)
+    created_at: float = Field(index=True)
+
+
+# --- Customers and policies ------------------------------------------------------------
+
+
+class Customer(SQLModel, table=True):
+    """A policyholder (投保人)."""
+
+    __tablename__ = "customer"
+    id: int | None = Field(default=None, primary_key=True)
+    id_number: str = Field(max_length=18, unique=True)
+    name: str = Field(max_length=64)
+    phone: str = Field(max_length=20)
+    sex: str = Field(max_length=1)  # M | F, from the ID number
+    birth_date: date
+    tier: str = Field(default="mass", max_length=16, index=True)
+    tier_since: date | None = None
+    contribution: Decimal = Field(default=Decimal("0"), sa_type=Money)
+    evaluated_on: date | None = None
+
+
+class Policy(SQLModel, table=True):
+    __tablename__ = "policy"
+    id: int | None = Field(default=None, primary_key=True)
+    policy_no: str = Field(max_length=32, unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    product_name: str = Field(max_length=128)
+    liabilities: str = Field(default="", max_length=128)  # ;-separated
+    payment_mode: str = Field(max_length=8)  # regular | single
+    annualized_basic_premium: Decimal = Field(default=Decimal("0"), sa_type=Money)
+    single_premium: Decimal = Field(default=Decimal("0"), sa_type=Money)
+    annual_regular_topup: Decimal = Field(default=Decimal("0"), sa_type=Money)
+    initial_lump_sum_topup: Decimal = Field(default=Decimal("0"), sa_type=Money)
+    irregular_topup: Decimal = Field(default=Decimal("0"), sa_type=Money)
+    effective_date: date
+    payment_years: int
+    status: str = Field(max_length=16)
+    cooling_off_end_date: date
+    pledged: bool = False
+    policy_loan: bool = False
+
+
+class FamilyMember(SQLModel, table=True):
+    __tablename__ = "family_member"
+    __table_args__ = (UniqueConstraint("customer_id", "id_number", name="uq_family_member"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    relation: str = Field(max_length=8)  # spouse | parent | child
+    name: str = Field(max_length=64)
+    id_number: str = Field(max_length=18)
+    phone: str = Field(default="", max_length=20)
+
+
+class TierHistory(SQLModel, table=True):
+    __tablename__ = "tier_history"
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    from_tier: str = Field(max_length=16)
+    to_tier: str = Field(max_length=16)
+    reason: str = Field(max_length=32)  # upgrade | review_downgrade | no_policy_drop | initial
+    contribution: Decimal = Field(sa_type=Money)
+    effective_date: date
+    changed_at: datetime
+
+
+class Notification(SQLModel, table=True):
+    """Outbox of pushes to customers; the notification dispatcher sends each exactly once."""
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_status", "status", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    kind: str = Field(max_length=32)
+    payload: str = Field(default="{}", sa_type=Text)
+    dedupe_key: str = Field(max_length=160, unique=True)
+    status: str = Field(default="pending", max_length=16)
+    created_at: datetime
+    sent_at: datetime | None = None

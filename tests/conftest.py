@@ -1,0 +1,194 @@
+"""Test fixtures: real databases (a fresh SQLite file per test, or a fresh PostgreSQL
+database per run when DATABASE_URL says so), real Redis when REDIS_URL is set, a loopback
+WeChat API double, and a WeChat-side client that signs and encrypts as WeChat does."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from bot.app import create_app
+from bot.cli import upgrade_database
+from bot.config import load_settings
+from bot.simulator import WeChatSide, event_xml, message_xml, text_xml
+from bot.wechat_double import create_double
+
+APP_ID = "wx1234567890abcdef"
+APP_SECRET = "test-secret"
+TOKEN = "testtoken"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+PG_URL = os.environ.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+USE_PG = PG_URL.startswith("postgresql")
+
+
+# --- WeChat's API, on loopback -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def wechat_api():
+    """WeChat's API double served on a loopback port (wechatpy speaks real HTTP to it)."""
+    app = create_double(APP_ID, APP_SECRET)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.02)
+    app.state.base_url = f"http://127.0.0.1:{port}"
+    yield app
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture
+def sent(wechat_api):
+    wechat_api.state.sent.clear()
+    wechat_api.state.fail_next.clear()
+    return wechat_api.state.sent
+
+
+# --- Databases ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory):
+    """A migrated database: a SQLite template file, or a fresh PostgreSQL database."""
+    if USE_PG:
+        name = f"vipbot_test_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"),
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        url = PG_URL.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + "/" + name
+        upgrade_database(_settings(url))
+        yield url
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        upgrade_database(_settings(f"sqlite:///{path}"))
+        yield path
+
+
+@pytest.fixture
+def db_url(migrated_db, tmp_path):
+    if USE_PG:
+        eng = create_engine(migrated_db)
+        with eng.begin() as c:
+            tables = [r[0] for r in c.execute(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+                "AND tablename <> 'alembic_version'"))]
+            c.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        eng.dispose()
+        return migrated_db
+    path = tmp_path / "bot.db"
+    shutil.copy(migrated_db, path)
+    return f"sqlite:///{path}"
+
+
+def _settings(db_url: str, **kw):
+    values = dict(wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET, wechat_token=TOKEN,
+                  wechat_encoding_aes_key=AES_KEY, database_url=db_url,
+                  redis_url="", rules_file=Path(__file__).resolve().parent.parent / "rules.toml")
+    values.update(kw)
+    return load_settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(request, db_url, wechat_api):
+    """Test settings; `@pytest.mark.settings(name=value)` overrides any of them."""
+    marker = request.node.get_closest_marker("settings")
+    overrides = marker.kwargs if marker else {}
+    return _settings(db_url, wechat_api_base_url=wechat_api.state.base_url,
+                     redis_url=REDIS_URL, **overrides, redis_prefix=f"vipbot-test:{uuid.uuid4().hex[:8]}:")
+
+
+# --- The bot, through its HTTP door ------------------------------------------------------------
+
+
+class WeChat:
+    """Plays WeChat's servers: posts signed (and encrypted) messages to /wechat."""
+
+    def __init__(self, client: httpx.AsyncClient, mode: str = "plain") -> None:
+        self.client = client
+        self.side = WeChatSide(TOKEN, APP_ID, AES_KEY, mode)
+
+    async def post(self, xml: str, openid: str = "", **kw) -> httpx.Response:
+        params, body = self.side.request(xml, openid=openid, **kw)
+        return await self.client.post("/wechat", params=params, content=body,
+                                      headers={"Content-Type": "text/xml"})
+
+    async def deliver(self, xml: str, openid: str = "") -> dict:
+        res = await self.post(xml, openid)
+        assert res.status_code == 200, res.text
+        return self.side.read_reply(res.content)
+
+    async def say(self, openid: str, content: str) -> str:
+        reply = await self.deliver(text_xml(openid, content), openid)
+        return reply.get("Content", "")
+
+    async def click(self, openid: str, key: str) -> str:
+        reply = await self.deliver(event_xml(openid, "CLICK", key), openid)
+        return reply.get("Content", "")
+
+    async def event(self, openid: str, event: str, key: str | None = None, **extra) -> dict:
+        return await self.deliver(event_xml(openid, event, key, **extra), openid)
+
+    async def send(self, openid: str, msg_type: str, **fields) -> dict:
+        return await self.deliver(message_xml(openid, msg_type, **fields), openid)
+
+
+@pytest.fixture
+def app(settings):
+    from tests.flows import test_router
+
+    application = create_app(settings, router=test_router())
+    yield application
+    application.state.services.close()
+
+
+@pytest.fixture
+def services(app):
+    return app.state.services
+
+
+@pytest.fixture
+async def http(app):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bot.test") as client:
+        yield client
+
+
+@pytest.fixture(params=["plain", "compatible", "safe"])
+def mode(request):
+    return request.param
+
+
+@pytest.fixture
+def wx(http, mode):
+    return WeChat(http, mode)
+
+
+@pytest.fixture
+def wx_plain(http):
+    return WeChat(http, "plain")

@@ -1,0 +1,47 @@
+"""A small flow used to exercise the conversation engine through the real door."""
+from __future__ import annotations
+
+import time
+
+from bot.router import Context, Flow, Invalid, Reply, Router, Step
+from handlers import build_router
+from menus import Key
+
+
+def _name(ctx: Context, text: str, data: dict) -> str:
+    if not 1 <= len(text) <= 10:
+        raise Invalid("flow/ended")  # any template will do; tests look for the re-prompt
+    return text
+
+
+def _number(ctx: Context, text: str, data: dict) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 9:
+        raise Invalid("nothing_to_exit")
+    return int(text)
+
+
+def _finish(ctx: Context, data: dict) -> Reply:
+    return Reply(f"DONE name={data['name']} n={data['n']} extra={data.get('extra')}")
+
+
+survey = Flow(
+    name="survey", title="测试问卷",
+    steps=[Step("name", "no_more", _name),
+           Step("n", "scan", _number),
+           Step("extra", "menu_outdated", lambda c, t, d: t, when=lambda c, d: d["n"] > 5)],
+    finish=_finish,
+)
+
+
+def test_router() -> Router:
+    root = build_router()
+    extra = Router()
+    extra.flow(survey)
+    extra.key(Key.BOOK_DENTAL)(lambda ctx: ctx.start(survey))
+
+    @extra.key(Key.MY_BOOKINGS)
+    def slow(ctx: Context) -> Reply:
+        time.sleep(float(ctx.services.settings.reply_deadline_seconds) + 0.4)
+        return Reply("SLOW REPLY")
+
+    return root.include(extra)
