@@ -13,8 +13,14 @@ app = typer.Typer(help="VIP WeChat service-account bot.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+import_app = typer.Typer(help="Import CSV files (UTF-8, header row).", no_args_is_help=True)
+tiers_app = typer.Typer(help="The tier engine.", no_args_is_help=True)
+staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
+app.add_typer(import_app, name="import")
+app.add_typer(tiers_app, name="tiers")
+app.add_typer(staff_app, name="staff")
 
 
 def settings() -> Settings:
@@ -90,6 +96,59 @@ def chat(openid: str = typer.Option("", help="Whose account to speak from (defau
         typer.echo("Setting WECHAT_ENCODING_AES_KEY is required for safe mode", err=True)
         raise typer.Exit(2)
     run_chat(s, url, openid or random_openid(), mode)
+
+
+def parse_day(value: str | None, s: Settings):
+    """--date YYYY-MM-DD, or today in the programme's time zone."""
+    from datetime import date, datetime
+
+    if not value:
+        return datetime.now(s.tz).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _import(kind: str, file: Path, skip_bad: bool) -> None:
+    from bot.importer import import_csv
+
+    s = settings()
+    upgrade_database(s)
+    report = import_csv(s, kind, file, skip_bad=skip_bad, progress=sys.stderr.isatty())
+    typer.echo(report.render())
+    raise typer.Exit(1 if report.rejected else 0)
+
+
+@import_app.command("policies")
+def import_policies(file: Path = typer.Argument(..., help="CSV of policies"),
+                    skip_bad: bool = typer.Option(False, "--skip-bad",
+                                                  help="Import the good rows anyway.")) -> None:
+    """Upsert policies (and their holders) by policy_no; all or nothing unless --skip-bad."""
+    _import("policies", file, skip_bad)
+
+
+@import_app.command("family")
+def import_family(file: Path = typer.Argument(..., help="CSV of family members"),
+                  skip_bad: bool = typer.Option(False, "--skip-bad",
+                                                help="Import the good rows anyway.")) -> None:
+    """Upsert policyholders' immediate family members."""
+    _import("family", file, skip_bad)
+
+
+@tiers_app.command("recompute")
+def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as of YYYY-MM-DD.")) -> None:
+    """Fast up every day; slow down on 30 June and 31 December; drop when no policy is left."""
+    from bot.rules import load_rules
+    from bot.tier_engine import recompute
+
+    s = settings()
+    upgrade_database(s)
+    from bot.db import make_engine
+
+    engine = make_engine(s.database_url)
+    report = recompute(engine, load_rules(s.rules_file), parse_day(date, s))
+    typer.echo(report.render())
 
 
 def main() -> None:

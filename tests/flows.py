@@ -44,4 +44,11 @@ def test_router() -> Router:
         time.sleep(float(ctx.services.settings.reply_deadline_seconds) + 0.4)
         return Reply("SLOW REPLY")
 
+    @extra.key(Key.BOOK_SPECIAL)
+    def long_text(ctx: Context) -> Reply:
+        return Reply(LONG_TEXT)
+
     return root.include(extra)
+
+
+LONG_TEXT = "\n".join(f"第{i}行：" + "保险" * 60 for i in range(40))

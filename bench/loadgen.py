@@ -1,0 +1,63 @@
+"""A small HTTP/1.1 keep-alive load generator: each connection sends its own pre-built
+requests in order and times each round trip. Pre-built, so signing and encryption cost
+nothing during the measurement."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+def build_request(host: str, port: int, path_qs: str, body: bytes) -> bytes:
+    head = (f"POST {path_qs} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def _connection(host, port, requests, latencies, failures, check):
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for req in requests:
+            t0 = time.perf_counter()
+            writer.write(req)
+            status, body = await _read_response(reader)
+            latencies.append(time.perf_counter() - t0)
+            if status != 200 or (check and not check(body)):
+                failures.append((status, body[:200]))
+    finally:
+        writer.close()
+
+
+async def _run(host, port, per_connection, check):
+    latencies: list[float] = []
+    failures: list = []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_connection(host, port, reqs, latencies, failures, check)
+                           for reqs in per_connection))
+    elapsed = time.perf_counter() - t0
+    return latencies, failures, elapsed
+
+
+def run(host: str, port: int, per_connection: list[list[bytes]], check=None) -> dict:
+    latencies, failures, elapsed = asyncio.run(_run(host, port, per_connection, check))
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "failures": len(failures),
+        "first_failure": failures[0] if failures else None,
+        "rps": n / elapsed,
+        "p50_ms": latencies[n // 2] * 1000,
+        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
+    }
