@@ -151,6 +151,149 @@ def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as o
     typer.echo(report.render())
 
 
+def _session(s: Settings):
+    from sqlmodel import Session
+
+    from bot.db import make_engine
+
+    upgrade_database(s)
+    return Session(make_engine(s.database_url), expire_on_commit=False)
+
+
+@app.command()
+def bind(openid: str, id_number: str) -> None:
+    """Bind a WeChat openid to the policyholder with this ID number (staff-verified)."""
+    from datetime import datetime
+
+    from sqlmodel import select
+
+    from bot.identity import mask_id_number, normalize_id_number
+    from handlers.binding import bind as do_bind
+    from models import Customer, WechatUser
+
+    s = settings()
+    with _session(s) as session:
+        number = normalize_id_number(id_number)
+        customer = session.exec(select(Customer).where(Customer.id_number == number)).first()
+        if customer is None:
+            typer.echo(f"no policyholder with ID number {mask_id_number(number)}", err=True)
+            raise typer.Exit(1)
+        holder = session.exec(select(WechatUser).where(WechatUser.customer_id == customer.id)).first()
+        if holder is not None and holder.openid != openid:
+            typer.echo(f"{mask_id_number(number)} is bound to another openid; unbind it first",
+                       err=True)
+            raise typer.Exit(1)
+        do_bind(session, openid, customer, datetime.now(s.tz))
+        session.commit()
+    typer.echo(f"bound {openid} to {mask_id_number(number)}")
+
+
+@app.command()
+def unbind(openid: str) -> None:
+    """Detach a WeChat openid from its policyholder."""
+    from models import WechatUser
+
+    s = settings()
+    with _session(s) as session:
+        user = session.get(WechatUser, openid)
+        if user is None or user.customer_id is None:
+            typer.echo(f"{openid} is not bound", err=True)
+            raise typer.Exit(1)
+        user.customer_id, user.bound_at = None, None
+        session.add(user)
+        session.commit()
+    typer.echo(f"unbound {openid}")
+
+
+def _read_password(ask: bool) -> str | None:
+    if not ask:
+        return None
+    pw = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(pw) < 8:
+        typer.echo("the password needs at least 8 characters", err=True)
+        raise typer.Exit(2)
+    return pw
+
+
+@staff_app.command("add")
+def staff_add(openid: str, name: str = typer.Option(..., "--name"),
+              role: str = typer.Option(..., "--role", help="specialist | admin"),
+              password: bool = typer.Option(False, "--password",
+                                            help="Also set a console password (prompted).")) -> None:
+    """Register a health specialist or admin by their WeChat openid."""
+    from datetime import datetime
+
+    from bot.passwords import hash_password
+    from models import Staff
+
+    if role not in ("specialist", "admin"):
+        raise typer.BadParameter("role must be specialist or admin")
+    if not name.strip() or len(name) > 64 or not openid.strip() or len(openid) > 64:
+        raise typer.BadParameter("openid and name must be 1-64 characters")
+    s = settings()
+    pw = _read_password(password)
+    with _session(s) as session:
+        member = session.get(Staff, openid) or Staff(openid=openid, name=name, role=role,
+                                                     created_at=datetime.now(s.tz))
+        member.name, member.role = name.strip(), role
+        if pw:
+            member.password_hash = hash_password(pw)
+        session.add(member)
+        session.commit()
+    typer.echo(f"staff {openid} ({role}) saved")
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """List staff accounts."""
+    from sqlmodel import select
+
+    from models import Staff
+
+    s = settings()
+    with _session(s) as session:
+        rows = session.exec(select(Staff).order_by(Staff.role, Staff.name)).all()
+    for m in rows:
+        typer.echo(f"{m.openid}\t{m.role}\t{m.name}\t{'password' if m.password_hash else '-'}")
+    if not rows:
+        typer.echo("no staff yet: python main.py staff add OPENID --name NAME --role specialist")
+
+
+@staff_app.command("remove")
+def staff_remove(openid: str) -> None:
+    """Remove a staff account."""
+    from models import Staff
+
+    s = settings()
+    with _session(s) as session:
+        member = session.get(Staff, openid)
+        if member is None:
+            typer.echo(f"no staff account {openid}", err=True)
+            raise typer.Exit(1)
+        session.delete(member)
+        session.commit()
+    typer.echo(f"staff {openid} removed")
+
+
+@staff_app.command("passwd")
+def staff_passwd(openid: str) -> None:
+    """Set a staff member's console password (prompted)."""
+    from bot.passwords import hash_password
+    from models import Staff
+
+    s = settings()
+    pw = _read_password(True)
+    with _session(s) as session:
+        member = session.get(Staff, openid)
+        if member is None:
+            typer.echo(f"no staff account {openid}", err=True)
+            raise typer.Exit(1)
+        member.password_hash = hash_password(pw)
+        session.add(member)
+        session.commit()
+    typer.echo(f"password of {openid} set")
+
+
 def main() -> None:
     os.chdir(ROOT)
     sys.path.insert(0, str(Path(ROOT)))

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     flow_timeout_minutes: int = Field(default=15, ge=1, le=24 * 60)
     human_service_hours: str = "09:00-21:00"
 
+    # SMS: log (demo: the text goes to the log), http (a gateway), none (no codes sent)
+    sms_provider: str = "log"
+    sms_gateway_url: str = ""
+    sms_gateway_token: str = ""
+
     log_level: str = "INFO"
     # Demo only: mount a local stand-in for WeChat's API at /wechat-double.
     wechat_double: bool = False
@@ -91,6 +96,20 @@ class Settings(BaseSettings):
     @classmethod
     def _hours(cls, v: str) -> str:
         parse_hours(v)
+        return v
+
+    @field_validator("sms_provider")
+    @classmethod
+    def _sms(cls, v: str) -> str:
+        if v not in ("log", "http", "none"):
+            raise ValueError("must be log, http or none")
+        return v
+
+    @field_validator("sms_gateway_url")
+    @classmethod
+    def _sms_url(cls, v: str, info) -> str:
+        if info.data.get("sms_provider") == "http" and not re.match(r"^https?://", v):
+            raise ValueError("must be the gateway's http(s) URL when SMS_PROVIDER=http")
         return v
 
     @field_validator("log_level")

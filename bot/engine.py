@@ -71,9 +71,17 @@ def flow_input(ctx: Context, flow: Flow, idx: int) -> Reply:
     try:
         data[step.name] = step.parse(ctx, ctx.text.strip(), data)
     except Invalid as exc:
+        if exc.end:
+            ctx.record.state, ctx.record.data = None, {}
+            return Reply(exc.render())
+        if exc.goto:
+            target = next(i for i, s in enumerate(flow.steps) if s.name == exc.goto)
+            for s in flow.steps[target:]:
+                data.pop(s.name, None)
+            again = _goto(ctx, flow, target, data)
+            return Reply(render("flow/invalid", reason=exc.render(), prompt=again.text))
+        ctx.record.data = data
         return Reply(render("flow/invalid", reason=exc.render(), prompt=step.ask(ctx, data)))
-    if ctx.record.state is None:  # the parser ended the flow itself (e.g. lock-out)
-        return Reply(render("flow/ended"))
     nxt = _goto(ctx, flow, idx + 1, data)
     return nxt if nxt is not None else _finish(ctx, flow, data)
 

@@ -35,11 +35,15 @@ class Reply:
 
 
 class Invalid(Exception):
-    """Raised by a step's parser: the input is refused; `template` explains why."""
+    """Raised by a step's parser: the input is refused; `template` explains why.
+    `goto` re-asks from an earlier step instead; `end` closes the flow with the reason."""
 
-    def __init__(self, template: str, **ctx: Any) -> None:
+    def __init__(self, template: str, *, goto: str | None = None, end: bool = False,
+                 **ctx: Any) -> None:
         super().__init__(template)
         self.template = template
+        self.goto = goto
+        self.end = end
         self.ctx = ctx
 
     def render(self) -> str:

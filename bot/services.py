@@ -19,6 +19,7 @@ from bot.db import make_engine
 from bot.engine import dispatch, page_reply
 from bot.router import Context, Reply, Router
 from bot.stores import DedupStore, StateStore, build_stores
+from bot.sms import make_sms
 from bot.texts import render
 from bot.wechat_api import make_client, make_crypto
 from models import WechatUser
@@ -63,6 +64,10 @@ class Services:
     @cached_property
     def wechat(self):
         return make_client(self.settings)
+
+    @cached_property
+    def sms(self):
+        return make_sms(self.settings)
 
     def now(self) -> datetime:
         return datetime.now(self.settings.tz)

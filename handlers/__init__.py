@@ -5,9 +5,9 @@ from bot.router import Router
 
 
 def build_router() -> Router:
-    from handlers import common, staff
+    from handlers import binding, common, staff
 
     root = Router()
-    for module in (common, staff):
+    for module in (common, staff, binding):
         root.include(module.router)
     return root

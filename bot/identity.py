@@ -1,0 +1,99 @@
+"""Identity data: mainland ID numbers (GB 11643-1999), mobile numbers, and the masks used in
+every reply and log line. Pure functions, no I/O."""
+from __future__ import annotations
+
+import re
+from datetime import date
+
+# ISO 7064 MOD 11-2: weight of position i (0-based, left to right) is 2**(17 - i) mod 11.
+_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
+_CHECK_CHARS = "10X98765432"  # indexed by (weighted sum mod 11)
+_ID_SHAPE = re.compile(r"\d{17}[\dX]")
+_PHONE = re.compile(r"1[3-9]\d{9}")
+_EARLIEST_BIRTH = date(1900, 1, 1)
+
+
+def check_digit(first17: str) -> str:
+    """The 18th character of the ID number whose first 17 digits are `first17`."""
+    return _CHECK_CHARS[sum(int(c) * w for c, w in zip(first17, _WEIGHTS)) % 11]
+
+
+def normalize_id_number(s: str) -> str:
+    """Trim surrounding blanks and upper-case a trailing x."""
+    return s.strip().upper()
+
+
+def validate_id_number(s: str, *, today: date | None = None) -> str:
+    """The normalised ID number, or ValueError with a short reason."""
+    n = normalize_id_number(s)
+    if len(n) != 18:
+        raise ValueError(f"must be 18 characters, not {len(n)}")
+    if not _ID_SHAPE.fullmatch(n):
+        raise ValueError("must be 17 digits followed by a digit or X")
+    try:
+        birth = id_birth_date(n)
+    except ValueError:
+        raise ValueError("bad birth date") from None
+    if not _EARLIEST_BIRTH <= birth <= (today or date.today()):
+        raise ValueError("bad birth date")
+    if n[17] != check_digit(n[:17]):
+        raise ValueError("bad check digit")
+    return n
+
+
+def id_birth_date(id_number: str) -> date:
+    """Birth date held in positions 7-14 (YYYYMMDD) of an 18-character ID number."""
+    return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+
+
+def id_sex(id_number: str) -> str:
+    """"M" when the 17th digit is odd, else "F"."""
+    return "M" if int(id_number[16]) % 2 else "F"
+
+
+def is_valid_phone(s: str) -> bool:
+    """A mainland mobile number: 11 digits, 1[3-9]…"""
+    return bool(_PHONE.fullmatch(s or ""))
+
+
+def make_id_number(region: str, birth: date, seq: int, sex: str) -> str:
+    """A valid ID number for tests and demo data. `seq` (0-499) numbers the people of one
+    sex born in `region` (6 digits) on `birth`; the check digit is computed."""
+    if not (len(region) == 6 and region.isdigit()):
+        raise ValueError("region must be 6 digits")
+    if not 0 <= seq < 500 or sex not in ("M", "F"):
+        raise ValueError("seq must be 0-499 and sex M or F")
+    first17 = f"{region}{birth:%Y%m%d}{seq * 2 + (sex == 'M'):03d}"
+    return first17 + check_digit(first17)
+
+
+# --- Masks ----------------------------------------------------------------------------------
+
+
+def _mask(s: str | None, head: int, tail: int, min_hidden: int) -> str:
+    """Keep `head` and `tail` characters and star the rest; when that would hide fewer than
+    `min_hidden` characters, star everything (a short or odd value never leaks)."""
+    s = (s or "").strip()
+    if len(s) < head + tail + min_hidden:
+        return "*" * len(s)
+    return s[:head] + "*" * (len(s) - head - tail) + s[len(s) - tail:]
+
+
+def mask_id_number(s: str | None) -> str:
+    """"11010519491231002X" -> "1101**********002X"."""
+    return _mask(s, 4, 4, 6)
+
+
+def mask_phone(s: str | None) -> str:
+    """"13812345678" -> "138****5678"."""
+    return _mask(s, 3, 4, 4)
+
+
+def mask_policy_no(s: str | None) -> str:
+    """"P2024000123" -> "P2*****0123"."""
+    return _mask(s, 2, 4, 3)
+
+
+def mask_name(s: str | None) -> str:
+    """Keep the surname's first character: "张三丰" -> "张**"; a single character is starred."""
+    return _mask(s, 1, 0, 1)
