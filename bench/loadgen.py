@@ -34,7 +34,7 @@ async def _connection(host, port, requests, latencies, failures, check):
             status, body = await _read_response(reader)
             latencies.append(time.perf_counter() - t0)
             if status != 200 or (check and not check(body)):
-                failures.append((status, body[:200]))
+                failures.append((status, body[:200], req[-300:]))
     finally:
         writer.close()
 
@@ -60,4 +60,5 @@ def run(host: str, port: int, per_connection: list[list[bytes]], check=None) -> 
         "rps": n / elapsed,
         "p50_ms": latencies[n // 2] * 1000,
         "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
+        "max_ms": latencies[-1] * 1000,
     }

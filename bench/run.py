@@ -133,6 +133,7 @@ def main() -> None:
     for name, mode, r in rows:
         print(f"{name:16} {mode:6} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
               f"{r['rps'] / ref[mode]:7.0%} {r['failures']:7d}")
+        print("   max ms", round(r["max_ms"]))
         if r["first_failure"]:
             print("   first failure:", r["first_failure"])
 

@@ -2,7 +2,6 @@
 timestamp window, size, XML safety, decryption) before any handler sees it."""
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
@@ -16,7 +15,7 @@ from wechatpy.parser import parse_message
 from wechatpy.utils import WeChatSigner
 from xml.etree.ElementTree import ParseError
 
-from bot.services import SUCCESS, Handoff, Services
+from bot.services import SUCCESS, Services
 
 log = logging.getLogger("bot.door")
 router = APIRouter()
@@ -149,17 +148,7 @@ async def receive(request: Request) -> Response:
     except Refused as exc:
         return _refuse(request, exc)
 
-    handoff = Handoff()
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(svc.executor, svc.handle_once, msg, dedup_key(msg), handoff)
-    try:
-        xml = await asyncio.wait_for(asyncio.shield(fut), svc.settings.reply_deadline_seconds)
-    except asyncio.TimeoutError:
-        if handoff.claim("late"):
-            log.warning("handler slower than %.1fs; the reply follows as a customer-service "
-                        "message", svc.settings.reply_deadline_seconds)
-            return PlainTextResponse(SUCCESS)
-        xml = await fut
+    xml = await svc.receive(msg, dedup_key(msg))
     if xml == SUCCESS:
         return PlainTextResponse(SUCCESS)
     if encrypted:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from operator import mul
 
 # ISO 7064 MOD 11-2: weight of position i (0-based, left to right) is 2**(17 - i) mod 11.
 _WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
 _CHECK_CHARS = "10X98765432"  # indexed by (weighted sum mod 11)
-_ID_SHAPE = re.compile(r"\d{17}[\dX]")
-_PHONE = re.compile(r"1[3-9]\d{9}")
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
+_PHONE = re.compile(r"1[3-9][0-9]{9}")
 _EARLIEST_BIRTH = date(1900, 1, 1)
 
 
 def check_digit(first17: str) -> str:
     """The 18th character of the ID number whose first 17 digits are `first17`."""
-    return _CHECK_CHARS[sum(int(c) * w for c, w in zip(first17, _WEIGHTS)) % 11]
+    return _CHECK_CHARS[sum(map(mul, map(int, first17), _WEIGHTS)) % 11]
 
 
 def normalize_id_number(s: str) -> str:

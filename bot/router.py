@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
+from sqlalchemy import Connection, select
 from sqlmodel import Session
 
 from bot.stores import Record
@@ -57,11 +58,14 @@ class Context:
     services: "Services"
     msg: Any  # a wechatpy message or event
     session: Session
+    conn: Connection  # the session's connection, for cheap Core reads
     record: Record
     now: datetime
     notices: list[str] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)  # outbound calls
     _user: Any = field(default=None, repr=False)
     _staff: Any = field(default=False, repr=False)
+    _account: Any = field(default=False, repr=False)
 
     @property
     def openid(self) -> str:
@@ -87,13 +91,25 @@ class Context:
         return self._user
 
     @property
+    def account(self):
+        """(customer_id, bind_locked_until) of this WeChat user, read cheaply, or None."""
+        if self._account is False:
+            from models import WechatUser
+
+            t = WechatUser.__table__
+            self._account = self.conn.execute(
+                select(t.c.customer_id, t.c.bind_locked_until).where(t.c.openid == self.openid)
+            ).first()
+        return self._account
+
+    @property
     def customer(self) -> "Customer | None":
         from models import Customer
 
-        user = self.user
-        if user is None or user.customer_id is None:
+        account = self.account
+        if account is None or account.customer_id is None:
             return None
-        return self.session.get(Customer, user.customer_id)
+        return self.session.get(Customer, account.customer_id)
 
     @property
     def staff(self) -> "Staff | None":

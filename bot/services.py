@@ -2,6 +2,7 @@
 synchronous pipeline that turns one verified inbound message into a reply."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Connection, Engine, insert, update
 from sqlmodel import Session
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 
@@ -18,7 +19,7 @@ from bot.config import Settings
 from bot.db import make_engine
 from bot.engine import dispatch, page_reply
 from bot.router import Context, Reply, Router
-from bot.stores import DedupStore, StateStore, build_stores
+from bot.stores import DedupStore, MemoryDedupStore, StateStore, build_stores
 from bot.sms import make_sms
 from bot.texts import render
 from bot.wechat_api import make_client, make_crypto
@@ -26,6 +27,7 @@ from models import WechatUser
 
 log = logging.getLogger(__name__)
 
+USER_T = WechatUser.__table__
 SUCCESS = "success"  # WeChat's "no reply"
 TOUCH_EVERY = 600.0  # seconds between writes of a user's last_seen_at
 
@@ -58,7 +60,13 @@ class Services:
         self.states = states or default_states
         self.dedup = dedup or default_dedup
         self.crypto = make_crypto(settings)
-        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="bot")
+        # SQLite serves one connection per process: one thread takes messages in FIFO
+        # order (threads fighting over the connection starve some messages for seconds).
+        # PostgreSQL and Redis take real parallelism.
+        threads = 1 if self.engine.dialect.name == "sqlite" else 32
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bot")
+        # Outbound calls (SMS, customer-service messages) never hold up message handling.
+        self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bot-io")
         self._touched: dict[str, float] = {}
 
     @cached_property
@@ -74,6 +82,7 @@ class Services:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.io.shutdown(wait=True)
         self.engine.dispose()
 
     # --- The pipeline ---------------------------------------------------------------
@@ -84,12 +93,13 @@ class Services:
         openid = msg.source
         now = self.now()
         with Session(self.engine, expire_on_commit=False) as session:
-            with self.states.lock(openid, session):
-                record = self.states.load(openid, session)
+            conn = session.connection()  # one connection and transaction for the message
+            with self.states.lock(openid, conn):
+                record = self.states.load(openid, conn)
                 before = record.dumps()
-                ctx = Context(self, msg, session, record, now)
+                ctx = Context(self, msg, session, conn, record, now)
                 self._expire_flow(ctx)
-                self._touch(session, openid, now)
+                self._touch(conn, openid, now)
                 try:
                     reply = dispatch(ctx, self.router)
                 except Exception:
@@ -102,8 +112,10 @@ class Services:
                     reply.text = page_reply(ctx, reply.text, self.settings.reply_max_bytes)
                 if record.state is not None or record.dumps() != before:
                     record.updated_at = time.time()
-                    self.states.save(openid, record, session)
+                    self.states.save(openid, record, conn)
                 session.commit()
+        for action in ctx.after_commit:
+            self.io.submit(_logged, action)
         return reply
 
     def _expire_flow(self, ctx: Context) -> None:
@@ -112,7 +124,7 @@ class Services:
             rec.state, rec.data = None, {}
             ctx.notices.append(render("flow/expired", minutes=self.settings.flow_timeout_minutes))
 
-    def _touch(self, session: Session, openid: str, now: datetime) -> None:
+    def _touch(self, conn: Connection, openid: str, now: datetime) -> None:
         """Remember when the user last wrote (WeChat's 48-hour customer-service window),
         at most once every ten minutes per process."""
         mono = time.monotonic()
@@ -121,11 +133,11 @@ class Services:
         self._touched[openid] = mono
         if len(self._touched) > 100_000:
             self._touched.clear()
-        res = session.execute(update(WechatUser).where(WechatUser.openid == openid)
-                              .values(last_seen_at=now))
+        res = conn.execute(update(USER_T).where(USER_T.c.openid == openid)
+                           .values(last_seen_at=now))
         if res.rowcount == 0:
-            session.add(WechatUser(openid=openid, following=True, last_seen_at=now))
-            session.flush()
+            conn.execute(insert(USER_T).values(openid=openid, following=True, last_seen_at=now,
+                                               bind_failures=0))
 
     def render_reply(self, msg, reply: Reply) -> str:
         if reply.transfer:
@@ -134,11 +146,38 @@ class Services:
             return SUCCESS
         return TextReply(message=msg, content=reply.text).render()
 
-    def handle_once(self, msg, key: str, handoff: Handoff) -> str:
-        """Run the handler for the first delivery of `key`; a retry or replay waits for,
-        and returns, the first delivery's reply instead."""
-        if not self.dedup.claim(key):
-            return self._await_reply(key)
+    async def receive(self, msg, key: str) -> str:
+        """The reply XML (or "success") for one verified message. The first delivery of
+        `key` runs the handler; a retry or replay waits for, and returns, its reply. A
+        handler slower than the deadline answers "success" and its reply follows as a
+        customer-service message."""
+        loop = asyncio.get_running_loop()
+        if await self._dedup(loop, self.dedup.claim, key):
+            handoff = Handoff()
+            fut = loop.run_in_executor(self.executor, self._run, msg, key, handoff)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut),
+                                              self.settings.reply_deadline_seconds)
+            except asyncio.TimeoutError:
+                if handoff.claim("late"):
+                    log.warning("handler slower than %.1fs; its reply follows as a "
+                                "customer-service message", self.settings.reply_deadline_seconds)
+                    return SUCCESS
+                return await fut
+        deadline = loop.time() + self.settings.reply_deadline_seconds
+        while loop.time() < deadline:
+            stored = await self._dedup(loop, self.dedup.reply, key)
+            if stored is not None:
+                return stored
+            await asyncio.sleep(0.02)
+        return SUCCESS
+
+    async def _dedup(self, loop, fn, key):
+        if isinstance(self.dedup, MemoryDedupStore):
+            return fn(key)  # microseconds: no thread hop
+        return await loop.run_in_executor(self.executor, fn, key)
+
+    def _run(self, msg, key: str, handoff: Handoff) -> str:
         try:
             reply = self.process(msg)
         except Exception:
@@ -151,16 +190,7 @@ class Services:
         # Too late for the HTTP response: WeChat already got "success".
         self.dedup.complete(key, SUCCESS)
         if reply.text:
-            self.send_text(msg.source, reply.text)
-        return SUCCESS
-
-    def _await_reply(self, key: str) -> str:
-        deadline = time.monotonic() + self.settings.reply_deadline_seconds
-        while time.monotonic() < deadline:
-            stored = self.dedup.reply(key)
-            if stored is not None:
-                return stored
-            time.sleep(0.02)
+            self.io.submit(self.send_text, msg.source, reply.text)
         return SUCCESS
 
     def send_text(self, openid: str, text: str) -> None:
@@ -168,3 +198,10 @@ class Services:
             self.wechat.message.send_text(openid, text)
         except Exception:
             log.exception("customer-service message to %s failed", openid[:6] + "…")
+
+
+def _logged(action) -> None:
+    try:
+        action()
+    except Exception:
+        log.exception("deferred action failed")

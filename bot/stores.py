@@ -4,8 +4,8 @@
 * `DedupStore` remembers every inbound message and the reply it got, so that WeChat's
   retries and replays never run a handler twice.
 
-The SQL state store works inside the message's own transaction (state and the handler's
-writes commit together); the others ignore the session they are given.
+The SQL state store works on the message's own connection and transaction (state and the
+handler's writes commit together); the others ignore the connection they are given.
 """
 from __future__ import annotations
 
@@ -18,14 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
-from sqlalchemy import Engine, delete, select, text, update
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
 
 from models import DedupEntry, FsmState
 
-STATE_T = FsmState.__table__
 DEDUP_T = DedupEntry.__table__
 
 
@@ -67,9 +65,9 @@ class _Striped:
 
 
 class StateStore(Protocol):
-    def lock(self, key: str, session: Session): ...
-    def load(self, key: str, session: Session) -> Record: ...
-    def save(self, key: str, record: Record, session: Session) -> None: ...
+    def lock(self, key: str, conn: Connection): ...
+    def load(self, key: str, conn: Connection) -> Record: ...
+    def save(self, key: str, record: Record, conn: Connection) -> None: ...
 
 
 class MemoryStateStore:
@@ -77,14 +75,14 @@ class MemoryStateStore:
         self._data: dict[str, tuple[str, float]] = {}
         self._locks = _Striped()
 
-    def lock(self, key: str, session: Session):
+    def lock(self, key: str, conn: Connection):
         return self._locks(key)
 
-    def load(self, key: str, session: Session) -> Record:
+    def load(self, key: str, conn: Connection) -> Record:
         raw = self._data.get(key)
         return Record.loads(raw[0], raw[1]) if raw else Record()
 
-    def save(self, key: str, record: Record, session: Session) -> None:
+    def save(self, key: str, record: Record, conn: Connection) -> None:
         if record.state is None and not record.data and not record.pages:
             self._data.pop(key, None)
         else:
@@ -101,30 +99,31 @@ class SqlStateStore:
 
     def __init__(self, engine: Engine) -> None:
         self._pg = engine.dialect.name == "postgresql"
-        self._insert = pg_insert if self._pg else sqlite_insert
+        # Plain SQL on the driver: this runs for every message, and the statement
+        # compiler's overhead would be most of its cost. Same text on both dialects.
+        p = "%s" if self._pg else "?"
+        self._lock = f"SELECT pg_advisory_xact_lock({p})"
+        self._select = f"SELECT value, updated_at FROM fsm_state WHERE key = {p}"
+        self._delete = f"DELETE FROM fsm_state WHERE key = {p}"
+        self._upsert = (f"INSERT INTO fsm_state (key, value, updated_at) VALUES ({p}, {p}, {p}) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                        "updated_at = excluded.updated_at")
 
     @contextmanager
-    def lock(self, key: str, session: Session) -> Iterator[None]:
+    def lock(self, key: str, conn: Connection) -> Iterator[None]:
         if self._pg:
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                            {"k": zlib.crc32(key.encode()) - 2**31})
+            conn.exec_driver_sql(self._lock, (zlib.crc32(key.encode()) - 2**31,))
         yield
 
-    def load(self, key: str, session: Session) -> Record:
-        row = session.execute(
-            select(STATE_T.c.value, STATE_T.c.updated_at).where(STATE_T.c.key == key)).first()
+    def load(self, key: str, conn: Connection) -> Record:
+        row = conn.exec_driver_sql(self._select, (key,)).first()
         return Record.loads(row[0], row[1]) if row else Record()
 
-    def save(self, key: str, record: Record, session: Session) -> None:
+    def save(self, key: str, record: Record, conn: Connection) -> None:
         if record.state is None and not record.data and not record.pages:
-            session.execute(delete(STATE_T).where(STATE_T.c.key == key))
-            return
-        stmt = self._insert(STATE_T).values(key=key, value=record.dumps(),
-                                            updated_at=record.updated_at)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[STATE_T.c.key],
-            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
-        session.execute(stmt)
+            conn.exec_driver_sql(self._delete, (key,))
+        else:
+            conn.exec_driver_sql(self._upsert, (key, record.dumps(), record.updated_at))
 
 
 class RedisStateStore:
@@ -135,14 +134,14 @@ class RedisStateStore:
         self._prefix = prefix
         self._ttl = ttl_seconds
 
-    def lock(self, key: str, session: Session):
+    def lock(self, key: str, conn: Connection):
         return self._r.lock(f"{self._prefix}lock:{key}", timeout=30, blocking_timeout=10)
 
-    def load(self, key: str, session: Session) -> Record:
+    def load(self, key: str, conn: Connection) -> Record:
         raw = self._r.hmget(self._prefix + key, "v", "t")
         return Record.loads(raw[0], float(raw[1] or 0)) if raw[0] else Record()
 
-    def save(self, key: str, record: Record, session: Session) -> None:
+    def save(self, key: str, record: Record, conn: Connection) -> None:
         if record.state is None and not record.data and not record.pages:
             self._r.delete(self._prefix + key)
             return

@@ -33,9 +33,9 @@ _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{1,30}")
 
 
 def locked_until(ctx: Context):
-    user = ctx.user
-    if user and user.bind_locked_until and user.bind_locked_until > ctx.now:
-        return user.bind_locked_until
+    account = ctx.account
+    if account and account.bind_locked_until and account.bind_locked_until > ctx.now:
+        return account.bind_locked_until
     return None
 
 
@@ -94,7 +94,9 @@ def send_code(ctx: Context, data: dict, phone: str) -> None:
     code = f"{secrets.randbelow(10**6):06d}"
     data["code_hash"] = _hash(ctx.openid, code)
     data["code_sent_at"] = time.time()
-    ctx.services.sms.send(phone, render("sms/bind_code", code=code, minutes=CODE_TTL // 60))
+    text = render("sms/bind_code", code=code, minutes=CODE_TTL // 60)
+    sms = ctx.services.sms
+    ctx.after_commit.append(lambda: sms.send(phone, text))
 
 
 def parse_code(ctx: Context, text: str, data: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import time_machine
@@ -26,6 +27,11 @@ def holder(services):
 
 
 def last_code(services) -> str:
+    """The code in the latest SMS (sent after the reply, once the transaction committed)."""
+    for _ in range(200):
+        if services.sms.sent:
+            break
+        time.sleep(0.01)
     text = services.sms.sent[-1][1]
     return "".join(ch for ch in text if ch.isdigit())[:6]
 
@@ -44,8 +50,9 @@ async def test_binding_with_sms_code(wx, services, holder):
     assert await wx.say(U, holder.id_number.lower()) == render("binding/ask_phone")
     ask_code = await wx.say(U, "139 1234 5678")
     assert "139****5678" in ask_code and "13912345678" not in ask_code
+    code = last_code(services)
     assert services.sms.sent[-1][0] == "13912345678"
-    done = await wx.say(U, last_code(services))
+    done = await wx.say(U, code)
     assert "绑定成功" in done and "王**" in done
     with Session(services.engine) as s:
         assert s.get(WechatUser, U).customer_id == holder.id

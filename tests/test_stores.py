@@ -53,16 +53,16 @@ def test_state_round_trip_and_clear(flavour, engine):
     store = _states(flavour, engine)
     rec = Record("survey:name", {"name": "小王", "n": 3}, ["第二页"], 123.5)
     with Session(engine) as s:
-        store.save("u1", rec, s)
+        store.save("u1", rec, s.connection())
         s.commit()
     with Session(engine) as s:
-        back = store.load("u1", s)
+        back = store.load("u1", s.connection())
     assert (back.state, back.data, back.pages, back.updated_at) == (
         "survey:name", {"name": "小王", "n": 3}, ["第二页"], 123.5)
     with Session(engine) as s:
-        store.save("u1", Record(), s)
+        store.save("u1", Record(), s.connection())
         s.commit()
-        assert store.load("u1", s) == Record()
+        assert store.load("u1", s.connection()) == Record()
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -75,12 +75,13 @@ def test_lock_serialises_one_user(flavour, engine):
         try:
             for _ in range(10):
                 with Session(engine) as s:
-                    with store.lock("u2", s):
-                        rec = store.load("u2", s)
+                    conn = s.connection()
+                    with store.lock("u2", conn):
+                        rec = store.load("u2", conn)
                         rec.data["n"] = rec.data.get("n", 0) + 1
                         rec.state = "counting:n"
                         time.sleep(0.001)
-                        store.save("u2", rec, s)
+                        store.save("u2", rec, conn)
                         s.commit()
         except Exception as exc:  # pragma: no cover - surfaced below
             errors.append(exc)
@@ -92,7 +93,7 @@ def test_lock_serialises_one_user(flavour, engine):
         t.join()
     assert not errors
     with Session(engine) as s:
-        assert store.load("u2", s).data["n"] == 40
+        assert store.load("u2", s.connection()).data["n"] == 40
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

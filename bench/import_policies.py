@@ -1,0 +1,99 @@
+"""Benchmark: import N policy rows (default 1,000,000) on SQLite and PostgreSQL.
+
+    .venv/bin/python bench/import_policies.py [--rows N] [--db sqlite|postgresql|both]
+                                             [--pg-url postgresql://postgres@127.0.0.1:5432/test]
+
+Generates the CSV in a temporary directory (three policies per customer on average), imports
+it into a fresh database (a temporary SQLite file; a PostgreSQL database created for the run
+and dropped afterwards), imports it again (nothing changes the second time), and prints
+rows/s and the total time of each run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from bot.cli import upgrade_database  # noqa: E402
+from bot.config import load_settings  # noqa: E402
+from bot.identity import make_id_number  # noqa: E402
+from bot.importer import POLICY_COLUMNS, import_csv  # noqa: E402
+
+STATUSES = ("in_force",) * 8 + ("lapsed", "surrendered")
+LIABILITIES = ("hospitalization", "critical_illness;mild_illness", "", "disability")
+
+
+def write_csv(path: Path, rows: int) -> None:
+    """`rows` valid policies of rows // 3 + 1 holders."""
+    holders = rows // 3 + 1
+    base = date(1950, 1, 1)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(",".join(POLICY_COLUMNS) + "\n")
+        for i in range(rows):
+            h = i % holders
+            id_number = make_id_number("110105", base + timedelta(days=h // 1000),
+                                       (h % 1000) // 2, "MF"[h % 2])
+            single = i % 5 == 0
+            effective = date(2015 + i % 10, 1 + i % 12, 1 + i % 28)
+            fh.write(",".join((
+                f"P{i:010d}", id_number, "张三", f"138{h % 100_000_000:08d}", "安心人生两全保险",
+                LIABILITIES[i % 4], "single" if single else "regular",
+                "0" if single else f"{(i % 500) * 100 + 0.5:.2f}", f"{(i % 90) * 1000:.2f}" if single else "0",
+                "0", "0", f"{i % 3 * 100}", effective.isoformat(), "1" if single else str(5 + i % 20),
+                STATUSES[i % 10], (effective + timedelta(days=15)).isoformat(),
+                "1" if i % 50 == 0 else "0", "0")) + "\n")
+
+
+def run(label: str, url: str, csv_path: Path, rows: int) -> None:
+    settings = load_settings(_env_file=None, wechat_app_id="wx-bench", wechat_app_secret="s",
+                             wechat_token="bench", database_url=url, redis_url="")
+    upgrade_database(settings)
+    for attempt in ("first import", "re-import"):
+        report = import_csv(settings, "policies", csv_path, skip_bad=False,
+                            progress=sys.stderr.isatty())
+        assert not report.rejected, report.render()
+        print(f"{label:10} {attempt:12} {rows:>9} rows  {report.seconds:7.1f} s  "
+              f"{rows / report.seconds:>9,.0f} rows/s  (inserted {report.inserted}, updated "
+              f"{report.updated}, unchanged {report.unchanged}; tier changes: "
+              f"{report.tier_changes})", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:
+        csv_path = Path(tmp) / "policies.csv"
+        started = time.monotonic()
+        write_csv(csv_path, args.rows)
+        print(f"generated {args.rows} rows ({csv_path.stat().st_size / 1e6:.0f} MB) in "
+              f"{time.monotonic() - started:.1f} s", flush=True)
+        if args.db in ("sqlite", "both"):
+            run("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", csv_path, args.rows)
+        if args.db in ("postgresql", "both"):
+            name = f"vipbot_bench_{uuid.uuid4().hex[:10]}"
+            admin_url = args.pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'CREATE DATABASE "{name}"'))
+            try:
+                run("postgresql", admin_url.rsplit("/", 1)[0] + "/" + name, csv_path, args.rows)
+            finally:
+                with admin.connect() as c:
+                    c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
