@@ -1,6 +1,102 @@
-"""Demo data for `make run`."""
+"""Demo data for `make run`: one bound customer per tier (openid o_demo_<tier>), family
+members, and policies that exercise every counting rule."""
 from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlmodel import Session, func, select
+
+from bot.db import make_engine
+from bot.identity import id_birth_date, id_sex, make_id_number
+from bot.rules import load_rules
+from bot.tier_engine import recompute
+from models import Customer, FamilyMember, Policy, WechatUser
+
+
+def _policy(no: str, *, premium="0", single="0", topup="0", lump="0", irregular="0",
+            effective: date, years=10, status="in_force", mode="regular", cooling_days=15,
+            pledged=False, loan=False, liabilities="hospitalization;critical_illness") -> dict:
+    return dict(policy_no=no, product_name="安盛盛世年金保险" if mode == "single" else "安盛终身寿险",
+                liabilities=liabilities, payment_mode=mode,
+                annualized_basic_premium=Decimal(premium), single_premium=Decimal(single),
+                annual_regular_topup=Decimal(topup), initial_lump_sum_topup=Decimal(lump),
+                irregular_topup=Decimal(irregular), effective_date=effective,
+                payment_years=years, status=status,
+                cooling_off_end_date=effective + timedelta(days=cooling_days),
+                pledged=pledged, policy_loan=loan)
+
+
+def demo_people(today: date) -> list[dict]:
+    """Who the demo holds. Dates are relative to today so the story stays true."""
+    y = today.year
+    recent = today - timedelta(days=5)  # still in its cooling-off period
+    return [
+        dict(tier="diamond", name="钱多多", phone="13800000001", birth=date(1975, 2, 3), sex="F",
+             family=[("spouse", "孙大成", date(1973, 8, 9), "M"), ("child", "孙小雨", date(2005, 5, 1), "F")],
+             policies=[_policy("DM2019000001", premium="600000", effective=date(2019, 3, 15)),
+                       _policy("DM2021000002", single="3000000", mode="single", years=1,
+                               effective=date(y - 2, 9, 1)),
+                       _policy("DM2023000003", premium="80000", topup="50000", lump="200000",
+                               irregular="30000", effective=date(2023, 1, 10))]),
+        dict(tier="platinum", name="周明", phone="13800000002", birth=date(1980, 7, 21), sex="M",
+             family=[("parent", "周建国", date(1950, 1, 30), "M")],
+             policies=[_policy("PT2020000001", premium="300000", effective=date(2020, 6, 1)),
+                       _policy("PT2022000002", premium="50000", effective=date(2022, 4, 2), pledged=True),
+                       _policy("PT2024000003", premium="20000", effective=recent, cooling_days=15)]),
+        dict(tier="gold", name="吴芳", phone="13800000003", birth=date(1985, 11, 11), sex="F",
+             family=[("child", "吴乐乐", date(2012, 3, 3), "M")],
+             policies=[_policy("GD2018000001", premium="90000", effective=date(2018, 2, 1)),
+                       _policy("GD2021000002", premium="40000", effective=date(2021, 5, 5), loan=True),
+                       _policy("GD2022000003", premium="15000", effective=date(2022, 8, 8))]),
+        dict(tier="pearl", name="郑强", phone="13800000004", birth=date(1990, 4, 4), sex="M",
+             family=[],
+             policies=[_policy("PL2023000001", premium="30000", effective=date(2023, 3, 3)),
+                       _policy("PL2015000002", premium="100000", effective=date(2010, 1, 1), years=5),
+                       _policy("PL2019000003", premium="60000", effective=date(2019, 1, 1),
+                               status="surrendered")]),
+        dict(tier="mass", name="王平", phone="13800000005", birth=date(1995, 9, 9), sex="F",
+             family=[],
+             policies=[_policy("MS2024000001", premium="8000", effective=date(2024, 7, 1)),
+                       _policy("MS2020000002", premium="50000", effective=date(2020, 1, 1),
+                               status="lapsed")]),
+    ]
 
 
 def load_demo(settings, *, if_empty: bool = False) -> str:
-    return "no demo data yet"
+    engine = make_engine(settings.database_url)
+    rules = load_rules(settings.rules_file)
+    now = datetime.now(settings.tz)
+    with Session(engine) as session:
+        if if_empty and session.exec(select(func.count()).select_from(Customer)).one():
+            return "demo data not loaded: the database already has customers"
+        for seq, person in enumerate(demo_people(now.date()), start=1):
+            number = make_id_number("110105", person["birth"], 100 + seq, person["sex"])
+            customer = session.exec(select(Customer).where(Customer.id_number == number)).first()
+            if customer is None:
+                customer = Customer(id_number=number, name=person["name"], phone=person["phone"],
+                                    sex=id_sex(number), birth_date=id_birth_date(number))
+                session.add(customer)
+                session.flush()
+            for values in person["policies"]:
+                policy = session.exec(select(Policy).where(
+                    Policy.policy_no == values["policy_no"])).first() or Policy(**values,
+                                                                                customer_id=customer.id)
+                session.add(policy)
+            for i, (relation, name, birth, sex) in enumerate(person["family"]):
+                fam_no = make_id_number("310101", birth, 200 + seq * 10 + i, sex)
+                exists = session.exec(select(FamilyMember).where(
+                    FamilyMember.customer_id == customer.id, FamilyMember.id_number == fam_no)).first()
+                if exists is None:
+                    session.add(FamilyMember(customer_id=customer.id, relation=relation, name=name,
+                                             id_number=fam_no, phone=""))
+            openid = f"o_demo_{person['tier']}"
+            user = session.get(WechatUser, openid) or WechatUser(openid=openid, following=True,
+                                                                 subscribed_at=now)
+            user.customer_id, user.bound_at = customer.id, now
+            session.add(user)
+        session.commit()
+    report = recompute(engine, rules, now.date())
+    engine.dispose()
+    return ("demo data loaded: 5 customers bound to o_demo_diamond, o_demo_platinum, "
+            "o_demo_gold, o_demo_pearl, o_demo_mass\n" + report.render())

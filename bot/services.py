@@ -20,6 +20,7 @@ from bot.db import make_engine
 from bot.engine import dispatch, page_reply
 from bot.router import Context, Reply, Router
 from bot.stores import DedupStore, MemoryDedupStore, StateStore, build_stores
+from bot.rules import load_rules
 from bot.sms import make_sms
 from bot.texts import render
 from bot.wechat_api import make_client, make_crypto
@@ -60,6 +61,7 @@ class Services:
         self.states = states or default_states
         self.dedup = dedup or default_dedup
         self.crypto = make_crypto(settings)
+        self.rules = load_rules(settings.rules_file)
         # SQLite serves one connection per process: one thread takes messages in FIFO
         # order (threads fighting over the connection starve some messages for seconds).
         # PostgreSQL and Redis take real parallelism.

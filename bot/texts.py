@@ -16,6 +16,11 @@ _env = Environment(
     autoescape=False,
 )
 
+_env.filters["money"] = lambda v: f"{v:,.2f}"
+# 吴女士 / 周先生: warm, and no full name on a screen someone else may read.
+_env.filters["honorific"] = lambda c: f"{c.name[:1]}{'先生' if c.sex == 'M' else '女士'}"
+_env.filters["cn_date"] = lambda d: f"{d.year}年{d.month}月{d.day}日"
+
 
 def render(template: str, /, **ctx) -> str:
     """Render `template` (without the .j2 suffix) and tidy the blank lines a template leaves."""

@@ -5,9 +5,9 @@ from bot.router import Router
 
 
 def build_router() -> Router:
-    from handlers import binding, common, staff
+    from handlers import binding, common, staff, tiers
 
     root = Router()
-    for module in (common, staff, binding):
+    for module in (common, staff, binding, tiers):
         root.include(module.router)
     return root

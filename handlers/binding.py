@@ -134,7 +134,7 @@ def finish(ctx: Context, data: dict) -> Reply:
         Customer.id_number == data["id_number"])).one()
     bind(ctx.session, ctx.openid, customer, ctx.now)
     log.info("bound %s… to customer %s", ctx.openid[:6], mask_id_number(customer.id_number))
-    return ctx.say("binding/done", name=mask_name(customer.name))
+    return ctx.say("binding/done", customer=customer)
 
 
 def bind(session, openid: str, customer: Customer, now) -> WechatUser:

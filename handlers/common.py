@@ -46,7 +46,7 @@ def subscribe(ctx: Context) -> Reply:
         user.subscribe_scene = (scene or None) and str(scene)[:64]
         ctx.session.add(user)
     customer = ctx.customer
-    return ctx.say("welcome", name=customer.name if customer else None, bound=customer is not None)
+    return ctx.say("welcome", customer=customer)
 
 
 @router.event("unsubscribe")

@@ -53,7 +53,7 @@ async def test_binding_with_sms_code(wx, services, holder):
     code = last_code(services)
     assert services.sms.sent[-1][0] == "13912345678"
     done = await wx.say(U, code)
-    assert "绑定成功" in done and "王**" in done
+    assert "绑定成功！王先生" in done
     with Session(services.engine) as s:
         assert s.get(WechatUser, U).customer_id == holder.id
     assert "已绑定" in await wx.say(U, "绑定")

@@ -1,0 +1,575 @@
+"""CSV imports (`python main.py import policies|family FILE`).
+
+A file is UTF-8 (with or without BOM) with a header row; column order is free, column names
+are matched case-insensitively, and columns the import does not know are ignored (the report
+names them). Blank lines are skipped. Empty amount cells count as 0.
+
+The file is streamed: each row is validated in Python (pure functions below), then written in
+batches with SQLAlchemy Core (one SELECT per batch to tell new, changed and unchanged rows
+apart, then executemany INSERT and UPDATE), all in one transaction. Without `skip_bad`,
+nothing is written when any row is rejected (the rest of the file is still checked so the
+report lists every bad line); with it, the good rows are imported. After a policy import the
+tier engine re-evaluates the customers it touched (policies can upgrade a customer at once).
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from tqdm import tqdm
+
+from bot.config import Settings
+from bot.db import make_engine
+from bot.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
+                          normalize_id_number, validate_id_number)
+from bot.rules import RulesError, load_rules
+from bot.tier_engine import recompute
+from models import Customer, FamilyMember, Policy
+
+BATCH_ROWS = 2000
+SHOWN_REJECTIONS = 50  # lines printed in the report
+KEPT_REJECTIONS = 1000  # lines kept in memory (all are counted)
+SCOPED_RECOMPUTE_MAX = 10_000  # more affected customers than this: recompute everyone
+
+LIABILITIES = ("hospitalization", "critical_illness", "mild_illness", "disability")
+PAYMENT_MODES = ("regular", "single")
+STATUSES = ("in_force", "lapsed", "surrendered", "terminated", "matured")
+RELATIONS = ("spouse", "parent", "child")
+
+CUSTOMER_T: Table = Customer.__table__
+POLICY_T: Table = Policy.__table__
+FAMILY_T: Table = FamilyMember.__table__
+
+Values = dict[str, Any]
+
+
+# --- Field parsers: str -> value, or ValueError with a short reason -------------------------
+
+
+def _show(v: str) -> str:
+    """A non-personal cell value quoted for a message (cut short)."""
+    return repr(v if len(v) <= 24 else v[:24] + "…")
+
+
+def required_text(max_len: int) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if not v:
+            raise ValueError("is empty")
+        if len(v) > max_len:
+            raise ValueError(f"is longer than {max_len} characters")
+        return v
+    return parse
+
+
+def choice(options: tuple[str, ...], what: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if v.lower() not in options:
+            raise ValueError(f"unknown {what} {_show(v)} (expected {', '.join(options)})")
+        return v.lower()
+    return parse
+
+
+def policy_no(v: str) -> str:
+    if not re.fullmatch(r"\S{1,32}", v):
+        raise ValueError("must be 1-32 characters without spaces")
+    return v
+
+
+def id_number(v: str) -> str:
+    if not v:
+        raise ValueError("is empty")
+    try:
+        return validate_id_number(v)
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({mask_id_number(v)})") from None
+
+
+def phone(v: str) -> str:
+    if not is_valid_phone(v):
+        raise ValueError(f"not a mainland mobile number ({mask_phone(v)})" if v else "is empty")
+    return v
+
+
+def optional_phone(v: str) -> str:
+    return phone(v) if v else ""
+
+
+_MONEY = re.compile(r"(-?)([0-9]{1,14}(?:\.[0-9]{1,2})?)")
+
+
+def money(v: str) -> Decimal:
+    """CNY with at most 2 decimals, not negative; an empty cell is 0."""
+    if not v:
+        return Decimal("0.00")
+    m = _MONEY.fullmatch(v)
+    if not m:
+        raise ValueError(f"not an amount with at most 2 decimals: {_show(v)}")
+    amount = Decimal(m[2]).quantize(Decimal("0.01"))
+    if m[1] and amount:
+        raise ValueError(f"negative amount {_show(v)}")
+    return amount
+
+
+def iso_date(v: str) -> date:
+    try:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v):
+            return date.fromisoformat(v)
+    except ValueError:
+        pass
+    raise ValueError(f"not a date (YYYY-MM-DD): {_show(v)}")
+
+
+def years(v: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,3}", v) or int(v) < 1:
+        raise ValueError(f"must be a whole number of years, 1 or more: {_show(v)}")
+    return int(v)
+
+
+def flag(v: str) -> bool:
+    if v not in ("0", "1"):
+        raise ValueError(f"must be 0 or 1, not {_show(v)}")
+    return v == "1"
+
+
+def liabilities(v: str) -> str:
+    """Semicolon-separated liabilities (may be empty), stored in a canonical order."""
+    given = {p.strip().lower() for p in v.split(";") if p.strip()}
+    unknown = sorted(given - set(LIABILITIES))
+    if unknown:
+        raise ValueError(f"unknown liability {_show(unknown[0])} (expected {', '.join(LIABILITIES)})")
+    return ";".join(x for x in LIABILITIES if x in given)
+
+
+# --- Row specifications ----------------------------------------------------------------------
+
+POLICY_COLUMNS: dict[str, Callable[[str], Any]] = {
+    "policy_no": policy_no,
+    "holder_id_number": id_number,
+    "holder_name": required_text(64),
+    "holder_phone": phone,
+    "product_name": required_text(128),
+    "liabilities": liabilities,
+    "payment_mode": choice(PAYMENT_MODES, "payment mode"),
+    "annualized_basic_premium": money,
+    "single_premium": money,
+    "annual_regular_topup": money,
+    "initial_lump_sum_topup": money,
+    "irregular_topup": money,
+    "effective_date": iso_date,
+    "payment_years": years,
+    "status": choice(STATUSES, "status"),
+    "cooling_off_end_date": iso_date,
+    "pledged": flag,
+    "policy_loan": flag,
+}
+HOLDER_FIELDS = ("holder_id_number", "holder_name", "holder_phone")
+POLICY_FIELDS = tuple(c for c in POLICY_COLUMNS if c not in HOLDER_FIELDS)
+
+FAMILY_COLUMNS: dict[str, Callable[[str], Any]] = {
+    "holder_id_number": id_number,
+    "relation": choice(RELATIONS, "relation"),
+    "name": required_text(64),
+    "id_number": id_number,
+    "phone": optional_phone,
+}
+
+
+def parse_row(columns: dict[str, Callable[[str], Any]], cells: dict[str, str]) -> Values:
+    """Every column of one row parsed, or ValueError naming each bad column."""
+    values: Values = {}
+    errors: list[str] = []
+    for name, parse in columns.items():
+        try:
+            values[name] = parse(cells[name])
+        except ValueError as exc:
+            errors.append(f"{name}: {exc}")
+    if not errors and values.get("id_number") and values["id_number"] == values.get("holder_id_number"):
+        errors.append("id_number: the holder cannot be their own family member")
+    if errors:
+        raise ValueError("; ".join(errors))
+    return values
+
+
+def policy_key(cells: dict[str, str]) -> tuple[str, ...]:
+    return (cells["policy_no"],)
+
+
+def family_key(cells: dict[str, str]) -> tuple[str, ...]:
+    return (normalize_id_number(cells["holder_id_number"]), normalize_id_number(cells["id_number"]))
+
+
+# --- The report ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    line: int | None  # None: the file as a whole
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason if self.line is None else f"line {self.line}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    kind: str
+    path: Path
+    skip_bad: bool = False
+    rows: int = 0  # data rows read
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    customers_inserted: int = 0
+    customers_updated: int = 0
+    rejected: int = 0  # rejected rows, plus 1 for a file-level error
+    rejections: list[Rejection] = field(default_factory=list)  # the first KEPT_REJECTIONS
+    file_error: Rejection | None = None
+    ignored_columns: list[str] = field(default_factory=list)
+    written: bool = False
+    affected_customers: set[int] = field(default_factory=set)
+    tier_changes: str = ""
+    seconds: float = 0.0
+
+    def reject(self, line: int, reason: str) -> None:
+        self.rejected += 1
+        if len(self.rejections) < KEPT_REJECTIONS:
+            self.rejections.append(Rejection(line, reason))
+
+    def abort(self, line: int | None, reason: str) -> None:
+        """A file-level error: nothing of the file is imported."""
+        self.discard_counts()
+        self.written = False
+        self.file_error = Rejection(line, reason)
+        self.rejected += 1
+
+    def discard_counts(self) -> None:
+        """The transaction was rolled back: nothing counted so far was written."""
+        self.inserted = self.updated = self.unchanged = 0
+        self.customers_inserted = self.customers_updated = 0
+        self.affected_customers.clear()
+
+    def render(self) -> str:
+        head = f"import {self.kind} from {self.path}"
+        bad_rows = self.rejected - (self.file_error is not None)
+        if self.file_error:
+            lines = [f"{head}: the file cannot be imported", f"  {self.file_error}"]
+        else:
+            lines = [f"{head}: {self.rows} rows read in {self.seconds:.1f} s",
+                     f"  inserted   {self.inserted}",
+                     f"  updated    {self.updated}",
+                     f"  unchanged  {self.unchanged}",
+                     f"  rejected   {bad_rows}"]
+            if self.kind == "policies":
+                lines.append(f"  customers  {self.customers_inserted} new, "
+                             f"{self.customers_updated} updated")
+            if self.tier_changes:
+                lines.append(f"  tier changes: {self.tier_changes}")
+            if self.ignored_columns:
+                lines.append(f"  ignored columns: {', '.join(self.ignored_columns)}")
+        if self.rejections:
+            lines.append("Rejected lines:")
+            shown = sorted(self.rejections, key=lambda r: r.line or 0)[:SHOWN_REJECTIONS]
+            lines += [f"  {r}" for r in shown]
+            if bad_rows > SHOWN_REJECTIONS:
+                lines.append(f"  ... and {bad_rows - SHOWN_REJECTIONS} more")
+        if self.file_error:
+            lines.append("Nothing was written.")
+        elif not self.written and bad_rows:
+            lines.append(f"Nothing was written. Fix the rejected lines, or run again with "
+                         f"--skip-bad to import the {self.rows - bad_rows} good rows.")
+        return "\n".join(lines)
+
+
+class FileError(Exception):
+    """The file cannot be imported at all (line, reason)."""
+
+    def __init__(self, line: int | None, reason: str) -> None:
+        super().__init__(line, reason)
+        self.line, self.reason = line, reason
+
+
+# --- Reading ------------------------------------------------------------------------------------
+
+
+class _Lines:
+    """The decoded lines of a binary file, counting lines and bytes; UTF-8 or a FileError."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.line = 0
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.fh:
+            self.line += 1
+            self.bytes += len(raw)
+            if self.line == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                decoded = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FileError(self.line, f"the file is not UTF-8 (byte 0x{raw[exc.start]:02x} "
+                                           f"at byte {exc.start + 1} of the line); "
+                                           f"save it as CSV UTF-8") from None
+            yield decoded
+
+
+def _records(lines: _Lines) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each non-blank CSV record."""
+    reader = csv.reader(lines)
+    start = 1
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise FileError(lines.line, f"not readable as CSV: {exc}") from None
+
+
+def read_header(cells: list[str], columns: Iterable[str]) -> tuple[dict[str, int], list[str]]:
+    """(column -> cell index, ignored column names), or a FileError on line 1."""
+    names = [c.strip().lower() for c in cells]
+    repeated = sorted({n for n in names if n and names.count(n) > 1})
+    if repeated:
+        raise FileError(1, f"column {repeated[0]} appears more than once in the header")
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise FileError(1, f"missing column(s) in the header: {', '.join(missing)}")
+    index = {c: names.index(c) for c in columns}
+    return index, [n for n in names if n and n not in index]
+
+
+# --- Writing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Synced:
+    ids: dict[tuple, int]  # the row id of every key
+    inserted: list[Values]
+    updated: list[tuple[Any, Values]]  # (old row, new values)
+    unchanged: int
+
+
+def _where_key(table: Table, key: tuple[str, ...], keys: list[tuple]):
+    if len(key) == 1:
+        return table.c[key[0]].in_([k[0] for k in keys])
+    return tuple_(*(table.c[k] for k in key)).in_(keys)
+
+
+def sync_rows(conn: Connection, table: Table, key: tuple[str, ...], rows: list[Values], *,
+              want_ids: bool = False) -> Synced:
+    """Upsert `rows` (unique by `key`): insert the new ones, update those that differ in any
+    of their columns, leave the rest alone. With `want_ids`, `ids` holds every row's id."""
+    cols = list(rows[0])
+    keys = [tuple(r[k] for k in key) for r in rows]
+    found = conn.execute(select(table.c.id, *(table.c[c] for c in cols))
+                         .where(_where_key(table, key, keys)))
+    existing = {tuple(r._mapping[k] for k in key): r for r in found}
+    new = [r for k, r in zip(keys, rows) if k not in existing]
+    changed = [(existing[k], r) for k, r in zip(keys, rows)
+               if k in existing and tuple(existing[k][1:]) != tuple(r[c] for c in cols)]
+    ids = {k: r.id for k, r in existing.items()}
+    if new:
+        # Plain executemany: psycopg prepares it once (INSERT … RETURNING would make
+        # SQLAlchemy render one huge multi-VALUES statement per page instead).
+        conn.execute(insert(table), new)
+        if want_ids:
+            new_keys = [k for k in keys if k not in existing]
+            ids.update((tuple(r[1:]), r.id) for r in conn.execute(
+                select(table.c.id, *(table.c[k] for k in key)).where(_where_key(table, key, new_keys))))
+    if changed:
+        stmt = (update(table).where(table.c.id == bindparam("b_id"))
+                .values({c: bindparam(f"b_{c}") for c in cols if c not in key}))
+        conn.execute(stmt, [{"b_id": old.id, **{f"b_{c}": new_[c] for c in cols if c not in key}}
+                            for old, new_ in changed])
+    return Synced(ids, new, changed, len(rows) - len(new) - len(changed))
+
+
+def _customer_ids(conn: Connection, id_numbers: Iterable[str]) -> dict[str, int]:
+    rows = conn.execute(select(CUSTOMER_T.c.id_number, CUSTOMER_T.c.id)
+                        .where(CUSTOMER_T.c.id_number.in_(list(id_numbers))))
+    return {r.id_number: r.id for r in rows}
+
+
+def write_policies(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,
+                   *, dry: bool) -> None:
+    """Upsert the holders (the last row wins for name and phone), then the policies."""
+    if dry:
+        return
+    holders = {v["holder_id_number"]: v for _, v in batch}
+    customers = sync_rows(conn, CUSTOMER_T, ("id_number",), [
+        {"id_number": n, "name": v["holder_name"], "phone": v["holder_phone"],
+         "sex": id_sex(n), "birth_date": id_birth_date(n)} for n, v in holders.items()],
+        want_ids=True)
+    report.customers_inserted += len(customers.inserted)
+    report.customers_updated += len(customers.updated)
+    policies = sync_rows(conn, POLICY_T, ("policy_no",), [
+        {**{c: v[c] for c in POLICY_FIELDS}, "customer_id": customers.ids[(v["holder_id_number"],)]}
+        for _, v in batch])
+    _count(report, policies)
+    report.affected_customers.update(r["customer_id"] for r in policies.inserted)
+    for old, new in policies.updated:
+        report.affected_customers.update((old.customer_id, new["customer_id"]))
+
+
+def write_family(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,
+                 *, dry: bool) -> None:
+    """Reject rows whose holder is not a customer; upsert the rest unless `dry`."""
+    holder_ids = _customer_ids(conn, {v["holder_id_number"] for _, v in batch})
+    members = []
+    for line, v in batch:
+        holder = v["holder_id_number"]
+        if holder in holder_ids:
+            members.append({"customer_id": holder_ids[holder], "id_number": v["id_number"],
+                            "relation": v["relation"], "name": v["name"], "phone": v["phone"]})
+        else:
+            report.reject(line, f"holder_id_number: no customer has this ID number "
+                                f"({mask_id_number(holder)}); import their policies first")
+    if members and not dry:
+        _count(report, sync_rows(conn, FAMILY_T, ("customer_id", "id_number"), members))
+
+
+def _count(report: ImportReport, synced: Synced) -> None:
+    report.inserted += len(synced.inserted)
+    report.updated += len(synced.updated)
+    report.unchanged += synced.unchanged
+
+
+# --- The import ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    columns: dict[str, Callable[[str], Any]]
+    write: Callable[..., None]
+    key: Callable[[dict[str, str]], tuple[str, ...]]  # unique within one file
+    key_name: str  # what a repeated key is called in messages
+
+
+KINDS = {
+    "policies": Kind(POLICY_COLUMNS, write_policies, policy_key, "policy_no"),
+    "family": Kind(FAMILY_COLUMNS, write_family, family_key, "holder_id_number and id_number"),
+}
+
+
+def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
+               progress: bool) -> ImportReport:
+    """Import one CSV file of `kind` ("policies" or "family"); see the module docstring."""
+    spec = KINDS[kind]
+    report = ImportReport(kind, path, skip_bad=skip_bad)
+    started = time.monotonic()
+    try:
+        tiers = _tier_recompute(settings) if kind == "policies" else None
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(0)
+            if size == 0:
+                raise FileError(1, "the file is empty (0 bytes); expected a header row")
+            lines = _Lines(fh)
+            records = _records(lines)
+            first = next(records, None)
+            if first is None or first[0] != 1:
+                raise FileError(1, "no header row on line 1")
+            index, report.ignored_columns = read_header(first[1], spec.columns)
+            engine = make_engine(settings.database_url)
+            try:
+                with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
+                          disable=not progress, leave=False) as bar:
+                    _import_rows(engine, spec, records, index, len(first[1]), report,
+                                 lambda: bar.update(lines.bytes - bar.n))
+                if report.written and tiers:
+                    report.tier_changes = tiers(engine, report.affected_customers)
+            finally:
+                engine.dispose()
+    except FileError as exc:
+        report.abort(exc.line, exc.reason)
+    except RulesError as exc:
+        report.abort(None, str(exc))
+    except OSError as exc:
+        report.abort(None, f"cannot read the file: {exc.strerror or exc}")
+    except (IntegrityError, OperationalError) as exc:  # e.g. a concurrent import, a locked file
+        # The driver's message may quote personal data: name the error class only.
+        report.abort(None, f"the database refused the import ({type(exc.orig).__name__}); "
+                           f"run it again")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _import_rows(engine: Engine, spec: Kind, records: Iterator[tuple[int, list[str]]],
+                 index: dict[str, int], width: int, report: ImportReport,
+                 advance: Callable[[], None]) -> None:
+    """Validate and write every record in one transaction; roll back when a row was
+    rejected and `skip_bad` is off (still checking the rest, so every bad line is listed)."""
+    seen: dict[tuple[str, ...], int] = {}  # key -> line of its first occurrence
+    batch: list[tuple[int, Values]] = []
+
+    def writing() -> bool:
+        return report.skip_bad or not report.rejected
+
+    def flush() -> None:
+        spec.write(conn, batch, report, dry=not writing())
+        batch.clear()
+        advance()
+
+    with engine.connect() as conn, conn.begin() as tx:  # an exception rolls back
+        for line, cells in records:
+            report.rows += 1
+            try:
+                batch.append((line, check_record(spec, index, width, cells, seen, line)))
+            except ValueError as exc:
+                report.reject(line, str(exc))
+            if len(batch) >= BATCH_ROWS:
+                flush()
+        if batch:
+            flush()
+        if not writing():
+            tx.rollback()
+            report.discard_counts()
+    report.written = writing()
+
+
+def check_record(spec: Kind, index: dict[str, int], width: int, cells: list[str],
+                 seen: dict[tuple[str, ...], int], line: int) -> Values:
+    """The parsed values of one record, or ValueError with every reason it is rejected.
+    Records the row's key in `seen` (a repeated key is an error on its second occurrence)."""
+    if len(cells) != width:
+        raise ValueError(f"expected {width} cells as in the header, found {len(cells)}")
+    by_name = {c: cells[i].strip() for c, i in index.items()}
+    errors = []
+    key = spec.key(by_name)
+    if all(key) and seen.setdefault(key, line) != line:
+        errors.append(f"{spec.key_name} repeats line {seen[key]}")
+    try:
+        values = parse_row(spec.columns, by_name)
+    except ValueError as exc:
+        errors.append(str(exc))
+    if errors:
+        raise ValueError("; ".join(errors))
+    return values
+
+
+def _tier_recompute(settings: Settings) -> Callable[[Engine, set[int]], str]:
+    """Re-evaluates the tiers of the given customers and describes the changes. The rules are
+    loaded now, before anything is written, so that a bad rules file stops the import."""
+    rules = load_rules(settings.rules_file)
+
+    def run(engine: Engine, customer_ids: set[int]) -> str:
+        if not customer_ids:
+            return "none (no policy changed)"
+        ids = sorted(customer_ids) if len(customer_ids) <= SCOPED_RECOMPUTE_MAX else None
+        result = recompute(engine, rules, datetime.now(settings.tz).date(), customer_ids=ids)
+        return (f"{result.upgrades} upgraded, {result.downgrades} downgraded, "
+                f"{result.drops} dropped ({result.evaluated} customers evaluated)")
+    return run

@@ -1,0 +1,64 @@
+"""我的等级 and 我的权益: the tier a customer holds, how it was computed, what it gives."""
+from __future__ import annotations
+
+from sqlmodel import select
+
+from bot.identity import mask_policy_no
+from bot.router import Context, Reply, Router
+from bot.tiers import evaluate, next_review_date
+from handlers.binding import require_customer
+from menus import Key
+from models import Customer, Policy
+
+router = Router()
+
+
+def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
+    """Uses of a yearly quota this calendar year. Bookings will count here once they exist;
+    until then nothing has been used."""
+    return 0
+
+
+@router.key(Key.MY_TIER)
+def my_tier(ctx: Context) -> Reply:
+    customer = require_customer(ctx)
+    if isinstance(customer, Reply):
+        return customer
+    rules = ctx.services.rules
+    policies = ctx.session.exec(select(Policy).where(Policy.customer_id == customer.id)
+                                .order_by(Policy.effective_date, Policy.policy_no)).all()
+    ev = evaluate(policies, ctx.today, rules)
+    held = rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
+    computed = rules.tier(ev.tier)
+    above = rules.next_tier(held.code)
+    lines = [{"no": mask_policy_no(line.policy_no), "counted": line.counted,
+              "reason": line.reason, "amount": line.amount, "until": line.counts_until,
+              "cooling_off_end": p.cooling_off_end_date}
+             for line, p in zip(ev.lines, policies)]
+    return ctx.say(
+        "tier/my_tier", customer=customer, held=held, computed=computed,
+        total=ev.total, lines=lines, above=above,
+        gap=(above.threshold - ev.total) if above else None,
+        higher=rules.tier_rank(computed.code) > rules.tier_rank(held.code),
+        protected=rules.tier_rank(computed.code) < rules.tier_rank(held.code) and ev.in_force,
+        review=next_review_date(ctx.today, rules), in_force=ev.in_force)
+
+
+@router.key(Key.MY_BENEFITS)
+def my_benefits(ctx: Context) -> Reply:
+    customer = require_customer(ctx)
+    if isinstance(customer, Reply):
+        return customer
+    rules = ctx.services.rules
+    tier = rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
+    services = []
+    for service in rules.services_for(tier.code):
+        used = quota_used(ctx, customer, service.code) if service.per_year else 0
+        services.append({"service": service, "used": used,
+                         "left": max(service.per_year - used, 0) if service.per_year else None,
+                         "packages": service.packages_for(tier.code)})
+    above = rules.next_tier(tier.code)
+    mine = {s.code for s in rules.services_for(tier.code)}
+    extra = [s for s in rules.services_for(above.code) if s.code not in mine] if above else []
+    return ctx.say("tier/benefits", tier=tier, basic=rules.basic_services_for(tier.code),
+                   services=services, year=ctx.today.year, above=above, extra=extra)

@@ -1,0 +1,98 @@
+"""我的等级 and 我的权益 through /wechat, for bound customers of every tier."""
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import time_machine
+from sqlmodel import Session
+
+from bot.identity import mask_policy_no
+from bot.texts import render
+from handlers.binding import bind
+from tests import factories
+
+U = "oTierUser0000000000000001"
+
+
+@pytest.fixture
+def bound(services):
+    def make(tier="gold", **policies):
+        with Session(services.engine, expire_on_commit=False) as s:
+            c = factories.customer(s, name="李四", tier=tier)
+            for no, kw in policies.items():
+                factories.policy(s, c, no, **kw)
+            bind(s, U, c, services.now())
+            s.commit()
+            return c
+    return make
+
+
+async def test_unbound_user_is_led_into_binding(wx_plain):
+    reply = await wx_plain.say(U, "我的等级")
+    assert reply.startswith(render("binding/needed"))
+    assert reply.endswith(render("binding/ask_name"))
+    assert await wx_plain.say(U, "李四") == render("binding/ask_id_number")
+
+
+async def test_my_tier_explains_each_policy(wx, bound):
+    with time_machine.travel("2026-11-25 10:00:00+08:00", tick=True):
+        bound("gold",
+              P1000000001={"premium": "80000", "effective": date(2020, 3, 1)},
+              P1000000002={"single": "250000", "mode": "single", "years": 1,
+                           "effective": date(2025, 6, 1)},
+              P1000000003={"premium": "5000", "pledged": True},
+              P1000000004={"premium": "9000", "status": "lapsed"},
+              P1000000005={"premium": "7000", "effective": date(2026, 11, 20),
+                           "cooling_off_end": date(2026, 12, 5)})
+        reply = await wx.say(U, "我的 等级")
+    assert reply.startswith("李先生，您目前是【黄金客户】")
+    assert "105,000.00 元" in reply  # 80,000 + 10% of 250,000
+    assert f"{mask_policy_no('P1000000001')}：计入 80,000.00 元" in reply
+    assert f"{mask_policy_no('P1000000002')}：计入 25,000.00 元（计至2029年5月31日）" in reply
+    assert f"{mask_policy_no('P1000000003')}：保单质押中" in reply
+    assert f"{mask_policy_no('P1000000004')}：保单已失效" in reply
+    assert "犹豫期内，2026年12月5日后计入" in reply
+    assert "距铂金还差 195,000.00 元" in reply
+    assert "P1000000001" not in reply
+
+
+async def test_slow_down_protects_the_held_tier_until_the_review(wx_plain, bound):
+    with time_machine.travel("2026-03-10 10:00:00+08:00", tick=True):
+        bound("platinum", P2000000001={"premium": "120000", "effective": date(2020, 1, 5)})
+        reply = await wx_plain.say(U, "等级")
+    assert "【铂金客户】" in reply
+    assert "保留到2026年6月30日复核" in reply and "对应黄金" in reply
+
+
+async def test_top_tier(wx_plain, bound):
+    bound("diamond", P3000000001={"premium": "1000000", "effective": date(2024, 1, 5)})
+    reply = await wx_plain.click(U, "MY_TIER")
+    assert "【钻石客户】" in reply and "最高层级" in reply
+
+
+async def test_benefits_of_a_platinum_customer(wx, bound):
+    bound("platinum", P4000000001={"premium": "300000", "effective": date(2024, 1, 5)})
+    reply = await wx.say(U, "我的权益")
+    assert "【铂金客户】" in reply and "绿色通道" in reply
+    assert "洁牙（高端洁牙套餐）：今年剩余 1/1 次，可由配偶、父母、子女使用" in reply
+    assert "健康顾问：不限次数" in reply
+    assert "特种检查" in reply.split("升级到钻石还可享受")[1]
+
+
+async def test_benefits_of_a_mass_customer(wx_plain, bound):
+    bound("mass", P5000000001={"premium": "1000", "effective": date(2024, 1, 5)})
+    reply = await wx_plain.say(U, "权益")
+    assert "【大众客户】" in reply and "标准流程" in reply
+    assert "客户服务节" in reply and "洁牙" not in reply.split("升级到明珠")[0]
+
+
+async def test_demo_customers_hold_one_tier_each(wx_plain, settings):
+    from bot.demo import load_demo
+
+    assert "demo data loaded" in load_demo(settings)
+    for tier, name in [("diamond", "钻石"), ("platinum", "铂金"), ("gold", "黄金"),
+                       ("pearl", "明珠"), ("mass", "大众")]:
+        reply = await wx_plain.say(f"o_demo_{tier}", "我的等级")
+        assert f"【{name}客户】" in reply, reply
+    assert "already has customers" in load_demo(settings, if_empty=True)
