@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import (ARRAY, Connection, Engine, Table, any_, bindparam, insert, select, tuple_,
+                        update)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from tqdm import tqdm
 
@@ -362,24 +364,32 @@ class Synced:
     unchanged: int
 
 
-def _where_key(table: Table, key: tuple[str, ...], keys: list[tuple]):
-    if len(key) == 1:
-        return table.c[key[0]].in_([k[0] for k in keys])
-    return tuple_(*(table.c[k] for k in key)).in_(keys)
+def _where_key(conn: Connection, table: Table, key: tuple[str, ...], keys: list[tuple]):
+    """`key IN keys`; on PostgreSQL a single column is matched with `= ANY(array)`, one
+    parameter instead of thousands (which psycopg would parse anew on every batch)."""
+    if len(key) > 1:
+        return tuple_(*(table.c[k] for k in key)).in_(keys)
+    column = table.c[key[0]]
+    values = [k[0] for k in keys]
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam("keys", values, type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def sync_rows(conn: Connection, table: Table, key: tuple[str, ...], rows: list[Values], *,
               want_ids: bool = False) -> Synced:
     """Upsert `rows` (unique by `key`): insert the new ones, update those that differ in any
     of their columns, leave the rest alone. With `want_ids`, `ids` holds every row's id."""
-    cols = list(rows[0])
+    cols = list(rows[0])  # at least two: a key and a value
+    values_of = itemgetter(*cols)
+    key_at = [cols.index(k) + 1 for k in key]  # positions in a selected row (id first)
     keys = [tuple(r[k] for k in key) for r in rows]
     found = conn.execute(select(table.c.id, *(table.c[c] for c in cols))
-                         .where(_where_key(table, key, keys)))
-    existing = {tuple(r._mapping[k] for k in key): r for r in found}
+                         .where(_where_key(conn, table, key, keys)))
+    existing = {tuple(r[i] for i in key_at): r for r in found}
     new = [r for k, r in zip(keys, rows) if k not in existing]
     changed = [(existing[k], r) for k, r in zip(keys, rows)
-               if k in existing and tuple(existing[k][1:]) != tuple(r[c] for c in cols)]
+               if k in existing and existing[k][1:] != values_of(r)]
     ids = {k: r.id for k, r in existing.items()}
     if new:
         # Plain executemany: psycopg prepares it once (INSERT … RETURNING would make
@@ -388,7 +398,7 @@ def sync_rows(conn: Connection, table: Table, key: tuple[str, ...], rows: list[V
         if want_ids:
             new_keys = [k for k in keys if k not in existing]
             ids.update((tuple(r[1:]), r.id) for r in conn.execute(
-                select(table.c.id, *(table.c[k] for k in key)).where(_where_key(table, key, new_keys))))
+                select(table.c.id, *(table.c[k] for k in key)).where(_where_key(conn, table, key, new_keys))))
     if changed:
         stmt = (update(table).where(table.c.id == bindparam("b_id"))
                 .values({c: bindparam(f"b_{c}") for c in cols if c not in key}))
@@ -398,9 +408,9 @@ def sync_rows(conn: Connection, table: Table, key: tuple[str, ...], rows: list[V
 
 
 def _customer_ids(conn: Connection, id_numbers: Iterable[str]) -> dict[str, int]:
-    rows = conn.execute(select(CUSTOMER_T.c.id_number, CUSTOMER_T.c.id)
-                        .where(CUSTOMER_T.c.id_number.in_(list(id_numbers))))
-    return {r.id_number: r.id for r in rows}
+    where = _where_key(conn, CUSTOMER_T, ("id_number",), [(n,) for n in id_numbers])
+    return {r.id_number: r.id for r in conn.execute(select(CUSTOMER_T.c.id_number,
+                                                            CUSTOMER_T.c.id).where(where))}
 
 
 def write_policies(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,

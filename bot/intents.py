@@ -11,6 +11,7 @@ from functools import lru_cache
 from menus import INTENTS, Key
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 class Universal(StrEnum):
@@ -56,7 +57,8 @@ def match(text: str) -> Key | None:
     table = _table()
     if norm in table:
         return table[norm]
-    contained = [w for w in table if len(w) >= 2 and w in norm]
+    # Only Chinese words are looked for inside a sentence: "hi" is not in "this".
+    contained = [w for w in table if len(w) >= 2 and _CJK.search(w) and w in norm]
     if contained:
         return table[max(contained, key=len)]
     close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)

@@ -57,8 +57,7 @@ class Context:
 
     services: "Services"
     msg: Any  # a wechatpy message or event
-    session: Session
-    conn: Connection  # the session's connection, for cheap Core reads
+    conn: Connection  # the message's connection, inside its one transaction
     record: Record
     now: datetime
     notices: list[str] = field(default_factory=list)
@@ -66,6 +65,22 @@ class Context:
     _user: Any = field(default=None, repr=False)
     _staff: Any = field(default=False, repr=False)
     _account: Any = field(default=False, repr=False)
+    _session: Session | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> Session:
+        """An ORM session on the message's connection and transaction, made on first use
+        (many messages never need one). The pipeline commits; handlers never do."""
+        if self._session is None:
+            self._session = Session(bind=self.conn, expire_on_commit=False,
+                                    join_transaction_mode="rollback_only")
+        return self._session
+
+    def flush(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+            self._session.close()
+            self._session = None
 
     @property
     def openid(self) -> str:

@@ -12,7 +12,6 @@ from datetime import datetime
 from functools import cached_property
 
 from sqlalchemy import Connection, Engine, insert, update
-from sqlmodel import Session
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 
 from bot.config import Settings
@@ -94,19 +93,19 @@ class Services:
         user's lock so that two messages of one user never interleave."""
         openid = msg.source
         now = self.now()
-        with Session(self.engine, expire_on_commit=False) as session:
-            conn = session.connection()  # one connection and transaction for the message
+        with self.engine.connect() as conn, conn.begin() as txn:
             with self.states.lock(openid, conn):
                 record = self.states.load(openid, conn)
                 before = record.dumps()
-                ctx = Context(self, msg, session, conn, record, now)
+                ctx = Context(self, msg, conn, record, now)
                 self._expire_flow(ctx)
                 self._touch(conn, openid, now)
                 try:
                     reply = dispatch(ctx, self.router)
+                    ctx.flush()
                 except Exception:
                     log.exception("handler failed for %s message", getattr(msg, "type", "?"))
-                    session.rollback()
+                    txn.rollback()
                     return Reply(render("error"))
                 if ctx.notices:
                     reply.text = "\n\n".join([*ctx.notices, reply.text]).strip()
@@ -115,7 +114,7 @@ class Services:
                 if record.state is not None or record.dumps() != before:
                     record.updated_at = time.time()
                     self.states.save(openid, record, conn)
-                session.commit()
+                txn.commit()  # before the user's lock is released
         for action in ctx.after_commit:
             self.io.submit(_logged, action)
         return reply

@@ -14,6 +14,7 @@ _env = Environment(
     lstrip_blocks=True,
     keep_trailing_newline=False,
     autoescape=False,
+    auto_reload=False,  # templates ship with the code; no stat() per render
 )
 
 _env.filters["money"] = lambda v: f"{v:,.2f}"
