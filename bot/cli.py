@@ -16,11 +16,13 @@ demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 import_app = typer.Typer(help="Import CSV files (UTF-8, header row).", no_args_is_help=True)
 tiers_app = typer.Typer(help="The tier engine.", no_args_is_help=True)
 staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Scheduled jobs, run by hand.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(import_app, name="import")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(staff_app, name="staff")
+app.add_typer(jobs_app, name="jobs")
 
 
 def settings() -> Settings:
@@ -292,6 +294,32 @@ def staff_passwd(openid: str) -> None:
         session.add(member)
         session.commit()
     typer.echo(f"password of {openid} set")
+
+
+@jobs_app.command("run")
+def jobs_run(job: str = typer.Argument(..., help="tiers"),
+             date: str = typer.Option(None, "--date", help="Run as if today were YYYY-MM-DD.")) -> None:
+    """Run one scheduled job now."""
+    from scheduler import JOBS
+
+    if job not in JOBS:
+        typer.echo(f"unknown job {job!r}; available: {', '.join(JOBS)}", err=True)
+        raise typer.Exit(2)
+    s = settings()
+    upgrade_database(s)
+    typer.echo(JOBS[job](s, parse_day(date, s)))
+
+
+@app.command("scheduler")
+def scheduler_cmd() -> None:
+    """Run the scheduled jobs in this process (daily tier run at 00:30)."""
+    from bot.app import configure_logging
+    from scheduler import run_forever
+
+    s = settings()
+    configure_logging(s.log_level)
+    upgrade_database(s)
+    run_forever(s)
 
 
 def main() -> None:

@@ -1,0 +1,51 @@
+"""Scheduled jobs. `python main.py scheduler` runs them in their own process;
+`python main.py jobs run JOB [--date]` runs one as if today were that day."""
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from bot.config import Settings
+from bot.db import make_engine
+from bot.rules import load_rules
+
+log = logging.getLogger("scheduler")
+
+
+def run_tiers(settings: Settings, day: date) -> str:
+    """The daily tier run: upgrades every day, downgrades on review days, drops at once."""
+    from bot.tier_engine import recompute
+
+    engine = make_engine(settings.database_url)
+    try:
+        report = recompute(engine, load_rules(settings.rules_file), day)
+    finally:
+        engine.dispose()
+    log.info("%s", report.render())
+    return report.render()
+
+
+JOBS = {"tiers": run_tiers}
+
+
+def add_jobs(scheduler: BaseScheduler, settings: Settings, today=None) -> BaseScheduler:
+    from datetime import datetime
+
+    def tiers() -> None:
+        run_tiers(settings, (today or (lambda: datetime.now(settings.tz).date()))())
+
+    # Shortly after midnight, so that the 30 June / 31 December run sees that whole day.
+    scheduler.add_job(tiers, CronTrigger(hour=0, minute=30, timezone=settings.tz), id="tiers",
+                      coalesce=True, max_instances=1, misfire_grace_time=6 * 3600,
+                      replace_existing=True)
+    return scheduler
+
+
+def run_forever(settings: Settings) -> None:
+    scheduler = add_jobs(BlockingScheduler(timezone=settings.tz), settings)
+    log.info("scheduler started: %s", ", ".join(j.id for j in scheduler.get_jobs()))
+    scheduler.start()

@@ -1,0 +1,66 @@
+"""The daily tier job, on a real APScheduler with controlled time."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import time_machine
+from apscheduler.events import EVENT_JOB_EXECUTED
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlmodel import Session
+
+from models import Customer
+from scheduler import add_jobs
+from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_tiers_job_is_due_at_half_past_midnight_in_shanghai(settings):
+    with time_machine.travel(datetime.fromisoformat("2026-06-29T23:00:00+08:00"), tick=False):
+        sched = add_jobs(BackgroundScheduler(timezone=settings.tz), settings)
+        sched.start(paused=True)
+        try:
+            job = sched.get_job("tiers")
+            assert job.next_run_time.isoformat() == "2026-06-30T00:30:00+08:00"
+        finally:
+            sched.shutdown(wait=False)
+
+
+def test_tiers_job_upgrades_when_it_fires(settings, services):
+    with Session(services.engine, expire_on_commit=False) as s:
+        c = factories.customer(s, tier="mass")
+        factories.policy(s, c, "PSCHED00001", premium="150000", effective=date(2025, 1, 1))
+        s.commit()
+    fired = []
+    with time_machine.travel(datetime.fromisoformat("2026-03-02T00:29:59+08:00"), tick=True):
+        sched = add_jobs(BackgroundScheduler(timezone=settings.tz), settings,
+                         today=lambda: date(2026, 3, 2))
+        sched.add_listener(lambda ev: fired.append(ev), mask=EVENT_JOB_EXECUTED)
+        sched.start()
+        try:
+            for _ in range(300):
+                if fired:
+                    break
+                time.sleep(0.02)
+        finally:
+            sched.shutdown(wait=True)
+    assert fired
+    with Session(services.engine) as s:
+        assert s.get(Customer, c.id).tier == "gold"
+
+
+def test_jobs_run_cli(db_url):
+    env = {**os.environ, "DATABASE_URL": db_url, "WECHAT_APP_ID": "wx1",
+           "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok", "REDIS_URL": ""}
+    res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-06-30"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "2026-06-30" in res.stdout
+    res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-02-30"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "not a date" in res.stderr
