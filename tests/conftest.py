@@ -12,6 +12,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
@@ -41,10 +43,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def wechat_api():
-    """WeChat's API double served on a loopback port (wechatpy speaks real HTTP to it)."""
-    app = create_double(APP_ID, APP_SECRET)
+def _serve(app):
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -54,6 +53,36 @@ def wechat_api():
             break
         time.sleep(0.02)
     app.state.base_url = f"http://127.0.0.1:{port}"
+    return server, thread
+
+
+@pytest.fixture(scope="session")
+def wechat_api():
+    """WeChat's API double served on a loopback port (wechatpy speaks real HTTP to it)."""
+    app = create_double(APP_ID, APP_SECRET)
+    server, thread = _serve(app)
+    yield app
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def sms_gateway():
+    """An SMS gateway on loopback: records what it accepts; `fail_next` answers 500s."""
+    app = FastAPI()
+    app.state.sent, app.state.fail_next = [], 0
+
+    @app.post("/sms/send")
+    async def send(request: Request):
+        if request.headers.get("authorization") != "Bearer gw-token":
+            return JSONResponse({"error": "unauthorised"}, status_code=401)
+        if app.state.fail_next:
+            app.state.fail_next -= 1
+            return JSONResponse({"error": "busy"}, status_code=503)
+        app.state.sent.append(await request.json())
+        return {"ok": True}
+
+    server, thread = _serve(app)
     yield app
     server.should_exit = True
     thread.join(5)

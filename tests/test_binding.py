@@ -147,3 +147,36 @@ def test_staff_bind_and_unbind_cli(db_url, holder, services):
     assert _cli(db_url, "unbind", U).returncode == 1
     res = _cli(db_url, "bind", OTHER, "110105198001011234")
     assert res.returncode == 1 and "no policyholder" in res.stderr
+
+
+@pytest.fixture
+def gateway(sms_gateway):
+    sms_gateway.state.sent.clear()
+    sms_gateway.state.fail_next = 2  # two 503s first: the provider retries
+    return sms_gateway
+
+
+@pytest.mark.settings(sms_provider="http", sms_gateway_token="gw-token",
+                      sms_gateway_url="http://127.0.0.1:1/never-used")
+async def test_code_goes_through_the_http_gateway_with_retries(http, holder, gateway, settings):
+    from bot.app import create_app
+    from tests.conftest import WeChat
+
+    app = create_app(settings.model_copy(update={
+        "sms_gateway_url": gateway.state.base_url + "/sms/send"}))
+    try:
+        import httpx
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://bot.test") as client:
+            wx = WeChat(client, "plain")
+            await walk(wx, U, "王小明", holder.id_number, "13912345678")
+            for _ in range(300):
+                if gateway.state.sent:
+                    break
+                time.sleep(0.01)
+            [sms] = gateway.state.sent
+            assert sms["phone"] == "13912345678"
+            code = "".join(ch for ch in sms["text"] if ch.isdigit())[:6]
+            assert "绑定成功" in await wx.say(U, code)
+    finally:
+        app.state.services.close()
