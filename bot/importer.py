@@ -34,7 +34,7 @@ from tqdm import tqdm
 from bot.config import Settings
 from bot.db import make_engine
 from bot.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
-                          normalize_id_number, validate_id_number)
+                          validate_id_number)
 from bot.rules import RulesError, load_rules
 from bot.tier_engine import recompute
 from models import Customer, FamilyMember, Policy
@@ -82,8 +82,14 @@ def choice(options: tuple[str, ...], what: str) -> Callable[[str], str]:
     return parse
 
 
+_POLICY_NO = re.compile(r"\S{1,32}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_YEARS = re.compile(r"[0-9]{1,3}")
+_MONEY = re.compile(r"(-?)([0-9]{1,14}(?:\.[0-9]{1,2})?)")
+
+
 def policy_no(v: str) -> str:
-    if not re.fullmatch(r"\S{1,32}", v):
+    if not _POLICY_NO.fullmatch(v):
         raise ValueError("must be 1-32 characters without spaces")
     return v
 
@@ -107,9 +113,6 @@ def optional_phone(v: str) -> str:
     return phone(v) if v else ""
 
 
-_MONEY = re.compile(r"(-?)([0-9]{1,14}(?:\.[0-9]{1,2})?)")
-
-
 def money(v: str) -> Decimal:
     """CNY with at most 2 decimals, not negative; an empty cell is 0."""
     if not v:
@@ -125,7 +128,7 @@ def money(v: str) -> Decimal:
 
 def iso_date(v: str) -> date:
     try:
-        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v):
+        if _DATE.fullmatch(v):
             return date.fromisoformat(v)
     except ValueError:
         pass
@@ -133,7 +136,7 @@ def iso_date(v: str) -> date:
 
 
 def years(v: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,3}", v) or int(v) < 1:
+    if not _YEARS.fullmatch(v) or int(v) < 1:
         raise ValueError(f"must be a whole number of years, 1 or more: {_show(v)}")
     return int(v)
 
@@ -187,28 +190,27 @@ FAMILY_COLUMNS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def parse_row(columns: dict[str, Callable[[str], Any]], cells: dict[str, str]) -> Values:
-    """Every column of one row parsed, or ValueError naming each bad column."""
+Parser = Callable[[str], Any]
+Field = tuple[str, int, Parser]  # column, cell index in the file's records, parser
+
+
+def parse_row(fields: Iterable[Field], cells: list[str]) -> tuple[Values, list[str]]:
+    """The values of the columns that parse, and a reason for each column that does not."""
     values: Values = {}
     errors: list[str] = []
-    for name, parse in columns.items():
+    for name, i, parse in fields:
         try:
-            values[name] = parse(cells[name])
+            values[name] = parse(cells[i].strip())
         except ValueError as exc:
             errors.append(f"{name}: {exc}")
-    if not errors and values.get("id_number") and values["id_number"] == values.get("holder_id_number"):
-        errors.append("id_number: the holder cannot be their own family member")
-    if errors:
-        raise ValueError("; ".join(errors))
-    return values
+    return values, errors
 
 
-def policy_key(cells: dict[str, str]) -> tuple[str, ...]:
-    return (cells["policy_no"],)
-
-
-def family_key(cells: dict[str, str]) -> tuple[str, ...]:
-    return (normalize_id_number(cells["holder_id_number"]), normalize_id_number(cells["id_number"]))
+def not_self(values: Values) -> str | None:
+    """A family member is someone other than the holder."""
+    if values.get("id_number") and values["id_number"] == values.get("holder_id_number"):
+        return "id_number: the holder cannot be their own family member"
+    return None
 
 
 # --- The report ---------------------------------------------------------------------------------
@@ -340,8 +342,16 @@ def _records(lines: _Lines) -> Iterator[tuple[int, list[str]]]:
         raise FileError(lines.line, f"not readable as CSV: {exc}") from None
 
 
-def read_header(cells: list[str], columns: Iterable[str]) -> tuple[dict[str, int], list[str]]:
-    """(column -> cell index, ignored column names), or a FileError on line 1."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a kind's columns sit in one file's records (read from its header)."""
+    width: int  # cells in every record
+    fields: tuple[Field, ...]
+    ignored: tuple[str, ...]  # header names the import does not know
+
+
+def read_header(cells: list[str], columns: dict[str, Parser]) -> Layout:
+    """The layout of the file whose header is `cells`, or a FileError on line 1."""
     names = [c.strip().lower() for c in cells]
     repeated = sorted({n for n in names if n and names.count(n) > 1})
     if repeated:
@@ -349,8 +359,8 @@ def read_header(cells: list[str], columns: Iterable[str]) -> tuple[dict[str, int
     missing = [c for c in columns if c not in names]
     if missing:
         raise FileError(1, f"missing column(s) in the header: {', '.join(missing)}")
-    index = {c: names.index(c) for c in columns}
-    return index, [n for n in names if n and n not in index]
+    return Layout(len(cells), tuple((c, names.index(c), parse) for c, parse in columns.items()),
+                  tuple(n for n in names if n and n not in columns))
 
 
 # --- Writing ------------------------------------------------------------------------------------
@@ -462,15 +472,15 @@ def _count(report: ImportReport, synced: Synced) -> None:
 
 @dataclass(frozen=True)
 class Kind:
-    columns: dict[str, Callable[[str], Any]]
+    columns: dict[str, Parser]
     write: Callable[..., None]
-    key: Callable[[dict[str, str]], tuple[str, ...]]  # unique within one file
-    key_name: str  # what a repeated key is called in messages
+    key: tuple[str, ...]  # columns whose values are unique within one file
+    check: Callable[[Values], str | None] | None = None  # a rule across columns
 
 
 KINDS = {
-    "policies": Kind(POLICY_COLUMNS, write_policies, policy_key, "policy_no"),
-    "family": Kind(FAMILY_COLUMNS, write_family, family_key, "holder_id_number and id_number"),
+    "policies": Kind(POLICY_COLUMNS, write_policies, ("policy_no",)),
+    "family": Kind(FAMILY_COLUMNS, write_family, ("holder_id_number", "id_number"), not_self),
 }
 
 
@@ -492,12 +502,13 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
             first = next(records, None)
             if first is None or first[0] != 1:
                 raise FileError(1, "no header row on line 1")
-            index, report.ignored_columns = read_header(first[1], spec.columns)
+            layout = read_header(first[1], spec.columns)
+            report.ignored_columns = list(layout.ignored)
             engine = make_engine(settings.database_url)
             try:
                 with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
                           disable=not progress, leave=False) as bar:
-                    _import_rows(engine, spec, records, index, len(first[1]), report,
+                    _import_rows(engine, spec, layout, records, report,
                                  lambda: bar.update(lines.bytes - bar.n))
                 if report.written and tiers:
                     report.tier_changes = tiers(engine, report.affected_customers)
@@ -517,8 +528,8 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
     return report
 
 
-def _import_rows(engine: Engine, spec: Kind, records: Iterator[tuple[int, list[str]]],
-                 index: dict[str, int], width: int, report: ImportReport,
+def _import_rows(engine: Engine, spec: Kind, layout: Layout,
+                 records: Iterator[tuple[int, list[str]]], report: ImportReport,
                  advance: Callable[[], None]) -> None:
     """Validate and write every record in one transaction; roll back when a row was
     rejected and `skip_bad` is off (still checking the rest, so every bad line is listed)."""
@@ -537,7 +548,7 @@ def _import_rows(engine: Engine, spec: Kind, records: Iterator[tuple[int, list[s
         for line, cells in records:
             report.rows += 1
             try:
-                batch.append((line, check_record(spec, index, width, cells, seen, line)))
+                batch.append((line, check_record(spec, layout, cells, seen, line)))
             except ValueError as exc:
                 report.reject(line, str(exc))
             if len(batch) >= BATCH_ROWS:
@@ -550,21 +561,19 @@ def _import_rows(engine: Engine, spec: Kind, records: Iterator[tuple[int, list[s
     report.written = writing()
 
 
-def check_record(spec: Kind, index: dict[str, int], width: int, cells: list[str],
-                 seen: dict[tuple[str, ...], int], line: int) -> Values:
+def check_record(spec: Kind, layout: Layout, cells: list[str],
+                 seen: dict[tuple, int], line: int) -> Values:
     """The parsed values of one record, or ValueError with every reason it is rejected.
     Records the row's key in `seen` (a repeated key is an error on its second occurrence)."""
-    if len(cells) != width:
-        raise ValueError(f"expected {width} cells as in the header, found {len(cells)}")
-    by_name = {c: cells[i].strip() for c, i in index.items()}
-    errors = []
-    key = spec.key(by_name)
-    if all(key) and seen.setdefault(key, line) != line:
-        errors.append(f"{spec.key_name} repeats line {seen[key]}")
-    try:
-        values = parse_row(spec.columns, by_name)
-    except ValueError as exc:
-        errors.append(str(exc))
+    if len(cells) != layout.width:
+        raise ValueError(f"expected {layout.width} cells as in the header, found {len(cells)}")
+    values, errors = parse_row(layout.fields, cells)
+    if all(k in values for k in spec.key):
+        key = tuple(values[k] for k in spec.key)
+        if seen.setdefault(key, line) != line:
+            errors.insert(0, f"{' and '.join(spec.key)} repeats line {seen[key]}")
+    if not errors and spec.check and (problem := spec.check(values)):
+        errors.append(problem)
     if errors:
         raise ValueError("; ".join(errors))
     return values
@@ -579,7 +588,9 @@ def _tier_recompute(settings: Settings) -> Callable[[Engine, set[int]], str]:
         if not customer_ids:
             return "none (no policy changed)"
         ids = sorted(customer_ids) if len(customer_ids) <= SCOPED_RECOMPUTE_MAX else None
+        started = time.monotonic()
         result = recompute(engine, rules, datetime.now(settings.tz).date(), customer_ids=ids)
         return (f"{result.upgrades} upgraded, {result.downgrades} downgraded, "
-                f"{result.drops} dropped ({result.evaluated} customers evaluated)")
+                f"{result.drops} dropped ({result.evaluated} customers evaluated in "
+                f"{time.monotonic() - started:.1f} s)")
     return run

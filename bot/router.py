@@ -7,10 +7,11 @@ that return a `Reply` (or plain text); they never touch HTTP or XML.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlmodel import Session
 
 from bot.stores import Record
@@ -51,6 +52,17 @@ class Invalid(Exception):
         return render(self.template, **self.ctx)
 
 
+def _account_query():
+    from models import WechatUser
+
+    t = WechatUser.__table__
+    # Built once: SQLAlchemy caches a statement's compiled form, not the building of it.
+    return select(t.c.customer_id, t.c.bind_locked_until).where(t.c.openid == bindparam("openid"))
+
+
+_ACCOUNT = _account_query()
+
+
 @dataclass
 class Context:
     """Everything a handler may use for one inbound message."""
@@ -82,7 +94,7 @@ class Context:
             self._session.close()
             self._session = None
 
-    @property
+    @cached_property
     def openid(self) -> str:
         return self.msg.source
 
@@ -109,12 +121,7 @@ class Context:
     def account(self):
         """(customer_id, bind_locked_until) of this WeChat user, read cheaply, or None."""
         if self._account is False:
-            from models import WechatUser
-
-            t = WechatUser.__table__
-            self._account = self.conn.execute(
-                select(t.c.customer_id, t.c.bind_locked_until).where(t.c.openid == self.openid)
-            ).first()
+            self._account = self.conn.execute(_ACCOUNT, {"openid": self.openid}).first()
         return self._account
 
     @property

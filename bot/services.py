@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, bindparam, insert, update
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 
 from bot.config import Settings
@@ -28,6 +28,8 @@ from models import WechatUser
 log = logging.getLogger(__name__)
 
 USER_T = WechatUser.__table__
+_TOUCH = (update(USER_T).where(USER_T.c.openid == bindparam("who"))
+          .values(last_seen_at=bindparam("now")))
 SUCCESS = "success"  # WeChat's "no reply"
 TOUCH_EVERY = 600.0  # seconds between writes of a user's last_seen_at
 
@@ -134,8 +136,7 @@ class Services:
         self._touched[openid] = mono
         if len(self._touched) > 100_000:
             self._touched.clear()
-        res = conn.execute(update(USER_T).where(USER_T.c.openid == openid)
-                           .values(last_seen_at=now))
+        res = conn.execute(_TOUCH, {"who": openid, "now": now})
         if res.rowcount == 0:
             conn.execute(insert(USER_T).values(openid=openid, following=True, last_seen_at=now,
                                                bind_failures=0))

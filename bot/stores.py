@@ -99,8 +99,9 @@ class SqlStateStore:
 
     def __init__(self, engine: Engine) -> None:
         self._pg = engine.dialect.name == "postgresql"
-        # Plain SQL on the driver: this runs for every message, and the statement
-        # compiler's overhead would be most of its cost. Same text on both dialects.
+        # Plain SQL straight on the DB-API cursor of the message's connection (inside its
+        # transaction): this runs for every message, and SQLAlchemy's per-statement
+        # machinery would be most of its cost. Same text on both dialects.
         p = "%s" if self._pg else "?"
         self._lock = f"SELECT pg_advisory_xact_lock({p})"
         self._select = f"SELECT value, updated_at FROM fsm_state WHERE key = {p}"
@@ -109,21 +110,30 @@ class SqlStateStore:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
                         "updated_at = excluded.updated_at")
 
+    @staticmethod
+    def _run(conn: Connection, sql: str, params: tuple):
+        cur = conn.connection.dbapi_connection.cursor()
+        try:
+            cur.execute(sql, params)
+            return cur.fetchone() if cur.description else None
+        finally:
+            cur.close()
+
     @contextmanager
     def lock(self, key: str, conn: Connection) -> Iterator[None]:
         if self._pg:
-            conn.exec_driver_sql(self._lock, (zlib.crc32(key.encode()) - 2**31,))
+            self._run(conn, self._lock, (zlib.crc32(key.encode()) - 2**31,))
         yield
 
     def load(self, key: str, conn: Connection) -> Record:
-        row = conn.exec_driver_sql(self._select, (key,)).first()
+        row = self._run(conn, self._select, (key,))
         return Record.loads(row[0], row[1]) if row else Record()
 
     def save(self, key: str, record: Record, conn: Connection) -> None:
         if record.state is None and not record.data and not record.pages:
-            conn.exec_driver_sql(self._delete, (key,))
+            self._run(conn, self._delete, (key,))
         else:
-            conn.exec_driver_sql(self._upsert, (key, record.dumps(), record.updated_at))
+            self._run(conn, self._upsert, (key, record.dumps(), record.updated_at))
 
 
 class RedisStateStore:
