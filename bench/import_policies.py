@@ -42,14 +42,16 @@ def write_csv(path: Path, rows: int) -> None:
             id_number = make_id_number("110105", base + timedelta(days=h // 1000),
                                        (h % 1000) // 2, "MF"[h % 2])
             single = i % 5 == 0
+            basic, single_premium = ("0", f"{(i % 90) * 1000:.2f}") if single else (
+                f"{(i % 500) * 100 + 0.5:.2f}", "0")
             effective = date(2015 + i % 10, 1 + i % 12, 1 + i % 28)
             fh.write(",".join((
                 f"P{i:010d}", id_number, "张三", f"138{h % 100_000_000:08d}", "安心人生两全保险",
-                LIABILITIES[i % 4], "single" if single else "regular",
-                "0" if single else f"{(i % 500) * 100 + 0.5:.2f}", f"{(i % 90) * 1000:.2f}" if single else "0",
-                "0", "0", f"{i % 3 * 100}", effective.isoformat(), "1" if single else str(5 + i % 20),
-                STATUSES[i % 10], (effective + timedelta(days=15)).isoformat(),
-                "1" if i % 50 == 0 else "0", "0")) + "\n")
+                LIABILITIES[i % 4], "single" if single else "regular", basic, single_premium,
+                "0", "0", f"{i % 3 * 100}", effective.isoformat(),
+                "1" if single else str(5 + i % 20), STATUSES[i % 10],
+                (effective + timedelta(days=15)).isoformat(), "1" if i % 50 == 0 else "0",
+                "0")) + "\n")
 
 
 def run(label: str, url: str, csv_path: Path, rows: int) -> None:

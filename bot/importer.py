@@ -54,6 +54,8 @@ POLICY_T: Table = Policy.__table__
 FAMILY_T: Table = FamilyMember.__table__
 
 Values = dict[str, Any]
+Parser = Callable[[str], Any]  # a cell's text -> its value, or ValueError with a short reason
+Field = tuple[str, int, Parser]  # column, cell index in the file's records, parser
 
 
 # --- Field parsers: str -> value, or ValueError with a short reason -------------------------
@@ -152,13 +154,14 @@ def liabilities(v: str) -> str:
     given = {p.strip().lower() for p in v.split(";") if p.strip()}
     unknown = sorted(given - set(LIABILITIES))
     if unknown:
-        raise ValueError(f"unknown liability {_show(unknown[0])} (expected {', '.join(LIABILITIES)})")
+        raise ValueError(f"unknown liability {_show(unknown[0])} "
+                         f"(expected {', '.join(LIABILITIES)})")
     return ";".join(x for x in LIABILITIES if x in given)
 
 
 # --- Row specifications ----------------------------------------------------------------------
 
-POLICY_COLUMNS: dict[str, Callable[[str], Any]] = {
+POLICY_COLUMNS: dict[str, Parser] = {
     "policy_no": policy_no,
     "holder_id_number": id_number,
     "holder_name": required_text(64),
@@ -181,17 +184,13 @@ POLICY_COLUMNS: dict[str, Callable[[str], Any]] = {
 HOLDER_FIELDS = ("holder_id_number", "holder_name", "holder_phone")
 POLICY_FIELDS = tuple(c for c in POLICY_COLUMNS if c not in HOLDER_FIELDS)
 
-FAMILY_COLUMNS: dict[str, Callable[[str], Any]] = {
+FAMILY_COLUMNS: dict[str, Parser] = {
     "holder_id_number": id_number,
     "relation": choice(RELATIONS, "relation"),
     "name": required_text(64),
     "id_number": id_number,
     "phone": optional_phone,
 }
-
-
-Parser = Callable[[str], Any]
-Field = tuple[str, int, Parser]  # column, cell index in the file's records, parser
 
 
 def parse_row(fields: Iterable[Field], cells: list[str]) -> tuple[Values, list[str]]:
@@ -407,8 +406,9 @@ def sync_rows(conn: Connection, table: Table, key: tuple[str, ...], rows: list[V
         conn.execute(insert(table), new)
         if want_ids:
             new_keys = [k for k in keys if k not in existing]
-            ids.update((tuple(r[1:]), r.id) for r in conn.execute(
-                select(table.c.id, *(table.c[k] for k in key)).where(_where_key(conn, table, key, new_keys))))
+            inserted = select(table.c.id, *(table.c[k] for k in key)).where(
+                _where_key(conn, table, key, new_keys))
+            ids.update((tuple(r[1:]), r.id) for r in conn.execute(inserted))
     if changed:
         stmt = (update(table).where(table.c.id == bindparam("b_id"))
                 .values({c: bindparam(f"b_{c}") for c in cols if c not in key}))

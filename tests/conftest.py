@@ -189,9 +189,9 @@ class WeChat:
 
 @pytest.fixture
 def app(settings):
-    from tests.flows import test_router
+    from tests.flows import survey_router
 
-    application = create_app(settings, router=test_router())
+    application = create_app(settings, router=survey_router())
     yield application
     application.state.services.close()
 

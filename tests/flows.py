@@ -33,7 +33,7 @@ survey = Flow(
 )
 
 
-def test_router() -> Router:
+def survey_router() -> Router:
     root = build_router()
     extra = Router()
     extra.flow(survey)

@@ -106,7 +106,8 @@ def test_good_file_creates_customers_and_policies(run, db):
                liabilities="", payment_years="1"),
         policy("P0003", pledged="1", status="LAPSED", liabilities="disability; mild_illness"),
     ]))
-    assert (report.rows, report.inserted, report.updated, report.unchanged, report.rejected) == (3, 3, 0, 0, 0)
+    assert (report.rows, report.inserted, report.updated, report.unchanged) == (3, 3, 0, 0)
+    assert report.rejected == 0
     assert (report.customers_inserted, report.customers_updated) == (2, 0)
     assert report.written
 
@@ -196,7 +197,8 @@ def test_new_policies_upgrade_their_holders_at_once(run, db):
         assert "tier changes: 1 upgraded, 0 downgraded, 0 dropped (2 customers evaluated in" \
             in report.render()
         tiers = {c.id_number: (c.tier, c.contribution) for c in rows_of(db, Customer)}
-        assert tiers == {HOLDER: ("pearl", Decimal("35000.00")), HOLDER2: ("mass", Decimal("1000.00"))}
+        assert tiers == {HOLDER: ("pearl", Decimal("35000.00")),
+                         HOLDER2: ("mass", Decimal("1000.00"))}
 
         report = run("policies", to_csv([policy("P3", annualized_basic_premium="65000")]))
         assert "tier changes: 1 upgraded, 0 downgraded, 0 dropped (1 customers evaluated in" \
@@ -230,7 +232,8 @@ def test_bad_rules_file_stops_the_import_before_anything_is_written(db_url, db, 
 BAD_ROWS = [
     ({"holder_id_number": BAD_CHECK}, "holder_id_number: bad check digit"),
     ({"holder_id_number": HOLDER[:17]}, "holder_id_number: must be 18 characters"),
-    ({"holder_id_number": HOLDER[:6] + "19800230" + HOLDER[14:]}, "holder_id_number: bad birth date"),
+    ({"holder_id_number": HOLDER[:6] + "19800230" + HOLDER[14:]},
+     "holder_id_number: bad birth date"),
     ({"holder_id_number": ""}, "holder_id_number: is empty"),
     ({"single_premium": "-100.00"}, "single_premium: negative amount"),
     ({"irregular_topup": "12.345"}, "irregular_topup: not an amount with at most 2 decimals"),
@@ -442,7 +445,8 @@ def test_family_member_twice(run, db):
 
 
 def test_family_missing_column(run):
-    report = run("family", to_csv([member()], ["holder_id_number", "relation", "name", "id_number"]))
+    header = ["holder_id_number", "relation", "name", "id_number"]
+    report = run("family", to_csv([member()], header))
     assert "missing column(s) in the header: phone" in report.render()
 
 
@@ -468,7 +472,8 @@ def cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_cli_imports_a_good_file_and_exits_0(db_url, db, tmp_path):
     path = tmp_path / "policies.csv"
-    path.write_text(to_csv([policy("P1"), policy("P2", holder_id_number=HOLDER2)]), encoding="utf-8")
+    path.write_text(to_csv([policy("P1"), policy("P2", holder_id_number=HOLDER2)]),
+                    encoding="utf-8")
     res = cli(db_url, "policies", str(path))
     assert res.returncode == 0, res.stderr
     assert "inserted   2" in res.stdout and "rejected   0" in res.stdout

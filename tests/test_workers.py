@@ -1,0 +1,54 @@
+"""Two workers behind one load balancer: WeChat's retry may reach the other worker while the
+first is still handling the message. It still runs once, and both answer the same."""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from bot.app import create_app
+from bot.services import Services
+from bot.stores import SqlDedupStore
+from bot.simulator import text_xml
+from bot.texts import render
+from tests.conftest import REDIS_URL, USE_PG, WeChat
+from tests.flows import survey_router
+
+U = "oWorkerUser00000000000001"
+
+
+@pytest.fixture
+async def two_workers(settings):
+    workers = []
+    for _ in range(2):
+        svc = Services(settings, survey_router())
+        if not (USE_PG or REDIS_URL):  # embedded default: share dedup through the SQLite file
+            svc.dedup = SqlDedupStore(svc.engine, settings.dedup_ttl_seconds)
+        workers.append(svc)
+    clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, services=s)),
+                                 base_url="http://bot.test") for s in workers]
+    yield [WeChat(c, "safe") for c in clients]
+    for c, s in zip(clients, workers):
+        await c.aclose()
+        s.close()
+
+
+async def test_retry_on_another_worker_runs_once(two_workers):
+    a, b = two_workers
+    await a.say(U, "预约洁牙")  # survey flow: asks for a name
+    xml = text_xml(U, "小王", msg_id=4242424242)
+    replies = await asyncio.gather(a.deliver(xml, U), b.deliver(xml, U), a.deliver(xml, U),
+                                   b.deliver(xml, U))
+    assert {r["Content"] for r in replies} == {render("scan")}
+    assert (await b.say(U, "3")).startswith("DONE name=小王 n=3")
+
+
+async def test_one_users_messages_on_two_workers_do_not_interleave(two_workers):
+    a, b = two_workers
+    await a.say(U, "预约洁牙")
+    replies = await asyncio.gather(a.say(U, "甲"), b.say(U, "乙"))
+    # exactly one became the name; the other was read as the next step's (invalid) answer
+    assert sorted(replies) == sorted([render("scan"), render(
+        "flow/invalid", reason=render("nothing_to_exit"), prompt=render("scan"))])
+    assert (await a.say(U, "4")).startswith("DONE name=")
