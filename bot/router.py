@@ -192,6 +192,14 @@ class Command:
     usage: str
 
 
+def _register(table: dict, names) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        for name in names:
+            table[name] = fn
+        return fn
+    return deco
+
+
 class Router:
     def __init__(self) -> None:
         self.keys: dict[Key, Handler] = {}
@@ -200,18 +208,12 @@ class Router:
         self.flows: dict[str, Flow] = {}
 
     def key(self, *keys: Key):
-        def deco(fn: Handler) -> Handler:
-            for k in keys:
-                self.keys[k] = fn
-            return fn
-        return deco
+        """Handle these menu keys (clicked, or typed as one of their words)."""
+        return _register(self.keys, keys)
 
     def event(self, *events: str):
-        def deco(fn: Handler) -> Handler:
-            for e in events:
-                self.events[e] = fn
-            return fn
-        return deco
+        """Handle these WeChat events (lower-case, as wechatpy names them)."""
+        return _register(self.events, events)
 
     def command(self, name: str, usage: str, roles: tuple[str, ...] = ("specialist", "admin")):
         def deco(fn: Handler) -> Handler:

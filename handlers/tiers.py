@@ -5,6 +5,7 @@ from sqlmodel import select
 
 from bot.identity import mask_policy_no
 from bot.router import Context, Reply, Router
+from bot.rules import Tier
 from bot.tiers import evaluate, next_review_date
 from handlers.binding import require_customer
 from menus import Key
@@ -19,16 +20,26 @@ def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
     return 0
 
 
-@router.key(Key.MY_TIER)
-def my_tier(ctx: Context) -> Reply:
+def _held(ctx: Context) -> tuple[Customer, Tier] | Reply:
+    """The bound customer and the tier they hold (an unknown stored code is the lowest),
+    or the reply that leads an unbound user into binding."""
     customer = require_customer(ctx)
     if isinstance(customer, Reply):
         return customer
     rules = ctx.services.rules
+    return customer, rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
+
+
+@router.key(Key.MY_TIER)
+def my_tier(ctx: Context) -> Reply:
+    held = _held(ctx)
+    if isinstance(held, Reply):
+        return held
+    customer, held = held
+    rules = ctx.services.rules
     policies = ctx.session.exec(select(Policy).where(Policy.customer_id == customer.id)
                                 .order_by(Policy.effective_date, Policy.policy_no)).all()
     ev = evaluate(policies, ctx.today, rules)
-    held = rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
     computed = rules.tier(ev.tier)
     above = rules.next_tier(held.code)
     lines = [{"no": mask_policy_no(line.policy_no), "counted": line.counted,
@@ -46,11 +57,11 @@ def my_tier(ctx: Context) -> Reply:
 
 @router.key(Key.MY_BENEFITS)
 def my_benefits(ctx: Context) -> Reply:
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
+    held = _held(ctx)
+    if isinstance(held, Reply):
+        return held
+    customer, tier = held
     rules = ctx.services.rules
-    tier = rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
     services = []
     for service in rules.services_for(tier.code):
         used = quota_used(ctx, customer, service.code) if service.per_year else 0
