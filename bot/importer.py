@@ -8,8 +8,12 @@ The file is streamed: each row is validated in Python (pure functions below), th
 batches with SQLAlchemy Core (one SELECT per batch to tell new, changed and unchanged rows
 apart, then executemany INSERT and UPDATE), all in one transaction. Without `skip_bad`,
 nothing is written when any row is rejected (the rest of the file is still checked so the
-report lists every bad line); with it, the good rows are imported. After a policy import the
-tier engine re-evaluates the customers it touched (policies can upgrade a customer at once).
+report lists every bad line); with it, the good rows are imported. A policy number (or a
+family member of one holder) twice in one file is an error on its second line. After a policy
+import commits, the tier engine re-evaluates the customers it touched, in its own transaction
+(new policies can upgrade a customer at once).
+
+Messages name the file line (the header is line 1) and never show a whole ID or phone number.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import (ARRAY, Connection, Engine, Table, any_, bindparam, insert, select, tuple_,
                         update)
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from tqdm import tqdm
 
 from bot.config import Settings
@@ -589,7 +593,11 @@ def _tier_recompute(settings: Settings) -> Callable[[Engine, set[int]], str]:
             return "none (no policy changed)"
         ids = sorted(customer_ids) if len(customer_ids) <= SCOPED_RECOMPUTE_MAX else None
         started = time.monotonic()
-        result = recompute(engine, rules, datetime.now(settings.tz).date(), customer_ids=ids)
+        try:
+            result = recompute(engine, rules, datetime.now(settings.tz).date(), customer_ids=ids)
+        except SQLAlchemyError as exc:  # the import itself is committed
+            return (f"not evaluated ({type(exc).__name__}); the import is saved: run "
+                    f"`python main.py tiers recompute`")
         return (f"{result.upgrades} upgraded, {result.downgrades} downgraded, "
                 f"{result.drops} dropped ({result.evaluated} customers evaluated in "
                 f"{time.monotonic() - started:.1f} s)")

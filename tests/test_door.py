@@ -166,6 +166,12 @@ async def test_stale_or_future_timestamp_is_refused(wx_plain, services, skew):
      b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
      b"<xml><Content>&lol3;</Content></xml>", 400),
     (b"\xff\xfe\x00<\x00x", 400),
+    ('<?xml version="1.0" encoding="UTF-16"?><xml><Content>hi</Content></xml>'.encode("utf-16"), 400),
+    (b'<!DOCTYPE xml><xml><ToUserName>a</ToUserName><FromUserName>u</FromUserName>'
+     b'<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>9</MsgId></xml>', 400),
+    (b'<xml><ToUserName>a</ToUserName><FromUserName>u</FromUserName><CreateTime>1</CreateTime>'
+     b'<MsgType>text</MsgType><Content>&xxe;</Content><MsgId>9</MsgId></xml>', 400),
+    (b'<xml><FromUserName>u</FromUserName><!-- <!ENTITY x "y"> --></xml>', 400),
 ])
 async def test_malformed_and_hostile_xml(wx_plain, services, body, status):
     params, _ = wx_plain.side.request("<xml/>")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import time_machine
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from bot import importer
 from bot.config import Settings
@@ -214,6 +215,16 @@ def test_new_policies_upgrade_their_holders_at_once(run, db):
                                                 status="lapsed")]))
         assert "tier changes: none (no policy changed)" in report.render()
     assert {c.id_number: c.tier for c in rows_of(db, Customer)}[HOLDER] == "gold"
+
+
+def test_a_failed_tier_run_keeps_the_import(run, db, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+    monkeypatch.setattr(importer, "recompute", broken)
+    report = run("policies", to_csv([policy()]))
+    assert report.written and report.rejected == 0 and count(db, Policy) == 1
+    assert "tier changes: not evaluated (OperationalError)" in report.render()
+    assert "tiers recompute" in report.render()
 
 
 def test_bad_rules_file_stops_the_import_before_anything_is_written(db_url, db, tmp_path):
