@@ -26,14 +26,25 @@ def holder(services):
         return c
 
 
-def last_code(services) -> str:
-    """The code in the latest SMS (sent after the reply, once the transaction committed)."""
-    for _ in range(200):
-        if services.sms.sent:
-            break
-        time.sleep(0.01)
-    text = services.sms.sent[-1][1]
-    return "".join(ch for ch in text if ch.isdigit())[:6]
+class Codes:
+    """The SMS codes the bot sends, one by one (sent after each reply, once committed)."""
+
+    def __init__(self, services) -> None:
+        self.services, self.seen = services, 0
+
+    def next(self) -> str:
+        for _ in range(300):
+            if len(self.services.sms.sent) > self.seen:
+                break
+            time.sleep(0.01)
+        self.seen = len(self.services.sms.sent)
+        text = self.services.sms.sent[-1][1]
+        return "".join(ch for ch in text if ch.isdigit())[:6]
+
+
+@pytest.fixture
+def codes(services):
+    return Codes(services)
 
 
 async def walk(wx, openid, name, id_number, phone):
@@ -43,14 +54,14 @@ async def walk(wx, openid, name, id_number, phone):
     return await wx.say(openid, phone)
 
 
-async def test_binding_with_sms_code(wx, services, holder):
+async def test_binding_with_sms_code(wx, services, holder, codes):
     first = await wx.say(U, "绑定")
     assert render("binding/ask_name") in first
     assert await wx.say(U, "王小明") == render("binding/ask_id_number")
     assert await wx.say(U, holder.id_number.lower()) == render("binding/ask_phone")
     ask_code = await wx.say(U, "139 1234 5678")
     assert "139****5678" in ask_code and "13912345678" not in ask_code
-    code = last_code(services)
+    code = codes.next()
     assert services.sms.sent[-1][0] == "13912345678"
     done = await wx.say(U, code)
     assert "绑定成功！王先生" in done
@@ -70,7 +81,7 @@ async def test_invalid_id_number_is_reprompted_without_counting(wx_plain, holder
         assert s.get(WechatUser, U).bind_failures == 0
 
 
-async def test_mismatch_restarts_and_five_failures_lock_for_30_minutes(http, holder, services):
+async def test_mismatch_restarts_and_five_failures_lock_for_30_minutes(http, holder, services, codes):
     from tests.conftest import WeChat
     wx = WeChat(http, "plain")
     with time_machine.travel("2026-11-25 10:00:00+08:00", tick=True) as clock:
@@ -85,12 +96,12 @@ async def test_mismatch_restarts_and_five_failures_lock_for_30_minutes(http, hol
         assert "暂停中" in await wx.say(U, "绑定")
         clock.shift(31 * 60)
         await walk(wx, U, "王小明", holder.id_number, "13912345678")
-        assert "绑定成功" in await wx.say(U, last_code(services))
+        assert "绑定成功" in await wx.say(U, codes.next())
 
 
-async def test_wrong_codes_count_towards_the_lock(wx_plain, holder, services):
+async def test_wrong_codes_count_towards_the_lock(wx_plain, holder, services, codes):
     await walk(wx_plain, U, "王小明", holder.id_number, "13912345678")
-    code = last_code(services)
+    code = codes.next()
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     for left in (4, 3, 2, 1):
         assert f"还可再试 {left} 次" in await wx_plain.say(U, wrong)
@@ -100,16 +111,16 @@ async def test_wrong_codes_count_towards_the_lock(wx_plain, holder, services):
         assert s.get(WechatUser, U).customer_id is None
 
 
-async def test_one_customer_one_wechat_account(wx_plain, holder, services):
+async def test_one_customer_one_wechat_account(wx_plain, holder, services, codes):
     await walk(wx_plain, U, "王小明", holder.id_number, "13912345678")
-    await wx_plain.say(U, last_code(services))
+    await wx_plain.say(U, codes.next())
     reply = await walk(wx_plain, OTHER, "王小明", holder.id_number, "13912345678")
     assert reply == render("binding/bound_elsewhere")
     # after unbinding on the first account, the second may bind
     assert "确定要解除" in await wx_plain.say(U, "解除绑定")
     assert await wx_plain.say(U, "确认") == render("binding/unbound")
     await walk(wx_plain, OTHER, "王小明", holder.id_number, "13912345678")
-    assert "绑定成功" in await wx_plain.say(OTHER, last_code(services))
+    assert "绑定成功" in await wx_plain.say(OTHER, codes.next())
 
 
 @pytest.mark.settings(sms_provider="none")
@@ -118,9 +129,9 @@ async def test_without_sms_codes_binding_ends_at_the_phone(wx_plain, holder):
     assert "绑定成功" in reply
 
 
-async def test_replies_never_show_the_full_id_number(wx_plain, holder, services):
+async def test_replies_never_show_the_full_id_number(wx_plain, holder, services, codes):
     replies = [await walk(wx_plain, U, "王小明", holder.id_number, "13912345678"),
-               await wx_plain.say(U, last_code(services)), await wx_plain.say(U, "绑定")]
+               await wx_plain.say(U, codes.next()), await wx_plain.say(U, "绑定")]
     assert all(holder.id_number not in r and "13912345678" not in r for r in replies)
 
 
