@@ -26,9 +26,14 @@ app.add_typer(jobs_app, name="jobs")
 
 
 def settings() -> Settings:
+    """Settings and the rules file, both checked: a bad one stops here with one line."""
+    from bot.rules import RulesError, load_rules
+
     try:
-        return load_settings()
-    except SettingsError as exc:
+        s = load_settings()
+        load_rules(s.rules_file)
+        return s
+    except (SettingsError, RulesError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 

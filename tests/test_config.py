@@ -53,3 +53,14 @@ def test_cli_help_lists_the_doors():
                          text=True, timeout=60)
     for command in ("serve", "db", "demo", "chat", "import", "tiers", "staff", "bind", "unbind"):
         assert command in res.stdout
+
+
+def test_bad_rules_file_stops_start_up_with_one_line(tmp_path):
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[tiers]]\ncode = "diamond"\n', encoding="utf-8")
+    env = {**os.environ, "WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": "s",
+           "WECHAT_TOKEN": "tok", "RULES_FILE": str(bad)}
+    res = subprocess.run([sys.executable, str(ROOT / "main.py"), "serve", "--port", "1"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "rules.toml" in res.stderr
