@@ -1,20 +1,21 @@
 """The tier engine: every customer (or the given ones) evaluated as of a day in a few
 set-based SQL statements and one transaction, on SQLite and PostgreSQL alike.
 
-It applies the rules of `bot.tiers` from the same `Rules`:
-- which policies count, and the contribution value, are one aggregate over the policy table.
-  Money is weighed in exact integers: fen × weight × 10⁴, cut down to the fen as in
-  `bot.tiers.to_fen`. The counting window is tested on integer date keys (`bot.tiers.window_key`).
-- what happens to a held tier is `bot.tiers.decide` itself: it is tabulated in Python for every
-  (held tier, earned tier, any policy in force) and the table is joined in SQL.
-
-Each change updates the customer, adds a `tier_history` row and queues a `tier_changed`
-notification whose dedupe key makes a re-run queue nothing twice. A second run for the same
-day changes nothing.
+It applies the rules of `bot.tiers`, read from the same `Rules`, in scratch tables:
+1. totals: one aggregate over the policy table, each customer's counting policies weighed in
+   exact integers (fen × weight × 10⁴); the counting window is tested on integer date keys
+   (`bot.tiers.window_key`).
+2. decisions: `bot.tiers.decide` itself, tabulated in Python for every (held tier, earned tier,
+   any policy in force) that changes a tier.
+3. evaluations: customers joined with both; the total is cut down to the fen (`bot.tiers.to_fen`).
+Then each change adds a `tier_history` row and queues a `tier_changed` notification (its dedupe
+key makes a re-run queue nothing twice), and the customers are updated. A second run for the
+same day writes nothing.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import islice
@@ -57,27 +58,28 @@ decisions = Table(  # bot.tiers.decide, tabulated: only the rows that change a t
     Column("key_suffix", String(64), nullable=False),
     prefixes=["TEMPORARY"],
 )
-evaluations = Table(  # one row per evaluated customer
-    "tmp_tier_evaluation", _scratch,
-    Column("customer_id", Integer, primary_key=True),
-    Column("held", String(16), nullable=False),
-    Column("computed", String(16), nullable=False),
+# The scratch tables have no keys: PostgreSQL fills them in hash order, and a key would cost
+# as much as the work itself; the joins hash them (or SQLite indexes them on the fly).
+totals = Table(  # per customer with policies: Σ weighted fen × WEIGHT_SCALE, any in force
+    "tmp_tier_total", _scratch,
+    Column("customer_id", Integer, nullable=False),
+    Column("units", BigInteger, nullable=False),
     Column("in_force", Integer, nullable=False),
-    Column("fen", BigInteger, nullable=False),
     prefixes=["TEMPORARY"],
 )
-changes = Table(  # one row per customer whose tier changes
-    "tmp_tier_change", _scratch,
-    Column("customer_id", Integer, primary_key=True),
-    Column("from_tier", String(16), nullable=False),
-    Column("to_tier", String(16), nullable=False),
-    Column("reason", String(32), nullable=False),
-    Column("effective_date", Date, nullable=False),
+evaluations = Table(  # per evaluated customer: the contribution and the change, if any
+    "tmp_tier_evaluation", _scratch,
+    Column("customer_id", Integer, nullable=False),  # unique; only ever scanned or hashed
+    Column("held", String(16), nullable=False),
     Column("fen", BigInteger, nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("dedupe_key", String(160), nullable=False),
+    Column("to_tier", String(16)),
+    Column("reason", String(32)),
+    Column("effective_date", Date),
+    Column("payload", Text),
+    Column("key_suffix", String(64)),
     prefixes=["TEMPORARY"],
 )
+SCRATCH = (decisions, totals, evaluations)
 
 
 class date_key(FunctionElement):
@@ -91,14 +93,38 @@ class date_key(FunctionElement):
 @compiles(date_key)
 def _date_key(element, compiler, **kw) -> str:
     arg = compiler.process(element.clauses, **kw)
-    return (f"(CAST(EXTRACT(YEAR FROM {arg}) AS INTEGER) * 10000"
-            f" + CAST(EXTRACT(MONTH FROM {arg}) AS INTEGER) * 100"
-            f" + CAST(EXTRACT(DAY FROM {arg}) AS INTEGER))")
+    return " + ".join(f"CAST(EXTRACT({part} FROM {arg}) AS INTEGER) * {scale}"
+                      for part, scale in (("YEAR", 10000), ("MONTH", 100), ("DAY", 1)))
+
+
+@compiles(date_key, "postgresql")
+def _date_key_postgresql(element, compiler, **kw) -> str:
+    arg = compiler.process(element.clauses, **kw)  # date_part (a float) is cheaper than EXTRACT
+    return " + ".join(f"CAST(date_part('{part}', {arg}) AS INTEGER) * {scale}"
+                      for part, scale in (("year", 10000), ("month", 100), ("day", 1)))
 
 
 @compiles(date_key, "sqlite")
-def _date_key_sqlite(element, compiler, **kw) -> str:
-    return f"CAST(strftime('%Y%m%d', {compiler.process(element.clauses, **kw)}) AS INTEGER)"
+def _date_key_sqlite(element, compiler, **kw) -> str:  # stored as text YYYY-MM-DD
+    return f"CAST(replace({compiler.process(element.clauses, **kw)}, '-', '') AS INTEGER)"
+
+
+class fen_of(FunctionElement):
+    """A money column as an integer number of fen."""
+
+    type = BigInteger()
+    name = "fen_of"
+    inherit_cache = True
+
+
+@compiles(fen_of)
+def _fen_of(element, compiler, **kw) -> str:  # NUMERIC to integer rounds
+    return f"CAST({compiler.process(element.clauses, **kw)} * 100 AS BIGINT)"
+
+
+@compiles(fen_of, "sqlite")
+def _fen_of_sqlite(element, compiler, **kw) -> str:  # a REAL: round, as CAST truncates
+    return f"CAST(round({compiler.process(element.clauses, **kw)} * 100) AS INTEGER)"
 
 
 # --- The report ---------------------------------------------------------------------------
@@ -133,22 +159,35 @@ def recompute(engine: Engine, rules: Rules, on: date, customer_ids: list[int] | 
     now = now or datetime.now(timezone.utc)
     review = is_review_day(on, rules)
     with engine.begin() as conn:
-        for table in (decisions, evaluations, changes):
+        if conn.dialect.name == "postgresql":  # one hash table of all customers, no JIT
+            conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+            conn.exec_driver_sql("SET LOCAL jit = off")
+        for table in SCRATCH:
             table.drop(conn, checkfirst=True)
             table.create(conn)
-        _evaluate(conn, rules, on, customer_ids)
-        _tabulate_decisions(conn, rules, on, review)
-        _collect_changes(conn)
+        for ids in _chunks(customer_ids):
+            _sum_policies(conn, rules, on, ids)
+            _tabulate_decisions(conn, rules, on, review, ids)
+            _evaluate(conn, rules, ids)
         _apply(conn, on, now)
-        evaluated = conn.execute(select(func.count()).select_from(evaluations)).scalar_one()
-        by_reason = dict(conn.execute(
-            select(changes.c.reason, func.count()).group_by(changes.c.reason)).all())
-        for table in (changes, evaluations, decisions):
+        counts = dict(conn.execute(select(evaluations.c.reason, func.count())
+                                   .group_by(evaluations.c.reason)).all())
+        for table in reversed(SCRATCH):
             table.drop(conn)
-    return RecomputeReport(on=on, review_day=review, evaluated=evaluated,
-                           upgrades=by_reason.get(UPGRADE, 0),
-                           downgrades=by_reason.get(REVIEW_DOWNGRADE, 0),
-                           drops=by_reason.get(NO_POLICY_DROP, 0))
+    return RecomputeReport(on=on, review_day=review, evaluated=sum(counts.values()),
+                           upgrades=counts.get(UPGRADE, 0),
+                           downgrades=counts.get(REVIEW_DOWNGRADE, 0),
+                           drops=counts.get(NO_POLICY_DROP, 0))
+
+
+def _chunks(ids: list[int] | None) -> Iterator[list[int] | None]:
+    """None (everyone) once, or the given ids in chunks small enough for one statement."""
+    if ids is None:
+        yield None
+        return
+    it = iter(sorted(set(ids)))
+    while chunk := list(islice(it, CHUNK)):
+        yield chunk
 
 
 def _counts(rules: Rules, on: date) -> ColumnElement[bool]:
@@ -167,9 +206,50 @@ def _counts(rules: Rules, on: date) -> ColumnElement[bool]:
 
 def _weighted_units(rules: Rules) -> ColumnElement[int]:
     """A policy's weighted value in fen × WEIGHT_SCALE (`bot.tiers.weighted_value`), exact."""
-    terms = [cast(func.round(policy.c[field] * 100), BigInteger) * int(weight * WEIGHT_SCALE)
+    terms = [fen_of(policy.c[field]) * int(weight * WEIGHT_SCALE)
              for field, weight in rules.contribution.weights.items() if weight]
     return sum(terms[1:], terms[0]) if terms else literal(0, BigInteger)
+
+
+def _sum_policies(conn: Connection, rules: Rules, on: date, ids: list[int] | None) -> None:
+    """Fill the totals table: one aggregate over the policies."""
+    owner = policy.c.customer_id
+    # SQLite would walk the customer_id index and fetch rows at random; grouping by an
+    # expression makes it scan the table and sort, several times faster.
+    group = owner + 0 if conn.dialect.name == "sqlite" else owner
+    rows = select(group, func.sum(case((_counts(rules, on), _weighted_units(rules)), else_=0)),
+                  func.max(case((policy.c.status == IN_FORCE, 1), else_=0))).group_by(group)
+    if ids is not None:
+        rows = rows.where(owner.in_(ids))
+    conn.execute(totals.insert().from_select(["customer_id", "units", "in_force"], rows))
+
+
+def _tabulate_decisions(conn: Connection, rules: Rules, on: date, review: bool,
+                        ids: list[int] | None) -> None:
+    """Add `decide` for every (held, earned, in force) that changes a tier to the table."""
+    held = select(customer.c.tier).distinct()
+    if ids is not None:
+        held = held.where(customer.c.id.in_(ids))
+    known = set(conn.execute(select(decisions.c.held).distinct()).scalars())
+    codes = {t.code for t in rules.tiers} | set(conn.execute(held).scalars())
+    rows = []
+    for held_code in sorted(codes - known):
+        for computed in (t.code for t in rules.tiers):
+            for in_force in (0, 1):
+                change = decide(held_code, computed, in_force=bool(in_force), review_day=review,
+                                rules=rules)
+                if change is None:
+                    continue
+                effective = effective_date(change.reason, on)
+                rows.append(dict(
+                    held=held_code, computed=computed, in_force=in_force, to_tier=change.tier,
+                    reason=change.reason, effective_date=effective,
+                    payload=json.dumps({"from": held_code, "to": change.tier,
+                                        "reason": change.reason,
+                                        "effective_date": effective.isoformat()}),
+                    key_suffix=f":{effective.isoformat()}:{change.tier}"))
+    if rows:
+        conn.execute(decisions.insert(), rows)
 
 
 def _tier_case(fen: ColumnElement[int], rules: Rules) -> ColumnElement[str]:
@@ -178,68 +258,22 @@ def _tier_case(fen: ColumnElement[int], rules: Rules) -> ColumnElement[str]:
                 else_=rules.lowest.code)
 
 
-def _evaluate(conn: Connection, rules: Rules, on: date, customer_ids: list[int] | None) -> None:
-    """Fill the evaluation table: each customer's contribution and earned tier."""
-    for ids in _chunks(customer_ids):
-        totals = select(
-            policy.c.customer_id,
-            func.sum(case((_counts(rules, on), _weighted_units(rules)), else_=0)).label("units"),
-            func.max(case((policy.c.status == IN_FORCE, 1), else_=0)).label("in_force"),
-        ).group_by(policy.c.customer_id)
-        if ids is not None:
-            totals = totals.where(policy.c.customer_id.in_(ids))
-        totals = totals.subquery()
-        fen = cast(func.coalesce(totals.c.units, 0), BigInteger) // WEIGHT_SCALE
-        rows = select(customer.c.id, customer.c.tier, _tier_case(fen, rules),
-                      func.coalesce(totals.c.in_force, 0), fen).select_from(
-            customer.outerjoin(totals, totals.c.customer_id == customer.c.id))
-        if ids is not None:
-            rows = rows.where(customer.c.id.in_(ids))
-        conn.execute(evaluations.insert().from_select(
-            ["customer_id", "held", "computed", "in_force", "fen"], rows))
-
-
-def _chunks(ids: list[int] | None):
-    if ids is None:
-        yield None
-        return
-    it = iter(sorted(set(ids)))
-    while chunk := list(islice(it, CHUNK)):
-        yield chunk
-
-
-def _tabulate_decisions(conn: Connection, rules: Rules, on: date, review: bool) -> None:
-    """Fill the decision table with `decide` for every combination that changes a tier."""
-    held_codes = {t.code for t in rules.tiers} | set(
-        conn.execute(select(evaluations.c.held).distinct()).scalars())
-    rows = []
-    for held in sorted(held_codes):
-        for computed in (t.code for t in rules.tiers):
-            for in_force in (0, 1):
-                change = decide(held, computed, in_force=bool(in_force), review_day=review,
-                                rules=rules)
-                if change is None:
-                    continue
-                effective = effective_date(change.reason, on)
-                rows.append(dict(
-                    held=held, computed=computed, in_force=in_force, to_tier=change.tier,
-                    reason=change.reason, effective_date=effective,
-                    payload=json.dumps({"from": held, "to": change.tier, "reason": change.reason,
-                                        "effective_date": effective.isoformat()}),
-                    key_suffix=f":{effective.isoformat()}:{change.tier}"))
-    if rows:
-        conn.execute(decisions.insert(), rows)
-
-
-def _collect_changes(conn: Connection) -> None:
-    ev, d = evaluations.c, decisions.c
-    rows = select(ev.customer_id, ev.held, d.to_tier, d.reason, d.effective_date, ev.fen,
-                  d.payload, literal("tier:") + cast(ev.customer_id, String) + d.key_suffix,
-                  ).select_from(evaluations.join(decisions, and_(
-                      d.held == ev.held, d.computed == ev.computed, d.in_force == ev.in_force)))
-    conn.execute(changes.insert().from_select(
-        ["customer_id", "from_tier", "to_tier", "reason", "effective_date", "fen", "payload",
-         "dedupe_key"], rows))
+def _evaluate(conn: Connection, rules: Rules, ids: list[int] | None) -> None:
+    """Fill the evaluation table: each customer's contribution and the decided change."""
+    t, d = totals.c, decisions.c
+    fen = func.coalesce(t.units, 0) // WEIGHT_SCALE  # cut toward zero to the fen, as to_fen
+    rows = select(customer.c.id, customer.c.tier, fen, d.to_tier, d.reason, d.effective_date,
+                  d.payload, d.key_suffix).select_from(
+        customer.outerjoin(totals, t.customer_id == customer.c.id).outerjoin(decisions, and_(
+            d.held == customer.c.tier, d.computed == _tier_case(fen, rules),
+            d.in_force == func.coalesce(t.in_force, 0))))
+    if ids is not None:
+        rows = rows.where(customer.c.id.in_(ids))
+    # In customer order, so that the writes that follow walk the customer table in order.
+    rows = rows.order_by(customer.c.id)
+    conn.execute(evaluations.insert().from_select(
+        ["customer_id", "held", "fen", "to_tier", "reason", "effective_date", "payload",
+         "key_suffix"], rows))
 
 
 def _cny(fen: ColumnElement[int]) -> ColumnElement:
@@ -247,21 +281,24 @@ def _cny(fen: ColumnElement[int]) -> ColumnElement:
 
 
 def _apply(conn: Connection, on: date, now: datetime) -> None:
-    """Write the evaluation: customers, history and notifications."""
-    ch, ev = changes.c, evaluations.c
+    """Write the evaluation: history, notifications, then the customers."""
+    ev = evaluations.c
+    changed = ev.reason.is_not(None)
     conn.execute(history.insert().from_select(
         ["customer_id", "from_tier", "to_tier", "reason", "contribution", "effective_date",
          "changed_at"],
-        select(ch.customer_id, ch.from_tier, ch.to_tier, ch.reason, _cny(ch.fen),
-               ch.effective_date, literal(now, history.c.changed_at.type))))
-    queued = select(ch.customer_id, literal(NOTIFICATION_KIND), ch.payload, ch.dedupe_key,
-                    literal("pending"), literal(now, notification.c.created_at.type)
-                    ).where(ch.customer_id.is_not(None))  # SQLite's upsert needs a WHERE
+        select(ev.customer_id, ev.held, ev.to_tier, ev.reason, _cny(ev.fen), ev.effective_date,
+               literal(now, history.c.changed_at.type)).where(changed)))
+    queued = select(ev.customer_id, literal(NOTIFICATION_KIND), ev.payload,
+                    literal("tier:") + cast(ev.customer_id, String) + ev.key_suffix,
+                    literal("pending"), literal(now, notification.c.created_at.type)).where(changed)
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(dialect_insert(notification).from_select(
         ["customer_id", "kind", "payload", "dedupe_key", "status", "created_at"], queued,
     ).on_conflict_do_nothing(index_elements=["dedupe_key"]))
-    conn.execute(update(customer).where(customer.c.id == ev.customer_id)
-                 .values(contribution=_cny(ev.fen), evaluated_on=on))
-    conn.execute(update(customer).where(customer.c.id == ch.customer_id)
-                 .values(tier=ch.to_tier, tier_since=ch.effective_date))
+    unchanged = and_(customer.c.evaluated_on.is_not_distinct_from(on),
+                     customer.c.contribution == _cny(ev.fen), ev.reason.is_(None))
+    conn.execute(update(customer).where(customer.c.id == ev.customer_id, ~unchanged).values(
+        contribution=_cny(ev.fen), evaluated_on=on,
+        tier=func.coalesce(ev.to_tier, customer.c.tier),
+        tier_since=case((changed, ev.effective_date), else_=customer.c.tier_since)))

@@ -10,7 +10,8 @@ from decimal import Decimal
 from itertools import count
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
 
@@ -182,6 +183,15 @@ def test_a_second_run_the_same_day_changes_nothing(book, engine):
     assert book.snapshot() == before
 
 
+def test_every_customer_is_stamped_each_day(book, engine):
+    ids = [book.customer(), book.customer(P(status="lapsed")),
+           book.customer(P(annualized_basic_premium=Decimal("40000")))]
+    for day in (date(2025, 3, 17), date(2025, 3, 18)):
+        run(engine, day)
+        assert [(book.get(c).evaluated_on, book.get(c).contribution) for c in ids] == [
+            (day, 0), (day, 0), (day, Decimal("40000.00"))]
+
+
 def test_a_change_is_never_queued_twice_for_the_same_day(book, engine):
     cid = book.customer(P(annualized_basic_premium=Decimal("40000")))
     run(engine, date(2025, 3, 17))
@@ -311,7 +321,7 @@ book_strategy = st.lists(st.tuples(st.sampled_from([t.code for t in RULES.tiers]
                                    st.lists(policies(), max_size=4)), min_size=1, max_size=4)
 
 
-@settings(max_examples=60, deadline=None,
+@hypothesis_settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(customers=book_strategy, data=st.data())
 def test_sql_agrees_with_the_pure_functions(book, engine, customers, data):
