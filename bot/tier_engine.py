@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import islice
 
-from sqlalchemy import (BigInteger, Column, Connection, Date, Engine, Integer, MetaData, Numeric,
-                        String, Table, Text, and_, case, cast, func, literal, literal_column,
-                        select, update)
+from sqlalchemy import (BigInteger, Column, Connection, Date, Engine, Integer, MetaData,
+                        String, Table, Text, and_, case, cast, func, literal,
+                        select, type_coerce, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
@@ -31,7 +31,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from bot.rules import Rules
 from bot.tiers import (IN_FORCE, NO_POLICY_DROP, REVIEW_DOWNGRADE, SINGLE, UPGRADE, decide,
                        effective_date, is_review_day, window_key)
-from models import Customer, Notification, Policy, TierHistory
+from models import Customer, Money, Notification, Policy, TierHistory
 
 NOTIFICATION_KIND = "tier_changed"
 WEIGHT_SCALE = 10_000  # weights have at most 4 decimal places (checked by bot.rules)
@@ -109,22 +109,9 @@ def _date_key_sqlite(element, compiler, **kw) -> str:  # stored as text YYYY-MM-
     return f"CAST(replace({compiler.process(element.clauses, **kw)}, '-', '') AS INTEGER)"
 
 
-class fen_of(FunctionElement):
-    """A money column as an integer number of fen."""
-
-    type = BigInteger()
-    name = "fen_of"
-    inherit_cache = True
-
-
-@compiles(fen_of)
-def _fen_of(element, compiler, **kw) -> str:  # NUMERIC to integer rounds
-    return f"CAST({compiler.process(element.clauses, **kw)} * 100 AS BIGINT)"
-
-
-@compiles(fen_of, "sqlite")
-def _fen_of_sqlite(element, compiler, **kw) -> str:  # a REAL: round, as CAST truncates
-    return f"CAST(round({compiler.process(element.clauses, **kw)} * 100) AS INTEGER)"
+def fen_of(column: ColumnElement) -> ColumnElement[int]:
+    """A money column (`models.Money`, stored as whole fen) as the integer it holds."""
+    return type_coerce(column, BigInteger)
 
 
 # --- The report ---------------------------------------------------------------------------
@@ -277,7 +264,8 @@ def _evaluate(conn: Connection, rules: Rules, ids: list[int] | None) -> None:
 
 
 def _cny(fen: ColumnElement[int]) -> ColumnElement:
-    return fen / literal_column("100.0", Numeric)
+    """Whole fen, as a value for a money column (stored as whole fen)."""
+    return type_coerce(fen, Money)
 
 
 def _apply(conn: Connection, on: date, now: datetime) -> None:
@@ -297,7 +285,7 @@ def _apply(conn: Connection, on: date, now: datetime) -> None:
         ["customer_id", "kind", "payload", "dedupe_key", "status", "created_at"], queued,
     ).on_conflict_do_nothing(index_elements=["dedupe_key"]))
     unchanged = and_(customer.c.evaluated_on.is_not_distinct_from(on),
-                     customer.c.contribution == _cny(ev.fen), ev.reason.is_(None))
+                     fen_of(customer.c.contribution) == ev.fen, ev.reason.is_(None))
     conn.execute(update(customer).where(customer.c.id == ev.customer_id, ~unchanged).values(
         contribution=_cny(ev.fen), evaluated_on=on,
         tier=func.coalesce(ev.to_tier, customer.c.tier),

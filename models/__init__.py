@@ -4,10 +4,30 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Index, Numeric, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-Money = Numeric(16, 2)
+_FEN = Decimal("0.01")
+
+
+class Money(TypeDecorator):
+    """CNY stored as a whole number of fen (BIGINT): exact on every database, SQLite
+    included (whose NUMERIC would be a binary float); a Decimal in Python."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        amount = Decimal(value)
+        if amount != amount.quantize(_FEN):
+            raise ValueError(f"{value} has fractions of a fen")
+        return int(amount.scaleb(2))
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else Decimal(int(value)).scaleb(-2).quantize(_FEN)
 
 
 # --- The WeChat side ---------------------------------------------------------------

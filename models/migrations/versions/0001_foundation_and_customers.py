@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 13:32:52.761700
+Create Date: 2026-11-25 14:41:59.806832
 """
 from alembic import op
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ def upgrade() -> None:
     sa.Column('birth_date', sa.Date(), nullable=False),
     sa.Column('tier', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('tier_since', sa.Date(), nullable=True),
-    sa.Column('contribution', sa.Numeric(precision=16, scale=2), nullable=False),
+    sa.Column('contribution', sa.BigInteger(), nullable=False),
     sa.Column('evaluated_on', sa.Date(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('id_number')
@@ -95,11 +95,11 @@ def upgrade() -> None:
     sa.Column('product_name', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
     sa.Column('liabilities', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
     sa.Column('payment_mode', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
-    sa.Column('annualized_basic_premium', sa.Numeric(precision=16, scale=2), nullable=False),
-    sa.Column('single_premium', sa.Numeric(precision=16, scale=2), nullable=False),
-    sa.Column('annual_regular_topup', sa.Numeric(precision=16, scale=2), nullable=False),
-    sa.Column('initial_lump_sum_topup', sa.Numeric(precision=16, scale=2), nullable=False),
-    sa.Column('irregular_topup', sa.Numeric(precision=16, scale=2), nullable=False),
+    sa.Column('annualized_basic_premium', sa.BigInteger(), nullable=False),
+    sa.Column('single_premium', sa.BigInteger(), nullable=False),
+    sa.Column('annual_regular_topup', sa.BigInteger(), nullable=False),
+    sa.Column('initial_lump_sum_topup', sa.BigInteger(), nullable=False),
+    sa.Column('irregular_topup', sa.BigInteger(), nullable=False),
     sa.Column('effective_date', sa.Date(), nullable=False),
     sa.Column('payment_years', sa.Integer(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -119,7 +119,7 @@ def upgrade() -> None:
     sa.Column('from_tier', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('to_tier', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-    sa.Column('contribution', sa.Numeric(precision=16, scale=2), nullable=False),
+    sa.Column('contribution', sa.BigInteger(), nullable=False),
     sa.Column('effective_date', sa.Date(), nullable=False),
     sa.Column('changed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
