@@ -141,10 +141,11 @@ class RecomputeReport:
 
 
 def recompute(engine: Engine, rules: Rules, on: date, customer_ids: list[int] | None = None,
-              *, now: datetime | None = None) -> RecomputeReport:
-    """Evaluate customers as of `on` (all, or `customer_ids`) and apply the tier changes."""
+              *, now: datetime | None = None, review: bool | None = None) -> RecomputeReport:
+    """Evaluate customers as of `on` (all, or `customer_ids`) and apply the tier changes.
+    `review` (default: whether `on` is a review day) allows the review's downgrades."""
     now = now or datetime.now(timezone.utc)
-    review = is_review_day(on, rules)
+    review = is_review_day(on, rules) if review is None else review
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":  # one hash table of all customers, no JIT
             conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")

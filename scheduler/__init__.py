@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -17,16 +17,25 @@ log = logging.getLogger("scheduler")
 
 
 def run_tiers(settings: Settings, day: date) -> str:
-    """The daily tier run: upgrades every day, downgrades on review days, drops at once."""
+    """The daily tier run, early on `day`: first, when yesterday was a review day
+    (30 June, 31 December), that review's downgrades, effective today; then today's
+    upgrades and drops. So a customer keeps their tier for the whole review day."""
     from bot.tier_engine import recompute
+    from bot.tiers import is_review_day
 
+    rules = load_rules(settings.rules_file)
     engine = make_engine(settings.database_url)
+    reports = []
     try:
-        report = recompute(engine, load_rules(settings.rules_file), day)
+        yesterday = day - timedelta(days=1)
+        if is_review_day(yesterday, rules):
+            reports.append(recompute(engine, rules, yesterday, review=True))
+        reports.append(recompute(engine, rules, day, review=False))
     finally:
         engine.dispose()
-    log.info("%s", report.render())
-    return report.render()
+    text = "\n".join(r.render() for r in reports)
+    log.info("%s", text)
+    return text
 
 
 JOBS = {"tiers": run_tiers}
@@ -38,7 +47,7 @@ def add_jobs(scheduler: BaseScheduler, settings: Settings, today=None) -> BaseSc
     def tiers() -> None:
         run_tiers(settings, (today or (lambda: datetime.now(settings.tz).date()))())
 
-    # Shortly after midnight, so that the 30 June / 31 December run sees that whole day.
+    # Shortly after midnight: the review of the day that just ended, then today's changes.
     scheduler.add_job(tiers, CronTrigger(hour=0, minute=30, timezone=settings.tz), id="tiers",
                       coalesce=True, max_instances=1, misfire_grace_time=6 * 3600,
                       replace_existing=True)

@@ -54,13 +54,30 @@ def test_tiers_job_upgrades_when_it_fires(settings, services):
         assert s.get(Customer, c.id).tier == "gold"
 
 
+def test_review_downgrade_waits_for_the_end_of_the_review_day(settings, services):
+    from scheduler import run_tiers
+
+    with Session(services.engine, expire_on_commit=False) as s:
+        c = factories.customer(s, tier="platinum")  # earns only gold now
+        factories.policy(s, c, "PSCHED00002", premium="150000", effective=date(2025, 1, 1))
+        s.commit()
+    run_tiers(settings, date(2026, 6, 30))  # the run early on 30 June keeps the tier
+    with Session(services.engine) as s:
+        assert s.get(Customer, c.id).tier == "platinum"
+    report = run_tiers(settings, date(2026, 7, 1))  # early on 1 July: the review applies
+    assert "2026-06-30" in report
+    with Session(services.engine) as s:
+        assert s.get(Customer, c.id).tier == "gold"
+        assert s.get(Customer, c.id).tier_since == date(2026, 7, 1)
+
+
 def test_jobs_run_cli(db_url):
     env = {**os.environ, "DATABASE_URL": db_url, "WECHAT_APP_ID": "wx1",
            "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok", "REDIS_URL": ""}
-    res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-06-30"],
+    res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-07-01"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert "2026-06-30" in res.stdout
+    assert "2026-06-30" in res.stdout and "2026-07-01" in res.stdout
     res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-02-30"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "not a date" in res.stderr
