@@ -84,7 +84,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
         raise typer.Exit(2)
     upgrade_database(s)
     typer.echo(f"Serving WeChat's server URL at http://{host}:{port}/wechat\n"
-               f"Try it: python main.py chat --url http://{host}:{port}/wechat")
+               f"Talk to it from another terminal: {sys.executable} main.py chat "
+               f"--url http://{host}:{port}/wechat [--openid o_demo_gold]")
     uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
                 log_level=s.log_level.lower(), access_log=False)
 

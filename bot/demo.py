@@ -55,6 +55,9 @@ def demo_people(today: date) -> list[dict]:
                        _policy("PL2015000002", premium="100000", effective=date(2010, 1, 1), years=5),
                        _policy("PL2019000003", premium="60000", effective=date(2019, 1, 1),
                                status="surrendered")]),
+        dict(tier=None, name="赵敏", phone="13800000006", birth=date(1988, 6, 6), sex="F",
+             family=[("parent", "赵德", date(1958, 2, 2), "M")],
+             policies=[_policy("UB2022000001", premium="45000", effective=date(2022, 9, 9))]),
         dict(tier="mass", name="王平", phone="13800000005", birth=date(1995, 9, 9), sex="F",
              family=[],
              policies=[_policy("MS2024000001", premium="8000", effective=date(2024, 7, 1)),
@@ -90,6 +93,9 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
                 if exists is None:
                     session.add(FamilyMember(customer_id=customer.id, relation=relation, name=name,
                                              id_number=fam_no, phone=""))
+            if person["tier"] is None:  # left unbound, for trying 绑定
+                unbound = (person["name"], number, person["phone"])
+                continue
             openid = f"o_demo_{person['tier']}"
             user = session.get(WechatUser, openid) or WechatUser(openid=openid, following=True,
                                                                  subscribed_at=now)
@@ -98,5 +104,8 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
         session.commit()
     report = recompute(engine, rules, now.date())
     engine.dispose()
-    return ("demo data loaded: 5 customers bound to o_demo_diamond, o_demo_platinum, "
-            "o_demo_gold, o_demo_pearl, o_demo_mass\n" + report.render())
+    name, number, phone = unbound
+    return ("demo data loaded: customers bound to o_demo_diamond, o_demo_platinum, o_demo_gold, "
+            "o_demo_pearl and o_demo_mass (chat --openid o_demo_gold);\n"
+            f"to try 绑定 from a new openid: {name}, ID number {number}, phone {phone} "
+            "(the SMS code appears in the server log)\n" + report.render())
