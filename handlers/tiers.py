@@ -1,6 +1,9 @@
 """我的等级 and 我的权益: the tier a customer holds, how it was computed, what it gives."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+
 from sqlmodel import select
 
 from bot.identity import mask_policy_no
@@ -20,22 +23,23 @@ def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
     return 0
 
 
-def _held(ctx: Context) -> tuple[Customer, Tier] | Reply:
-    """The bound customer and the tier they hold (an unknown stored code is the lowest),
-    or the reply that leads an unbound user into binding."""
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
-    rules = ctx.services.rules
-    return customer, rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
+def with_held_tier(handler: Callable[[Context, Customer, Tier], Reply]) -> Callable[[Context], Reply]:
+    """Call `handler` with the bound customer and the tier they hold (an unknown stored code
+    is the lowest); an unbound user is led into binding instead."""
+    @wraps(handler)
+    def wrapper(ctx: Context) -> Reply:
+        customer = require_customer(ctx)
+        if isinstance(customer, Reply):
+            return customer
+        rules = ctx.services.rules
+        tier = rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
+        return handler(ctx, customer, tier)
+    return wrapper
 
 
 @router.key(Key.MY_TIER)
-def my_tier(ctx: Context) -> Reply:
-    held = _held(ctx)
-    if isinstance(held, Reply):
-        return held
-    customer, held = held
+@with_held_tier
+def my_tier(ctx: Context, customer: Customer, held: Tier) -> Reply:
     rules = ctx.services.rules
     policies = ctx.session.exec(select(Policy).where(Policy.customer_id == customer.id)
                                 .order_by(Policy.effective_date, Policy.policy_no)).all()
@@ -56,11 +60,8 @@ def my_tier(ctx: Context) -> Reply:
 
 
 @router.key(Key.MY_BENEFITS)
-def my_benefits(ctx: Context) -> Reply:
-    held = _held(ctx)
-    if isinstance(held, Reply):
-        return held
-    customer, tier = held
+@with_held_tier
+def my_benefits(ctx: Context, customer: Customer, tier: Tier) -> Reply:
     rules = ctx.services.rules
     services = []
     for service in rules.services_for(tier.code):

@@ -135,6 +135,16 @@ def db_url(migrated_db, tmp_path):
     return f"sqlite:///{path}"
 
 
+@pytest.fixture
+def engine(db_url):
+    """An engine on the test's database, as the bot makes them."""
+    from bot.db import make_engine
+
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
 def _settings(db_url: str, **kw):
     values = dict(wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET, wechat_token=TOKEN,
                   wechat_encoding_aes_key=AES_KEY, database_url=db_url,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from bot import importer
@@ -66,10 +66,8 @@ def cfg(db_url):
 
 
 @pytest.fixture
-def db(db_url):
-    engine = create_engine(db_url)
-    yield engine
-    engine.dispose()
+def db(engine):
+    return engine
 
 
 @pytest.fixture

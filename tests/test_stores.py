@@ -9,19 +9,11 @@ import uuid
 import pytest
 from sqlmodel import Session
 
-from bot.db import make_engine
 from bot.stores import (MemoryDedupStore, MemoryStateStore, Record, RedisDedupStore,
                         RedisStateStore, SqlDedupStore, SqlStateStore)
 from tests.conftest import REDIS_URL
 
 FLAVOURS = ["memory", "sql"] + (["redis"] if REDIS_URL else [])
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 def _redis():

@@ -15,7 +15,6 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
 
-from bot.db import make_engine
 from bot.tier_engine import recompute
 from bot.tiers import counts_until, decide, evaluate, is_review_day, weighted_value
 from models import Customer, Notification, Policy, TierHistory
@@ -67,13 +66,6 @@ class Book:
         with self.engine.begin() as c:
             for table in (notification_t, history_t, policy_t, customer_t):
                 c.execute(delete(table))
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
