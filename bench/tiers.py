@@ -77,7 +77,7 @@ def customers(n: int, rng: random.Random):
 
 
 def policies(n_policies: int, n_customers: int, rng: random.Random):
-    """Rows of POLICY_COLUMNS; amounts in fen (the loaders format them)."""
+    """Rows of POLICY_COLUMNS; amounts in fen, as the money columns store them."""
     for i in range(1, n_policies + 1):
         single = rng.random() < 0.15
         amount = fen_amount(rng)
@@ -120,15 +120,11 @@ def load_sqlite(path: str, n: int, rng: random.Random) -> None:
     marks = ", ".join("?" * len(POLICY_COLUMNS))
     for chunk in chunked(policies(3 * n, n, rng)):
         con.executemany(f"INSERT INTO policy ({', '.join(POLICY_COLUMNS)}) VALUES ({marks})", [
-            (*r[:6], *(fen / 100 for fen in r[MONEY]), r[11].isoformat(), r[12], r[13],
+            (*r[:6], *r[MONEY], r[11].isoformat(), r[12], r[13],
              r[14].isoformat(), int(r[15]), int(r[16])) for r in chunk])
     con.execute("COMMIT")
     con.execute("ANALYZE")
     con.close()
-
-
-def _fen_text(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
 
 
 def load_postgresql(url: str, n: int, rng: random.Random) -> None:
@@ -140,7 +136,7 @@ def load_postgresql(url: str, n: int, rng: random.Random) -> None:
             for chunk in chunked(policies(3 * n, n, rng)):
                 buf = io.StringIO()
                 for r in chunk:
-                    buf.write("\t".join((*map(str, r[:6]), *map(_fen_text, r[MONEY]),
+                    buf.write("\t".join((*map(str, r[:6]), *map(str, r[MONEY]),
                                          str(r[11]), str(r[12]), r[13], str(r[14]),
                                          "t" if r[15] else "f", "t" if r[16] else "f")) + "\n")
                 copy.write(buf.getvalue())
