@@ -594,7 +594,10 @@ def _tier_recompute(settings: Settings) -> Callable[[Engine, set[int]], str]:
         ids = sorted(customer_ids) if len(customer_ids) <= SCOPED_RECOMPUTE_MAX else None
         started = time.monotonic()
         try:
-            result = recompute(engine, rules, datetime.now(settings.tz).date(), customer_ids=ids)
+            # Fast up and drops at once; review downgrades are the daily job's, after the
+            # review day has ended.
+            result = recompute(engine, rules, datetime.now(settings.tz).date(), customer_ids=ids,
+                               review=False)
         except SQLAlchemyError as exc:  # the import itself is committed
             return (f"not evaluated ({type(exc).__name__}); the import is saved: run "
                     f"`python main.py tiers recompute`")
