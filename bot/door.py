@@ -13,7 +13,9 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.parser import parse_message
 from wechatpy.utils import WeChatSigner
 
+from bot.router import Reply
 from bot.services import SUCCESS, Services
+from bot.texts import render
 
 log = logging.getLogger("bot.door")
 router = APIRouter()
@@ -153,7 +155,11 @@ async def receive(request: Request) -> Response:
     except Refused as exc:
         return _refuse(request, exc)
 
-    xml = await svc.receive(msg, dedup_key(msg))
+    try:
+        xml = await svc.receive(msg, dedup_key(msg))
+    except Exception:  # a store or the database is down: apologise, never a 500
+        log.exception("could not handle a %s message", msg.type)
+        xml = svc.render_reply(msg, Reply(render("error")))
     if xml == SUCCESS:
         return PlainTextResponse(SUCCESS)
     if encrypted:
