@@ -91,6 +91,9 @@ class Context:
     def flush(self) -> None:
         if self._session is not None:
             self._session.flush()
+
+    def close(self) -> None:
+        if self._session is not None:
             self._session.close()
             self._session = None
 

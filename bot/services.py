@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,8 @@ from bot.config import Settings
 from bot.db import make_engine
 from bot.engine import dispatch, page_reply
 from bot.router import Context, Reply, Router
-from bot.stores import DedupStore, MemoryDedupStore, StateStore, build_stores
+from bot.stores import (DedupStore, MemoryDedupStore, SqlStateStore, StateStore,
+                        build_stores)
 from bot.rules import load_rules
 from bot.sms import make_sms
 from bot.texts import render
@@ -32,6 +34,7 @@ _TOUCH = (update(USER_T).where(USER_T.c.openid == bindparam("who"))
           .values(last_seen_at=bindparam("now")))
 SUCCESS = "success"  # WeChat's "no reply"
 TOUCH_EVERY = 600.0  # seconds between writes of a user's last_seen_at
+MAX_BATCH = 64  # messages sharing one commit
 
 
 @dataclass
@@ -66,11 +69,16 @@ class Services:
         # SQLite serves one connection per process: one thread takes messages in FIFO
         # order (threads fighting over the connection starve some messages for seconds).
         # PostgreSQL and Redis take real parallelism.
-        threads = 1 if self.engine.dialect.name == "sqlite" else 32
+        sqlite = self.engine.dialect.name == "sqlite"
+        threads = 1 if sqlite else 32
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bot")
         # Outbound calls (SMS, customer-service messages) never hold up message handling.
         self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bot-io")
         self._touched: dict[str, float] = {}
+        # Group commit on the embedded default (SQLite, state in the database, one worker):
+        # the messages waiting for the one connection share a transaction.
+        self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
+        self._pending: deque = deque()
 
     @cached_property
     def wechat(self):
@@ -91,35 +99,67 @@ class Services:
     # --- The pipeline ---------------------------------------------------------------
 
     def process(self, msg) -> Reply:
-        """Run the router for one message inside one database transaction, holding the
-        user's lock so that two messages of one user never interleave."""
-        openid = msg.source
-        now = self.now()
-        with self.engine.connect() as conn, conn.begin() as txn:
-            with self.states.lock(openid, conn):
-                record = self.states.load(openid, conn)
-                before = record.dumps()
-                ctx = Context(self, msg, conn, record, now)
-                self._expire_flow(ctx)
-                self._touch(conn, openid, now)
-                try:
-                    reply = dispatch(ctx, self.router)
-                    ctx.flush()
-                except Exception:
-                    log.exception("handler failed for %s message", getattr(msg, "type", "?"))
-                    txn.rollback()
-                    return Reply(render("error"))
-                if ctx.notices:
-                    reply.text = "\n\n".join([*ctx.notices, reply.text]).strip()
-                if reply.text and not reply.paged:
-                    reply.text = page_reply(ctx, reply.text, self.settings.reply_max_bytes)
-                if record.state is not None or record.dumps() != before:
-                    record.updated_at = time.time()
-                    self.states.save(openid, record, conn)
-                txn.commit()  # before the user's lock is released
-        for action in ctx.after_commit:
+        """Run the router for one message in its own transaction."""
+        reply, actions = self.process_batch([msg])[0]
+        for action in actions:
             self.io.submit(_logged, action)
         return reply
+
+    def process_batch(self, msgs: list) -> list[tuple[Reply, list]]:
+        """Run the router for each message, in order, in one database transaction (group
+        commit): each message in its own SAVEPOINT when there are several, so one failing
+        handler loses only its own writes. Replies, and each message's outbound calls, are
+        released only after the commit. Returns (reply, after-commit actions) per message."""
+        error = (Reply(render("error")), [])
+        results: list[tuple[Reply, list]] = []
+        try:
+            with self.engine.connect() as conn, conn.begin() as txn:
+                for msg in msgs:
+                    savepoint = conn.begin_nested() if len(msgs) > 1 else None
+                    with self.states.lock(msg.source, conn):
+                        try:
+                            results.append(self._handle(conn, msg))
+                        except Exception:
+                            log.exception("handler failed for %s message", msg.type)
+                            if savepoint is None:
+                                txn.rollback()
+                                return [error]
+                            savepoint.rollback()
+                            results.append(error)
+                            continue
+                        if savepoint is None:
+                            txn.commit()  # before the user's lock is released
+                    if savepoint is not None:
+                        savepoint.commit()
+                if txn.is_active:
+                    txn.commit()
+        except Exception:  # the database itself failed (locked, gone): nothing was saved
+            log.exception("transaction for %d message(s) failed", len(msgs))
+            return [error] * len(msgs)
+        return results
+
+    def _handle(self, conn: Connection, msg) -> tuple[Reply, list]:
+        """One message on `conn`, inside the caller's transaction and the user's lock."""
+        openid = msg.source
+        now = self.now()
+        record = self.states.load(openid, conn)
+        before = record.dumps()
+        ctx = Context(self, msg, conn, record, now)
+        self._expire_flow(ctx)
+        self._touch(conn, openid, now)
+        try:
+            reply = dispatch(ctx, self.router)
+            ctx.flush()
+        finally:
+            ctx.close()
+        if ctx.notices:
+            reply.text = "\n\n".join([*ctx.notices, reply.text]).strip()
+        if reply.text and not reply.paged:
+            reply.text = page_reply(ctx, reply.text, self.settings.reply_max_bytes)
+        if record.state is not None or record.dumps() != before:
+            record.updated_at = time.time()
+            self.states.save(openid, record, conn)
+        return reply, ctx.after_commit
 
     def _expire_flow(self, ctx: Context) -> None:
         rec = ctx.record
@@ -156,7 +196,7 @@ class Services:
         loop = asyncio.get_running_loop()
         if await self._dedup(loop, self.dedup.claim, key):
             handoff = Handoff()
-            fut = loop.run_in_executor(self.executor, self._run, msg, key, handoff)
+            fut = self._submit(loop, msg, key, handoff)
             try:
                 return await asyncio.wait_for(asyncio.shield(fut),
                                               self.settings.reply_deadline_seconds)
@@ -179,27 +219,61 @@ class Services:
             return fn(key)  # microseconds: no thread hop
         return await loop.run_in_executor(self.executor, fn, key)
 
-    def _run(self, msg, key: str, handoff: Handoff) -> str:
+    def _submit(self, loop, msg, key: str, handoff: Handoff) -> asyncio.Future:
+        if not self.group_commit:
+            return loop.run_in_executor(self.executor, self._run_one, msg, key, handoff)
+        fut = loop.create_future()
+        self._pending.append((msg, key, handoff, fut, loop))
+        self.executor.submit(self._drain)
+        return fut
+
+    def _run_one(self, msg, key: str, handoff: Handoff) -> str:
+        return self._finish([(msg, key, handoff)], self.process_batch([msg]))[0]
+
+    def _drain(self) -> None:
+        """Take every message waiting (up to a batch) and answer them with one commit."""
+        items = []
+        while self._pending and len(items) < MAX_BATCH:
+            items.append(self._pending.popleft())
+        if not items:
+            return
         try:
-            reply = self.process(msg)
+            xmls = self._finish([i[:3] for i in items], self.process_batch([i[0] for i in items]))
         except Exception:
-            log.exception("message pipeline failed")
-            reply = Reply(render("error"))
-        xml = self.render_reply(msg, reply)
-        if handoff.claim("replied"):
-            self.dedup.complete(key, xml)
-            return xml
-        # Too late for the HTTP response: WeChat already got "success".
-        self.dedup.complete(key, SUCCESS)
-        if reply.text:
-            self.io.submit(self.send_text, msg.source, reply.text)
-        return SUCCESS
+            log.exception("message batch failed")
+            xmls = [self.render_reply(i[0], Reply(render("error"))) for i in items]
+        for (*_, fut, loop), xml in zip(items, xmls):
+            loop.call_soon_threadsafe(_resolve, fut, xml)
+
+    def _finish(self, items, results) -> list[str]:
+        """Record each reply for retries, and hand it to the HTTP response or, when that
+        was too slow, to a customer-service message."""
+        out = []
+        for (msg, key, handoff), (reply, actions) in zip(items, results):
+            for action in actions:
+                self.io.submit(_logged, action)
+            xml = self.render_reply(msg, reply)
+            if handoff.claim("replied"):
+                self.dedup.complete(key, xml)
+                out.append(xml)
+                continue
+            # Too late for the HTTP response: WeChat already got "success".
+            self.dedup.complete(key, SUCCESS)
+            if reply.text:
+                self.io.submit(self.send_text, msg.source, reply.text)
+            out.append(SUCCESS)
+        return out
 
     def send_text(self, openid: str, text: str) -> None:
         try:
             self.wechat.message.send_text(openid, text)
         except Exception:
             log.exception("customer-service message to %s failed", openid[:6] + "…")
+
+
+def _resolve(fut: asyncio.Future, xml: str) -> None:
+    if not fut.done():
+        fut.set_result(xml)
 
 
 def _logged(action) -> None:

@@ -44,6 +44,11 @@ def survey_router() -> Router:
         time.sleep(float(ctx.services.settings.reply_deadline_seconds) + 0.4)
         return Reply("SLOW REPLY")
 
+    @extra.key(Key.CANCEL_BOOKING)
+    def broken(ctx: Context) -> Reply:
+        ctx.record.state = "survey:n"  # a write that must not survive the failure
+        raise RuntimeError("a handler bug")
+
     @extra.key(Key.BOOK_SPECIAL)
     def long_text(ctx: Context) -> Reply:
         return Reply(LONG_TEXT)

@@ -129,3 +129,16 @@ async def test_human_transfer_in_and_out_of_hours(wx_plain):
     with time_machine.travel("2026-11-25 23:30:00+08:00", tick=True):
         reply = await wx_plain.deliver(text_xml(U, "人工"), U)
         assert reply["MsgType"] == "text" and "95359" in reply["Content"]
+
+
+async def test_a_failing_handler_loses_only_its_own_message(wx):
+    users = [f"oBatch{i:020d}" for i in range(8)]
+    # Messages arriving together share one commit on SQLite: one failure must not undo
+    # the others, and must leave its own user's state untouched.
+    replies = await asyncio.gather(*(wx.say(u, "取消预约" if i == 3 else "预约洁牙")
+                                     for i, u in enumerate(users)))
+    assert replies[3] == render("error")
+    assert all(r == f"{INTRO}\n{ASK_NAME}" for i, r in enumerate(replies) if i != 3)
+    for u in users[:3] + users[4:]:
+        assert await wx.say(u, "小王") == ASK_N  # their flows were saved
+    assert "没有完全理解" in await wx.say(users[3], "5")  # no flow was left behind
