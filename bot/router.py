@@ -81,16 +81,20 @@ class Context:
 
     @property
     def session(self) -> Session:
-        """An ORM session on the message's connection and transaction, made on first use
-        (many messages never need one). The pipeline commits; handlers never do."""
+        """An ORM session on the message's connection, made on first use (many messages
+        never need one). It works in a SAVEPOINT of the message's transaction: a failed
+        flush undoes only its own writes, never other messages' sharing the commit. The
+        pipeline commits; handlers never do."""
         if self._session is None:
             self._session = Session(bind=self.conn, expire_on_commit=False,
-                                    join_transaction_mode="rollback_only")
+                                    join_transaction_mode="create_savepoint")
         return self._session
 
     def flush(self) -> None:
+        """Write the session's changes into the message's transaction (releases the
+        session's savepoint; the transaction itself is committed by the pipeline)."""
         if self._session is not None:
-            self._session.flush()
+            self._session.commit()
 
     def close(self) -> None:
         if self._session is not None:

@@ -114,23 +114,26 @@ class Services:
         results: list[tuple[Reply, list]] = []
         try:
             with self.engine.connect() as conn, conn.begin() as txn:
+                savepoints = len(msgs) > 1
                 for msg in msgs:
-                    savepoint = conn.begin_nested() if len(msgs) > 1 else None
+                    if savepoints:
+                        _raw(conn, "SAVEPOINT message")
                     with self.states.lock(msg.source, conn):
                         try:
                             results.append(self._handle(conn, msg))
                         except Exception:
                             log.exception("handler failed for %s message", msg.type)
-                            if savepoint is None:
+                            if not savepoints:
                                 txn.rollback()
                                 return [error]
-                            savepoint.rollback()
+                            _raw(conn, "ROLLBACK TO SAVEPOINT message")
+                            _raw(conn, "RELEASE SAVEPOINT message")
                             results.append(error)
                             continue
-                        if savepoint is None:
+                        if not savepoints:
                             txn.commit()  # before the user's lock is released
-                    if savepoint is not None:
-                        savepoint.commit()
+                    if savepoints:
+                        _raw(conn, "RELEASE SAVEPOINT message")
                 if txn.is_active:
                     txn.commit()
         except Exception:  # the database itself failed (locked, gone): nothing was saved
@@ -269,6 +272,12 @@ class Services:
             self.wechat.message.send_text(openid, text)
         except Exception:
             log.exception("customer-service message to %s failed", openid[:6] + "…")
+
+
+def _raw(conn: Connection, sql: str) -> None:
+    """A statement straight on the DB-API connection: savepoints run for every message in
+    a batch, and SQLAlchemy compiles its own savepoint statements anew each time."""
+    conn.connection.dbapi_connection.cursor().execute(sql)
 
 
 def _resolve(fut: asyncio.Future, xml: str) -> None:

@@ -46,8 +46,12 @@ def survey_router() -> Router:
 
     @extra.key(Key.CANCEL_BOOKING)
     def broken(ctx: Context) -> Reply:
+        from models import WechatUser
+
         ctx.record.state = "survey:n"  # a write that must not survive the failure
-        raise RuntimeError("a handler bug")
+        ctx.session.add(WechatUser(openid=ctx.openid))  # a duplicate key: the flush fails
+        ctx.session.flush()
+        return Reply("unreachable")
 
     @extra.key(Key.BOOK_SPECIAL)
     def long_text(ctx: Context) -> Reply:
