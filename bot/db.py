@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
 
@@ -43,3 +43,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def driver_execute(conn: Connection, sql: str, params: tuple = ()):
+    """Run `sql` straight on the DB-API cursor of `conn` (inside its transaction) and return
+    the first row, if any. For the statements that run for every message: SQLAlchemy's
+    per-statement machinery would be most of their cost. Placeholders are the driver's."""
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(sql, params)
+        return cur.fetchone() if cur.description else None
+    finally:
+        cur.close()

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, update
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 
 from bot.config import Settings
-from bot.db import make_engine
+from bot.db import driver_execute, make_engine
 from bot.engine import dispatch, page_reply
 from bot.router import Context, Reply, Router
 from bot.stores import (DedupStore, MemoryDedupStore, SqlStateStore, StateStore,
@@ -98,13 +98,6 @@ class Services:
 
     # --- The pipeline ---------------------------------------------------------------
 
-    def process(self, msg) -> Reply:
-        """Run the router for one message in its own transaction."""
-        reply, actions = self.process_batch([msg])[0]
-        for action in actions:
-            self.io.submit(_logged, action)
-        return reply
-
     def process_batch(self, msgs: list) -> list[tuple[Reply, list]]:
         """Run the router for each message, in order, in one database transaction (group
         commit): each message in its own SAVEPOINT when there are several, so one failing
@@ -117,7 +110,7 @@ class Services:
                 savepoints = len(msgs) > 1
                 for msg in msgs:
                     if savepoints:
-                        _raw(conn, "SAVEPOINT message")
+                        driver_execute(conn, "SAVEPOINT message")
                     with self.states.lock(msg.source, conn):
                         try:
                             results.append(self._handle(conn, msg))
@@ -126,14 +119,14 @@ class Services:
                             if not savepoints:
                                 txn.rollback()
                                 return [error]
-                            _raw(conn, "ROLLBACK TO SAVEPOINT message")
-                            _raw(conn, "RELEASE SAVEPOINT message")
+                            driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
+                            driver_execute(conn, "RELEASE SAVEPOINT message")
                             results.append(error)
                             continue
                         if not savepoints:
                             txn.commit()  # before the user's lock is released
                     if savepoints:
-                        _raw(conn, "RELEASE SAVEPOINT message")
+                        driver_execute(conn, "RELEASE SAVEPOINT message")
                 if txn.is_active:
                     txn.commit()
         except Exception:  # the database itself failed (locked, gone): nothing was saved
@@ -272,12 +265,6 @@ class Services:
             self.wechat.message.send_text(openid, text)
         except Exception:
             log.exception("customer-service message to %s failed", openid[:6] + "…")
-
-
-def _raw(conn: Connection, sql: str) -> None:
-    """A statement straight on the DB-API connection: savepoints run for every message in
-    a batch, and SQLAlchemy compiles its own savepoint statements anew each time."""
-    conn.connection.dbapi_connection.cursor().execute(sql)
 
 
 def _resolve(fut: asyncio.Future, xml: str) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.db import driver_execute
 from models import DedupEntry
 
 DEDUP_T = DedupEntry.__table__
@@ -110,30 +111,21 @@ class SqlStateStore:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
                         "updated_at = excluded.updated_at")
 
-    @staticmethod
-    def _run(conn: Connection, sql: str, params: tuple):
-        cur = conn.connection.dbapi_connection.cursor()
-        try:
-            cur.execute(sql, params)
-            return cur.fetchone() if cur.description else None
-        finally:
-            cur.close()
-
     @contextmanager
     def lock(self, key: str, conn: Connection) -> Iterator[None]:
         if self._pg:
-            self._run(conn, self._lock, (zlib.crc32(key.encode()) - 2**31,))
+            driver_execute(conn, self._lock, (zlib.crc32(key.encode()) - 2**31,))
         yield
 
     def load(self, key: str, conn: Connection) -> Record:
-        row = self._run(conn, self._select, (key,))
+        row = driver_execute(conn, self._select, (key,))
         return Record.loads(row[0], row[1]) if row else Record()
 
     def save(self, key: str, record: Record, conn: Connection) -> None:
         if record.state is None and not record.data and not record.pages:
-            self._run(conn, self._delete, (key,))
+            driver_execute(conn, self._delete, (key,))
         else:
-            self._run(conn, self._upsert, (key, record.dumps(), record.updated_at))
+            driver_execute(conn, self._upsert, (key, record.dumps(), record.updated_at))
 
 
 class RedisStateStore:
