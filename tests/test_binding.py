@@ -191,3 +191,15 @@ async def test_code_goes_through_the_http_gateway_with_retries(http, holder, gat
             assert "绑定成功" in await wx.say(U, code)
     finally:
         app.state.services.close()
+
+
+def test_staff_cli_refuses_bad_input_and_lists_staff(db_url):
+    res = _cli(db_url, "staff", "add", "oStaff1", "--name", "林专员", "--role", "boss")
+    assert res.returncode != 0 and "specialist or admin" in res.stderr
+    res = _cli(db_url, "staff", "add", "oStaff1", "--name", "", "--role", "admin")
+    assert res.returncode != 0
+    assert "no staff yet" in _cli(db_url, "staff", "list").stdout
+    assert _cli(db_url, "staff", "add", "oStaff1", "--name", "林专员", "--role", "admin").returncode == 0
+    assert "oStaff1\tadmin\t林专员" in _cli(db_url, "staff", "list").stdout
+    assert _cli(db_url, "staff", "remove", "oStaff2").returncode == 1
+    assert _cli(db_url, "staff", "remove", "oStaff1").returncode == 0
