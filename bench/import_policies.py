@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from bot.cli import upgrade_database  # noqa: E402
-from bot.config import load_settings  # noqa: E402
-from bot.identity import make_id_number  # noqa: E402
-from bot.importer import POLICY_COLUMNS, import_csv  # noqa: E402
+from bot.infra.config import load_settings  # noqa: E402
+from bot.domain.identity import make_id_number  # noqa: E402
+from bot.domain.importer import POLICY_COLUMNS, import_csv  # noqa: E402
 
 STATUSES = ("in_force",) * 8 + ("lapsed", "surrendered")
 LIABILITIES = ("hospitalization", "critical_illness;mild_illness", "", "disability")

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import build_request, run as run_load  # noqa: E402
-from bot.simulator import WeChatSide, text_xml  # noqa: E402
+from bot.wechat.simulator import WeChatSide, text_xml  # noqa: E402
 
 ENV = {
     "WECHAT_APP_ID": "wxbench0000000001",

@@ -1,5 +1,5 @@
 """The tier engine at scale: `recompute` (set-based SQL) beside a naive per-customer Python loop
-(`bot.tiers.evaluate` and `decide`, one customer at a time) on the same generated book.
+(`bot.domain.tiers.evaluate` and `decide`, one customer at a time) on the same generated book.
 
     .venv/bin/python bench/tiers.py [--customers 1000000] [--db sqlite|postgresql|both]
 
@@ -34,10 +34,10 @@ from sqlalchemy import create_engine, insert, select, text, update  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the tables)
-from bot.db import make_engine  # noqa: E402
-from bot.rules import load_rules  # noqa: E402
-from bot.tier_engine import recompute  # noqa: E402
-from bot.tiers import decide, effective_date, evaluate, is_review_day  # noqa: E402
+from bot.infra.db import make_engine  # noqa: E402
+from bot.domain.rules import load_rules  # noqa: E402
+from bot.domain.tier_engine import recompute  # noqa: E402
+from bot.domain.tiers import decide, effective_date, evaluate, is_review_day  # noqa: E402
 from models import Customer, Notification, Policy, TierHistory  # noqa: E402
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"

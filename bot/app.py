@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from bot.config import Settings
-from bot.router import Router
-from bot.services import Services
+from bot.infra.config import Settings
+from bot.conversation.router import Router
+from bot.infra.services import Services
 
 
 def create_app(settings: Settings, *, router: Router | None = None,
                services: Services | None = None, mount_double: bool = False) -> FastAPI:
-    from bot.door import router as door
+    from bot.wechat.door import router as door
     from handlers import build_router
 
     svc = services or Services(settings, router or build_router())
@@ -35,7 +35,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
         return PlainTextResponse("ok")
 
     if mount_double:
-        from bot.wechat_double import create_double
+        from bot.wechat.double import create_double
 
         app.mount("/wechat-double", create_double(settings.wechat_app_id,
                                                    settings.wechat_app_secret, echo=True))

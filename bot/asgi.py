@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 
 from bot.app import configure_logging, create_app
-from bot.config import get_settings
+from bot.infra.config import get_settings
 
 
 def make():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from bot.config import ROOT, Settings, SettingsError, load_settings
+from bot.infra.config import ROOT, Settings, SettingsError, load_settings
 
 app = typer.Typer(help="VIP WeChat service-account bot.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -27,7 +27,7 @@ app.add_typer(jobs_app, name="jobs")
 
 def settings() -> Settings:
     """Settings and the rules file, both checked: a bad one stops here with one line."""
-    from bot.rules import RulesError, load_rules
+    from bot.domain.rules import RulesError, load_rules
 
     try:
         s = load_settings()
@@ -95,7 +95,7 @@ def chat(openid: str = typer.Option("", help="Whose account to speak from (defau
          url: str = "http://127.0.0.1:8000/wechat",
          mode: str = typer.Option("plain", help="plain | compatible | safe")) -> None:
     """Chat with a running bot from the terminal; each line is signed as WeChat signs it."""
-    from bot.chat import random_openid, run_chat
+    from bot.wechat.chat import random_openid, run_chat
 
     if mode not in ("plain", "compatible", "safe"):
         raise typer.BadParameter("mode must be plain, compatible or safe")
@@ -119,7 +119,7 @@ def parse_day(value: str | None, s: Settings):
 
 
 def _import(kind: str, file: Path, skip_bad: bool) -> None:
-    from bot.importer import import_csv
+    from bot.domain.importer import import_csv
 
     s = settings()
     upgrade_database(s)
@@ -147,12 +147,12 @@ def import_family(file: Path = typer.Argument(..., help="CSV of family members")
 @tiers_app.command("recompute")
 def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as of YYYY-MM-DD.")) -> None:
     """Fast up every day; slow down on 30 June and 31 December; drop when no policy is left."""
-    from bot.rules import load_rules
-    from bot.tier_engine import recompute
+    from bot.domain.rules import load_rules
+    from bot.domain.tier_engine import recompute
 
     s = settings()
     upgrade_database(s)
-    from bot.db import make_engine
+    from bot.infra.db import make_engine
 
     engine = make_engine(s.database_url)
     report = recompute(engine, load_rules(s.rules_file), parse_day(date, s))
@@ -162,7 +162,7 @@ def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as o
 def _session(s: Settings):
     from sqlmodel import Session
 
-    from bot.db import make_engine
+    from bot.infra.db import make_engine
 
     upgrade_database(s)
     return Session(make_engine(s.database_url), expire_on_commit=False)
@@ -175,7 +175,7 @@ def bind(openid: str, id_number: str) -> None:
 
     from sqlmodel import select
 
-    from bot.identity import mask_id_number, normalize_id_number
+    from bot.domain.identity import mask_id_number, normalize_id_number
     from handlers.binding import bind as do_bind
     from models import Customer, WechatUser
 
@@ -231,7 +231,7 @@ def staff_add(openid: str, name: str = typer.Option(..., "--name"),
     """Register a health specialist or admin by their WeChat openid."""
     from datetime import datetime
 
-    from bot.passwords import hash_password
+    from bot.infra.passwords import hash_password
     from models import Staff
 
     if role not in ("specialist", "admin"):
@@ -286,7 +286,7 @@ def staff_remove(openid: str) -> None:
 @staff_app.command("passwd")
 def staff_passwd(openid: str) -> None:
     """Set a staff member's console password (prompted)."""
-    from bot.passwords import hash_password
+    from bot.infra.passwords import hash_password
     from models import Staff
 
     s = settings()

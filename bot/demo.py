@@ -7,10 +7,10 @@ from decimal import Decimal
 
 from sqlmodel import Session, func, select
 
-from bot.db import make_engine
-from bot.identity import id_birth_date, id_sex, make_id_number
-from bot.rules import load_rules
-from bot.tier_engine import recompute
+from bot.infra.db import make_engine
+from bot.domain.identity import id_birth_date, id_sex, make_id_number
+from bot.domain.rules import load_rules
+from bot.domain.tier_engine import recompute
 from models import Customer, FamilyMember, Policy, WechatUser
 
 

@@ -1,7 +1,7 @@
 """All handlers, gathered into the bot's root router."""
 from __future__ import annotations
 
-from bot.router import Router
+from bot.conversation.router import Router
 
 
 def build_router() -> Router:

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from sqlmodel import select
 
-from bot.identity import (is_valid_phone, mask_id_number, mask_name, mask_phone,
+from bot.domain.identity import (is_valid_phone, mask_id_number, mask_name, mask_phone,
                           normalize_id_number, validate_id_number)
-from bot.router import Context, Flow, Invalid, Reply, Router, Step
-from bot.texts import render
+from bot.conversation.router import Context, Flow, Invalid, Reply, Router, Step
+from bot.infra.texts import render
 from menus import Key
 from models import Customer, WechatUser
 

@@ -5,7 +5,7 @@ import logging
 
 from sqlalchemy import update
 
-from bot.router import Context, Reply, Router
+from bot.conversation.router import Context, Reply, Router
 from menus import Key
 from models import WechatUser
 

@@ -1,7 +1,7 @@
 """Staff chat commands (#…). Only openids registered with `staff add` reach them."""
 from __future__ import annotations
 
-from bot.router import Context, Reply, Router
+from bot.conversation.router import Context, Reply, Router
 
 router = Router()
 

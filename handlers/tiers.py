@@ -6,10 +6,10 @@ from functools import wraps
 
 from sqlmodel import select
 
-from bot.identity import mask_policy_no
-from bot.router import Context, Reply, Router
-from bot.rules import Tier
-from bot.tiers import evaluate, next_review_date
+from bot.domain.identity import mask_policy_no
+from bot.conversation.router import Context, Reply, Router
+from bot.domain.rules import Tier
+from bot.domain.tiers import evaluate, next_review_date
 from handlers.binding import require_customer
 from menus import Key
 from models import Customer, Policy

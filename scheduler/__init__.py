@@ -9,9 +9,9 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.config import Settings
-from bot.db import make_engine
-from bot.rules import load_rules
+from bot.infra.config import Settings
+from bot.infra.db import make_engine
+from bot.domain.rules import load_rules
 
 log = logging.getLogger("scheduler")
 
@@ -20,8 +20,8 @@ def run_tiers(settings: Settings, day: date) -> str:
     """The daily tier run, early on `day`: first, when yesterday was a review day
     (30 June, 31 December), that review's downgrades, effective today; then today's
     upgrades and drops. So a customer keeps their tier for the whole review day."""
-    from bot.tier_engine import recompute
-    from bot.tiers import is_review_day
+    from bot.domain.tier_engine import recompute
+    from bot.domain.tiers import is_review_day
 
     rules = load_rules(settings.rules_file)
     engine = make_engine(settings.database_url)

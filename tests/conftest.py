@@ -20,9 +20,9 @@ from sqlalchemy import create_engine, text
 
 from bot.app import create_app
 from bot.cli import upgrade_database
-from bot.config import load_settings
-from bot.simulator import WeChatSide, event_xml, message_xml, text_xml
-from bot.wechat_double import create_double
+from bot.infra.config import load_settings
+from bot.wechat.simulator import WeChatSide, event_xml, message_xml, text_xml
+from bot.wechat.double import create_double
 
 APP_ID = "wx1234567890abcdef"
 APP_SECRET = "test-secret"
@@ -130,7 +130,7 @@ def db_url(migrated_db, tmp_path):
             c.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         eng.dispose()
         return migrated_db
-    path = tmp_path / "bot.db"
+    path = tmp_path / "bot.infra.db"
     shutil.copy(migrated_db, path)
     return f"sqlite:///{path}"
 
@@ -138,7 +138,7 @@ def db_url(migrated_db, tmp_path):
 @pytest.fixture
 def engine(db_url):
     """An engine on the test's database, as the bot makes them."""
-    from bot.db import make_engine
+    from bot.infra.db import make_engine
 
     eng = make_engine(db_url)
     yield eng

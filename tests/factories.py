@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from sqlmodel import Session
 
-from bot.identity import id_birth_date, id_sex, make_id_number
+from bot.domain.identity import id_birth_date, id_sex, make_id_number
 from models import Customer, FamilyMember, Policy
 
 _seq = iter(range(100, 999))

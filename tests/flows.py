@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from bot.router import Context, Flow, Invalid, Reply, Router, Step
+from bot.conversation.router import Context, Flow, Invalid, Reply, Router, Step
 from handlers import build_router
 from menus import Key
 

@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from sqlmodel import Session
 
-from bot.texts import render
+from bot.infra.texts import render
 from models import WechatUser
 from tests import factories
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import SettingsError, load_settings
+from bot.infra.config import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = dict(wechat_app_id="wx1", wechat_app_secret="s", wechat_token="tok")

@@ -6,8 +6,8 @@ import asyncio
 
 import time_machine
 
-from bot.simulator import text_xml
-from bot.texts import render
+from bot.wechat.simulator import text_xml
+from bot.infra.texts import render
 from tests.conftest import WeChat
 from tests.flows import LONG_TEXT
 

@@ -7,8 +7,8 @@ import time
 import pytest
 from sqlmodel import Session, select
 
-from bot.simulator import WeChatSide, event_xml, signature, text_xml
-from bot.texts import render
+from bot.wechat.simulator import WeChatSide, event_xml, signature, text_xml
+from bot.infra.texts import render
 from models import WechatUser
 from tests.conftest import TOKEN, WeChat
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.identity import (check_digit, id_birth_date, id_sex, is_valid_phone, make_id_number,
+from bot.domain.identity import (check_digit, id_birth_date, id_sex, is_valid_phone, make_id_number,
                           mask_id_number, mask_name, mask_phone, mask_policy_no,
                           normalize_id_number, validate_id_number)
 

@@ -16,10 +16,10 @@ import time_machine
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from bot import importer
-from bot.config import Settings
-from bot.identity import make_id_number, mask_id_number, mask_phone
-from bot.importer import POLICY_COLUMNS, import_csv
+from bot.domain import importer
+from bot.infra.config import Settings
+from bot.domain.identity import make_id_number, mask_id_number, mask_phone
+from bot.domain.importer import POLICY_COLUMNS, import_csv
 from models import Customer, FamilyMember, Policy, TierHistory
 from tests.conftest import _settings
 

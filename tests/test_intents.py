@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from bot.intents import Universal, match, normalize, universal
+from bot.conversation.intents import Universal, match, normalize, universal
 from menus import INTENTS, MENU, Key, menu_json
 
 

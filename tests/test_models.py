@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.exc import StatementError
 from sqlmodel import Session
 
-from bot.db import make_engine
+from bot.infra.db import make_engine
 from models import Customer
 from tests import factories
 

@@ -7,8 +7,8 @@ import pytest
 import time_machine
 from sqlmodel import Session
 
-from bot.identity import mask_policy_no
-from bot.texts import render
+from bot.domain.identity import mask_policy_no
+from bot.infra.texts import render
 from handlers.binding import bind
 from tests import factories
 

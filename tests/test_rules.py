@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.rules import RulesError, load_rules
+from bot.domain.rules import RulesError, load_rules
 
 RULES_FILE = Path(__file__).resolve().parent.parent / "rules.toml"
 TIERS = ["diamond", "platinum", "gold", "pearl", "mass"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from bot.texts import render
+from bot.infra.texts import render
 from models import WechatUser
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlmodel import Session
 
-from bot.stores import (MemoryDedupStore, MemoryStateStore, Record, RedisDedupStore,
+from bot.conversation.stores import (MemoryDedupStore, MemoryStateStore, Record, RedisDedupStore,
                         RedisStateStore, SqlDedupStore, SqlStateStore)
 from tests.conftest import REDIS_URL
 

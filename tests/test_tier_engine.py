@@ -1,6 +1,6 @@
 """The set-based tier engine on a real database (SQLite, or PostgreSQL with DATABASE_URL):
 the counting boundaries in SQL, fast up / slow down, drops, history, notifications,
-idempotency, and a property test against the pure functions of bot.tiers."""
+idempotency, and a property test against the pure functions of bot.domain.tiers."""
 from __future__ import annotations
 
 import json
@@ -15,8 +15,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
 
-from bot.tier_engine import recompute
-from bot.tiers import counts_until, decide, evaluate, is_review_day, weighted_value
+from bot.domain.tier_engine import recompute
+from bot.domain.tiers import counts_until, decide, evaluate, is_review_day, weighted_value
 from models import Customer, Notification, Policy, TierHistory
 from tests.test_tiers import DAY, RULES, P
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.rules import load_rules
-from bot.tiers import (Change, add_years, counts_until, date_key, decide, effective_date,
+from bot.domain.rules import load_rules
+from bot.domain.tiers import (Change, add_years, counts_until, date_key, decide, effective_date,
                        evaluate, is_review_day, line_for, next_review_date, window_key)
 
 RULES = load_rules(Path(__file__).resolve().parent.parent / "rules.toml")

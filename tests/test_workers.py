@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from bot.app import create_app
-from bot.services import Services
-from bot.stores import SqlDedupStore
-from bot.simulator import text_xml
-from bot.texts import render
+from bot.infra.services import Services
+from bot.conversation.stores import SqlDedupStore
+from bot.wechat.simulator import text_xml
+from bot.infra.texts import render
 from tests.conftest import REDIS_URL, USE_PG, WeChat
 from tests.flows import survey_router
 

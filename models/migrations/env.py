@@ -4,12 +4,12 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import models  # noqa: F401  (registers the tables)
-from bot.db import make_engine
+from bot.infra.db import make_engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
 if not url:
-    from bot.config import get_settings
+    from bot.infra.config import get_settings
 
     url = get_settings().database_url
 

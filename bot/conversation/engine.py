@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from bot.intents import Universal, match, suggestions, universal
-from bot.router import Context, Flow, Invalid, Reply, Router
-from bot.texts import render
+from bot.conversation.intents import Universal, match, suggestions, universal
+from bot.conversation.router import Context, Flow, Invalid, Reply, Router
+from bot.infra.texts import render
 from menus import Key
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.parser import parse_message
 from wechatpy.utils import WeChatSigner
 
-from bot.router import Reply
-from bot.services import SUCCESS, Services
-from bot.texts import render
+from bot.conversation.router import Reply
+from bot.infra.services import SUCCESS, Services
+from bot.infra.texts import render
 
-log = logging.getLogger("bot.door")
+log = logging.getLogger("bot.wechat.door")
 router = APIRouter()
 
 

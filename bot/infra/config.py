@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class SettingsError(RuntimeError):
@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     wechat_encoding_aes_key: str = ""
     wechat_api_base_url: str = "https://api.weixin.qq.com"
 
-    database_url: str = f"sqlite:///{ROOT / 'data' / 'bot.db'}"
+    database_url: str = f"sqlite:///{ROOT / 'data' / 'bot.infra.db'}"
     redis_url: str = ""
     redis_prefix: str = "vipbot:"
     timezone: str = "Asia/Shanghai"

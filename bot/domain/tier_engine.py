@@ -1,13 +1,13 @@
 """The tier engine: every customer (or the given ones) evaluated as of a day in a few
 set-based SQL statements and one transaction, on SQLite and PostgreSQL alike.
 
-It applies the rules of `bot.tiers`, read from the same `Rules`, in scratch tables:
+It applies the rules of `bot.domain.tiers`, read from the same `Rules`, in scratch tables:
 1. totals: one aggregate over the policy table, each customer's counting policies weighed in
    exact integers (fen × weight × 10⁴); the counting window is tested on integer date keys
-   (`bot.tiers.window_key`).
-2. decisions: `bot.tiers.decide` itself, tabulated in Python for every (held tier, earned tier,
+   (`bot.domain.tiers.window_key`).
+2. decisions: `bot.domain.tiers.decide` itself, tabulated in Python for every (held tier, earned tier,
    any policy in force) that changes a tier.
-3. evaluations: customers joined with both; the total is cut down to the fen (`bot.tiers.to_fen`).
+3. evaluations: customers joined with both; the total is cut down to the fen (`bot.domain.tiers.to_fen`).
 Then each change adds a `tier_history` row and queues a `tier_changed` notification (its dedupe
 key makes a re-run queue nothing twice), and the customers are updated. A second run for the
 same day writes nothing.
@@ -28,13 +28,13 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from bot.rules import Rules
-from bot.tiers import (IN_FORCE, NO_POLICY_DROP, REVIEW_DOWNGRADE, SINGLE, UPGRADE, decide,
+from bot.domain.rules import Rules
+from bot.domain.tiers import (IN_FORCE, NO_POLICY_DROP, REVIEW_DOWNGRADE, SINGLE, UPGRADE, decide,
                        effective_date, is_review_day, window_key)
 from models import Customer, Money, Notification, Policy, TierHistory
 
 NOTIFICATION_KIND = "tier_changed"
-WEIGHT_SCALE = 10_000  # weights have at most 4 decimal places (checked by bot.rules)
+WEIGHT_SCALE = 10_000  # weights have at most 4 decimal places (checked by bot.domain.rules)
 YEAR = 10_000  # one year in date keys (YYYYMMDD)
 CHUNK = 5_000  # customer ids per statement when only some customers are evaluated
 
@@ -46,7 +46,7 @@ notification = Notification.__table__
 # --- Scratch tables (temporary, dropped at the end of the run) ----------------------------
 
 _scratch = MetaData()
-decisions = Table(  # bot.tiers.decide, tabulated: only the rows that change a tier
+decisions = Table(  # bot.domain.tiers.decide, tabulated: only the rows that change a tier
     "tmp_tier_decision", _scratch,
     Column("held", String(16), primary_key=True),
     Column("computed", String(16), primary_key=True),
@@ -83,7 +83,7 @@ SCRATCH = (decisions, totals, evaluations)
 
 
 class date_key(FunctionElement):
-    """A DATE as the integer YYYYMMDD (`bot.tiers.date_key` in SQL)."""
+    """A DATE as the integer YYYYMMDD (`bot.domain.tiers.date_key` in SQL)."""
 
     type = Integer()
     name = "date_key"
@@ -179,7 +179,7 @@ def _chunks(ids: list[int] | None) -> Iterator[list[int] | None]:
 
 
 def _counts(rules: Rules, on: date) -> ColumnElement[bool]:
-    """Whether a policy counts on `on` (`bot.tiers.line_for`, reason `counted`)."""
+    """Whether a policy counts on `on` (`bot.domain.tiers.line_for`, reason `counted`)."""
     years = case((policy.c.payment_mode == SINGLE, rules.contribution.single_premium_payment_years),
                  else_=policy.c.payment_years) + rules.contribution.tail_years
     return and_(
@@ -193,7 +193,7 @@ def _counts(rules: Rules, on: date) -> ColumnElement[bool]:
 
 
 def _weighted_units(rules: Rules) -> ColumnElement[int]:
-    """A policy's weighted value in fen × WEIGHT_SCALE (`bot.tiers.weighted_value`), exact."""
+    """A policy's weighted value in fen × WEIGHT_SCALE (`bot.domain.tiers.weighted_value`), exact."""
     terms = [fen_of(policy.c[field]) * int(weight * WEIGHT_SCALE)
              for field, weight in rules.contribution.weights.items() if weight]
     return sum(terms[1:], terms[0]) if terms else literal(0, BigInteger)

@@ -1,8 +1,8 @@
 """The tier rules as pure functions (no I/O): which policies count on a day, a customer's
 premium contribution value, and when a held tier changes (fast up, slow down).
 
-`bot.tier_engine` applies the same rules to the whole book in SQL; both read their numbers
-from `bot.rules.Rules`, and a property test keeps the two in step.
+`bot.domain.tier_engine` applies the same rules to the whole book in SQL; both read their numbers
+from `bot.domain.rules.Rules`, and a property test keeps the two in step.
 
 Dates: adding years to 29 February gives 28 February in a common year (the contract's
 anniversary falls on the last day of the month), so such a policy's last counting day is
@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Protocol
 
-from bot.rules import Rules
+from bot.domain.rules import Rules
 
 IN_FORCE = "in_force"  # policy.status of a policy in force (有效)
 SINGLE = "single"  # policy.payment_mode of a single-premium (趸交) policy

@@ -5,7 +5,7 @@ import secrets
 
 import httpx
 
-from bot.simulator import WeChatSide, event_xml, text_xml
+from bot.wechat.simulator import WeChatSide, event_xml, text_xml
 
 
 def run_chat(settings, url: str, openid: str, mode: str) -> None:

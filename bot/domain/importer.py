@@ -35,12 +35,12 @@ from sqlalchemy import (ARRAY, Connection, Engine, Table, any_, bindparam, inser
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from tqdm import tqdm
 
-from bot.config import Settings
-from bot.db import make_engine
-from bot.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
+from bot.infra.config import Settings
+from bot.infra.db import make_engine
+from bot.domain.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
                           validate_id_number)
-from bot.rules import RulesError, load_rules
-from bot.tier_engine import recompute
+from bot.domain.rules import RulesError, load_rules
+from bot.domain.tier_engine import recompute
 from models import Customer, FamilyMember, Policy
 
 BATCH_ROWS = 2000

@@ -15,16 +15,16 @@ from functools import cached_property
 from sqlalchemy import Connection, Engine, bindparam, insert, update
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 
-from bot.config import Settings
-from bot.db import driver_execute, make_engine
-from bot.engine import dispatch, page_reply
-from bot.router import Context, Reply, Router
-from bot.stores import (DedupStore, MemoryDedupStore, SqlStateStore, StateStore,
+from bot.infra.config import Settings
+from bot.infra.db import driver_execute, make_engine
+from bot.conversation.engine import dispatch, page_reply
+from bot.conversation.router import Context, Reply, Router
+from bot.conversation.stores import (DedupStore, MemoryDedupStore, SqlStateStore, StateStore,
                         build_stores)
-from bot.rules import load_rules
-from bot.sms import make_sms
-from bot.texts import render
-from bot.wechat_api import make_client, make_crypto
+from bot.domain.rules import load_rules
+from bot.infra.sms import make_sms
+from bot.infra.texts import render
+from bot.infra.wechat_api import make_client, make_crypto
 from models import WechatUser
 
 log = logging.getLogger(__name__)

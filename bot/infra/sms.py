@@ -7,9 +7,9 @@ from typing import Protocol
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from bot.identity import mask_phone
+from bot.domain.identity import mask_phone
 
-log = logging.getLogger("bot.sms")
+log = logging.getLogger("bot.infra.sms")
 
 
 class SmsError(RuntimeError):

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import Connection, bindparam, select
 from sqlmodel import Session
 
-from bot.stores import Record
-from bot.texts import render
+from bot.conversation.stores import Record
+from bot.infra.texts import render
 from menus import Key
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.infra.services import Services
     from models import Customer, Staff, WechatUser
 
 
@@ -150,7 +150,7 @@ class Context:
 
     # Flow control, for handlers -------------------------------------------------------
     def start(self, flow: "Flow") -> Reply:
-        from bot.engine import start_flow
+        from bot.conversation.engine import start_flow
 
         return start_flow(self, flow)
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.db import driver_execute
+from bot.infra.db import driver_execute
 from models import DedupEntry
 
 DEDUP_T = DedupEntry.__table__

@@ -1,0 +1,1 @@
+"""The VIP WeChat bot."""
