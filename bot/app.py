@@ -7,27 +7,36 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from bot.infra.config import Settings
+from bot.conversation.pipeline import Pipeline
 from bot.conversation.router import Router
+from bot.domain.rules import load_rules
+from bot.infra.config import Settings
 from bot.infra.services import Services
 
 
-def create_app(settings: Settings, *, router: Router | None = None,
-               services: Services | None = None, mount_double: bool = False) -> FastAPI:
-    from bot.wechat.door import router as door
+def build_pipeline(settings: Settings, router: Router | None = None) -> Pipeline:
+    """The production pipeline: services, the handlers' router, the stores."""
     from handlers import build_router
 
-    svc = services or Services(settings, router or build_router())
+    return Pipeline(Services(settings, load_rules(settings.rules_file)), router or build_router())
+
+
+def create_app(settings: Settings, *, router: Router | None = None,
+               pipeline: Pipeline | None = None, mount_double: bool = False) -> FastAPI:
+    from bot.wechat.door import router as door
+
+    pipe = pipeline or build_pipeline(settings, router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        if services is None:
-            svc.close()
+        if pipeline is None:
+            pipe.close()
 
     app = FastAPI(title="VIP WeChat bot", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.state.services = svc
+    app.state.services = pipe.services
+    app.state.pipeline = pipe
     app.include_router(door)
 
     @app.get("/healthz")

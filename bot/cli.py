@@ -173,25 +173,22 @@ def bind(openid: str, id_number: str) -> None:
     """Bind a WeChat openid to the policyholder with this ID number (staff-verified)."""
     from datetime import datetime
 
-    from sqlmodel import select
-
+    from bot.domain import accounts
     from bot.domain.identity import mask_id_number, normalize_id_number
-    from handlers.binding import bind as do_bind
-    from models import Customer, WechatUser
 
     s = settings()
     with _session(s) as session:
         number = normalize_id_number(id_number)
-        customer = session.exec(select(Customer).where(Customer.id_number == number)).first()
+        customer = accounts.customer_by_id_number(session, number)
         if customer is None:
             typer.echo(f"no policyholder with ID number {mask_id_number(number)}", err=True)
             raise typer.Exit(1)
-        holder = session.exec(select(WechatUser).where(WechatUser.customer_id == customer.id)).first()
-        if holder is not None and holder.openid != openid:
+        try:
+            accounts.bind(session, openid, customer, datetime.now(s.tz))
+        except accounts.BoundElsewhere:
             typer.echo(f"{mask_id_number(number)} is bound to another openid; unbind it first",
                        err=True)
-            raise typer.Exit(1)
-        do_bind(session, openid, customer, datetime.now(s.tz))
+            raise typer.Exit(1) from None
         session.commit()
     typer.echo(f"bound {openid} to {mask_id_number(number)}")
 
@@ -199,16 +196,13 @@ def bind(openid: str, id_number: str) -> None:
 @app.command()
 def unbind(openid: str) -> None:
     """Detach a WeChat openid from its policyholder."""
-    from models import WechatUser
+    from bot.domain import accounts
 
     s = settings()
     with _session(s) as session:
-        user = session.get(WechatUser, openid)
-        if user is None or user.customer_id is None:
+        if not accounts.unbind(session, openid):
             typer.echo(f"{openid} is not bound", err=True)
             raise typer.Exit(1)
-        user.customer_id, user.bound_at = None, None
-        session.add(user)
         session.commit()
     typer.echo(f"unbound {openid}")
 

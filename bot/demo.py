@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlmodel import Session, func, select
 
+from bot.domain import accounts
 from bot.infra.db import make_engine
 from bot.domain.identity import id_birth_date, id_sex, make_id_number
 from bot.domain.rules import load_rules
@@ -75,7 +76,7 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
             return "demo data not loaded: the database already has customers"
         for seq, person in enumerate(demo_people(now.date()), start=1):
             number = make_id_number("110105", person["birth"], 100 + seq, person["sex"])
-            customer = session.exec(select(Customer).where(Customer.id_number == number)).first()
+            customer = accounts.customer_by_id_number(session, number)
             if customer is None:
                 customer = Customer(id_number=number, name=person["name"], phone=person["phone"],
                                     sex=id_sex(number), birth_date=id_birth_date(number))
@@ -97,10 +98,9 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
                 unbound = (person["name"], number, person["phone"])
                 continue
             openid = f"o_demo_{person['tier']}"
-            user = session.get(WechatUser, openid) or WechatUser(openid=openid, following=True,
-                                                                 subscribed_at=now)
-            user.customer_id, user.bound_at = customer.id, now
-            session.add(user)
+            if session.get(WechatUser, openid) is None:
+                session.add(WechatUser(openid=openid, following=True, subscribed_at=now))
+            accounts.bind(session, openid, customer, now)
         session.commit()
     report = recompute(engine, rules, now.date())
     engine.dispose()

@@ -10,14 +10,13 @@ import secrets
 import time
 from datetime import timedelta
 
-from sqlmodel import select
-
+from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
+from bot.domain import accounts
 from bot.domain.identity import (is_valid_phone, mask_id_number, mask_name, mask_phone,
-                          normalize_id_number, validate_id_number)
-from bot.conversation.router import Context, Flow, Invalid, Reply, Router, Step
+                                 normalize_id_number, validate_id_number)
 from bot.infra.texts import render
 from menus import Key
-from models import Customer, WechatUser
+from models import Customer
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -58,59 +57,65 @@ def fail(ctx: Context, template: str, *, goto: str | None = None) -> Invalid:
 # --- Steps -----------------------------------------------------------------------------------
 
 
-def parse_name(ctx: Context, text: str, data: dict) -> str:
+class BindingData(FlowData):
+    name: str | None = None
+    id_number: str | None = None
+    phone: str | None = None
+    code: str | None = None
+    code_hash: str = ""
+    code_sent_at: float = 0.0
+
+
+def parse_name(ctx: Context, text: str, data: BindingData) -> str:
     name = text.strip()
     if not _NAME.fullmatch(name):
         raise Invalid("binding/bad_name")
     return name
 
 
-def parse_id_number(ctx: Context, text: str, data: dict) -> str:
+def parse_id_number(ctx: Context, text: str, data: BindingData) -> str:
     try:
         return validate_id_number(normalize_id_number(text), today=ctx.today)
     except ValueError:
         raise Invalid("binding/bad_id_number") from None
 
 
-def parse_phone(ctx: Context, text: str, data: dict) -> str:
+def parse_phone(ctx: Context, text: str, data: BindingData) -> str:
     phone = re.sub(r"[\s-]", "", text)
     if not is_valid_phone(phone):
         raise Invalid("binding/bad_phone")
-    customer = ctx.session.exec(select(Customer).where(
-        Customer.id_number == data["id_number"])).first()
-    if customer is None or customer.name != data["name"] or customer.phone != phone:
-        log.info("binding mismatch for %s… (ID %s)", ctx.openid[:6], mask_id_number(data["id_number"]))
+    customer = accounts.customer_by_id_number(ctx.session, data.id_number)
+    if customer is None or customer.name != data.name or customer.phone != phone:
+        log.info("binding mismatch for %s… (ID %s)", ctx.openid[:6], mask_id_number(data.id_number))
         raise fail(ctx, "binding/mismatch", goto="name")
-    holder = ctx.session.exec(select(WechatUser).where(
-        WechatUser.customer_id == customer.id)).first()
-    if holder is not None and holder.openid != ctx.openid:
+    if accounts.bound_elsewhere(ctx.session, customer, ctx.openid):
         raise Invalid("binding/bound_elsewhere", end=True)
     if ctx.services.sms.sends_codes:
         send_code(ctx, data, phone)
     return phone
 
 
-def send_code(ctx: Context, data: dict, phone: str) -> None:
+def send_code(ctx: Context, data: BindingData, phone: str) -> None:
     code = f"{secrets.randbelow(10**6):06d}"
-    data["code_hash"] = _hash(ctx.openid, code)
-    data["code_sent_at"] = time.time()
+    data.code_hash = _hash(ctx.openid, code)
+    data.code_sent_at = time.time()
     text = render("sms/bind_code", code=code, minutes=CODE_TTL // 60)
     sms = ctx.services.sms
     ctx.after_commit.append(lambda: sms.send(phone, text))
 
 
-def parse_code(ctx: Context, text: str, data: dict) -> str:
+def parse_code(ctx: Context, text: str, data: BindingData) -> str:
     text = text.strip()
     if text in ("重发", "重新发送"):
-        if time.time() - data.get("code_sent_at", 0) < RESEND_AFTER:
+        if time.time() - data.code_sent_at < RESEND_AFTER:
             raise Invalid("binding/resend_wait", seconds=RESEND_AFTER)
-        send_code(ctx, data, data["phone"])
-        raise Invalid("binding/resent", phone=mask_phone(data["phone"]))
-    if time.time() - data.get("code_sent_at", 0) > CODE_TTL:
+        send_code(ctx, data, data.phone)
+        raise Invalid("binding/resent", phone=mask_phone(data.phone))
+    if time.time() - data.code_sent_at > CODE_TTL:
         raise Invalid("binding/code_expired")
     if not re.fullmatch(r"\d{6}", text):
         raise Invalid("binding/bad_code_format")
-    if not hmac.compare_digest(_hash(ctx.openid, text), data.get("code_hash", "")):
+    if not hmac.compare_digest(_hash(ctx.openid, text), data.code_hash):
         raise fail(ctx, "binding/wrong_code")
     return "ok"
 
@@ -129,34 +134,27 @@ def begin(ctx: Context) -> dict | Reply:
     return {}
 
 
-def finish(ctx: Context, data: dict) -> Reply:
-    customer = ctx.session.exec(select(Customer).where(
-        Customer.id_number == data["id_number"])).one()
-    bind(ctx.session, ctx.openid, customer, ctx.now)
+def finish(ctx: Context, data: BindingData) -> Reply:
+    customer = accounts.customer_by_id_number(ctx.session, data.id_number)
+    try:
+        accounts.bind(ctx.session, ctx.openid, customer, ctx.now)
+    except accounts.BoundElsewhere:
+        raise Invalid("binding/bound_elsewhere", end=True) from None
     log.info("bound %s… to customer %s", ctx.openid[:6], mask_id_number(customer.id_number))
     return ctx.say("binding/done", customer=customer)
-
-
-def bind(session, openid: str, customer: Customer, now) -> WechatUser:
-    """Attach `openid` to `customer` (one customer, one WeChat account)."""
-    user = session.get(WechatUser, openid) or WechatUser(openid=openid, following=True)
-    user.customer_id, user.bound_at = customer.id, now
-    user.bind_failures, user.bind_locked_until = 0, None
-    session.add(user)
-    return user
 
 
 binding = router.flow(Flow(
     name="binding", title="身份绑定",
     steps=[
-        Step("name", "binding/ask_name", parse_name),
+        Step("name", "binding/ask_name", parse_name, free_text=True),
         Step("id_number", "binding/ask_id_number", parse_id_number),
         Step("phone", "binding/ask_phone", parse_phone),
         Step("code", "binding/ask_code", parse_code,
              when=lambda ctx, data: ctx.services.sms.sends_codes,
-             context=lambda ctx, data: {"phone": mask_phone(data.get("phone", ""))}),
+             context=lambda ctx, data: {"phone": mask_phone(data.phone or "")}),
     ],
-    begin=begin, finish=finish,
+    begin=begin, finish=finish, model=BindingData,
 ))
 
 
@@ -168,7 +166,12 @@ def start_binding(ctx: Context) -> Reply:
 # --- Unbinding ---------------------------------------------------------------------------------
 
 
-def _confirm(ctx: Context, text: str, data: dict) -> bool:
+class UnbindData(FlowData):
+    name: str = ""
+    confirm: bool | None = None
+
+
+def _confirm(ctx: Context, text: str, data: UnbindData) -> bool:
     if text not in ("确认", "确认解除", "是"):
         raise Invalid("binding/unbind_confirm_again")
     return True
@@ -181,18 +184,16 @@ def _unbind_begin(ctx: Context) -> dict | Reply:
     return {"name": mask_name(customer.name)}
 
 
-def _unbind_finish(ctx: Context, data: dict) -> Reply:
-    user = ctx.user
-    user.customer_id, user.bound_at = None, None
-    ctx.session.add(user)
+def _unbind_finish(ctx: Context, data: UnbindData) -> Reply:
+    accounts.unbind(ctx.session, ctx.openid)
     return ctx.say("binding/unbound")
 
 
 unbinding = router.flow(Flow(
     name="unbinding", title="解除绑定",
     steps=[Step("confirm", "binding/unbind_confirm", _confirm,
-                context=lambda ctx, data: {"name": data["name"]})],
-    begin=_unbind_begin, finish=_unbind_finish,
+                context=lambda ctx, data: {"name": data.name})],
+    begin=_unbind_begin, finish=_unbind_finish, model=UnbindData,
 ))
 
 

@@ -5,7 +5,7 @@ import logging
 
 from sqlalchemy import update
 
-from bot.conversation.router import Context, Reply, Router
+from bot.conversation import Context, Reply, Router
 from menus import Key
 from models import WechatUser
 
@@ -40,7 +40,7 @@ def human(ctx: Context) -> Reply:
 def subscribe(ctx: Context) -> Reply:
     user = ctx.user  # created by the pipeline's touch on first contact
     now = ctx.now
-    scene = getattr(ctx.msg, "scene_id", None) if ctx.msg.event == "subscribe_scan" else None
+    scene = getattr(ctx.msg, "scene_id", None) if ctx.inbound.event == "subscribe_scan" else None
     if user is not None:
         user.following, user.subscribed_at, user.unsubscribed_at = True, now, None
         user.subscribe_scene = (scene or None) and str(scene)[:64]

@@ -7,7 +7,7 @@ from functools import wraps
 from sqlmodel import select
 
 from bot.domain.identity import mask_policy_no
-from bot.conversation.router import Context, Reply, Router
+from bot.conversation import Context, Reply, Router
 from bot.domain.rules import Tier
 from bot.domain.tiers import evaluate, next_review_date
 from handlers.binding import require_customer

@@ -203,12 +203,17 @@ def app(settings):
 
     application = create_app(settings, router=survey_router())
     yield application
-    application.state.services.close()
+    application.state.pipeline.close()
 
 
 @pytest.fixture
 def services(app):
     return app.state.services
+
+
+@pytest.fixture
+def pipeline(app):
+    return app.state.pipeline
 
 
 @pytest.fixture

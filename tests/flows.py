@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import time
 
-from bot.conversation.router import Context, Flow, Invalid, Reply, Router, Step
+from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
 from handlers import build_router
 from menus import Key
+
+
+class SurveyData(FlowData):
+    name: str | None = None
+    n: int | None = None
+    extra: str | None = None
 
 
 def _name(ctx: Context, text: str, data: dict) -> str:
@@ -21,15 +27,15 @@ def _number(ctx: Context, text: str, data: dict) -> int:
 
 
 def _finish(ctx: Context, data: dict) -> Reply:
-    return Reply(f"DONE name={data['name']} n={data['n']} extra={data.get('extra')}")
+    return Reply(f"DONE name={data.name} n={data.n} extra={data.extra}")
 
 
 survey = Flow(
     name="survey", title="测试问卷",
     steps=[Step("name", "no_more", _name),
            Step("n", "scan", _number),
-           Step("extra", "menu_outdated", lambda c, t, d: t, when=lambda c, d: d["n"] > 5)],
-    finish=_finish,
+           Step("extra", "menu_outdated", lambda c, t, d: t, when=lambda c, d: d.n > 5)],
+    finish=_finish, model=SurveyData,
 )
 
 

@@ -261,10 +261,10 @@ async def test_slow_handler_answers_success_then_pushes(http, services, sent):
     assert len(sent) == 1
 
 
-async def test_a_broken_store_gets_an_apology_not_a_500(wx_plain, services, monkeypatch):
+async def test_a_broken_store_gets_an_apology_not_a_500(wx_plain, pipeline, monkeypatch):
     def down(key):
         raise ConnectionError("store unreachable")
 
-    monkeypatch.setattr(services.dedup, "claim", down)
+    monkeypatch.setattr(pipeline.dedup, "claim", down)
     reply = await wx_plain.deliver(text_xml(OPENID, "帮助"), OPENID)
     assert reply["Content"] == render("error")

@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from bot.domain.identity import mask_policy_no
 from bot.infra.texts import render
-from handlers.binding import bind
+from bot.domain.accounts import bind
 from tests import factories
 
 U = "oTierUser0000000000000001"

@@ -7,8 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from bot.app import create_app
-from bot.infra.services import Services
+from bot.app import build_pipeline, create_app
 from bot.conversation.stores import SqlDedupStore
 from bot.wechat.simulator import text_xml
 from bot.infra.texts import render
@@ -22,11 +21,11 @@ U = "oWorkerUser00000000000001"
 async def two_workers(settings):
     workers = []
     for _ in range(2):
-        svc = Services(settings, survey_router())
+        pipe = build_pipeline(settings, survey_router())
         if not (USE_PG or REDIS_URL):  # embedded default: share dedup through the SQLite file
-            svc.dedup = SqlDedupStore(svc.engine, settings.dedup_ttl_seconds)
-        workers.append(svc)
-    clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, services=s)),
+            pipe.dedup = SqlDedupStore(pipe.engine, settings.dedup_ttl_seconds)
+        workers.append(pipe)
+    clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, pipeline=s)),
                                  base_url="http://bot.test") for s in workers]
     yield [WeChat(c, "safe") for c in clients]
     for c, s in zip(clients, workers):

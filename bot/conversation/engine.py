@@ -1,182 +1,134 @@
 """The conversation engine: from one inbound message (with the user's record) to a reply.
 
-Order of precedence for text: universal commands (更多, 退出/取消, 返回, 帮助, 人工) in any
-state; staff commands (#…); the step of a flow in progress; a menu intent; else a polite
-"I did not understand" with suggestions.
+Precedence for text (DOMAIN.md, "What a message means"): a staff command (`#…` from a
+staff openid); universal commands (更多, 退出/取消, 返回, 帮助, 人工) in any state; the
+step of a flow in progress; a menu intent; else a polite "I did not understand" with
+suggestions. The engine also ends idle flows, prepends notices and pages long replies.
 """
 from __future__ import annotations
 
 import logging
+import time
 
+from bot.conversation.context import Context
+from bot.conversation.flow import SEP, Flow, Step
 from bot.conversation.intents import Universal, match, suggestions, universal
-from bot.conversation.router import Context, Flow, Invalid, Reply, Router
+from bot.conversation.message import Kind
+from bot.conversation.reply import Invalid, Reply
+from bot.conversation.router import BadArgs
 from bot.infra.texts import render
 from menus import Key
 
 log = logging.getLogger(__name__)
 
-SEP = ":"
+
+def handle(ctx: Context) -> Reply:
+    """The whole reply to one message: expiry notice, the handler's reply, paging."""
+    settings = ctx.services.settings
+    expire_flow(ctx, settings.flow_timeout_minutes)
+    reply = dispatch(ctx)
+    if ctx.notices:
+        reply.text = "\n\n".join([*ctx.notices, reply.text]).strip()
+    if reply.text and not reply.paged:
+        reply.text = page_reply(ctx, reply.text, settings.reply_max_bytes)
+    return reply
 
 
-# --- Flows -----------------------------------------------------------------------------
+def expire_flow(ctx: Context, minutes: int) -> None:
+    rec = ctx.record
+    if rec.state and time.time() - rec.updated_at > minutes * 60:
+        rec.clear()
+        ctx.notices.append(render("flow/expired", minutes=minutes))
 
 
-def current(ctx: Context, router: Router) -> tuple[Flow, int] | None:
+def current(ctx: Context) -> tuple[Flow, Step] | None:
     state = ctx.record.state
     if not state or SEP not in state:
         return None
-    flow_name, step_name = state.split(SEP, 1)
-    flow = router.flows.get(flow_name)
+    flow = ctx.router.flows.get(state.split(SEP, 1)[0])
     if flow is None:
         return None
-    idx = next((i for i, s in enumerate(flow.steps) if s.name == step_name), None)
-    return (flow, idx) if idx is not None else None
-
-
-def _goto(ctx: Context, flow: Flow, start: int, data: dict, step_dir: int = 1) -> Reply | None:
-    """Move to the first applicable step from `start` in direction `step_dir`."""
-    i = start
-    while 0 <= i < len(flow.steps):
-        step = flow.steps[i]
-        if step.applies(ctx, data):
-            ctx.record.state = f"{flow.name}{SEP}{step.name}"
-            ctx.record.data = data
-            return Reply(step.ask(ctx, data))
-        i += step_dir
-    return None
-
-
-def start_flow(ctx: Context, flow: Flow) -> Reply:
-    began = flow.begin(ctx)
-    if isinstance(began, Reply):
-        return began
-    reply = _goto(ctx, flow, 0, dict(began))
-    if reply is None:  # nothing to ask: finish at once
-        return _finish(ctx, flow, dict(began))
-    intro = render("flow/intro", title=flow.title)
-    return Reply(f"{intro}\n{reply.text}" if intro else reply.text)
-
-
-def _finish(ctx: Context, flow: Flow, data: dict) -> Reply:
-    ctx.record.state, ctx.record.data = None, {}
-    try:
-        return Reply.of(flow.finish(ctx, data))
-    except Invalid as exc:
-        return Reply(exc.render())
-
-
-def flow_input(ctx: Context, flow: Flow, idx: int) -> Reply:
-    step = flow.steps[idx]
-    data = dict(ctx.record.data)
-    try:
-        data[step.name] = step.parse(ctx, ctx.text.strip(), data)
-    except Invalid as exc:
-        if exc.end:
-            ctx.record.state, ctx.record.data = None, {}
-            return Reply(exc.render())
-        if exc.goto:
-            target = next(i for i, s in enumerate(flow.steps) if s.name == exc.goto)
-            for s in flow.steps[target:]:
-                data.pop(s.name, None)
-            again = _goto(ctx, flow, target, data)
-            return Reply(render("flow/invalid", reason=exc.render(), prompt=again.text))
-        ctx.record.data = data
-        return Reply(render("flow/invalid", reason=exc.render(), prompt=step.ask(ctx, data)))
-    nxt = _goto(ctx, flow, idx + 1, data)
-    return nxt if nxt is not None else _finish(ctx, flow, data)
-
-
-def flow_back(ctx: Context, flow: Flow, idx: int) -> Reply:
-    data = dict(ctx.record.data)
-    for s in flow.steps[idx:]:
-        data.pop(s.name, None)
-    prev = _goto(ctx, flow, idx - 1, data, step_dir=-1)
-    if prev is None:
-        reply = _goto(ctx, flow, idx, data)
-        return Reply(render("flow/first_step", prompt=reply.text if reply else ""))
-    data.pop(ctx.record.state.split(SEP, 1)[1], None)
-    ctx.record.data = data
-    return Reply(render("flow/back", prompt=prev.text))
-
-
-def flow_exit(ctx: Context, flow: Flow) -> Reply:
-    ctx.record.state, ctx.record.data = None, {}
-    return Reply(render("flow/exit", title=flow.title))
+    step = flow.current(ctx)
+    return (flow, step) if step is not None else None
 
 
 # --- Dispatch ----------------------------------------------------------------------------
 
 
-def dispatch(ctx: Context, router: Router) -> Reply:
-    msg_type = ctx.msg.type
-    if msg_type == "event":
-        return dispatch_event(ctx, router)
-    if msg_type != "text":
-        return Reply(render("unsupported", kind=msg_type))
-    return dispatch_text(ctx, router)
-
-
-def dispatch_event(ctx: Context, router: Router) -> Reply:
-    event = ctx.msg.event
-    if event == "click":
-        key = _key(ctx.msg.key)
+def dispatch(ctx: Context) -> Reply:
+    kind = ctx.inbound.kind
+    if kind is Kind.TEXT:
+        return dispatch_text(ctx)
+    if kind is Kind.CLICK:
+        key = _key(ctx.inbound.key)
         if key is None:
-            log.warning("menu click with unknown key %r", ctx.msg.key)
+            log.warning("menu click with unknown key %r", ctx.inbound.key)
             return Reply(render("menu_outdated"))
-        return run_key(ctx, router, key)
-    handler = router.events.get(event)
-    if handler is None:
-        return Reply()  # events nobody listens to get "success"
-    return Reply.of(handler(ctx))
+        return run_key(ctx, key)
+    if kind is Kind.EVENT:
+        handler = ctx.router.events.get(ctx.inbound.event)
+        return Reply.of(handler(ctx)) if handler else Reply()  # unheard events: "success"
+    return Reply(render("unsupported", kind=ctx.inbound.type))
 
 
-def run_key(ctx: Context, router: Router, key: Key) -> Reply:
-    handler = router.keys.get(key)
+def run_key(ctx: Context, key: Key) -> Reply:
+    handler = ctx.router.keys.get(key)
     if handler is None:
         return Reply(render("not_yet"))
-    in_flow = current(ctx, router)
+    in_flow = current(ctx)
     # A menu choice abandons a flow in progress, except the ones that help inside it.
     if in_flow and key not in (Key.HELP, Key.HUMAN):
-        ctx.record.state, ctx.record.data = None, {}
+        ctx.record.clear()
         ctx.notices.append(render("flow/abandoned", title=in_flow[0].title))
     return Reply.of(handler(ctx))
 
 
-def dispatch_text(ctx: Context, router: Router) -> Reply:
+def dispatch_text(ctx: Context) -> Reply:
     text = ctx.text
-    in_flow = current(ctx, router)
+    if text.lstrip().startswith(("#", "＃")) and ctx.staff is not None:
+        return run_command(ctx)
+    in_flow = current(ctx)
     cmd = universal(text)
     if cmd is Universal.MORE:
         return next_page(ctx)
     if cmd is Universal.EXIT:
-        return flow_exit(ctx, in_flow[0]) if in_flow else Reply(render("nothing_to_exit"))
+        return in_flow[0].exit(ctx) if in_flow else Reply(render("nothing_to_exit"))
     if cmd is Universal.BACK:
-        return flow_back(ctx, *in_flow) if in_flow else Reply(render("nothing_to_exit"))
+        return in_flow[0].back(ctx) if in_flow else Reply(render("nothing_to_exit"))
     if isinstance(cmd, Key):
-        reply = run_key(ctx, router, cmd)
+        reply = run_key(ctx, cmd)
         if in_flow and cmd is Key.HELP:
-            step = in_flow[0].steps[in_flow[1]]
-            reply.text += "\n\n" + render("flow/help_hint", title=in_flow[0].title,
-                                          prompt=step.ask(ctx, ctx.record.data))
+            flow, step = in_flow
+            reply.text += "\n\n" + render("flow/help_hint", title=flow.title,
+                                          prompt=step.ask(ctx, flow.load(ctx.record.data)))
         return reply
-    if text.lstrip().startswith(("#", "＃")) and ctx.staff is not None:
-        return run_command(ctx, router)
     if in_flow:
-        return flow_input(ctx, *in_flow)
+        return flow_text(ctx, *in_flow)
     key = match(text)
     if key is not None:
-        return run_key(ctx, router, key)
+        return run_key(ctx, key)
     return Reply(render("unknown", suggestions=suggestions(text)))
 
 
-def run_command(ctx: Context, router: Router) -> Reply:
-    name = ctx.text.strip().lstrip("#＃").split(maxsplit=1)
-    cmd = router.commands.get("#" + name[0]) if name else None
+def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply:
+    return flow.input(ctx, step)
+
+
+def run_command(ctx: Context) -> Reply:
+    name, _, rest = ctx.text.strip().lstrip("#＃").partition(" ")
+    cmd = ctx.router.commands.get("#" + name.strip()) if name else None
     if cmd is None:
         return Reply(render("staff/unknown_command"))
     if ctx.staff.role not in cmd.roles:
         return Reply(render("staff/forbidden", usage=cmd.usage))
-    return Reply.of(cmd.handler(ctx))
+    try:
+        args = cmd.bind(rest)
+    except BadArgs as exc:
+        return Reply(render("staff/usage", usage=cmd.usage, wrong=str(exc)))
+    try:
+        return Reply.of(cmd.handler(ctx, **args))
+    except Invalid as exc:
+        return Reply(exc.render())
 
 
 def _key(raw: str | None) -> Key | None:

@@ -1,202 +1,73 @@
-"""The router and the conversation engine's building blocks.
-
-A `Router` maps menu keys (shared by menu clicks and typed intents), events, staff
-commands and declarative `Flow`s to handlers. Handlers are small functions of a `Context`
-that return a `Reply` (or plain text); they never touch HTTP or XML.
-"""
+"""The router: menu keys (shared by menu clicks and typed intents), events, staff commands
+and flows, each mapped to a handler. Handlers are small functions of a `Context` that
+return a `Reply` (or plain text); they never touch HTTP or XML."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
-from datetime import datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import Connection, bindparam, select
-from sqlmodel import Session
-
-from bot.conversation.stores import Record
-from bot.infra.texts import render
+from bot.conversation.flow import Flow
+from bot.conversation.reply import Reply
 from menus import Key
 
 if TYPE_CHECKING:
-    from bot.infra.services import Services
-    from models import Customer, Staff, WechatUser
+    from bot.conversation.context import Context
+
+Handler = Callable[..., "Reply | str | None"]
 
 
-@dataclass
-class Reply:
-    text: str = ""
-    transfer: bool = False  # hand the conversation to WeChat's human customer service
-    paged: bool = False  # already one page of an earlier reply (「更多」)
-
-    @classmethod
-    def of(cls, value: "Reply | str | None") -> "Reply":
-        if isinstance(value, Reply):
-            return value
-        return cls(text=value or "")
+class BadArgs(ValueError):
+    """A staff command's arguments do not fit its spec; the message names the one at fault."""
 
 
-class Invalid(Exception):
-    """Raised by a step's parser: the input is refused; `template` explains why.
-    `goto` re-asks from an earlier step instead; `end` closes the flow with the reason."""
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a staff command. `parse` turns the word into a value or raises
+    ValueError; `rest` takes the rest of the line (free text such as a reason)."""
 
-    def __init__(self, template: str, *, goto: str | None = None, end: bool = False,
-                 **ctx: Any) -> None:
-        super().__init__(template)
-        self.template = template
-        self.goto = goto
-        self.end = end
-        self.ctx = ctx
-
-    def render(self) -> str:
-        return render(self.template, **self.ctx)
-
-
-def _account_query():
-    from models import WechatUser
-
-    t = WechatUser.__table__
-    # Built once: SQLAlchemy caches a statement's compiled form, not the building of it.
-    return select(t.c.customer_id, t.c.bind_locked_until).where(t.c.openid == bindparam("openid"))
-
-
-_ACCOUNT = _account_query()
-
-
-@dataclass
-class Context:
-    """Everything a handler may use for one inbound message."""
-
-    services: "Services"
-    msg: Any  # a wechatpy message or event
-    conn: Connection  # the message's connection, inside its one transaction
-    record: Record
-    now: datetime
-    notices: list[str] = field(default_factory=list)
-    after_commit: list[Callable[[], None]] = field(default_factory=list)  # outbound calls
-    _user: Any = field(default=None, repr=False)
-    _staff: Any = field(default=False, repr=False)
-    _account: Any = field(default=False, repr=False)
-    _session: Session | None = field(default=None, repr=False)
-
-    @property
-    def session(self) -> Session:
-        """An ORM session on the message's connection, made on first use (many messages
-        never need one). It works in a SAVEPOINT of the message's transaction: a failed
-        flush undoes only its own writes, never other messages' sharing the commit. The
-        pipeline commits; handlers never do."""
-        if self._session is None:
-            self._session = Session(bind=self.conn, expire_on_commit=False,
-                                    join_transaction_mode="create_savepoint")
-        return self._session
-
-    def flush(self) -> None:
-        """Write the session's changes into the message's transaction (releases the
-        session's savepoint; the transaction itself is committed by the pipeline)."""
-        if self._session is not None:
-            self._session.commit()
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-
-    @cached_property
-    def openid(self) -> str:
-        return self.msg.source
-
-    @property
-    def text(self) -> str:
-        return getattr(self.msg, "content", "") or ""
-
-    @property
-    def today(self):
-        return self.now.date()
-
-    def say(self, template: str, /, **kw: Any) -> Reply:
-        return Reply(render(template, **kw))
-
-    @property
-    def user(self) -> "WechatUser | None":
-        if self._user is None:
-            from models import WechatUser
-
-            self._user = self.session.get(WechatUser, self.openid)
-        return self._user
-
-    @property
-    def account(self):
-        """(customer_id, bind_locked_until) of this WeChat user, read cheaply, or None."""
-        if self._account is False:
-            self._account = self.conn.execute(_ACCOUNT, {"openid": self.openid}).first()
-        return self._account
-
-    @property
-    def customer(self) -> "Customer | None":
-        from models import Customer
-
-        account = self.account
-        if account is None or account.customer_id is None:
-            return None
-        return self.session.get(Customer, account.customer_id)
-
-    @property
-    def staff(self) -> "Staff | None":
-        if self._staff is False:
-            from models import Staff
-
-            self._staff = self.session.get(Staff, self.openid)
-        return self._staff
-
-    # Flow control, for handlers -------------------------------------------------------
-    def start(self, flow: "Flow") -> Reply:
-        from bot.conversation.engine import start_flow
-
-        return start_flow(self, flow)
-
-
-Handler = Callable[[Context], "Reply | str | None"]
-
-
-@dataclass
-class Step:
-    """One question of a flow. `parse(ctx, text, data)` returns the value to keep or raises
-    `Invalid`; `when(ctx, data)` skips the step when false; `context(ctx, data)` feeds the
-    prompt template."""
-
-    name: str
-    prompt: str
-    parse: Callable[[Context, str, dict], Any]
-    when: Callable[[Context, dict], bool] | None = None
-    context: Callable[[Context, dict], dict] | None = None
-
-    def applies(self, ctx: Context, data: dict) -> bool:
-        return self.when is None or self.when(ctx, data)
-
-    def ask(self, ctx: Context, data: dict) -> str:
-        return render(self.prompt, **(self.context(ctx, data) if self.context else {}))
-
-
-@dataclass
-class Flow:
-    """A declared multi-step conversation: `begin` may refuse (return a Reply) or give the
-    initial data; `finish` acts on the collected data."""
-
-    name: str
-    title: str
-    steps: list[Step]
-    finish: Callable[[Context, dict], "Reply | str"]
-    begin: Callable[[Context], "dict | Reply"] = lambda ctx: {}
-
-    def step(self, name: str) -> Step | None:
-        return next((s for s in self.steps if s.name == name), None)
+    name: str  # as the usage shows it, e.g. 预约号 or YYYY-MM-DD
+    parse: Callable[[str], Any] = str
+    optional: bool = False
+    rest: bool = False
+    key: str = ""  # the handler's keyword (defaults to the position: a0, a1 …)
 
 
 @dataclass
 class Command:
+    name: str
     handler: Handler
     roles: tuple[str, ...]
-    usage: str
+    args: tuple[Arg, ...] = ()
+    summary: str = ""
+
+    @property
+    def usage(self) -> str:
+        words = [self.name] + [f"[{a.name}]" if a.optional else f"<{a.name}>" for a in self.args]
+        return " ".join(words)
+
+    def bind(self, line: str) -> dict[str, Any]:
+        """Parse the words after the command name against the spec."""
+        words = line.split()
+        out: dict[str, Any] = {}
+        for i, arg in enumerate(self.args):
+            key = arg.key or f"a{i}"
+            if arg.rest:
+                value = " ".join(words)
+                words = []
+            else:
+                value = words.pop(0) if words else ""
+            if not value:
+                if not arg.optional:
+                    raise BadArgs(arg.name)
+                out[key] = None
+                continue
+            try:
+                out[key] = arg.parse(value)
+            except (ValueError, TypeError):
+                raise BadArgs(arg.name) from None
+        if words:
+            raise BadArgs(words[0])
+        return out
 
 
 def _register(table: dict, names) -> Callable[[Handler], Handler]:
@@ -222,9 +93,12 @@ class Router:
         """Handle these WeChat events (lower-case, as wechatpy names them)."""
         return _register(self.events, events)
 
-    def command(self, name: str, usage: str, roles: tuple[str, ...] = ("specialist", "admin")):
+    def command(self, name: str, *args: Arg, roles: tuple[str, ...] = ("specialist", "admin"),
+                summary: str = ""):
+        """A staff command, e.g. `#确认`, with its argument spec. The handler is called as
+        handler(ctx, **parsed) with each Arg's key."""
         def deco(fn: Handler) -> Handler:
-            self.commands[name] = Command(fn, roles, usage)
+            self.commands[name] = Command(name, fn, roles, tuple(args), summary)
             return fn
         return deco
 

@@ -30,16 +30,27 @@ DEDUP_T = DedupEntry.__table__
 
 @dataclass
 class Record:
-    """What the bot remembers about one user's conversation."""
+    """What the bot remembers about one user's conversation: the flow step (`flow:step`),
+    the flow's answers, the steps visited (for 返回) and the pages still to show."""
 
     state: str | None = None
     data: dict = field(default_factory=dict)
     pages: list[str] = field(default_factory=list)
     updated_at: float = 0.0
+    history: list[str] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.state, self.data, self.history = None, {}, []
+
+    @property
+    def empty(self) -> bool:
+        return self.state is None and not self.data and not self.pages
 
     def dumps(self) -> str:
-        return json.dumps({"state": self.state, "data": self.data, "pages": self.pages},
-                          ensure_ascii=False, separators=(",", ":"), default=str)
+        value = {"state": self.state, "data": self.data, "pages": self.pages}
+        if self.history:
+            value["history"] = self.history
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def loads(cls, raw: str | bytes | None, updated_at: float) -> "Record":
@@ -47,7 +58,8 @@ class Record:
             return cls()
         try:
             v = json.loads(raw)
-            return cls(v.get("state"), v.get("data") or {}, v.get("pages") or [], updated_at)
+            return cls(v.get("state"), v.get("data") or {}, v.get("pages") or [], updated_at,
+                       v.get("history") or [])
         except (ValueError, AttributeError):
             return cls()  # a corrupt record is a fresh start, never a crash
 
@@ -84,7 +96,7 @@ class MemoryStateStore:
         return Record.loads(raw[0], raw[1]) if raw else Record()
 
     def save(self, key: str, record: Record, conn: Connection) -> None:
-        if record.state is None and not record.data and not record.pages:
+        if record.empty:
             self._data.pop(key, None)
         else:
             self._data[key] = (record.dumps(), record.updated_at)
@@ -122,7 +134,7 @@ class SqlStateStore:
         return Record.loads(row[0], row[1]) if row else Record()
 
     def save(self, key: str, record: Record, conn: Connection) -> None:
-        if record.state is None and not record.data and not record.pages:
+        if record.empty:
             driver_execute(conn, self._delete, (key,))
         else:
             driver_execute(conn, self._upsert, (key, record.dumps(), record.updated_at))
@@ -144,7 +156,7 @@ class RedisStateStore:
         return Record.loads(raw[0], float(raw[1] or 0)) if raw[0] else Record()
 
     def save(self, key: str, record: Record, conn: Connection) -> None:
-        if record.state is None and not record.data and not record.pages:
+        if record.empty:
             self._r.delete(self._prefix + key)
             return
         pipe = self._r.pipeline()

@@ -11,14 +11,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.parser import parse_message
+from wechatpy.replies import TextReply, TransferCustomerServiceReply
 from wechatpy.utils import WeChatSigner
 
-from bot.conversation.router import Reply
-from bot.infra.services import SUCCESS, Services
+from bot.conversation.pipeline import Pipeline
+from bot.conversation.reply import Reply
+from bot.infra.services import Services
 from bot.infra.texts import render
 
 log = logging.getLogger("bot.wechat.door")
 router = APIRouter()
+
+
+SUCCESS = "success"  # WeChat's "no reply"
 
 
 class Refused(Exception):
@@ -144,9 +149,19 @@ async def verify_url(request: Request) -> Response:
     return PlainTextResponse(echostr)
 
 
+def render_reply(msg, reply: Reply) -> str:
+    """The wire format of a reply: WeChat's reply XML, or "success" for none."""
+    if reply.transfer:
+        return TransferCustomerServiceReply(message=msg).render()
+    if not reply.text:
+        return SUCCESS
+    return TextReply(message=msg, content=reply.text).render()
+
+
 @router.post("/wechat")
 async def receive(request: Request) -> Response:
     svc: Services = request.app.state.services
+    pipeline: Pipeline = request.app.state.pipeline
     q = request.query_params
     try:
         timestamp, nonce = verify_query(svc, q)
@@ -156,10 +171,11 @@ async def receive(request: Request) -> Response:
         return _refuse(request, exc)
 
     try:
-        xml = await svc.receive(msg, dedup_key(msg))
+        reply = await pipeline.receive(msg, dedup_key(msg))
     except Exception:  # a store or the database is down: apologise, never a 500
         log.exception("could not handle a %s message", msg.type)
-        xml = svc.render_reply(msg, Reply(render("error")))
+        reply = Reply(render("error"))
+    xml = render_reply(msg, reply)
     if xml == SUCCESS:
         return PlainTextResponse(SUCCESS)
     if encrypted:

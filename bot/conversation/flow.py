@@ -1,0 +1,270 @@
+"""Declarative multi-step conversations (flows) and the engine that walks them.
+
+A `Flow` is a list of `Step`s. Each step stores its answer in the flow's data model (one
+pydantic model per flow, so a `date` comes back as a `date`) under the step's name. The
+next step asked is always the first one, in declared order, that applies (`when`) and
+has no answer yet: an entry that already knows some answers skips their steps, and a
+`when` that depends on earlier answers needs no index arithmetic. 返回 walks back the
+stack of steps actually visited.
+
+`finish` runs in a savepoint with the state still in place: when it raises
+`Invalid(goto=step)` (a re-check at commit failed) its writes are rolled back and the
+customer is put back at that step.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.conversation.intents import normalize
+from bot.conversation.reply import Invalid, Reply
+from bot.infra.texts import render
+
+if TYPE_CHECKING:
+    from bot.conversation.context import Context
+
+SEP = ":"
+OPTIONS = "_options"  # the data key holding the options a choice step last offered
+
+
+class FlowData(BaseModel):
+    """Base of every flow's data model. Unknown keys are kept (extra="allow") so that a
+    flow's model can grow without breaking conversations in progress."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+
+@dataclass
+class Step:
+    """One question. `parse(ctx, text, data)` returns the answer or raises `Invalid`;
+    `when(ctx, data)` skips the step when false; `context(ctx, data)` feeds the prompt."""
+
+    name: str
+    prompt: str
+    parse: Callable[["Context", str, Any], Any]
+    when: Callable[["Context", Any], bool] | None = None
+    context: Callable[["Context", Any], dict] | None = None
+    free_text: bool = False  # takes any text (a name, a hospital): commands are asked about
+
+    def applies(self, ctx: "Context", data: Any) -> bool:
+        return self.when is None or self.when(ctx, data)
+
+    def ask(self, ctx: "Context", data: Any) -> str:
+        return render(self.prompt, **(self.context(ctx, data) if self.context else {}))
+
+    def answer(self, ctx: "Context", data: Any) -> Any:
+        return self.parse(ctx, ctx.text.strip(), data)
+
+
+@dataclass(frozen=True)
+class Option:
+    code: str
+    label: str
+    note: str = ""  # shown after the label, e.g. the year's remaining quota
+    words: tuple[str, ...] = ()  # other words a customer may type for it
+
+
+@dataclass
+class Choice(Step):
+    """A step answered from a list: by number, by the option's text (tolerant, as the
+    intents are) or by tapping one of the tappable lines WeChat renders from
+    `weixin://bizmsgmenu` links. The list is built once by `options(ctx, data)` and kept
+    with the flow's data, so the answer is read against exactly what was shown. The
+    option's code is stored, never its index. `check(ctx, code, data)` may refuse it."""
+
+    parse: Callable = None  # type: ignore[assignment]  # answered by the options
+    options: Callable[["Context", Any], list[Option]] = None  # type: ignore[assignment]
+    check: Callable[["Context", str, Any], Any] | None = None
+
+    def ask(self, ctx: "Context", data: Any) -> str:
+        offered = self.options(ctx, data)
+        setattr(data, OPTIONS, [[o.code, o.label] for o in offered])
+        lines = render("flow/options", options=[
+            {"n": i, "label": o.label, "note": o.note,
+             "href": f"weixin://bizmsgmenu?msgmenucontent={quote(o.label)}&msgmenuid={quote(o.code)}"}
+            for i, o in enumerate(offered, 1)])
+        return f"{super().ask(ctx, data)}\n{lines}".strip()
+
+    def answer(self, ctx: "Context", data: Any) -> Any:
+        offered = [tuple(o) for o in (getattr(data, OPTIONS, None) or [])]
+        code = pick(offered, ctx.text, ctx.inbound.menu_id)
+        if code is None:
+            raise Invalid("flow/pick_one", count=len(offered))
+        return self.check(ctx, code, data) if self.check else code
+
+
+def pick(offered: list[tuple[str, str]], text: str, menu_id: str = "") -> str | None:
+    """The code of the option the text (or tapped menu id) chooses, or None."""
+    codes = {code for code, _ in offered}
+    if menu_id and menu_id in codes:
+        return menu_id
+    norm = normalize(text)
+    if norm.isdigit() and 1 <= int(norm) <= len(offered):
+        return offered[int(norm) - 1][0]
+    labels = {normalize(label): code for code, label in offered}
+    if norm in labels:
+        return labels[norm]
+    inside = [lab for lab in labels if norm and (norm in lab or lab in norm)]
+    if len(inside) == 1:
+        return labels[inside[0]]
+    close = difflib.get_close_matches(norm, list(labels), n=2, cutoff=0.6)
+    if len(close) == 1 or (close and difflib.SequenceMatcher(None, norm, close[0]).ratio() > 0.85):
+        return labels[close[0]]
+    return None
+
+
+@dataclass
+class Flow:
+    """A declared conversation: `begin(ctx)` may refuse (return a Reply) or give initial
+    answers; `finish(ctx, data)` acts on the collected data."""
+
+    name: str
+    title: str
+    steps: list[Step]
+    finish: Callable[["Context", Any], "Reply | str"]
+    begin: Callable[["Context"], "dict | Reply"] = lambda ctx: {}
+    model: type[FlowData] = FlowData
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError(f"flow {self.name!r} has no steps")
+        for i, step in enumerate(self.steps):
+            if not step.name or step.name.startswith("_") or SEP in step.name:
+                raise ValueError(f"flow {self.name!r}: bad step name {step.name!r}")
+            if step.name in self._index:
+                raise ValueError(f"flow {self.name!r}: step {step.name!r} declared twice")
+            self._index[step.name] = i
+            if isinstance(step, Choice) and step.options is None:
+                raise ValueError(f"flow {self.name!r}: choice step {step.name!r} has no options")
+
+    # --- Lookup ---------------------------------------------------------------------
+    def step(self, name: str) -> Step:
+        try:
+            return self.steps[self._index[name]]
+        except KeyError:
+            raise ValueError(f"flow {self.name!r} has no step {name!r}") from None
+
+    def load(self, raw: dict) -> FlowData:
+        return self.model.model_validate(raw)
+
+    def dump(self, data: FlowData) -> dict:
+        return data.model_dump(mode="json", exclude_none=True)
+
+    # --- Moving through the steps -----------------------------------------------------
+    def _next(self, ctx: "Context", data: FlowData) -> Step | None:
+        for step in self.steps:
+            if getattr(data, step.name, None) is None and step.applies(ctx, data):
+                return step
+        return None
+
+    def _ask(self, ctx: "Context", data: FlowData, step: Step) -> str:
+        prompt = step.ask(ctx, data)  # may record the options it offered
+        rec = ctx.record
+        rec.state = f"{self.name}{SEP}{step.name}"
+        if not rec.history or rec.history[-1] != step.name:
+            rec.history.append(step.name)
+        rec.data = self.dump(data)
+        return prompt
+
+    def _clear_from(self, data: FlowData, name: str) -> None:
+        """Forget the answers of `name` and every step declared after it."""
+        for step in self.steps[self._index[name]:]:
+            if getattr(data, step.name, None) is not None:
+                setattr(data, step.name, None)
+
+    def _advance(self, ctx: "Context", data: FlowData) -> Reply:
+        step = self._next(ctx, data)
+        if step is None:
+            return self._finish(ctx, data)
+        return Reply(self._ask(ctx, data, step))
+
+    def start(self, ctx: "Context", initial: dict | None = None) -> Reply:
+        ctx.record.clear()
+        began = self.begin(ctx)
+        if isinstance(began, Reply):
+            return began
+        data = self.load({**began, **(initial or {})})
+        reply = self._advance(ctx, data)
+        if ctx.record.state is None:  # nothing to ask: finished at once
+            return reply
+        intro = render("flow/intro", title=self.title)
+        return Reply(f"{intro}\n{reply.text}" if intro else reply.text)
+
+    def current(self, ctx: "Context") -> Step | None:
+        state = ctx.record.state
+        if not state or SEP not in state:
+            return None
+        name = state.split(SEP, 1)[1]
+        return self.steps[self._index[name]] if name in self._index else None
+
+    def input(self, ctx: "Context", step: Step) -> Reply:
+        data = self.load(ctx.record.data)
+        try:
+            value = step.answer(ctx, data)
+        except Invalid as exc:
+            return self._refused(ctx, data, step, exc)
+        setattr(data, step.name, value)
+        return self._advance(ctx, data)
+
+    def _refused(self, ctx: "Context", data: FlowData, step: Step, exc: Invalid) -> Reply:
+        if exc.end:
+            ctx.record.clear()
+            return Reply(exc.render())
+        if exc.goto:
+            target = self.step(exc.goto)
+            self._clear_from(data, target.name)
+            hist = ctx.record.history
+            if target.name in hist:
+                del hist[hist.index(target.name) + 1:]
+            again = self._next(ctx, data)
+            if again is None:  # nothing applies from there: say why and end
+                ctx.record.clear()
+                return Reply(exc.render())
+            return Reply(render("flow/invalid", reason=exc.render(),
+                                prompt=self._ask(ctx, data, again)))
+        return Reply(render("flow/invalid", reason=exc.render(), prompt=self._ask(ctx, data, step)))
+
+    def _finish(self, ctx: "Context", data: FlowData) -> Reply:
+        """Run `finish` in a savepoint; the state is cleared only when it succeeds."""
+        ctx.flush()
+        ctx.close()
+        savepoint = ctx.conn.begin_nested()
+        try:
+            reply = Reply.of(self.finish(ctx, data))
+            ctx.flush()
+        except Invalid as exc:
+            ctx.close()
+            savepoint.rollback()
+            last = self.current(ctx) or self.steps[-1]
+            if not exc.goto and not exc.end:
+                exc.goto = last.name if ctx.record.state else None
+                if exc.goto is None:
+                    exc.end = True
+            return self._refused(ctx, data, last, exc)
+        except BaseException:
+            ctx.close()
+            savepoint.rollback()
+            raise
+        savepoint.commit()
+        ctx.record.clear()
+        return reply
+
+    def back(self, ctx: "Context") -> Reply:
+        data = self.load(ctx.record.data)
+        hist = ctx.record.history
+        if len(hist) < 2:
+            step = self.current(ctx) or self.steps[0]
+            return Reply(render("flow/first_step", prompt=self._ask(ctx, data, step)))
+        hist.pop()
+        prev = self.step(hist[-1])
+        self._clear_from(data, prev.name)
+        return Reply(render("flow/back", prompt=self._ask(ctx, data, prev)))
+
+    def exit(self, ctx: "Context") -> Reply:
+        ctx.record.clear()
+        return Reply(render("flow/exit", title=self.title))

@@ -1,0 +1,244 @@
+"""The message pipeline: one verified inbound message in, one `Reply` out, exactly once.
+
+Each message is claimed in the de-duplication store before its handler runs; a retry or
+replay waits for, and gets, the first delivery's reply. The handler runs in one database
+transaction holding the user's lock. On the embedded default (SQLite, state in the
+database) the messages waiting for the one connection share a commit (group commit), each
+in its own savepoint. A handler slower than the deadline answers "success" and its reply
+follows as a customer-service message.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, bindparam, insert, update
+
+from bot.conversation.context import Context
+from bot.conversation.engine import handle
+from bot.conversation.message import Inbound
+from bot.conversation.reply import Reply
+from bot.conversation.router import Router
+from bot.conversation.stores import DedupStore, MemoryDedupStore, SqlStateStore, StateStore, build_stores
+from bot.infra.db import driver_execute
+from bot.infra.services import Services
+from bot.infra.texts import render
+from models import WechatUser
+
+log = logging.getLogger(__name__)
+
+USER_T = WechatUser.__table__
+_TOUCH = (update(USER_T).where(USER_T.c.openid == bindparam("who"))
+          .values(last_seen_at=bindparam("now")))
+TOUCH_EVERY = 600.0  # seconds between writes of a user's last_seen_at
+MAX_BATCH = 64  # messages sharing one commit
+NO_REPLY = Reply()
+
+
+@dataclass
+class Handoff:
+    """Decides, exactly once, whether a reply goes back in the HTTP response or, when the
+    handler was too slow for WeChat's 5-second window, as a customer-service message."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    outcome: str | None = None  # "replied" | "late"
+
+    def claim(self, outcome: str) -> bool:
+        with self.lock:
+            if self.outcome is None:
+                self.outcome = outcome
+                return True
+            return False
+
+
+class Pipeline:
+    def __init__(self, services: Services, router: Router, *, states: StateStore | None = None,
+                 dedup: DedupStore | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.router = router
+        self.engine = services.engine
+        default_states, default_dedup = build_stores(self.settings, self.engine)
+        self.states = states or default_states
+        self.dedup = dedup or default_dedup
+        # SQLite serves one connection per process: one thread takes messages in FIFO
+        # order (threads fighting over the connection starve some messages for seconds).
+        # PostgreSQL and Redis take real parallelism.
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.executor = ThreadPoolExecutor(max_workers=1 if sqlite else 32, thread_name_prefix="bot")
+        self._touched: dict[str, float] = {}
+        # Group commit on the embedded default (SQLite, state in the database, one worker).
+        self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
+        # State kept outside the database (Redis) is written only after the commit.
+        self.state_in_txn = isinstance(self.states, SqlStateStore)
+        self._pending: deque = deque()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.services.close()
+
+    # --- One transaction ----------------------------------------------------------------
+
+    def process_batch(self, msgs: list) -> list[tuple[Reply, list]]:
+        """Run the router for each message, in order, in one database transaction: each
+        message in its own SAVEPOINT when there are several, so one failing handler loses
+        only its own writes. Returns (reply, after-commit actions) per message; replies and
+        actions are released only after the commit."""
+        error = (Reply(render("error")), [])
+        results: list[tuple[Reply, list]] = []
+        try:
+            with self.engine.connect() as conn, conn.begin() as txn:
+                savepoints = len(msgs) > 1
+                for msg in msgs:
+                    if savepoints:
+                        driver_execute(conn, "SAVEPOINT message")
+                    with self.states.lock(msg.source, conn):
+                        try:
+                            reply, actions, save = self._handle(conn, msg)
+                        except Exception:
+                            log.exception("handler failed for %s message", msg.type)
+                            if not savepoints:
+                                txn.rollback()
+                                return [error]
+                            driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
+                            driver_execute(conn, "RELEASE SAVEPOINT message")
+                            results.append(error)
+                            continue
+                        if not savepoints:
+                            txn.commit()  # before the user's lock is released
+                            if save:
+                                save()  # state outside the database: only once committed
+                    if savepoints:
+                        driver_execute(conn, "RELEASE SAVEPOINT message")
+                    results.append((reply, actions))
+                if txn.is_active:
+                    txn.commit()
+        except Exception:  # the database itself failed (locked, gone): nothing was saved
+            log.exception("transaction for %d message(s) failed", len(msgs))
+            return [error] * len(msgs)
+        return results
+
+    def _handle(self, conn: Connection, msg):
+        """One message on `conn`, inside the caller's transaction and the user's lock.
+        Returns the reply, the after-commit actions, and the state write to make after the
+        commit when the state lives outside the database."""
+        openid = msg.source
+        record = self.states.load(openid, conn)
+        before = record.dumps()
+        now = self.services.now()
+        ctx = Context(self.services, self.router, msg, Inbound.of(msg), conn, record, now)
+        self._touch(conn, openid, now)
+        try:
+            reply = handle(ctx)
+            ctx.flush()
+        finally:
+            ctx.close()
+        save = None
+        if record.state is not None or record.dumps() != before:
+            record.updated_at = time.time()
+            if self.state_in_txn:
+                self.states.save(openid, record, conn)
+            else:
+                save = lambda: self.states.save(openid, record, conn)  # noqa: E731
+        return reply, ctx.after_commit, save
+
+    def _touch(self, conn: Connection, openid: str, now) -> None:
+        """Remember when the user last wrote (WeChat's 48-hour customer-service window),
+        at most once every ten minutes per process."""
+        mono = time.monotonic()
+        if mono - self._touched.get(openid, -TOUCH_EVERY) < TOUCH_EVERY:
+            return
+        self._touched[openid] = mono
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        res = conn.execute(_TOUCH, {"who": openid, "now": now})
+        if res.rowcount == 0:
+            conn.execute(insert(USER_T).values(openid=openid, following=True, last_seen_at=now,
+                                               bind_failures=0))
+
+    # --- Exactly once -------------------------------------------------------------------
+
+    async def receive(self, msg, key: str) -> Reply:
+        """The reply for one verified message. The first delivery of `key` runs the
+        handler; a retry or replay waits for, and returns, its reply. A handler slower than
+        the deadline gets no reply here (WeChat is answered "success") and its reply
+        follows as a customer-service message."""
+        loop = asyncio.get_running_loop()
+        if await self._dedup(loop, self.dedup.claim, key):
+            handoff = Handoff()
+            fut = self._submit(loop, msg, key, handoff)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut),
+                                              self.settings.reply_deadline_seconds)
+            except asyncio.TimeoutError:
+                if handoff.claim("late"):
+                    log.warning("handler slower than %.1fs; its reply follows as a "
+                                "customer-service message", self.settings.reply_deadline_seconds)
+                    return NO_REPLY
+                return await fut
+        deadline = loop.time() + self.settings.reply_deadline_seconds
+        while loop.time() < deadline:
+            stored = await self._dedup(loop, self.dedup.reply, key)
+            if stored is not None:
+                return Reply.loads(stored)
+            await asyncio.sleep(0.02)
+        return NO_REPLY
+
+    async def _dedup(self, loop, fn, key):
+        if isinstance(self.dedup, MemoryDedupStore):
+            return fn(key)  # microseconds: no thread hop
+        return await loop.run_in_executor(self.executor, fn, key)
+
+    def _submit(self, loop, msg, key: str, handoff: Handoff) -> asyncio.Future:
+        if not self.group_commit:
+            return loop.run_in_executor(self.executor, self._run_one, msg, key, handoff)
+        fut = loop.create_future()
+        self._pending.append((msg, key, handoff, fut, loop))
+        self.executor.submit(self._drain)
+        return fut
+
+    def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
+        return self._finish([(msg, key, handoff)], self.process_batch([msg]))[0]
+
+    def _drain(self) -> None:
+        """Take every message waiting (up to a batch) and answer them with one commit."""
+        items = []
+        while self._pending and len(items) < MAX_BATCH:
+            items.append(self._pending.popleft())
+        if not items:
+            return
+        try:
+            replies = self._finish([i[:3] for i in items], self.process_batch([i[0] for i in items]))
+        except Exception:
+            log.exception("message batch failed")
+            replies = [Reply(render("error")) for _ in items]
+        for (*_, fut, loop), reply in zip(items, replies):
+            loop.call_soon_threadsafe(_resolve, fut, reply)
+
+    def _finish(self, items, results) -> list[Reply]:
+        """Record each reply for retries, and hand it to the HTTP response or, when that
+        was too slow, to a customer-service message."""
+        out = []
+        for (msg, key, handoff), (reply, actions) in zip(items, results):
+            for action in actions:
+                self.services.submit(action)
+            if handoff.claim("replied"):
+                self.dedup.complete(key, reply.dumps())
+                out.append(reply)
+                continue
+            # Too late for the HTTP response: WeChat already got "success".
+            self.dedup.complete(key, NO_REPLY.dumps())
+            if reply.text:
+                self.services.submit(lambda o=msg.source, t=reply.text: self.services.send_text(o, t))
+            out.append(NO_REPLY)
+        return out
+
+
+def _resolve(fut: asyncio.Future, reply: Reply) -> None:
+    if not fut.done():
+        fut.set_result(reply)
