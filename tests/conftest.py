@@ -130,7 +130,7 @@ def db_url(migrated_db, tmp_path):
             c.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         eng.dispose()
         return migrated_db
-    path = tmp_path / "bot.infra.db"
+    path = tmp_path / "bot.db"
     shutil.copy(migrated_db, path)
     return f"sqlite:///{path}"
 

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     wechat_encoding_aes_key: str = ""
     wechat_api_base_url: str = "https://api.weixin.qq.com"
 
-    database_url: str = f"sqlite:///{ROOT / 'data' / 'bot.infra.db'}"
+    database_url: str = f"sqlite:///{ROOT / 'data' / 'bot.db'}"
     redis_url: str = ""
     redis_prefix: str = "vipbot:"
     timezone: str = "Asia/Shanghai"
