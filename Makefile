@@ -23,6 +23,7 @@ run: $(STAMP) .env
 	$(BIN)/python main.py serve --demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

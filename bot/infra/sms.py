@@ -7,7 +7,7 @@ from typing import Protocol
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from bot.domain.identity import mask_phone
+from bot.infra.privacy import mask_phone
 
 log = logging.getLogger("bot.infra.sms")
 
