@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from bot.domain.vocab import STAFF_ROLES
 from bot.infra.config import ROOT, Settings, SettingsError, load_settings
 
 app = typer.Typer(help="VIP WeChat service-account bot.", no_args_is_help=True,
@@ -228,7 +229,7 @@ def staff_add(openid: str, name: str = typer.Option(..., "--name"),
     from bot.infra.passwords import hash_password
     from models import Staff
 
-    if role not in ("specialist", "admin"):
+    if role not in STAFF_ROLES:
         raise typer.BadParameter("role must be specialist or admin")
     if not name.strip() or len(name) > 64 or not openid.strip() or len(openid) > 64:
         raise typer.BadParameter("openid and name must be 1-64 characters")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bot.conversation import Arg, Context, Reply, Router
+from bot.domain.vocab import STAFF_ROLES, Role
 
 router = Router()
 
@@ -24,7 +25,7 @@ def _not_yet(ctx: Context, **_) -> Reply:
 for _name, _args in _PENDING:
     router.command(_name, *(Arg(a, optional=True, rest=i == len(_args) - 1)
                             for i, a in enumerate(_args)),
-                   roles=("admin",) if "群发" in _name else ("specialist", "admin"))(_not_yet)
+                   roles=(Role.ADMIN,) if "群发" in _name else STAFF_ROLES)(_not_yet)
 
 
 @router.command("#帮助")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 
 from sqlmodel import select
@@ -9,7 +10,7 @@ from sqlmodel import select
 from bot.domain.identity import mask_policy_no
 from bot.conversation import Context, Reply, Router
 from bot.domain.rules import Tier
-from bot.domain.tiers import evaluate, next_review_date
+from bot.domain.tiers import breakdown, evaluate, next_review_date
 from handlers.binding import require_customer
 from menus import Key
 from models import Customer, Policy
@@ -21,6 +22,12 @@ def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
     """Uses of a yearly quota this calendar year. Bookings will count here once they exist;
     until then nothing has been used."""
     return 0
+
+
+def tiers_around(rules, held: Tier) -> list[Tier]:
+    """The held tier with its neighbours, highest first: what the gap is measured against."""
+    i = rules.tiers.index(held)
+    return list(rules.tiers[max(i - 1, 0):i + 2])
 
 
 def with_held_tier(handler: Callable[[Context, Customer, Tier], Reply]) -> Callable[[Context], Reply]:
@@ -48,7 +55,8 @@ def my_tier(ctx: Context, customer: Customer, held: Tier) -> Reply:
     above = rules.next_tier(held.code)
     lines = [{"no": mask_policy_no(line.policy_no), "counted": line.counted,
               "reason": line.reason, "amount": line.amount, "until": line.counts_until,
-              "cooling_off_end": p.cooling_off_end_date}
+              "counts_from": p.cooling_off_end_date + timedelta(days=1),
+              "product": p.product_name, "parts": breakdown(p, rules) if line.counted else []}
              for line, p in zip(ev.lines, policies)]
     return ctx.say(
         "tier/my_tier", customer=customer, held=held, computed=computed,
@@ -56,7 +64,9 @@ def my_tier(ctx: Context, customer: Customer, held: Tier) -> Reply:
         gap=(above.threshold - ev.total) if above else None,
         higher=rules.tier_rank(computed.code) > rules.tier_rank(held.code),
         protected=rules.tier_rank(computed.code) < rules.tier_rank(held.code) and ev.in_force,
-        review=next_review_date(ctx.today, rules), in_force=ev.in_force)
+        review=next_review_date(ctx.today, rules), in_force=ev.in_force,
+        around=tiers_around(rules, held), tail_years=rules.contribution.tail_years,
+        review_dates=rules.reviews.month_days)
 
 
 @router.key(Key.MY_BENEFITS)

@@ -48,11 +48,14 @@ async def test_my_tier_explains_each_policy(wx, bound):
         reply = await wx.say(U, "我的 等级")
     assert reply.startswith("李先生，您目前是【黄金客户】")
     assert "105,000.00 元" in reply  # 80,000 + 10% of 250,000
-    assert f"{mask_policy_no('P1000000001')}：计入 80,000.00 元" in reply
-    assert f"{mask_policy_no('P1000000002')}：计入 25,000.00 元（计至2029年5月31日）" in reply
-    assert f"{mask_policy_no('P1000000003')}：保单质押中" in reply
-    assert f"{mask_policy_no('P1000000004')}：保单已失效" in reply
-    assert "犹豫期内，2026年12月5日后计入" in reply
+    product = "（安盛终身寿险）"  # the factory's product name, shown beside each policy
+    assert f"{mask_policy_no('P1000000001')}{product}：计入 80,000.00 元" in reply
+    assert f"{mask_policy_no('P1000000002')}{product}：计入 25,000.00 元（计至2029年5月31日）" in reply
+    assert f"{mask_policy_no('P1000000003')}{product}：保单质押中" in reply
+    assert f"{mask_policy_no('P1000000004')}{product}：保单已失效" in reply
+    assert "犹豫期内，2026年12月6日起计入" in reply  # cooling-off ends 5 Dec: counts from the 6th
+    assert "趸交保费 250,000.00 元 × 10% = 25,000.00 元" in reply  # DOMAIN.md: 10% of single premium
+    assert "层级标准：铂金 ≥ 30万；黄金 ≥ 10万；明珠 ≥ 3万" in reply
     assert "距铂金还差 195,000.00 元" in reply
     assert "P1000000001" not in reply
 

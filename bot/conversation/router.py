@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bot.conversation.flow import Flow
 from bot.conversation.reply import Reply
+from bot.domain.vocab import STAFF_ROLES
 from menus import Key
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Router:
         """Handle these WeChat events (lower-case, as wechatpy names them)."""
         return _register(self.events, events)
 
-    def command(self, name: str, *args: Arg, roles: tuple[str, ...] = ("specialist", "admin"),
+    def command(self, name: str, *args: Arg, roles: tuple[str, ...] = STAFF_ROLES,
                 summary: str = ""):
         """A staff command, e.g. `#确认`, with its argument spec. The handler is called as
         handler(ctx, **parsed) with each Arg's key."""

@@ -41,6 +41,7 @@ from bot.domain.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_
                           validate_id_number)
 from bot.domain.rules import RulesError, load_rules
 from bot.domain.tier_engine import recompute
+from bot.domain.vocab import Liability, PaymentMode, PolicyStatus, Relation
 from models import Customer, FamilyMember, Policy
 
 BATCH_ROWS = 2000
@@ -48,10 +49,10 @@ SHOWN_REJECTIONS = 50  # lines printed in the report
 KEPT_REJECTIONS = 1000  # lines kept in memory (all are counted)
 SCOPED_RECOMPUTE_MAX = 10_000  # more affected customers than this: recompute everyone
 
-LIABILITIES = ("hospitalization", "critical_illness", "mild_illness", "disability")
-PAYMENT_MODES = ("regular", "single")
-STATUSES = ("in_force", "lapsed", "surrendered", "terminated", "matured")
-RELATIONS = ("spouse", "parent", "child")
+LIABILITIES = tuple(Liability)
+PAYMENT_MODES = tuple(PaymentMode)
+STATUSES = tuple(PolicyStatus)
+RELATIONS = tuple(Relation)
 
 CUSTOMER_T: Table = Customer.__table__
 POLICY_T: Table = Policy.__table__

@@ -18,9 +18,10 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Protocol
 
 from bot.domain.rules import Rules
+from bot.domain.vocab import PaymentMode, PolicyStatus
 
-IN_FORCE = "in_force"  # policy.status of a policy in force (有效)
-SINGLE = "single"  # policy.payment_mode of a single-premium (趸交) policy
+IN_FORCE = PolicyStatus.IN_FORCE.value  # policy.status of a policy in force (有效)
+SINGLE = PaymentMode.SINGLE.value  # policy.payment_mode of a single-premium (趸交) policy
 
 # Why a policy counts or not (`Line.reason`), in the order they are checked.
 NOT_IN_FORCE = "not_in_force"  # written as not_in_force:<status>
@@ -147,6 +148,23 @@ def weighted_value(policy: PolicyLike, rules: Rules) -> Decimal:
     """What the policy contributes when it counts: Σ weight × amount, exact."""
     return sum((weight * getattr(policy, field)
                 for field, weight in rules.contribution.weights.items()), Decimal(0))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One premium component of a policy's contribution: amount × weight."""
+
+    field: str  # the policy column, e.g. single_premium
+    amount: Decimal
+    weight: Decimal
+    value: Decimal
+
+
+def breakdown(policy: PolicyLike, rules: Rules) -> list[Part]:
+    """How `weighted_value` is made up, one part per non-zero premium component."""
+    return [Part(field, getattr(policy, field), weight, weight * getattr(policy, field))
+            for field, weight in rules.contribution.weights.items()
+            if getattr(policy, field) and weight]
 
 
 def line_for(policy: PolicyLike, on: date, rules: Rules) -> Line:
