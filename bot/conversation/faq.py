@@ -51,7 +51,7 @@ USER_WORDS = [
 STOPWORDS = frozenset(
     "的 了 吗 呢 啊 呀 吧 嘛 哦 哈 么 是 我 你 您 他 她 我们 你们 请问 一下 下 个 这 那 就 都 也 还 和 "
     "与 及 在 有 没 想 要 能 可以 会 请 麻烦 问 问下 一个 这个 那个 咋 怎 如何 怎么 怎么样 什么 啥 "
-    "哪些 哪里 多少 几".split()
+    "哪些 哪里 哪个 哪 多少 几 什么时候 时候 啥时候".split()
 )
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
@@ -84,10 +84,36 @@ def _load_jieba() -> float:
         return time.perf_counter() - start
 
 
-def tokens(text: str) -> list[str]:
-    """Meaningful jieba words of the normalised text."""
+class _Synonyms:
+    """Variant -> canonical word. Variants of 2+ characters are replaced in the text before
+    segmenting (so character bigrams see them too); one-character variants only when jieba
+    yields them as whole words."""
+
+    def __init__(self, table: Mapping[str, list[str]] | None = None):
+        self.long: dict[str, str] = {}
+        self.short: dict[str, str] = {}
+        for canonical, variants in (table or {}).items():
+            for v in variants:
+                v = normalize(v)
+                (self.long if len(v) > 1 else self.short)[v] = normalize(canonical)
+        self._pattern = (re.compile("|".join(map(re.escape, sorted(self.long, key=len, reverse=True))))
+                         if self.long else None)
+
+    def text(self, norm: str) -> str:
+        return self._pattern.sub(lambda m: self.long[m.group()], norm) if self._pattern else norm
+
+    def word(self, word: str) -> str:
+        return self.short.get(word, word)
+
+
+_NO_SYNONYMS = _Synonyms()
+
+
+def tokens(text: str, synonyms: _Synonyms = _NO_SYNONYMS) -> list[str]:
+    """Meaningful jieba words of the normalised text, variants read as canonical words."""
     _load_jieba()
-    return [w for w in jieba.lcut(normalize(text), HMM=True) if w not in STOPWORDS]
+    norm = synonyms.text(normalize(text))
+    return [synonyms.word(w) for w in jieba.lcut(norm, HMM=True) if w not in STOPWORDS]
 
 
 def _bigrams(norm: str) -> frozenset[str]:
@@ -120,8 +146,9 @@ class Faq:
     # Blend weights and the confidence threshold, tuned on tests/faq_labelled.toml.
     BM25_WEIGHT = 0.6
     BIGRAM_WEIGHT = 0.4
-    THRESHOLD = 0.30
+    THRESHOLD = 0.22
     TIER_BOOST = 1.1
+    UNKNOWN_WEIGHT = 1.0  # share of the highest idf a word the index never saw costs
 
     def __init__(self, path: Path = DATA):
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -137,6 +164,7 @@ class Faq:
         self._by_id = {e.id: e for e in self.entries}
         self._smalltalk_words = {normalize(w): s["id"] for s in data.get("smalltalk", [])
                                  for w in s["words"]}
+        self.synonyms = _Synonyms(data.get("synonyms", {}))
         self._index: _Index | None = None
         self._lock = threading.Lock()
 
@@ -146,12 +174,12 @@ class Faq:
         corpus, doc_entry, doc_bigrams = [], [], []
         for i, entry in enumerate(self.entries):
             for text in (entry.title, *entry.phrasings):
-                toks = tokens(text)
+                toks = tokens(text, self.synonyms)
                 if not toks:
                     continue
                 corpus.append(toks)
                 doc_entry.append(i)
-                doc_bigrams.append(_bigrams(normalize(text)))
+                doc_bigrams.append(_bigrams(self.synonyms.text(normalize(text))))
         bm25 = BM25Okapi(corpus)
         n = len(corpus)
         max_idf = math.log((n + 0.5) / 0.5)
@@ -175,15 +203,15 @@ class Faq:
         norm = normalize(text)
         if not norm:
             return []
-        query = tokens(text)
+        query = tokens(text, self.synonyms)
         k1 = idx.bm25.k1
         # The best a document could score on this query: every word found once in a short
         # document. Words the index has never seen count at the highest idf, so a query
         # about something else scores low instead of being judged on its one known word.
-        ceiling = sum(idx.bm25.idf.get(w, idx.max_idf) for w in query) * (k1 + 1) / (1 + k1 * 0.75) \
+        ceiling = sum(idx.bm25.idf.get(w, idx.max_idf * self.UNKNOWN_WEIGHT) for w in query) * (k1 + 1) / (1 + k1 * 0.75) \
             if query else 1.0
         bm25 = idx.bm25.get_scores(query) if query else [0.0] * len(idx.doc_entry)
-        qgrams = _bigrams(norm)
+        qgrams = _bigrams(self.synonyms.text(norm))
         best = [0.0] * idx.entry_count
         for d, entry_i in enumerate(idx.doc_entry):
             dgrams = idx.doc_bigrams[d]
