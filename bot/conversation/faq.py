@@ -1,0 +1,318 @@
+"""FAQ retrieval and small talk.
+
+Retrieval: each FAQ entry (faq.toml) has a title and several phrasings; each is one short
+document. A query is segmented with jieba (with a user dictionary of domain words) and scored
+with BM25 (rank-bm25) against every document; an entry's score is its best document's. That is
+blended with a character-bigram overlap (which survives typos and segmentation slips) and
+compared with a confidence threshold: below it, `best` answers None and the caller falls back
+to suggestions.
+
+Start-up: jieba loads its dictionary (about 1 s) on first use. Call `warm()` once at start-up
+(it loads jieba, builds the index and the emergency vocabulary) so no customer waits for it.
+
+Answers: `Faq.answer(entry_id, **facts)` renders bot/templates/faq/<id>.j2. Values that live in
+rules.toml (thresholds, weights, quotas, packages) come from the caller as facts;
+`rules_facts(rules)` builds them from the parsed rules.toml mapping.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import tomllib
+import unicodedata
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
+    warnings.simplefilter("ignore")
+    import jieba
+from rank_bm25 import BM25Okapi
+
+from bot.infra.texts import render
+
+DATA = Path(__file__).with_name("faq.toml")
+
+# Domain words jieba should keep whole (word, frequency); also the tier names.
+USER_WORDS = [
+    "洁牙", "洗牙", "体检", "钻石", "铂金", "黄金", "明珠", "大众", "保费贡献值", "贡献值",
+    "犹豫期", "探视", "住院探视", "客服节", "客户服务节", "健康顾问", "专家门诊", "特种检查", "特检",
+    "核磁共振", "胃肠镜", "趸交", "期交", "缴费期", "层级", "等级", "升级", "降级", "快升缓降",
+    "绑定", "解绑", "陪诊", "陪同", "三甲", "热线", "挂号费", "直系亲属", "被保险人", "投保人",
+    "绿色通道", "续期", "回访", "补发", "爽约", "改期", "全景片", "喷砂", "心脑血管", "工作日",
+    "增值服务", "基础服务", "有效期", "次数", "权益", "身份证", "预约",
+]
+
+# Particles and filler that carry no meaning for retrieval.
+STOPWORDS = frozenset(
+    "的 了 吗 呢 啊 呀 吧 嘛 哦 哈 么 是 我 你 您 他 她 我们 你们 请问 一下 下 个 这 那 就 都 也 还 和 "
+    "与 及 在 有 没 想 要 能 可以 会 请 麻烦 问 问下 一个 这个 那个 咋 怎 如何 怎么 怎么样 什么 啥 "
+    "哪些 哪里 哪个 哪 多少 几 什么时候 时候 啥时候".split()
+)
+
+_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+
+log = logging.getLogger(__name__)
+
+
+def normalize(text: str) -> str:
+    """Full-width to half-width, lower case, no spaces or punctuation."""
+    return _PUNCT.sub("", unicodedata.normalize("NFKC", text or "").lower())
+
+
+_jieba_lock = threading.Lock()
+_jieba_ready = False
+
+
+def _load_jieba() -> float:
+    """Load jieba's dictionary and the user words once; return the seconds it took."""
+    global _jieba_ready
+    import time
+    with _jieba_lock:
+        if _jieba_ready:
+            return 0.0
+        start = time.perf_counter()
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
+        for word in USER_WORDS:
+            jieba.add_word(word, freq=200000)
+        _jieba_ready = True
+        return time.perf_counter() - start
+
+
+class _Synonyms:
+    """Variant -> canonical word. Variants of 2+ characters are replaced in the text before
+    segmenting (so character bigrams see them too); one-character variants only when jieba
+    yields them as whole words."""
+
+    def __init__(self, table: Mapping[str, list[str]] | None = None):
+        self.long: dict[str, str] = {}
+        self.short: dict[str, str] = {}
+        for canonical, variants in (table or {}).items():
+            for v in variants:
+                v = normalize(v)
+                (self.long if len(v) > 1 else self.short)[v] = normalize(canonical)
+        self._pattern = (re.compile("|".join(map(re.escape, sorted(self.long, key=len, reverse=True))))
+                         if self.long else None)
+
+    def text(self, norm: str) -> str:
+        return self._pattern.sub(lambda m: self.long[m.group()], norm) if self._pattern else norm
+
+    def word(self, word: str) -> str:
+        return self.short.get(word, word)
+
+
+_NO_SYNONYMS = _Synonyms()
+
+
+def tokens(text: str, synonyms: _Synonyms = _NO_SYNONYMS) -> list[str]:
+    """Meaningful jieba words of the normalised text, variants read as canonical words."""
+    _load_jieba()
+    norm = synonyms.text(normalize(text))
+    return [synonyms.word(w) for w in jieba.lcut(norm, HMM=True) if w not in STOPWORDS]
+
+
+def _bigrams(norm: str) -> frozenset[str]:
+    return frozenset(norm[i:i + 2] for i in range(len(norm) - 1)) or frozenset([norm])
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    title: str
+    phrasings: tuple[str, ...]
+    tier: tuple[str, ...] = ()
+    template: str = ""
+    facts: tuple[str, ...] = ()
+
+
+@dataclass
+class _Index:
+    bm25: BM25Okapi
+    doc_entry: list[int]            # document -> entry index
+    doc_bigrams: list[frozenset[str]]
+    max_idf: float
+    entry_count: int
+    smalltalk: dict[str, str] = field(default_factory=dict)  # normalised word -> id
+
+
+class Faq:
+    """FAQ search over faq.toml. Build once (module-level `default()`), search many times."""
+
+    # Blend weights and the confidence threshold, tuned on tests/faq_labelled.toml.
+    BM25_WEIGHT = 0.6
+    BIGRAM_WEIGHT = 0.4
+    THRESHOLD = 0.22
+    TIER_BOOST = 1.1
+    UNKNOWN_WEIGHT = 1.0  # share of the highest idf a word the index never saw costs
+
+    def __init__(self, path: Path = DATA):
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        self.entries: list[Entry] = [
+            Entry(id=e["id"], title=e["title"], phrasings=tuple(e.get("phrasings", ())),
+                  tier=tuple(e.get("tier", ())), template=e.get("template", f"faq/{e['id']}"),
+                  facts=tuple(e.get("facts", ())))
+            for e in data.get("entry", [])
+        ]
+        ids = [e.id for e in self.entries]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate FAQ ids in {path}")
+        self._by_id = {e.id: e for e in self.entries}
+        self._smalltalk_words = {normalize(w): s["id"] for s in data.get("smalltalk", [])
+                                 for w in s["words"]}
+        self.synonyms = _Synonyms(data.get("synonyms", {}))
+        self._index: _Index | None = None
+        self._lock = threading.Lock()
+
+    # -- index -----------------------------------------------------------------------------
+
+    def _build(self) -> _Index:
+        corpus, doc_entry, doc_bigrams = [], [], []
+        for i, entry in enumerate(self.entries):
+            for text in (entry.title, *entry.phrasings):
+                toks = tokens(text, self.synonyms)
+                if not toks:
+                    continue
+                corpus.append(toks)
+                doc_entry.append(i)
+                doc_bigrams.append(_bigrams(self.synonyms.text(normalize(text))))
+        bm25 = BM25Okapi(corpus)
+        n = len(corpus)
+        max_idf = math.log((n + 0.5) / 0.5)
+        return _Index(bm25=bm25, doc_entry=doc_entry, doc_bigrams=doc_bigrams,
+                      max_idf=max_idf, entry_count=len(self.entries))
+
+    @property
+    def index(self) -> _Index:
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = self._build()
+        return self._index
+
+    # -- search ----------------------------------------------------------------------------
+
+    def search(self, text: str, k: int = 3, *, tier: str | None = None) -> list[tuple[str, float]]:
+        """The k best entries for the text, as (entry_id, score), best first. The score is
+        roughly in [0, 1]; `tier` (the customer's tier code) slightly favours entries about it."""
+        idx = self.index
+        norm = normalize(text)
+        if not norm:
+            return []
+        query = tokens(text, self.synonyms)
+        k1 = idx.bm25.k1
+        # The best a document could score on this query: every word found once in a short
+        # document. Words the index has never seen count at the highest idf, so a query
+        # about something else scores low instead of being judged on its one known word.
+        ceiling = sum(idx.bm25.idf.get(w, idx.max_idf * self.UNKNOWN_WEIGHT) for w in query) * (k1 + 1) / (1 + k1 * 0.75) \
+            if query else 1.0
+        bm25 = idx.bm25.get_scores(query) if query else [0.0] * len(idx.doc_entry)
+        qgrams = _bigrams(self.synonyms.text(norm))
+        best = [0.0] * idx.entry_count
+        for d, entry_i in enumerate(idx.doc_entry):
+            dgrams = idx.doc_bigrams[d]
+            common = len(qgrams & dgrams)
+            overlap = 2 * common / (len(qgrams) + len(dgrams)) if common else 0.0
+            score = self.BM25_WEIGHT * min(bm25[d] / ceiling, 1.0) + self.BIGRAM_WEIGHT * overlap
+            if score > best[entry_i]:
+                best[entry_i] = score
+        if tier:
+            for i, entry in enumerate(self.entries):
+                if tier in entry.tier:
+                    best[i] *= self.TIER_BOOST
+        ranked = sorted(range(idx.entry_count), key=lambda i: -best[i])[:k]
+        return [(self.entries[i].id, round(float(best[i]), 4)) for i in ranked if best[i] > 0]
+
+    def best(self, text: str, *, tier: str | None = None) -> str | None:
+        """The entry that answers the text, or None when no entry is confident enough."""
+        hits = self.search(text, k=1, tier=tier)
+        return hits[0][0] if hits and hits[0][1] >= self.THRESHOLD else None
+
+    # -- small talk ------------------------------------------------------------------------
+
+    def smalltalk(self, text: str) -> str | None:
+        """The small-talk id (thanks, bye, hello, robot, ok) when the whole message is small
+        talk (trailing particles and repeats allowed: 谢谢啦, 好的好的), else None."""
+        norm = normalize(text)
+        if not norm or len(norm) > 12:
+            return None
+        if norm in self._smalltalk_words:
+            return self._smalltalk_words[norm]
+        stripped = norm.rstrip("啊呀啦哈哦呢吧嘛~")
+        if stripped in self._smalltalk_words:
+            return self._smalltalk_words[stripped]
+        for word in sorted(self._smalltalk_words, key=len, reverse=True):
+            if len(word) >= 2 and norm.replace(word, "") == "":
+                return self._smalltalk_words[word]
+        return None
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def entry(self, entry_id: str) -> Entry:
+        return self._by_id[entry_id]
+
+    def titles(self, entry_ids: list[str]) -> list[str]:
+        return [self._by_id[i].title for i in entry_ids]
+
+    def answer(self, entry_id: str, **facts) -> str:
+        """The rendered answer. Facts the entry lists (`facts` in faq.toml) must be supplied;
+        see `rules_facts`. The entry's own `tier` codes are passed as `entry_tiers`."""
+        entry = self._by_id[entry_id]
+        missing = [f for f in entry.facts if f not in facts]
+        if missing:
+            raise KeyError(f"FAQ {entry_id} needs facts {missing}")
+        return render(entry.template, entry_tiers=list(entry.tier), **facts)
+
+
+def smalltalk_answer(smalltalk_id: str, **ctx) -> str:
+    return render(f"smalltalk/{smalltalk_id}", **ctx)
+
+
+def rules_facts(rules: Mapping) -> dict:
+    """The facts FAQ answers need, from the parsed rules.toml mapping (tomllib.load)."""
+    tiers = [{"code": t["code"], "name": t["name"], "threshold": t["threshold"]}
+             for t in rules.get("tiers", [])]
+    contribution = rules.get("contribution", {})
+    reviews = []
+    for mmdd in rules.get("reviews", {}).get("downgrade_dates", []):
+        month, day = mmdd.split("-")
+        reviews.append(f"{int(month)}月{int(day)}日")
+    services = []
+    for s in rules.get("services", []):
+        services.append({
+            "code": s["code"], "name": s["name"], "tiers": list(s.get("tiers", [])),
+            "quota": s.get("quota"), "family": bool(s.get("family")),
+            "packages": [dict(p) for p in s.get("packages", [])],
+            "choices": list(s.get("choices", [])),
+            "named_expert_tiers": list(s.get("named_expert_tiers", [])),
+        })
+    basic = rules.get("basic_services", {})
+    return {
+        "tiers": tiers,
+        "weights": {k: float(v) for k, v in contribution.get("weights", {}).items()},
+        "tail_years": contribution.get("tail_years", 3),
+        "single_years": contribution.get("single_premium_payment_years", 1),
+        "reviews": reviews,
+        "services": services,
+        "basic_services": {"tiers": list(basic.get("tiers", [])), "items": list(basic.get("items", []))},
+    }
+
+
+@lru_cache(maxsize=1)
+def default() -> Faq:
+    """The FAQ built from faq.toml, shared by the process."""
+    return Faq()
+
+
+def warm() -> float:
+    """Load jieba, build the FAQ index and the emergency vocabulary; return jieba's load time.
+    Call once at start-up."""
+    from bot.conversation import emergency
+    seconds = _load_jieba()
+    default().index
+    emergency.warm()
+    return seconds
