@@ -316,3 +316,11 @@ def test_a_bad_override_file_names_the_key(tmp_path, text, problem):
         load_overrides(path)
     message = str(caught.value)
     assert problem in message and str(path) in message and "\n" not in message
+
+
+def test_a_calendar_without_working_days_fails_loudly():
+    from bot.domain.workdays import YearOverride
+    every_day = frozenset(date(2030, 1, 1) + timedelta(days=i) for i in range(365))
+    calendar = Calendar({2030: YearOverride(holidays=every_day)})
+    with pytest.raises(CalendarError, match="no working day"):
+        calendar.add_workdays(D("2030-06-01"), 1)
