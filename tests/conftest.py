@@ -198,10 +198,13 @@ class WeChat:
 
 
 @pytest.fixture
-def app(settings):
+def app(request, settings):
+    """The production app. Tests of the engine itself, marked `survey`, get the production
+    router with a small example flow and test handlers put on a few booking keys."""
     from tests.flows import survey_router
 
-    application = create_app(settings, router=survey_router())
+    survey = request.node.get_closest_marker("survey") is not None
+    application = create_app(settings, router=survey_router() if survey else None)
     yield application
     application.state.pipeline.close()
 

@@ -63,7 +63,7 @@ def survey_router() -> Router:
     def long_text(ctx: Context) -> Reply:
         return Reply(LONG_TEXT)
 
-    return root.include(extra)
+    return root.include(extra, replace=True)
 
 
 LONG_TEXT = "\n".join(f"第{i}行：" + "保险" * 60 for i in range(40))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import time_machine
 
 from bot.wechat.simulator import text_xml
 from bot.infra.texts import render
 from tests.conftest import WeChat
 from tests.flows import LONG_TEXT
+
+pytestmark = pytest.mark.survey
 
 U = "oFlowUser000000000000000001"
 INTRO = render("flow/intro", title="测试问卷")

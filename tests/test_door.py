@@ -212,6 +212,7 @@ async def test_chunked_body_over_the_cap_is_refused(wx_plain, services):
 # --- Retries and replays -------------------------------------------------------------------------
 
 
+@pytest.mark.survey
 async def test_replayed_request_gets_the_same_reply_and_runs_once(http, services):
     wx = WeChat(http, "plain")
     await wx.say(OPENID, "预约洁牙")  # survey flow: asks for a name
@@ -225,6 +226,7 @@ async def test_replayed_request_gets_the_same_reply_and_runs_once(http, services
     assert (await wx.say(OPENID, "3")).startswith("DONE name=小王 n=3")
 
 
+@pytest.mark.survey
 async def test_three_concurrent_retries_run_the_handler_once(wx):
     await wx.say(OPENID, "预约洁牙")
     xml = text_xml(OPENID, "阿强", msg_id=987654321)
@@ -234,6 +236,7 @@ async def test_three_concurrent_retries_run_the_handler_once(wx):
     assert (await wx.say(OPENID, "2")).startswith("DONE name=阿强 n=2")
 
 
+@pytest.mark.survey
 async def test_event_retries_are_deduplicated_without_msgid(wx_plain, services):
     xml = event_xml(OPENID, "CLICK", "BOOK_DENTAL", create_time=int(time.time()))
     a = await wx_plain.deliver(xml, OPENID)
@@ -244,6 +247,7 @@ async def test_event_retries_are_deduplicated_without_msgid(wx_plain, services):
 
 
 @pytest.mark.settings(reply_deadline_seconds=0.5)
+@pytest.mark.survey
 async def test_slow_handler_answers_success_then_pushes(http, services, sent):
     wx = WeChat(http, "plain")
     xml = text_xml(OPENID, "我的预约", msg_id=555)

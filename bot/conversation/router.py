@@ -107,11 +107,12 @@ class Router:
         self.flows[flow.name] = flow
         return flow
 
-    def include(self, other: "Router") -> "Router":
+    def include(self, other: "Router", *, replace: bool = False) -> "Router":
+        """Add `other`'s routes; a route registered in both is an error unless `replace`."""
         for mine, theirs in ((self.keys, other.keys), (self.events, other.events),
                              (self.commands, other.commands), (self.flows, other.flows)):
             clash = set(mine) & set(theirs)
-            if clash:
+            if clash and not replace:
                 raise ValueError(f"registered twice: {sorted(map(str, clash))}")
             mine.update(theirs)
         return self
