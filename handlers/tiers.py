@@ -12,7 +12,8 @@ from bot.conversation import Context, Reply, Router
 from bot.domain.rules import Tier
 from bot.domain.tiers import breakdown, evaluate, next_review_date
 from handlers.binding import require_customer
-from menus import Key
+from bot.domain.entitlements import refusal
+from menus import INTENT_LABEL, SERVICE_OF, Key
 from models import Customer, Policy
 
 router = Router()
@@ -30,6 +31,58 @@ def tiers_around(rules, held: Tier) -> list[Tier]:
     return list(rules.tiers[max(i - 1, 0):i + 2])
 
 
+def held_tier(ctx: Context, customer: Customer) -> Tier:
+    """The tier the customer holds (an unknown stored code counts as the lowest)."""
+    rules = ctx.services.rules
+    return rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
+
+
+def with_service(service_code: str):
+    """Serve the key only to a bound customer whose held tier gives `service_code`; an
+    unbound user is led into binding, and another tier is told who has it and what they
+    do have."""
+    def deco(handler: Callable[[Context, Customer, Tier], Reply]) -> Callable[[Context], Reply]:
+        @wraps(handler)
+        def wrapper(ctx: Context) -> Reply:
+            customer = require_customer(ctx)
+            if isinstance(customer, Reply):
+                return customer
+            tier = held_tier(ctx, customer)
+            why = refusal(ctx.services.rules, tier, service_code)
+            if why is not None:
+                return ctx.say("entitlement/refused", why=why)
+            return handler(ctx, customer, tier)
+        return wrapper
+    return deco
+
+
+# Always shown in help: what anyone may do.
+_OPEN = (Key.FAQ, Key.FESTIVAL, Key.HUMAN)
+
+
+def capabilities(ctx: Context) -> dict:
+    """What this user can do, from what the router serves and the tier they hold: help and
+    the welcome list only this, so they never promise what the bot cannot do."""
+    served = ctx.router.keys
+    customer = ctx.customer
+    tier = held_tier(ctx, customer) if customer is not None else None
+    rules = ctx.services.rules
+    can = []
+    if customer is not None:
+        can += [k for k in (Key.MY_TIER, Key.MY_BENEFITS) if k in served]
+        services = [k for k, code in SERVICE_OF.items()
+                    if k in served and refusal(rules, tier, code) is None]
+        can += services
+        if any(rules.service(SERVICE_OF[k]).per_year for k in services):
+            can += [k for k in (Key.MY_BOOKINGS, Key.CANCEL_BOOKING) if k in served]
+        can.append(Key.UNBIND)
+    else:
+        can.append(Key.BIND)
+    can += [k for k in _OPEN if k in served]
+    return {"can": [INTENT_LABEL[k] for k in can], "bound": customer is not None,
+            "tier": tier, "staff": ctx.staff is not None}
+
+
 def with_held_tier(handler: Callable[[Context, Customer, Tier], Reply]) -> Callable[[Context], Reply]:
     """Call `handler` with the bound customer and the tier they hold (an unknown stored code
     is the lowest); an unbound user is led into binding instead."""
@@ -38,9 +91,7 @@ def with_held_tier(handler: Callable[[Context, Customer, Tier], Reply]) -> Calla
         customer = require_customer(ctx)
         if isinstance(customer, Reply):
             return customer
-        rules = ctx.services.rules
-        tier = rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
-        return handler(ctx, customer, tier)
+        return handler(ctx, customer, held_tier(ctx, customer))
     return wrapper
 
 

@@ -17,10 +17,27 @@ class Key(StrEnum):
     BIND = "BIND"
     UNBIND = "UNBIND"
     HEALTH_ADVISOR = "HEALTH_ADVISOR"
+    HOSPITAL_VISIT = "HOSPITAL_VISIT"
+    FESTIVAL = "FESTIVAL"
     FAQ = "FAQ"
     HUMAN = "HUMAN"
     HELP = "HELP"
 
+
+# The value-added service (a code of rules.toml) behind a key: a tier without it is refused
+# at every door, and help and welcome offer it only to the tiers that have it.
+SERVICE_OF: dict[Key, str] = {
+    Key.BOOK_DENTAL: "dental",
+    Key.BOOK_CHECKUP: "checkup",
+    Key.BOOK_EXPERT: "expert_outpatient",
+    Key.BOOK_SPECIAL: "special_exam",
+    Key.HEALTH_ADVISOR: "health_advisor",
+    Key.HOSPITAL_VISIT: "hospital_visit",
+}
+
+# Keys only a bound policyholder can use (others are led into binding first).
+PERSONAL: frozenset[Key] = frozenset({
+    Key.MY_TIER, Key.MY_BENEFITS, Key.MY_BOOKINGS, Key.CANCEL_BOOKING, Key.UNBIND, *SERVICE_OF})
 
 # WeChat allows 3 top-level buttons with up to 5 entries each.
 MENU: list[tuple[str, list[tuple[str, Key]]]] = [
@@ -49,11 +66,17 @@ INTENTS: dict[Key, list[str]] = {
     Key.BIND: ["绑定", "绑定身份", "身份绑定", "绑定保单", "认证", "身份认证", "实名认证"],
     Key.UNBIND: ["解除绑定", "解绑", "取消绑定"],
     Key.HEALTH_ADVISOR: ["健康顾问", "健康咨询", "咨询医生", "问医生"],
+    Key.HOSPITAL_VISIT: ["理赔探视", "住院探视", "理赔住院探视", "申请探视", "申请住院探视"],
+    Key.FESTIVAL: ["客服节", "客服节活动", "客户服务节", "服务节活动"],
     Key.FAQ: ["常见问题", "问题", "FAQ", "问答"],
     Key.HUMAN: ["人工", "转人工", "人工客服", "客服", "真人"],
     Key.HELP: ["帮助", "help", "菜单", "功能", "你能做什么", "怎么用", "?", "？", "你好",
                "您好", "hi", "hello"],
 }
+
+
+# How the bot names each key to the customer (the first of its words).
+INTENT_LABEL: dict[Key, str] = {key: words[0] for key, words in INTENTS.items()}
 
 
 def menu_json() -> dict:

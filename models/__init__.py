@@ -152,3 +152,18 @@ class Notification(SQLModel, table=True):
     status: str = Field(default="pending", max_length=16)
     created_at: datetime
     sent_at: datetime | None = None
+
+
+class LeftMessage(SQLModel, table=True):
+    """A message a customer left for a human agent (人工 outside service hours)."""
+
+    __tablename__ = "left_message"
+    __table_args__ = (Index("ix_left_message_open", "closed_at", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    openid: str = Field(max_length=64, index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id")
+    text: str = Field(sa_type=Text)
+    created_at: datetime
+    closed_at: datetime | None = None
+    closed_by: str | None = Field(default=None, max_length=64)
+    reply: str | None = Field(default=None, sa_type=Text)

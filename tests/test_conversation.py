@@ -67,7 +67,7 @@ async def test_exit_and_cancel_leave_the_flow(wx_plain):
 async def test_help_inside_a_flow_keeps_it(wx_plain):
     await wx_plain.say(U, "预约洁牙")
     reply = await wx_plain.say(U, "帮助")
-    assert reply.startswith(render("help")) and "测试问卷" in reply
+    assert reply.startswith("我可以帮您办理这些事") and "测试问卷" in reply
     assert await wx_plain.say(U, "小王") == ASK_N
 
 
@@ -75,7 +75,7 @@ async def test_menu_click_abandons_the_flow(wx_plain):
     await wx_plain.say(U, "预约洁牙")
     reply = await wx_plain.click(U, "FAQ")
     assert reply.startswith(render("flow/abandoned", title="测试问卷"))
-    assert render("faq") in reply
+    assert "增值服务的有效期是多久？" in reply  # the FAQ's first question (the handbook's Q&A)
     assert "没有完全理解" in await wx_plain.say(U, "小王")
 
 
@@ -121,8 +121,8 @@ async def test_more_without_pages(wx_plain):
 
 
 async def test_universal_words_are_tolerant(wx_plain):
-    assert await wx_plain.say(U, "帮 助！") == render("help")
-    assert await wx_plain.say(U, "ＨＥＬＰ") == render("help")
+    assert (await wx_plain.say(U, "帮 助！")).startswith("我可以帮您办理这些事")
+    assert (await wx_plain.say(U, "ＨＥＬＰ")).startswith("我可以帮您办理这些事")
     assert await wx_plain.say(U, "我得等级") != await wx_plain.say(U, "随便聊聊")
 
 

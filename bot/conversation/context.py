@@ -112,6 +112,18 @@ class Context:
             self._staff = self.session.get(Staff, self.openid)
         return self._staff
 
+    MODE = "@"  # record.state of a mode: "@name"
+
+    @property
+    def mode(self) -> str | None:
+        state = self.record.state
+        return state[1:] if state and state.startswith(self.MODE) else None
+
+    def enter(self, mode: str, **data: Any) -> None:
+        """Put the user in `mode` (see Router.mode), leaving any flow."""
+        self.record.clear()
+        self.record.state, self.record.data = self.MODE + mode, dict(data)
+
     def start(self, flow: "Flow", **initial: Any) -> Reply:
         """Start `flow` for this user (abandoning any other), with `initial` answers."""
         return flow.start(self, initial)

@@ -1,23 +1,32 @@
 """The conversation engine: from one inbound message (with the user's record) to a reply.
 
-Precedence for text (DOMAIN.md, "What a message means"): a staff command (`#…` from a
-staff openid); universal commands (更多, 退出/取消, 返回, 帮助, 人工) in any state; the
-step of a flow in progress; a menu intent; else a polite "I did not understand" with
-suggestions. The engine also ends idle flows, prepends notices and pages long replies.
+Precedence for text (DOMAIN.md, "What a message means"):
+1. a staff command (`#…` from a staff openid);
+2. emergency words: the advice at once (at a symptoms step the flow goes on);
+3. a universal command (更多, 退出/取消, 返回, 帮助, 人工) that is the whole message;
+4. the mode (hand-over) or flow step in progress, where its answer parses; at a free-text
+   step a whole-message intent asks whether to leave the flow first;
+5. a menu intent that is the whole message, or one inside a request (我想约洁牙);
+6. small talk, the FAQ, then "I did not understand" with the FAQ's closest questions.
+A question (什么是保费贡献值) goes to the FAQ before a word inside it is taken as a command.
+The engine also ends idle flows, prepends notices and pages long replies.
 """
 from __future__ import annotations
 
 import logging
 import time
+import tomllib
+from functools import lru_cache
 
 from bot.conversation.context import Context
 from bot.conversation.flow import SEP, Flow, Step
-from bot.conversation.intents import Universal, match, suggestions, universal
+from bot.conversation import emergency, faq
+from bot.conversation.intents import Universal, exact, is_question, match, universal, yes_no
 from bot.conversation.message import Kind
 from bot.conversation.reply import Invalid, Reply
 from bot.conversation.router import BadArgs
 from bot.infra.texts import render
-from menus import Key
+from menus import INTENT_LABEL, Key
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,8 @@ def dispatch(ctx: Context) -> Reply:
     if kind is Kind.EVENT:
         handler = ctx.router.events.get(ctx.inbound.event)
         return Reply.of(handler(ctx)) if handler else Reply()  # unheard events: "success"
+    if kind is Kind.VOICE:
+        return Reply(render("voice_unrecognised"))
     return Reply(render("unsupported", kind=ctx.inbound.type))
 
 
@@ -88,10 +99,18 @@ def dispatch_text(ctx: Context) -> Reply:
     if text.lstrip().startswith(("#", "＃")) and ctx.staff is not None:
         return run_command(ctx)
     in_flow = current(ctx)
+    step = in_flow[1] if in_flow else None
+    if emergency.is_emergency(text, digits_step=bool(step and step.digits)):
+        advice = render("emergency")
+        if not (step and step.symptoms):
+            return Reply(advice)  # the flow, if any, waits where it was
+        ctx.notices.append(advice)
     cmd = universal(text)
     if cmd is Universal.MORE:
         return next_page(ctx)
     if cmd is Universal.EXIT:
+        if ctx.mode:
+            return leave_mode(ctx)
         return in_flow[0].exit(ctx) if in_flow else Reply(render("nothing_to_exit"))
     if cmd is Universal.BACK:
         return in_flow[0].back(ctx) if in_flow else Reply(render("nothing_to_exit"))
@@ -102,16 +121,99 @@ def dispatch_text(ctx: Context) -> Reply:
             reply.text += "\n\n" + render("flow/help_hint", title=flow.title,
                                           prompt=step.ask(ctx, flow.load(ctx.record.data)))
         return reply
-    if in_flow:
-        return flow_text(ctx, *in_flow)
-    key = match(text)
+    if ctx.mode:
+        handler = ctx.router.modes.get(ctx.mode)
+        reply = handler(ctx) if handler else None
+        if reply is not None:
+            return Reply.of(reply)
+        ctx.record.clear()
+    elif in_flow:
+        if ctx.inbound.voice:  # the step takes data from what WeChat heard: say what it was
+            ctx.notices.append(render("voice_heard", text=text))
+        reply = flow_text(ctx, *in_flow)
+        if reply is not None:
+            return reply
+    return understand(ctx, text)
+
+
+SWITCH = "_switch"  # flow data key: the intent the customer may leave the flow for
+
+
+def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
+    """The current step's answer. A whole-message intent at a free-text step asks before
+    leaving the flow; at other steps it switches when the text is not an answer."""
+    data = ctx.record.data
+    pending = data.pop(SWITCH, None)
+    if pending:
+        choice = yes_no(ctx.text)
+        if choice is True:
+            return run_key(ctx, Key(pending))
+        if choice is False:
+            return Reply(render("flow/stay", title=flow.title,
+                                prompt=step.ask(ctx, flow.load(data))))
+    key = exact(ctx.text)
+    if key is not None and key in ctx.router.keys and step.free_text:
+        data[SWITCH] = key.value
+        return Reply(render("flow/switch_ask", title=flow.title, label=INTENT_LABEL[key]))
+    if key is not None and key in ctx.router.keys:
+        probe = flow.load(data)
+        try:
+            step.answer(ctx, probe)
+        except Exception:  # not an answer here: the customer asked for something else
+            ctx.discard()
+            return run_key(ctx, key)
+    return flow.input(ctx, step)
+
+
+def understand(ctx: Context, text: str) -> Reply:
+    """Outside any flow: intents, small talk and the FAQ (precedence 5 and 6)."""
+    key = exact(text)
     if key is not None:
         return run_key(ctx, key)
-    return Reply(render("unknown", suggestions=suggestions(text)))
+    book = faq.default()
+    question = is_question(text)
+    if not question:
+        key = match(text)
+        if key is not None:
+            return run_key(ctx, key)
+    talk = book.smalltalk(text)
+    if talk is not None:
+        return Reply(faq.smalltalk_answer(talk))
+    tier = held_tier_code(ctx)
+    best = book.best(text, tier=tier)
+    if best is not None:
+        return Reply(answer_faq(ctx, best))
+    if question:
+        key = match(text)
+        if key is not None:
+            return run_key(ctx, key)
+    hits = [entry for entry, _ in book.search(text, k=3, tier=tier)]
+    suggest = ctx.router.flows.get("faq_suggest")
+    if hits and suggest is not None:
+        reply = ctx.start(suggest, suggested=hits)
+        return Reply(render("unknown", has_suggestions=True) + "\n" + reply.text)
+    return Reply(render("unknown", has_suggestions=False))
 
 
-def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply:
-    return flow.input(ctx, step)
+def held_tier_code(ctx: Context) -> str | None:
+    customer = ctx.customer if ctx.account and ctx.account.customer_id else None
+    return customer.tier if customer is not None else None
+
+
+def answer_faq(ctx: Context, entry_id: str) -> str:
+    return faq.default().answer(entry_id, **faq_facts(ctx.services.settings.rules_file))
+
+
+@lru_cache(maxsize=4)
+def faq_facts(rules_file) -> dict:
+    with open(rules_file, "rb") as fh:
+        return faq.rules_facts(tomllib.load(fh))
+
+
+def leave_mode(ctx: Context) -> Reply:
+    mode = ctx.mode
+    ctx.record.clear()
+    return Reply(render(f"modes/{mode}_left"))
 
 
 def run_command(ctx: Context) -> Reply:

@@ -252,6 +252,11 @@ class Faq:
 
     # -- answers ---------------------------------------------------------------------------
 
+    @property
+    def ids(self) -> list[str]:
+        """Every entry's id, in the file's order."""
+        return list(self._by_id)
+
     def entry(self, entry_id: str) -> Entry:
         return self._by_id[entry_id]
 

@@ -49,6 +49,8 @@ class Step:
     when: Callable[["Context", Any], bool] | None = None
     context: Callable[["Context", Any], dict] | None = None
     free_text: bool = False  # takes any text (a name, a hospital): commands are asked about
+    digits: bool = False  # expects an ID number, phone or code: digits are never an emergency
+    symptoms: bool = False  # takes symptoms: emergency advice is shown and the flow goes on
 
     def applies(self, ctx: "Context", data: Any) -> bool:
         return self.when is None or self.when(ctx, data)
@@ -128,6 +130,8 @@ class Flow:
     finish: Callable[["Context", Any], "Reply | str"]
     begin: Callable[["Context"], "dict | Reply"] = lambda ctx: {}
     model: type[FlowData] = FlowData
+    intro: bool = True  # greet with the flow's title when it starts
+    sticky: bool = True  # False: an answer that does not fit leaves the flow, unanswered
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -190,7 +194,7 @@ class Flow:
             return began
         data = self.load({**began, **(initial or {})})
         reply = self._advance(ctx, data)
-        if ctx.record.state is None:  # nothing to ask: finished at once
+        if ctx.record.state is None or not self.intro:  # finished at once, or no greeting
             return reply
         intro = render("flow/intro", title=self.title)
         return Reply(f"{intro}\n{reply.text}" if intro else reply.text)
@@ -202,11 +206,16 @@ class Flow:
         name = state.split(SEP, 1)[1]
         return self.steps[self._index[name]] if name in self._index else None
 
-    def input(self, ctx: "Context", step: Step) -> Reply:
+    def input(self, ctx: "Context", step: Step) -> Reply | None:
+        """The reply to an answer at `step`; None when a non-sticky flow's step does not
+        take it (the flow has then ended and the message is the engine's again)."""
         data = self.load(ctx.record.data)
         try:
             value = step.answer(ctx, data)
         except Invalid as exc:
+            if not self.sticky and not exc.goto and not exc.end:
+                ctx.record.clear()
+                return None
             return self._refused(ctx, data, step, exc)
         setattr(data, step.name, value)
         return self._advance(ctx, data)

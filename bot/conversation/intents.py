@@ -48,6 +48,31 @@ def _table() -> dict[str, Key]:
     return {normalize(word): key for key, words in INTENTS.items() for word in words}
 
 
+def exact(text: str) -> Key | None:
+    """The key when the whole message is one of its words (after normalising)."""
+    return _table().get(normalize(text))
+
+
+_QUESTION = re.compile(r"[?？吗么呢]$|什么|怎么|怎样|如何|多少|几[次个天年月号]|哪|是否|是不是|能不能|"
+                       r"可不可以|可以.*吗|有没有|为啥|为什么|啥")
+
+
+def is_question(text: str) -> bool:
+    """Whether the message asks about something (什么是保费贡献值) rather than asks for it
+    (我想约洁牙): questions go to the FAQ before a word inside them is taken as a command."""
+    return bool(_QUESTION.search(unicodedata.normalize("NFKC", text or "").strip()))
+
+
+YES = frozenset({"是", "是的", "好", "好的", "对", "对的", "确认", "可以", "行", "嗯", "要", "ok", "yes", "y"})
+NO = frozenset({"否", "不", "不是", "不用", "不要", "不了", "不行", "no", "n"})
+
+
+def yes_no(text: str) -> bool | None:
+    """DOMAIN.md's yes/no words: True, False, or None for anything else."""
+    norm = normalize(text)
+    return True if norm in YES else False if norm in NO else None
+
+
 def match(text: str) -> Key | None:
     """The key the text asks for, or None. Exact synonym first, then a synonym contained in
     a short sentence ("我想洗牙"), then a near-miss ("我得等级")."""
@@ -63,13 +88,3 @@ def match(text: str) -> Key | None:
         return table[max(contained, key=len)]
     close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)
     return table[close[0]] if close else None
-
-
-def suggestions(text: str, limit: int = 3) -> list[str]:
-    """Menu words that look a little like the text, for the "did you mean" reply."""
-    norm = normalize(text)
-    if not norm:
-        return []
-    words = {w: k for k, ws in INTENTS.items() for w in ws[:1]}
-    scored = sorted(words, key=lambda w: -difflib.SequenceMatcher(None, norm, normalize(w)).ratio())
-    return [w for w in scored[:limit] if difflib.SequenceMatcher(None, norm, normalize(w)).ratio() > 0.3]

@@ -85,6 +85,7 @@ class Router:
         self.events: dict[str, Handler] = {}
         self.commands: dict[str, Command] = {}
         self.flows: dict[str, Flow] = {}
+        self.modes: dict[str, Handler] = {}
 
     def key(self, *keys: Key):
         """Handle these menu keys (clicked, or typed as one of their words)."""
@@ -103,6 +104,12 @@ class Router:
             return fn
         return deco
 
+    def mode(self, name: str):
+        """Handle every text message while the user is in mode `name` (a state that is not
+        a form, such as a hand-over to a human agent). The handler returns None to let the
+        message through to the usual dispatch. Enter with `ctx.enter(name)`."""
+        return _register(self.modes, (name,))
+
     def flow(self, flow: Flow) -> Flow:
         self.flows[flow.name] = flow
         return flow
@@ -110,7 +117,8 @@ class Router:
     def include(self, other: "Router", *, replace: bool = False) -> "Router":
         """Add `other`'s routes; a route registered in both is an error unless `replace`."""
         for mine, theirs in ((self.keys, other.keys), (self.events, other.events),
-                             (self.commands, other.commands), (self.flows, other.flows)):
+                             (self.commands, other.commands), (self.flows, other.flows),
+                             (self.modes, other.modes)):
             clash = set(mine) & set(theirs)
             if clash and not replace:
                 raise ValueError(f"registered twice: {sorted(map(str, clash))}")

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Conversations
     flow_timeout_minutes: int = Field(default=15, ge=1, le=24 * 60)
     human_service_hours: str = "09:00-21:00"
+    # After 人工, messages go to the agents until one closes the session, 退出, or no agent
+    # has taken it within this many minutes.
+    human_wait_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    privacy_policy_url: str = "https://www.icbc-axa.com/privacy"
+    festival_months: tuple[int, ...] = (7, 8)
+    festival_file: Path = ROOT / "festival.toml"
 
     # SMS: log (demo: the text goes to the log), http (a gateway), none (no codes sent)
     sms_provider: str = "log"
