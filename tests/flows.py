@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import time
 
-from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
+from datetime import date
+
+from bot.conversation import Arg, Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
+from models import LeftMessage
 from handlers import build_router
 from menus import Key
 
@@ -39,10 +42,62 @@ survey = Flow(
 )
 
 
+class OrderData(FlowData):
+    kind: str | None = None
+    size: str | None = None
+    day: date | None = None
+
+
+def _day(ctx: Context, text: str, data: OrderData) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise Invalid("nothing_to_exit") from None
+
+
+def _order_finish(ctx: Context, data: OrderData) -> Reply:
+    # A write made before the re-check: it must not survive a refused finish.
+    ctx.session.add(LeftMessage(openid=ctx.openid, text=f"order {data.kind}", created_at=ctx.now))
+    ctx.session.flush()
+    if data.day.weekday() == 6:  # the re-check at commit: Sundays are full
+        raise Invalid("not_yet", goto="day")
+    return Reply(f"ORDER {data.kind} {data.size} {data.day.isoformat()} weekday={data.day.weekday()}")
+
+
+order = Flow(
+    name="order", title="测试点单",
+    steps=[Choice("kind", "no_more", options=lambda c, d: [Option("tea", "绿茶"), Option("coffee", "咖啡")]),
+           Choice("size", "scan", options=lambda c, d: [Option("l", "大杯"), Option("m", "中杯")],
+                  when=lambda c, d: d.kind == "coffee"),
+           Step("day", "menu_outdated", _day)],
+    finish=_order_finish, model=OrderData,
+)
+
+
+def _booking_no(v: str) -> str:
+    if not (v.startswith("YY") and v[2:].isdigit() and len(v) == 12):
+        raise ValueError(v)
+    return v
+
+
+def _hhmm(v: str) -> str:
+    hh, mm = v.split(":")
+    if not (0 <= int(hh) < 24 and 0 <= int(mm) < 60):
+        raise ValueError(v)
+    return v
+
+
 def survey_router() -> Router:
     root = build_router()
     extra = Router()
     extra.flow(survey)
+    extra.flow(order)
+    extra.key(Key.BOOK_CHECKUP)(lambda ctx: ctx.start(order))
+
+    @extra.command("#测试", Arg("预约号", _booking_no, key="no"), Arg("YYYY-MM-DD", date.fromisoformat, key="day"),
+                   Arg("HH:MM", _hhmm, key="at"), Arg("机构名称", optional=True, rest=True, key="where"))
+    def staff_test(ctx: Context, no: str, day: date, at: str, where: str | None) -> Reply:
+        return Reply(f"CMD {no} {day.isoformat()} {at} {where}")
     extra.key(Key.BOOK_DENTAL)(lambda ctx: ctx.start(survey))
 
     @extra.key(Key.MY_BOOKINGS)

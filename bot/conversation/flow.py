@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bot.conversation.context import Context
 
 SEP = ":"
-OPTIONS = "_options"  # the data key holding the options a choice step last offered
+OPTIONS = "offered_"  # the data key holding the options a choice step last offered
 
 
 class FlowData(BaseModel):
@@ -138,7 +138,7 @@ class Flow:
         if not self.steps:
             raise ValueError(f"flow {self.name!r} has no steps")
         for i, step in enumerate(self.steps):
-            if not step.name or step.name.startswith("_") or SEP in step.name:
+            if not step.name or step.name[0] == "_" or step.name[-1] == "_" or SEP in step.name:
                 raise ValueError(f"flow {self.name!r}: bad step name {step.name!r}")
             if step.name in self._index:
                 raise ValueError(f"flow {self.name!r}: step {step.name!r} declared twice")
