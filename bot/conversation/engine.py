@@ -44,8 +44,8 @@ def handle(ctx: Context) -> Reply:
 
 
 def expire_flow(ctx: Context, minutes: int) -> None:
-    rec = ctx.record
-    if rec.state and time.time() - rec.updated_at > minutes * 60:
+    rec = ctx.record  # modes (a hand-over) keep their own limits
+    if rec.state and SEP in rec.state and time.time() - rec.updated_at > minutes * 60:
         rec.clear()
         ctx.notices.append(render("flow/expired", minutes=minutes))
 
