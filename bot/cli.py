@@ -18,12 +18,16 @@ import_app = typer.Typer(help="Import CSV files (UTF-8, header row).", no_args_i
 tiers_app = typer.Typer(help="The tier engine.", no_args_is_help=True)
 staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Scheduled jobs, run by hand.", no_args_is_help=True)
+messages_app = typer.Typer(help="Messages customers left for a human agent.", no_args_is_help=True)
+privacy_app = typer.Typer(help="Personal data requests (PIPL).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(import_app, name="import")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(staff_app, name="staff")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(messages_app, name="messages")
+app.add_typer(privacy_app, name="privacy")
 
 
 def settings() -> Settings:
@@ -39,22 +43,41 @@ def settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def upgrade_database(s: Settings) -> None:
+def upgrade_database(s: Settings) -> tuple[str | None, str]:
+    """Apply every migration; return the revision before and after."""
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "models" / "migrations"))
     cfg.set_main_option("sqlalchemy.url", s.database_url.replace("%", "%%"))
+
+    def current() -> str | None:
+        engine = create_engine(s.database_url)
+        try:
+            with engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        finally:
+            engine.dispose()
+
+    before = current()
     command.upgrade(cfg, "head")
+    return before, current()
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (creates the SQLite file under data/ on first run)."""
     s = settings()
-    upgrade_database(s)
-    typer.echo("database is up to date")
+    before, after = upgrade_database(s)
+    if before == after:
+        typer.echo(f"database is up to date (revision {after})")
+    elif before is None:
+        typer.echo(f"created the database schema (revision {after})")
+    else:
+        typer.echo(f"upgraded the database from revision {before} to {after}")
 
 
 @demo_app.command("load")
@@ -146,17 +169,25 @@ def import_family(file: Path = typer.Argument(..., help="CSV of family members")
 
 
 @tiers_app.command("recompute")
-def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as of YYYY-MM-DD.")) -> None:
+def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as of YYYY-MM-DD."),
+                    yes: bool = typer.Option(False, "--yes", help="Run a date after today without asking.")) -> None:
     """Fast up every day; slow down on 30 June and 31 December; drop when no policy is left."""
+    from datetime import datetime
+
     from bot.domain.rules import load_rules
     from bot.domain.tier_engine import recompute
 
     s = settings()
+    day = parse_day(date, s)
+    if day > datetime.now(s.tz).date() and not yes:
+        typer.echo(f"{day} is after today: evaluating live data as of a future date may run a "
+                   "review and downgrade customers. Add --yes to run it.", err=True)
+        raise typer.Exit(2)
     upgrade_database(s)
     from bot.infra.db import make_engine
 
     engine = make_engine(s.database_url)
-    report = recompute(engine, load_rules(s.rules_file), parse_day(date, s))
+    report = recompute(engine, load_rules(s.rules_file), day)
     typer.echo(report.render())
 
 
@@ -321,6 +352,56 @@ def scheduler_cmd() -> None:
     configure_logging(s.log_level)
     upgrade_database(s)
     run_forever(s)
+
+
+@messages_app.command("list")
+def messages_list(open_only: bool = typer.Option(False, "--open", help="Only unanswered ones.")) -> None:
+    """Messages left after 人工 outside service hours, oldest first."""
+    from bot.domain.messages import list_messages
+    from bot.infra.privacy import mask_name
+
+    s = settings()
+    with _session(s) as session:
+        rows = list_messages(session, open_only=open_only)
+        for m in rows:
+            state = f"closed {m.closed_at:%Y-%m-%d %H:%M} by {m.closed_by}" if m.closed_at else "open"
+            typer.echo(f"#{m.id}\t{m.created_at:%Y-%m-%d %H:%M}\t{m.openid}\t{state}\t{m.text}")
+    if not rows:
+        typer.echo("no messages" + (" open" if open_only else ""))
+
+
+@messages_app.command("close")
+def messages_close(message_id: int = typer.Argument(..., metavar="ID"),
+                   by: str = typer.Option("cli", "--by", help="Who answered it.")) -> None:
+    """Mark a message answered."""
+    from datetime import datetime
+
+    from bot.domain.messages import close_message
+
+    s = settings()
+    with _session(s) as session:
+        msg = close_message(session, message_id, by, datetime.now(s.tz))
+        if msg is None:
+            typer.echo(f"no message #{message_id}", err=True)
+            raise typer.Exit(1)
+        session.commit()
+    typer.echo(f"message #{message_id} closed")
+
+
+@privacy_app.command("export")
+def privacy_export(openid: str) -> None:
+    """Print, as JSON, everything the bot holds about one WeChat user."""
+    import json
+
+    from bot.domain.privacy import export
+
+    s = settings()
+    with _session(s) as session:
+        data = export(session, openid)
+    if data["wechat_user"] is None and not data["left_messages"]:
+        typer.echo(f"nothing is stored about {openid}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def main() -> None:

@@ -73,9 +73,10 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
     now = datetime.now(settings.tz)
     with Session(engine) as session:
         if if_empty and session.exec(select(func.count()).select_from(Customer)).one():
-            return "demo data not loaded: the database already has customers"
+            return ("demo data not loaded: the database already has customers\n"
+                    + _try_binding(*_unbound_person(now.date())))
         for seq, person in enumerate(demo_people(now.date()), start=1):
-            number = make_id_number("110105", person["birth"], 100 + seq, person["sex"])
+            number = _demo_id_number(seq, person)
             customer = accounts.customer_by_id_number(session, number)
             if customer is None:
                 customer = Customer(id_number=number, name=person["name"], phone=person["phone"],
@@ -104,8 +105,23 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
         session.commit()
     report = recompute(engine, rules, now.date())
     engine.dispose()
-    name, number, phone = unbound
     return ("demo data loaded: customers bound to o_demo_diamond, o_demo_platinum, o_demo_gold, "
             "o_demo_pearl and o_demo_mass (chat --openid o_demo_gold);\n"
-            f"to try 绑定 from a new openid: {name}, ID number {number}, phone {phone} "
-            "(the SMS code appears in the server log)\n" + report.render())
+            + _try_binding(*unbound) + "\n" + report.render())
+
+
+def _demo_id_number(seq: int, person: dict) -> str:
+    return make_id_number("110105", person["birth"], 100 + seq, person["sex"])
+
+
+def _unbound_person(today) -> tuple[str, str, str]:
+    """The demo policyholder left unbound, for trying 绑定: name, ID number, phone."""
+    for seq, person in enumerate(demo_people(today), start=1):
+        if person["tier"] is None:
+            return person["name"], _demo_id_number(seq, person), person["phone"]
+    raise LookupError("the demo has no unbound policyholder")
+
+
+def _try_binding(name: str, number: str, phone: str) -> str:
+    return (f"to try 绑定 from a new openid: {name}, ID number {number}, phone {phone} "
+            "(the SMS code appears in the server log)")

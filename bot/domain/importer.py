@@ -63,6 +63,10 @@ Parser = Callable[[str], Any]  # a cell's text -> its value, or ValueError with 
 Field = tuple[str, int, Parser]  # column, cell index in the file's records, parser
 
 
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 # --- Field parsers: str -> value, or ValueError with a short reason -------------------------
 
 
@@ -295,7 +299,7 @@ class ImportReport:
             lines.append("Nothing was written.")
         elif not self.written and bad_rows:
             lines.append(f"Nothing was written. Fix the rejected lines, or run again with "
-                         f"--skip-bad to import the {self.rows - bad_rows} good rows.")
+                         f"--skip-bad to import the {_rows(self.rows - bad_rows)} that are good.")
         return "\n".join(lines)
 
 
