@@ -40,6 +40,7 @@ async def test_help_in_every_mode(wx):
     assert reply["Content"] == render("help")
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_safe_mode_reply_is_encrypted(http):
     wx = WeChat(http, "safe")
     res = await wx.post(text_xml(OPENID, "帮助"), OPENID)
@@ -123,6 +124,7 @@ async def test_forged_signature_is_refused_and_nothing_runs(http, services):
     assert _no_user_stored(services)
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_forged_msg_signature_in_safe_mode(http, services):
     wx = WeChat(http, "safe")
     params, body = wx.side.request(text_xml(OPENID, "帮助"))
@@ -132,6 +134,7 @@ async def test_forged_msg_signature_in_safe_mode(http, services):
     assert _no_user_stored(services)
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_ciphertext_for_another_app_is_refused(http, services):
     from tests.conftest import AES_KEY
     side = WeChatSide(TOKEN, "wxsomeoneelse00000", AES_KEY, "safe")
@@ -180,6 +183,7 @@ async def test_malformed_and_hostile_xml(wx_plain, services, body, status):
     assert _no_user_stored(services)
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_hostile_xml_inside_safe_mode_ciphertext(http, services):
     wx = WeChat(http, "safe")
     xxe = ('<!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml>'
