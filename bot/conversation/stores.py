@@ -23,9 +23,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.infra.db import driver_execute
-from models import DedupEntry
+from models import DedupEntry, FsmState
 
 DEDUP_T = DedupEntry.__table__
+STATE_T = FsmState.__table__
 
 
 @dataclass
@@ -143,7 +144,7 @@ class SqlStateStore:
 class RedisStateStore:
     """State in Redis hashes; a short Redis lock serialises one user's messages across workers."""
 
-    def __init__(self, client, prefix: str, ttl_seconds: int = 7 * 86400):
+    def __init__(self, client, prefix: str, ttl_seconds: int):
         self._r = client
         self._prefix = prefix
         self._ttl = ttl_seconds
@@ -310,6 +311,23 @@ class RedisDedupStore:
         return stored is None or stored == digest
 
 
+STATE_MARGIN_SECONDS = 300  # abandoned state outlives the flow timeout by at most this
+
+
+def state_ttl_seconds(settings) -> int:
+    """How long a conversation record outlives its last message: the flow timeout (after
+    which the engine ends the flow anyway) plus a margin."""
+    return settings.flow_timeout_minutes * 60 + STATE_MARGIN_SECONDS
+
+
+def purge_states(engine: Engine, settings, now: float | None = None) -> int:
+    """Delete SQL conversation records idle longer than the flow timeout (abandoned flows
+    and pages nobody asked for): the daily job's, the SQL flavour of Redis's TTL."""
+    cutoff = (time.time() if now is None else now) - settings.flow_timeout_minutes * 60
+    with engine.begin() as conn:
+        return conn.execute(delete(STATE_T).where(STATE_T.c.updated_at < cutoff)).rowcount
+
+
 def build_stores(settings, engine: Engine):
     """Redis when REDIS_URL is set; otherwise the database for state, and for dedup the
     database on PostgreSQL (shared by workers) or memory on SQLite (one process)."""
@@ -318,7 +336,7 @@ def build_stores(settings, engine: Engine):
 
         client = redis.Redis.from_url(settings.redis_url)
         prefix = settings.redis_prefix
-        return (RedisStateStore(client, prefix + "state:"),
+        return (RedisStateStore(client, prefix + "state:", state_ttl_seconds(settings)),
                 RedisDedupStore(client, settings.dedup_ttl_seconds, prefix + "dedup:"))
     dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if engine.dialect.name == "sqlite"
              else SqlDedupStore(engine, settings.dedup_ttl_seconds))

@@ -231,7 +231,10 @@ def body_digest(raw: bytes) -> str:
 def _refuse(request: Request, exc: Refused) -> Response:
     client = request.client.host if request.client else "?"
     log.warning("refused %s /wechat from %s: %s", request.method, client, exc.reason)
-    return PlainTextResponse(exc.reason, status_code=exc.status)
+    # A body cut short or too large was not read to its end: the connection cannot carry
+    # another request, and the client that stalled it gets no second chance on it.
+    headers = {"Connection": "close"} if exc.status in (408, 413) else None
+    return PlainTextResponse(exc.reason, status_code=exc.status, headers=headers)
 
 
 @router.get("/wechat")
