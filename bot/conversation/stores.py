@@ -144,7 +144,7 @@ class SqlStateStore:
 class RedisStateStore:
     """State in Redis hashes; a short Redis lock serialises one user's messages across workers."""
 
-    def __init__(self, client, prefix: str, ttl_seconds: int):
+    def __init__(self, client, prefix: str, ttl_seconds: int = 15 * 60 + 300):
         self._r = client
         self._prefix = prefix
         self._ttl = ttl_seconds
