@@ -56,7 +56,8 @@ def write_csv(path: Path, rows: int) -> None:
 
 def run(label: str, url: str, csv_path: Path, rows: int) -> None:
     settings = load_settings(_env_file=None, wechat_app_id="wx-bench", wechat_app_secret="s",
-                             wechat_token="bench", database_url=url, redis_url="")
+                             wechat_token="bench", secret_key="bench-secret-key-0123456789",
+                             database_url=url, redis_url="")
     upgrade_database(settings)
     for attempt in ("first import", "re-import"):
         report = import_csv(settings, "policies", csv_path, skip_bad=False,

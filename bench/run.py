@@ -29,6 +29,7 @@ from bot.wechat.simulator import WeChatSide, text_xml  # noqa: E402
 ENV = {
     "WECHAT_APP_ID": "wxbench0000000001",
     "WECHAT_APP_SECRET": "bench-secret",
+    "SECRET_KEY": "bench-secret-key-0123456789",
     "WECHAT_TOKEN": "benchtoken",
     "WECHAT_ENCODING_AES_KEY": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
     "WECHAT_API_BASE_URL": "http://127.0.0.1:9/",  # never called by this traffic
@@ -115,15 +116,15 @@ def main() -> None:
                        env={**os.environ, **env}, stdout=subprocess.DEVNULL)
         rows = []
         for name, app in (("reference echo", "bench.echo_app:app"), ("bot", "bot.asgi:make")):
-            port = free_port()
-            server = start_server(app, env, port, server_cpu)
-            try:
-                for mode in ("plain", "safe"):
+            for mode in ("plain", "safe"):  # the account's mode is a setting: one server each
+                port = free_port()
+                server = start_server(app, dict(env, WECHAT_MESSAGE_MODE=mode), port, server_cpu)
+                try:
                     r = measure(port, mode, args.connections, per_conn, name != "bot", load_cpu)
                     rows.append((name, mode, r))
-            finally:
-                server.send_signal(signal.SIGINT)
-                server.wait(10)
+                finally:
+                    server.send_signal(signal.SIGINT)
+                    server.wait(10)
 
     ref = {mode: r["rps"] for name, mode, r in rows if name == "reference echo"}
     store = "PostgreSQL" if args.database_url.startswith("postgres") else "SQLite (WAL)"

@@ -51,5 +51,13 @@ def create_app(settings: Settings, *, router: Router | None = None,
     return app
 
 
+def server_options(settings: Settings) -> dict:
+    """uvicorn's options for `serve` (and the tests that start the real server): idle
+    keep-alive connections close after KEEP_ALIVE_SECONDS. uvicorn has no deadline for
+    request headers: production runs behind nginx (README, Deployment)."""
+    return {"timeout_keep_alive": settings.keep_alive_seconds, "access_log": False,
+            "log_level": settings.log_level.lower()}
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

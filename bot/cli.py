@@ -110,20 +110,24 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     typer.echo(f"Serving WeChat's server URL at http://{host}:{port}/wechat\n"
                f"Talk to it from another terminal: {sys.executable} main.py chat "
                f"--url http://{host}:{port}/wechat [--openid o_demo_gold]")
+    from bot.app import server_options
+
     uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
-                log_level=s.log_level.lower(), access_log=False)
+                **server_options(s))
 
 
 @app.command()
 def chat(openid: str = typer.Option("", help="Whose account to speak from (default: new)."),
          url: str = "http://127.0.0.1:8000/wechat",
-         mode: str = typer.Option("plain", help="plain | compatible | safe")) -> None:
+         mode: str = typer.Option("", help="plain | compatible | safe (default: the "
+                                           "WECHAT_MESSAGE_MODE setting, as the bot expects)")) -> None:
     """Chat with a running bot from the terminal; each line is signed as WeChat signs it."""
     from bot.wechat.chat import random_openid, run_chat
 
-    if mode not in ("plain", "compatible", "safe"):
+    if mode not in ("", "plain", "compatible", "safe"):
         raise typer.BadParameter("mode must be plain, compatible or safe")
     s = settings()
+    mode = mode or s.wechat_message_mode
     if mode != "plain" and not s.wechat_encoding_aes_key:
         typer.echo("Setting WECHAT_ENCODING_AES_KEY is required for safe mode", err=True)
         raise typer.Exit(2)
@@ -329,7 +333,7 @@ def staff_passwd(openid: str) -> None:
 
 
 @jobs_app.command("run")
-def jobs_run(job: str = typer.Argument(..., help="tiers"),
+def jobs_run(job: str = typer.Argument(..., help="tiers | cleanup | daily (tiers, then cleanup)"),
              date: str = typer.Option(None, "--date", help="Run as if today were YYYY-MM-DD.")) -> None:
     """Run one scheduled job now."""
     from scheduler import JOBS

@@ -1,19 +1,24 @@
 """Identity binding (绑定): name, ID number and the phone on file, then an SMS code.
-Five failures lock binding for that WeChat account for 30 minutes."""
+
+Nothing the customer types is kept readable in the flow's state (which lives in the
+database or Redis): the name only as a keyed digest until the ID number is matched, then
+only the matched customer's id and whether the name matched; the phone is compared with
+that customer's and not stored; the code only as a keyed digest.
+
+The limits (failures per WeChat account and per customer, codes per phone) are the
+domain's (`bot.domain.accounts`); their numbers are settings."""
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
-import time
-from datetime import timedelta
 
 from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
 from bot.domain import accounts
-from bot.domain.identity import (is_valid_phone, mask_id_number, mask_name, mask_phone,
-                                 normalize_id_number, validate_id_number)
+from bot.domain.identity import (compact, is_valid_phone, mask_id_number, mask_name, mask_phone,
+                                 normalize_phone, typed_id_number, validate_id_number)
 from bot.infra.texts import render
 from menus import Key
 from models import Customer
@@ -21,107 +26,184 @@ from models import Customer
 log = logging.getLogger(__name__)
 router = Router()
 
-MAX_FAILURES = 5
-LOCK_MINUTES = 30
-CODE_TTL = 300  # seconds
-RESEND_AFTER = 60
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{1,30}")
+RESEND = ("重发", "重新发送")
+
+
+def rules_of(ctx: Context) -> accounts.BindRules:
+    return accounts.BindRules.of(ctx.services.settings)
+
+
+def _secret(ctx: Context) -> str:
+    return ctx.services.settings.secret_key
+
+
+def _hhmm(ctx: Context, when) -> str:
+    return when.astimezone(ctx.now.tzinfo).strftime("%H:%M")
+
+
+def _minutes(ctx: Context, when) -> int:
+    return max(1, math.ceil((when - ctx.now).total_seconds() / 60))
 
 
 # --- Lock-out ------------------------------------------------------------------------------
 
 
 def locked_until(ctx: Context):
-    account = ctx.account
-    if account and account.bind_locked_until and account.bind_locked_until > ctx.now:
-        return account.bind_locked_until
-    return None
+    return accounts.openid_locked_until(ctx.conn, ctx.openid, ctx.now)
 
 
-def fail(ctx: Context, template: str, *, goto: str | None = None) -> Invalid:
-    """Count one failure; on the fifth, lock binding and end the flow."""
-    user = ctx.user
-    user.bind_failures += 1
-    left = MAX_FAILURES - user.bind_failures
-    if left <= 0:
-        user.bind_failures = 0
-        user.bind_locked_until = ctx.now + timedelta(minutes=LOCK_MINUTES)
-        ctx.session.add(user)
-        log.warning("binding locked for %s… after %d failures", ctx.openid[:6], MAX_FAILURES)
-        return Invalid("binding/locked", end=True, minutes=LOCK_MINUTES,
-                       until=user.bind_locked_until.astimezone(ctx.now.tzinfo).strftime("%H:%M"))
-    ctx.session.add(user)
+def _locked(ctx: Context, until) -> Invalid:
+    return Invalid("binding/locked", end=True, minutes=_minutes(ctx, until), until=_hhmm(ctx, until))
+
+
+def fail(ctx: Context, template: str, *, goto: str | None = None,
+         customer_id: int | None = None) -> Invalid:
+    """Count one failure of this WeChat account, and with `customer_id` one against that
+    customer too; the last one allowed locks binding and ends the flow."""
+    rules = rules_of(ctx)
+    mine = accounts.count_openid_failure(ctx.conn, ctx.openid, ctx.now, rules)
+    theirs = (accounts.count_customer_failure(ctx.conn, customer_id, ctx.now, rules)
+              if customer_id else None)
+    locks = [f.locked_until for f in (mine, theirs) if f is not None and f.locked_until]
+    if locks:
+        log.warning("binding locked for %s…%s", ctx.openid[:6],
+                    f" and customer {customer_id}" if theirs and theirs.locked_until else "")
+        return _locked(ctx, max(locks))
+    left = min(f.left for f in (mine, theirs) if f is not None)
     return Invalid(template, goto=goto, left=left)
+
+
+def _customer_lock(ctx: Context, customer_id: int) -> Invalid | None:
+    until = accounts.customer_locked_until(ctx.conn, customer_id, ctx.now)
+    if until is None:
+        return None
+    return Invalid("binding/customer_locked", end=True, minutes=_minutes(ctx, until),
+                   until=_hhmm(ctx, until))
 
 
 # --- Steps -----------------------------------------------------------------------------------
 
 
 class BindingData(FlowData):
-    name: str | None = None
-    id_number: str | None = None
-    phone: str | None = None
+    # Each step's answer is only a mark that it was answered (True); what was typed is not kept.
+    name: bool | str | None = None
+    name_mac: str = ""  # keyed digest of the typed name, until the ID number is matched
+    id_number: bool | str | None = None
+    customer_id: int = 0  # the customer the ID number matched (0: none)
+    name_ok: bool = False
+    phone: bool | str | None = None
     code: str | None = None
     code_hash: str = ""
     code_sent_at: float = 0.0
+    code_fresh: bool = False  # a code was sent by this very message
 
 
-def parse_name(ctx: Context, text: str, data: BindingData) -> str:
+def _name_digest(ctx: Context, name: str) -> str:
+    return accounts.keyed_digest(_secret(ctx), "name", compact(name).casefold())
+
+
+def parse_name(ctx: Context, text: str, data: BindingData) -> bool:
     name = text.strip()
     if not _NAME.fullmatch(name):
         raise Invalid("binding/bad_name")
-    return name
+    data.name_mac = _name_digest(ctx, name)
+    return True
 
 
-def parse_id_number(ctx: Context, text: str, data: BindingData) -> str:
+def parse_id_number(ctx: Context, text: str, data: BindingData) -> bool:
     try:
-        return validate_id_number(normalize_id_number(text), today=ctx.today)
+        number = validate_id_number(typed_id_number(text), today=ctx.today)
     except ValueError:
         raise Invalid("binding/bad_id_number") from None
+    customer = accounts.customer_by_id_number(ctx.session, number)
+    matched = customer.id if customer else 0
+    if data.name_mac:
+        data.name_ok = customer is not None and hmac.compare_digest(
+            data.name_mac, _name_digest(ctx, customer.name))
+    elif matched != data.customer_id:  # back at this step: the name was checked for another
+        data.name_ok = False
+    data.customer_id, data.name_mac = matched, ""
+    return True
 
 
-def parse_phone(ctx: Context, text: str, data: BindingData) -> str:
-    phone = re.sub(r"[\s-]", "", text)
+def _customer(ctx: Context, data: BindingData) -> Customer | None:
+    return ctx.session.get(Customer, data.customer_id) if data.customer_id else None
+
+
+def parse_phone(ctx: Context, text: str, data: BindingData) -> bool:
+    phone = normalize_phone(text)
     if not is_valid_phone(phone):
         raise Invalid("binding/bad_phone")
-    customer = accounts.customer_by_id_number(ctx.session, data.id_number)
-    if customer is None or customer.name != data.name or customer.phone != phone:
-        log.info("binding mismatch for %s… (ID %s)", ctx.openid[:6], mask_id_number(data.id_number))
+    customer = _customer(ctx, data)
+    if customer is None or not data.name_ok or normalize_phone(customer.phone) != phone:
+        log.info("binding mismatch for %s… (customer %s)", ctx.openid[:6], data.customer_id or "-")
         raise fail(ctx, "binding/mismatch", goto="name")
+    locked = _customer_lock(ctx, customer.id)
+    if locked:
+        raise locked
     if accounts.bound_elsewhere(ctx.session, customer, ctx.openid):
+        failure = accounts.count_customer_failure(ctx.conn, customer.id, ctx.now, rules_of(ctx))
+        if failure.locked_until:
+            log.warning("binding of customer %s locked after attempts from other accounts",
+                        customer.id)
         raise Invalid("binding/bound_elsewhere", end=True)
     if ctx.services.sms.sends_codes:
-        send_code(ctx, data, phone)
-    return phone
+        send_code(ctx, data, customer.phone, end=True)
+    return True
 
 
-def send_code(ctx: Context, data: BindingData, phone: str) -> None:
+def send_code(ctx: Context, data: BindingData, phone: str, *, end: bool) -> None:
+    """Send a new code, within the phone's hourly and daily limits."""
+    rules = rules_of(ctx)
+    wait = accounts.claim_code_sms(ctx.conn, _secret(ctx), normalize_phone(phone), ctx.now, rules)
+    if wait:
+        log.warning("binding code for %s… refused: phone over its SMS limit", ctx.openid[:6])
+        raise Invalid("binding/sms_limit", end=end, minutes=max(1, math.ceil(wait / 60)))
     code = f"{secrets.randbelow(10**6):06d}"
-    data.code_hash = _hash(ctx.openid, code)
-    data.code_sent_at = time.time()
-    text = render("sms/bind_code", code=code, minutes=CODE_TTL // 60)
+    data.code_hash = _code_digest(ctx, code)
+    data.code_sent_at = ctx.now.timestamp()
+    data.code_fresh = True
+    text = render("sms/bind_code", code=code, minutes=rules.code_ttl_seconds // 60)
     sms = ctx.services.sms
     ctx.after_commit.append(lambda: sms.send(phone, text))
 
 
 def parse_code(ctx: Context, text: str, data: BindingData) -> str:
-    text = text.strip()
-    if text in ("重发", "重新发送"):
-        if time.time() - data.code_sent_at < RESEND_AFTER:
-            raise Invalid("binding/resend_wait", seconds=RESEND_AFTER)
-        send_code(ctx, data, data.phone)
-        raise Invalid("binding/resent", phone=mask_phone(data.phone))
-    if time.time() - data.code_sent_at > CODE_TTL:
+    data.code_fresh = False
+    rules = rules_of(ctx)
+    customer = _customer(ctx, data)
+    if customer is None:  # gone since the phone step
+        raise Invalid("binding/mismatch", goto="name", left=rules.max_failures)
+    locked = _customer_lock(ctx, customer.id)
+    if locked:
+        raise locked
+    elapsed = ctx.now.timestamp() - data.code_sent_at
+    if text.strip() in RESEND:
+        if elapsed < rules.resend_after_seconds:
+            raise Invalid("binding/resend_wait",
+                          seconds=max(1, math.ceil(rules.resend_after_seconds - elapsed)))
+        send_code(ctx, data, customer.phone, end=False)
+        data.code_fresh = False  # the reason says it was sent; the prompt need not repeat it
+        raise Invalid("binding/resent", phone=mask_phone(customer.phone))
+    if elapsed > rules.code_ttl_seconds:
         raise Invalid("binding/code_expired")
-    if not re.fullmatch(r"\d{6}", text):
+    code = compact(text)
+    if not re.fullmatch(r"[0-9]{6}", code):
         raise Invalid("binding/bad_code_format")
-    if not hmac.compare_digest(_hash(ctx.openid, text), data.code_hash):
-        raise fail(ctx, "binding/wrong_code")
+    if not hmac.compare_digest(_code_digest(ctx, code), data.code_hash):
+        raise fail(ctx, "binding/wrong_code", customer_id=customer.id)
     return "ok"
 
 
-def _hash(openid: str, code: str) -> str:
-    return hashlib.sha256(f"{openid}:{code}".encode()).hexdigest()
+def _code_digest(ctx: Context, code: str) -> str:
+    return accounts.keyed_digest(_secret(ctx), "code", f"{ctx.openid}:{code}")
+
+
+def _code_prompt(ctx: Context, data: BindingData) -> dict:
+    customer = _customer(ctx, data)
+    return {"phone": mask_phone(customer.phone if customer else ""), "sent": data.code_fresh,
+            "minutes": rules_of(ctx).code_ttl_seconds // 60}
 
 
 def begin(ctx: Context) -> dict | Reply:
@@ -130,12 +212,14 @@ def begin(ctx: Context) -> dict | Reply:
         return ctx.say("binding/already", name=mask_name(customer.name))
     until = locked_until(ctx)
     if until:
-        return ctx.say("binding/still_locked", until=until.astimezone(ctx.now.tzinfo).strftime("%H:%M"))
+        return ctx.say("binding/still_locked", until=_hhmm(ctx, until))
     return {}
 
 
 def finish(ctx: Context, data: BindingData) -> Reply:
-    customer = accounts.customer_by_id_number(ctx.session, data.id_number)
+    customer = _customer(ctx, data)
+    if customer is None:
+        raise Invalid("binding/mismatch", goto="name", left=rules_of(ctx).max_failures)
     try:
         accounts.bind(ctx.session, ctx.openid, customer, ctx.now)
     except accounts.BoundElsewhere:
@@ -151,8 +235,7 @@ binding = router.flow(Flow(
         Step("id_number", "binding/ask_id_number", parse_id_number),
         Step("phone", "binding/ask_phone", parse_phone),
         Step("code", "binding/ask_code", parse_code,
-             when=lambda ctx, data: ctx.services.sms.sends_codes,
-             context=lambda ctx, data: {"phone": mask_phone(data.phone or "")}),
+             when=lambda ctx, data: ctx.services.sms.sends_codes, context=_code_prompt),
     ],
     begin=begin, finish=finish, model=BindingData,
 ))

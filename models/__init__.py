@@ -64,7 +64,7 @@ class FsmState(SQLModel, table=True):
     __tablename__ = "fsm_state"
     key: str = Field(primary_key=True, max_length=128)
     value: str = Field(default="{}", sa_type=Text)  # JSON: state, data, pages
-    updated_at: float = 0.0
+    updated_at: float = Field(default=0.0, index=True)  # expired rows are purged daily
 
 
 class DedupEntry(SQLModel, table=True):
@@ -74,6 +74,19 @@ class DedupEntry(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=160)
     reply: str | None = Field(default=None, sa_type=Text)
     created_at: float = Field(index=True)
+
+
+class BindLimit(SQLModel, table=True):
+    """A rate-limit counter of identity binding, keyed by what it limits: failures against
+    one customer (`cf:<customer id>`), binding codes sent to one phone per hour and per day
+    (`sh:`/`sd:` + an HMAC of the number, never the number). `count` events since
+    `window_start` (epoch seconds); `locked_until` when the limit locked binding."""
+
+    __tablename__ = "bind_limit"
+    key: str = Field(primary_key=True, max_length=80)
+    window_start: float
+    count: int = 0
+    locked_until: float | None = None
 
 
 # --- Customers and policies ------------------------------------------------------------

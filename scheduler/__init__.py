@@ -38,17 +38,45 @@ def run_tiers(settings: Settings, day: date) -> str:
     return text
 
 
-JOBS = {"tiers": run_tiers}
+def run_cleanup(settings: Settings, day: date | None = None) -> str:
+    """Forget what is no longer needed: conversation records idle past the flow timeout
+    (abandoned flows: no half-typed data kept for long), and binding counters whose
+    windows and locks have passed."""
+    import time
+
+    from bot.conversation.stores import purge_states
+    from bot.domain.accounts import purge_limits
+
+    engine = make_engine(settings.database_url)
+    try:
+        states = purge_states(engine, settings)
+        longest = max(86400, settings.bind_customer_window_minutes * 60)
+        with engine.begin() as conn:
+            limits = purge_limits(conn, time.time(), longest)
+    finally:
+        engine.dispose()
+    text = f"cleanup: {states} idle conversation record(s), {limits} expired binding counter(s)"
+    log.info("%s", text)
+    return text
+
+
+def run_daily(settings: Settings, day: date) -> str:
+    """The daily job: the tier run, then the cleanup."""
+    return run_tiers(settings, day) + "\n" + run_cleanup(settings, day)
+
+
+JOBS = {"tiers": run_tiers, "cleanup": run_cleanup, "daily": run_daily}
 
 
 def add_jobs(scheduler: BaseScheduler, settings: Settings, today=None) -> BaseScheduler:
     from datetime import datetime
 
-    def tiers() -> None:
-        run_tiers(settings, (today or (lambda: datetime.now(settings.tz).date()))())
+    def daily() -> None:
+        run_daily(settings, (today or (lambda: datetime.now(settings.tz).date()))())
 
-    # Shortly after midnight: the review of the day that just ended, then today's changes.
-    scheduler.add_job(tiers, CronTrigger(hour=0, minute=30, timezone=settings.tz), id="tiers",
+    # Shortly after midnight: the review of the day that just ended, then today's changes,
+    # then the cleanup of abandoned conversations and expired counters.
+    scheduler.add_job(daily, CronTrigger(hour=0, minute=30, timezone=settings.tz), id="tiers",
                       coalesce=True, max_instances=1, misfire_grace_time=6 * 3600,
                       replace_existing=True)
     return scheduler

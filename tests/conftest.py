@@ -28,6 +28,7 @@ APP_ID = "wx1234567890abcdef"
 APP_SECRET = "test-secret"
 TOKEN = "testtoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+SECRET_KEY = "test-secret-key-0123456789abcdef"
 
 PG_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -147,17 +148,26 @@ def engine(db_url):
 
 def _settings(db_url: str, **kw):
     values = dict(wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET, wechat_token=TOKEN,
-                  wechat_encoding_aes_key=AES_KEY, database_url=db_url,
+                  wechat_encoding_aes_key=AES_KEY, secret_key=SECRET_KEY, database_url=db_url,
                   redis_url="", rules_file=Path(__file__).resolve().parent.parent / "rules.toml")
     values.update(kw)
     return load_settings(_env_file=None, **values)
+
+
+def _message_mode(request) -> str:
+    """The account's message mode for this test: the WeChat side's mode when the test is
+    parametrised by `mode`, else plain (tests that speak safe mode say so with
+    `@pytest.mark.settings(wechat_message_mode="safe")`)."""
+    if "mode" in request.fixturenames:
+        return request.getfixturevalue("mode")
+    return "plain"
 
 
 @pytest.fixture
 def settings(request, db_url, wechat_api):
     """Test settings; `@pytest.mark.settings(name=value)` overrides any of them."""
     marker = request.node.get_closest_marker("settings")
-    overrides = marker.kwargs if marker else {}
+    overrides = {"wechat_message_mode": _message_mode(request), **(marker.kwargs if marker else {})}
     return _settings(db_url, wechat_api_base_url=wechat_api.state.base_url,
                      redis_url=REDIS_URL, **overrides, redis_prefix=f"vipbot-test:{uuid.uuid4().hex[:8]}:")
 

@@ -141,7 +141,8 @@ async def test_unbind_when_not_bound(wx_plain):
 
 def _cli(db_url, *args):
     env = {**os.environ, "DATABASE_URL": db_url, "WECHAT_APP_ID": "wx1",
-           "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok", "REDIS_URL": ""}
+           "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok", "REDIS_URL": "",
+           "SECRET_KEY": "cli-secret-key-0123456789"}
     return subprocess.run([sys.executable, "main.py", *args], capture_output=True, text=True,
                           env=env, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=60)
 

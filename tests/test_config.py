@@ -11,7 +11,8 @@ import pytest
 from bot.infra.config import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-GOOD = dict(wechat_app_id="wx1", wechat_app_secret="s", wechat_token="tok")
+GOOD = dict(wechat_app_id="wx1", wechat_app_secret="s", wechat_token="tok",
+            secret_key="cli-secret-key-0123456789")
 
 
 @pytest.mark.parametrize("override,name", [
@@ -59,7 +60,8 @@ def test_bad_rules_file_stops_start_up_with_one_line(tmp_path):
     bad = tmp_path / "rules.toml"
     bad.write_text('[[tiers]]\ncode = "diamond"\n', encoding="utf-8")
     env = {**os.environ, "WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": "s",
-           "WECHAT_TOKEN": "tok", "RULES_FILE": str(bad)}
+           "WECHAT_TOKEN": "tok", "SECRET_KEY": "cli-secret-key-0123456789",
+           "RULES_FILE": str(bad)}
     res = subprocess.run([sys.executable, str(ROOT / "main.py"), "serve", "--port", "1"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2

@@ -41,6 +41,7 @@ async def test_help_in_every_mode(wx):
     assert reply["Content"].startswith(HELP_HEAD) and "绑定" in reply["Content"]
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_safe_mode_reply_is_encrypted(http):
     wx = WeChat(http, "safe")
     res = await wx.post(text_xml(OPENID, "帮助"), OPENID)
@@ -125,6 +126,7 @@ async def test_forged_signature_is_refused_and_nothing_runs(http, services):
     assert _no_user_stored(services)
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_forged_msg_signature_in_safe_mode(http, services):
     wx = WeChat(http, "safe")
     params, body = wx.side.request(text_xml(OPENID, "帮助"))
@@ -134,6 +136,7 @@ async def test_forged_msg_signature_in_safe_mode(http, services):
     assert _no_user_stored(services)
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_ciphertext_for_another_app_is_refused(http, services):
     from tests.conftest import AES_KEY
     side = WeChatSide(TOKEN, "wxsomeoneelse00000", AES_KEY, "safe")
@@ -182,6 +185,7 @@ async def test_malformed_and_hostile_xml(wx_plain, services, body, status):
     assert _no_user_stored(services)
 
 
+@pytest.mark.settings(wechat_message_mode="safe")
 async def test_hostile_xml_inside_safe_mode_ciphertext(http, services):
     wx = WeChat(http, "safe")
     xxe = ('<!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml>'

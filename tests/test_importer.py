@@ -470,7 +470,7 @@ def cli_env(db_url: str) -> dict[str, str]:
         if isinstance(info.default, (str, int, float, bool, Path)):
             env[name.upper()] = str(info.default)
     env.update(DATABASE_URL=db_url, WECHAT_APP_ID="wx1", WECHAT_APP_SECRET="s",
-               WECHAT_TOKEN="tok", REDIS_URL="", RULES_FILE=str(ROOT / "rules.toml"))
+               WECHAT_TOKEN="tok", SECRET_KEY="cli-secret-key-0123456789", REDIS_URL="", RULES_FILE=str(ROOT / "rules.toml"))
     return env
 
 

@@ -73,7 +73,8 @@ def test_review_downgrade_waits_for_the_end_of_the_review_day(settings, services
 
 def test_jobs_run_cli(db_url):
     env = {**os.environ, "DATABASE_URL": db_url, "WECHAT_APP_ID": "wx1",
-           "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok", "REDIS_URL": ""}
+           "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok", "REDIS_URL": "",
+           "SECRET_KEY": "cli-secret-key-0123456789"}
     res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-07-01"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

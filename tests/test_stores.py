@@ -122,3 +122,16 @@ def test_memory_dedup_forgets_after_its_window():
 def test_corrupt_record_is_a_fresh_start():
     assert Record.loads("{not json", 1.0) == Record()
     assert Record.loads('["a list"]', 1.0) == Record()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_request_pairs_remember_their_body(flavour, engine):
+    """A (timestamp, nonce) is remembered with its body's digest: the same body again is a
+    retry (True), another body is a replay (False); other pairs are independent."""
+    store = _dedup(flavour, engine)
+    assert store.request_seen("1700000000", "n1", "digest-a", 660)
+    assert store.request_seen("1700000000", "n1", "digest-a", 660)
+    assert not store.request_seen("1700000000", "n1", "digest-b", 660)
+    assert store.request_seen("1700000000", "n2", "digest-b", 660)
+    assert store.request_seen("1700000001", "n1", "digest-b", 660)
+    assert store.claim("m:1")  # message keys are not confused with request pairs

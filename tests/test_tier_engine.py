@@ -272,7 +272,7 @@ def test_cli_tiers_recompute(book, db_url, monkeypatch):
 
     cid = book.customer(P(annualized_basic_premium=Decimal("40000")))
     env = {"DATABASE_URL": db_url, "WECHAT_APP_ID": APP_ID, "WECHAT_APP_SECRET": APP_SECRET,
-           "WECHAT_TOKEN": TOKEN, "REDIS_URL": ""}
+           "WECHAT_TOKEN": TOKEN, "REDIS_URL": "", "SECRET_KEY": "cli-secret-key-0123456789"}
     result = CliRunner().invoke(app, ["tiers", "recompute", "--date", "2025-03-17"], env=env)
     assert result.exit_code == 0, result.output
     assert "Tiers as of 2025-03-17" in result.output and "1 upgraded" in result.output

@@ -15,6 +15,7 @@ from tests.conftest import REDIS_URL, USE_PG, WeChat
 from tests.flows import survey_router
 
 U = "oWorkerUser00000000000001"
+pytestmark = pytest.mark.settings(wechat_message_mode="safe")
 
 
 @pytest.fixture

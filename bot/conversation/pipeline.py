@@ -91,6 +91,7 @@ class Pipeline:
         actions are released only after the commit."""
         error = (Reply(render("error")), [])
         results: list[tuple[Reply, list]] = []
+        written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
             with self.engine.connect() as conn, conn.begin() as txn:
                 savepoints = len(msgs) > 1
@@ -99,7 +100,7 @@ class Pipeline:
                         driver_execute(conn, "SAVEPOINT message")
                     with self.states.lock(msg.source, conn):
                         try:
-                            reply, actions, save = self._handle(conn, msg)
+                            reply, actions, save, touched = self._handle(conn, msg)
                         except Exception:
                             log.exception("handler failed for %s message", msg.type)
                             if not savepoints:
@@ -116,11 +117,14 @@ class Pipeline:
                     if savepoints:
                         driver_execute(conn, "RELEASE SAVEPOINT message")
                     results.append((reply, actions))
+                    if touched:
+                        written.append(touched)
                 if txn.is_active:
                     txn.commit()
         except Exception:  # the database itself failed (locked, gone): nothing was saved
             log.exception("transaction for %d message(s) failed", len(msgs))
             return [error] * len(msgs)
+        self._remember_touched(written)  # only what was committed
         return results
 
     def _handle(self, conn: Connection, msg):
@@ -132,7 +136,7 @@ class Pipeline:
         before = record.dumps()
         now = self.services.now()
         ctx = Context(self.services, self.router, msg, Inbound.of(msg), conn, record, now)
-        self._touch(conn, openid, now)
+        touched = self._touch(conn, openid, now)
         try:
             reply = handle(ctx)
             ctx.flush()
@@ -145,23 +149,36 @@ class Pipeline:
                 self.states.save(openid, record, conn)
             else:
                 save = lambda: self.states.save(openid, record, conn)  # noqa: E731
-        return reply, ctx.after_commit, save
+        return reply, ctx.after_commit, save, touched
 
-    def _touch(self, conn: Connection, openid: str, now) -> None:
-        """Remember when the user last wrote (WeChat's 48-hour customer-service window),
-        at most once every ten minutes per process."""
-        mono = time.monotonic()
-        if mono - self._touched.get(openid, -TOUCH_EVERY) < TOUCH_EVERY:
-            return
-        self._touched[openid] = mono
-        if len(self._touched) > 100_000:
-            self._touched.clear()
+    def _touch(self, conn: Connection, openid: str, now) -> str | None:
+        """Write when the user last wrote (WeChat's 48-hour customer-service window), at
+        most once every ten minutes per process; returns the openid when it wrote. The
+        process remembers the write only once it is committed (`_remember_touched`): a
+        first transaction that fails must not leave a new user without a row."""
+        if time.monotonic() - self._touched.get(openid, -TOUCH_EVERY) < TOUCH_EVERY:
+            return None
         res = conn.execute(_TOUCH, {"who": openid, "now": now})
         if res.rowcount == 0:
             conn.execute(insert(USER_T).values(openid=openid, following=True, last_seen_at=now,
                                                bind_failures=0))
+        return openid
+
+    def _remember_touched(self, openids: list[str]) -> None:
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        mono = time.monotonic()
+        for openid in openids:
+            self._touched[openid] = mono
 
     # --- Exactly once -------------------------------------------------------------------
+
+    async def first_sight(self, timestamp: str, nonce: str, digest: str) -> bool:
+        """False when this signed (timestamp, nonce) came before with another body. Pairs
+        are remembered for as long as their timestamp stays inside the window."""
+        ttl = 2 * self.settings.timestamp_window_seconds + 60
+        loop = asyncio.get_running_loop()
+        return await self._dedup(loop, lambda _: self.dedup.request_seen(timestamp, nonce, digest, ttl), None)
 
     async def receive(self, msg, key: str) -> Reply:
         """The reply for one verified message. The first delivery of `key` runs the

@@ -23,9 +23,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.infra.db import driver_execute
-from models import DedupEntry
+from models import DedupEntry, FsmState
 
 DEDUP_T = DedupEntry.__table__
+STATE_T = FsmState.__table__
 
 
 @dataclass
@@ -143,7 +144,7 @@ class SqlStateStore:
 class RedisStateStore:
     """State in Redis hashes; a short Redis lock serialises one user's messages across workers."""
 
-    def __init__(self, client, prefix: str, ttl_seconds: int = 7 * 86400):
+    def __init__(self, client, prefix: str, ttl_seconds: int = 15 * 60 + 300):
         self._r = client
         self._prefix = prefix
         self._ttl = ttl_seconds
@@ -179,6 +180,11 @@ class DedupStore(Protocol):
     def reply(self, key: str) -> str | None:
         """The stored reply, or None while the first delivery is still being handled."""
 
+    def request_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
+        """Remember the request (timestamp, nonce) with its body's digest for `ttl`
+        seconds. True when the pair is new or came with the same body (WeChat's retry);
+        False when it came before with another body (a replayed signature)."""
+
 
 class MemoryDedupStore:
     """For the embedded single-process default: an ordered dict pruned by age."""
@@ -186,6 +192,7 @@ class MemoryDedupStore:
     def __init__(self, ttl_seconds: int) -> None:
         self._ttl = ttl_seconds
         self._entries: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._requests: OrderedDict[str, tuple[float, str]] = OrderedDict()  # expiry, digest
         self._lock = threading.Lock()
 
     def claim(self, key: str) -> bool:
@@ -209,6 +216,26 @@ class MemoryDedupStore:
     def reply(self, key: str) -> str | None:
         entry = self._entries.get(key)
         return entry[1] if entry else PENDING
+
+    def request_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
+        now = time.time()
+        key = _request_key(timestamp, nonce)
+        with self._lock:
+            while self._requests:
+                oldest, (expires, _) = next(iter(self._requests.items()))
+                if expires > now:
+                    break
+                del self._requests[oldest]
+            seen = self._requests.get(key)
+            if seen is not None and seen[0] > now:
+                return seen[1] == digest
+            self._requests[key] = (now + ttl, digest)
+            return True
+
+
+def _request_key(timestamp: str, nonce: str) -> str:
+    """The key of one request's (timestamp, nonce), distinct from message keys (m:, e:)."""
+    return f"n:{timestamp}:{nonce}"
 
 
 class SqlDedupStore:
@@ -239,6 +266,21 @@ class SqlDedupStore:
         with self._engine.connect() as conn:
             return conn.execute(select(DEDUP_T.c.reply).where(DEDUP_T.c.key == key)).scalar()
 
+    def request_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
+        """The pair as a row of the dedup table (key `n:…`, the digest in `reply`). Rows are
+        pruned `ttl_seconds` after `created_at`: this row's is shifted so that it goes `ttl`
+        seconds from now."""
+        key = _request_key(timestamp, nonce)
+        created = time.time() + ttl - self._ttl
+        with self._engine.begin() as conn:
+            res = conn.execute(self._insert(DEDUP_T).values(key=key, reply=digest, created_at=created)
+                               .on_conflict_do_nothing(index_elements=[DEDUP_T.c.key])
+                               .returning(DEDUP_T.c.key))
+            if res.first() is not None:
+                return True
+            stored = conn.execute(select(DEDUP_T.c.reply).where(DEDUP_T.c.key == key)).scalar()
+        return stored == digest
+
 
 class RedisDedupStore:
     def __init__(self, client, ttl_seconds: int, prefix: str) -> None:
@@ -260,6 +302,31 @@ class RedisDedupStore:
         raw = raw.decode() if isinstance(raw, bytes) else raw
         return raw[1:]
 
+    def request_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
+        key = self._prefix + _request_key(timestamp, nonce)
+        if self._r.set(key, digest, nx=True, ex=ttl):
+            return True
+        stored = self._r.get(key)
+        stored = stored.decode() if isinstance(stored, bytes) else stored
+        return stored is None or stored == digest
+
+
+STATE_MARGIN_SECONDS = 300  # abandoned state outlives the flow timeout by at most this
+
+
+def state_ttl_seconds(settings) -> int:
+    """How long a conversation record outlives its last message: the flow timeout (after
+    which the engine ends the flow anyway) plus a margin."""
+    return settings.flow_timeout_minutes * 60 + STATE_MARGIN_SECONDS
+
+
+def purge_states(engine: Engine, settings, now: float | None = None) -> int:
+    """Delete SQL conversation records idle longer than the flow timeout (abandoned flows
+    and pages nobody asked for): the daily job's, the SQL flavour of Redis's TTL."""
+    cutoff = (time.time() if now is None else now) - settings.flow_timeout_minutes * 60
+    with engine.begin() as conn:
+        return conn.execute(delete(STATE_T).where(STATE_T.c.updated_at < cutoff)).rowcount
+
 
 def build_stores(settings, engine: Engine):
     """Redis when REDIS_URL is set; otherwise the database for state, and for dedup the
@@ -269,7 +336,7 @@ def build_stores(settings, engine: Engine):
 
         client = redis.Redis.from_url(settings.redis_url)
         prefix = settings.redis_prefix
-        return (RedisStateStore(client, prefix + "state:"),
+        return (RedisStateStore(client, prefix + "state:", state_ttl_seconds(settings)),
                 RedisDedupStore(client, settings.dedup_ttl_seconds, prefix + "dedup:"))
     dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if engine.dialect.name == "sqlite"
              else SqlDedupStore(engine, settings.dedup_ttl_seconds))

@@ -1,13 +1,20 @@
 """Customers and their WeChat accounts: the one place that finds a policyholder by ID
-number, binds and unbinds an openid, and says who holds a customer. Used by the chat
+number, binds and unbinds an openid, and says who holds a customer; and the binding
+limits: failures per WeChat account and per customer, codes per phone. Used by the chat
 handlers, the CLI and the demo alike."""
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy import Connection, case, delete, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from models import Customer, WechatUser
+from models import BindLimit, Customer, WechatUser
 
 
 class BoundElsewhere(Exception):
@@ -47,3 +54,139 @@ def unbind(session: Session, openid: str) -> bool:
     user.customer_id, user.bound_at = None, None
     session.add(user)
     return True
+
+
+# --- Binding limits -----------------------------------------------------------------------
+#
+# Every counter is incremented in SQL, in the message's own transaction (an UPSERT that
+# adds one to the stored value), so a count is never lost to an ORM object read earlier,
+# to a row that does not exist yet, or to another worker counting at the same moment.
+
+
+@dataclass(frozen=True)
+class BindRules:
+    """The binding rules' numbers (from settings)."""
+
+    code_ttl_seconds: int = 300
+    resend_after_seconds: int = 60
+    max_failures: int = 5  # per WeChat account
+    lock_minutes: int = 30
+    customer_max_failures: int = 5  # per customer, across WeChat accounts
+    customer_window_minutes: int = 30
+    sms_per_hour: int = 5  # codes per phone
+    sms_per_day: int = 10
+
+    @classmethod
+    def of(cls, settings) -> "BindRules":
+        return cls(settings.bind_code_ttl_seconds, settings.bind_resend_after_seconds,
+                   settings.bind_max_failures, settings.bind_lock_minutes,
+                   settings.bind_customer_max_failures, settings.bind_customer_window_minutes,
+                   settings.sms_codes_per_phone_per_hour, settings.sms_codes_per_phone_per_day)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The outcome of one counted failure: tries left, or the lock it caused."""
+
+    left: int
+    locked_until: datetime | None = None
+
+
+_USER = WechatUser.__table__
+_LIMIT = BindLimit.__table__
+
+
+def _insert(conn: Connection):
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+def keyed_digest(secret: str, purpose: str, value: str) -> str:
+    """An HMAC-SHA256 of `value` under the server secret: stored instead of the value."""
+    return hmac.new(secret.encode(), f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def openid_locked_until(conn: Connection, openid: str, now: datetime) -> datetime | None:
+    until = conn.execute(select(_USER.c.bind_locked_until)
+                         .where(_USER.c.openid == openid)).scalar()
+    until = _aware(until, now)
+    return until if until is not None and until > now else None
+
+
+def count_openid_failure(conn: Connection, openid: str, now: datetime, rules: BindRules) -> Failure:
+    """One failure of this WeChat account; the last allowed one locks its binding."""
+    stmt = _insert(conn)(_USER).values(openid=openid, following=True, bind_failures=1)
+    stmt = stmt.on_conflict_do_update(index_elements=[_USER.c.openid],
+                                      set_={"bind_failures": _USER.c.bind_failures + 1})
+    failures = conn.execute(stmt.returning(_USER.c.bind_failures)).scalar_one()
+    if failures < rules.max_failures:
+        return Failure(rules.max_failures - failures)
+    until = now + timedelta(minutes=rules.lock_minutes)
+    conn.execute(update(_USER).where(_USER.c.openid == openid)
+                 .values(bind_failures=0, bind_locked_until=until))
+    return Failure(0, until)
+
+
+def _count(conn: Connection, key: str, now: float, window: float) -> tuple[int, float]:
+    """Add one to the counter `key` whose window (from its first event) lasts `window`
+    seconds; a counter whose window has passed starts again at one. Returns (count,
+    window start)."""
+    expired = _LIMIT.c.window_start <= now - window
+    stmt = _insert(conn)(_LIMIT).values(key=key, window_start=now, count=1)
+    stmt = stmt.on_conflict_do_update(index_elements=[_LIMIT.c.key], set_={
+        "count": case((expired, 1), else_=_LIMIT.c.count + 1),
+        "window_start": case((expired, now), else_=_LIMIT.c.window_start)})
+    row = conn.execute(stmt.returning(_LIMIT.c.count, _LIMIT.c.window_start)).one()
+    return row[0], row[1]
+
+
+def customer_locked_until(conn: Connection, customer_id: int, now: datetime) -> datetime | None:
+    """When the binding of this customer (from any WeChat account) unlocks, if locked."""
+    until = conn.execute(select(_LIMIT.c.locked_until)
+                         .where(_LIMIT.c.key == f"cf:{customer_id}")).scalar()
+    if until is None or until <= now.timestamp():
+        return None
+    return datetime.fromtimestamp(until, now.tzinfo)
+
+
+def count_customer_failure(conn: Connection, customer_id: int, now: datetime,
+                           rules: BindRules) -> Failure:
+    """One failure against this customer (a wrong code, or trying to bind a customer bound
+    to another WeChat account), whichever account it came from. The last one allowed within
+    the window locks the customer's binding."""
+    key = f"cf:{customer_id}"
+    count, _ = _count(conn, key, now.timestamp(), rules.customer_window_minutes * 60)
+    if count < rules.customer_max_failures:
+        return Failure(rules.customer_max_failures - count)
+    until = now + timedelta(minutes=rules.lock_minutes)
+    conn.execute(update(_LIMIT).where(_LIMIT.c.key == key)
+                 .values(count=0, window_start=now.timestamp(), locked_until=until.timestamp()))
+    return Failure(0, until)
+
+
+def claim_code_sms(conn: Connection, secret: str, phone: str, now: datetime,
+                   rules: BindRules) -> float:
+    """Count one binding code to `phone` against its hourly and daily limits. Returns 0 when
+    it may be sent, else the seconds until it may (the attempt is counted either way)."""
+    digest = keyed_digest(secret, "phone", phone)
+    t = now.timestamp()
+    for prefix, window, limit in (("sh", 3600, rules.sms_per_hour),
+                                  ("sd", 86400, rules.sms_per_day)):
+        count, start = _count(conn, f"{prefix}:{digest}", t, window)
+        if count > limit:
+            return max(1.0, start + window - t)
+    return 0.0
+
+
+def purge_limits(conn: Connection, now: float, longest_window: float) -> int:
+    """Forget counters whose window and lock have both passed."""
+    res = conn.execute(delete(_LIMIT).where(
+        _LIMIT.c.window_start < now - longest_window,
+        (_LIMIT.c.locked_until.is_(None)) | (_LIMIT.c.locked_until < now)))
+    return res.rowcount
+
+
+def _aware(value: datetime | None, like: datetime) -> datetime | None:
+    """SQLite returns naive datetimes: they were written in the programme's time zone."""
+    if value is not None and value.tzinfo is None and like.tzinfo is not None:
+        return value.replace(tzinfo=like.tzinfo)
+    return value

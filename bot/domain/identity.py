@@ -3,6 +3,7 @@ every reply and log line. Pure functions, no I/O."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date
 from operator import mul
 
@@ -19,9 +20,26 @@ def check_digit(first17: str) -> str:
     return _CHECK_CHARS[sum(map(mul, map(int, first17), _WEIGHTS)) % 11]
 
 
+# After NFKC: every kind of space, and the hyphens and dashes people type between groups.
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212\u30fc\uff70]+")
+
+
+def compact(s: str) -> str:
+    """What a customer typed as a number (ID number, phone, code), ready to parse: NFKC
+    (full-width ５１４２５９ becomes 514259), then spaces and hyphens dropped
+    ("110105 19880606 2104", "139-1234-5678")."""
+    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", s or ""))
+
+
 def normalize_id_number(s: str) -> str:
     """Trim surrounding blanks and upper-case a trailing x."""
     return s.strip().upper()
+
+
+def typed_id_number(s: str) -> str:
+    """An ID number as a customer typed it (full-width, spaced, hyphenated) made compact,
+    ready for `validate_id_number`, which itself accepts only the stored form."""
+    return compact(s).upper()
 
 
 def validate_id_number(s: str, *, today: date | None = None) -> str:
@@ -55,6 +73,15 @@ def id_sex(id_number: str) -> str:
 def is_valid_phone(s: str) -> bool:
     """A mainland mobile number: 11 digits, 1[3-9]…"""
     return bool(_PHONE.fullmatch(s or ""))
+
+
+def normalize_phone(s: str) -> str:
+    """The compact form of a typed phone number; a leading +86 / 0086 country code dropped."""
+    n = compact(s)
+    for prefix in ("+86", "0086"):
+        if n.startswith(prefix) and len(n) == len(prefix) + 11:
+            return n[len(prefix):]
+    return n
 
 
 def make_id_number(region: str, birth: date, seq: int, sex: str) -> str:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     wechat_app_secret: str = Field(min_length=1)
     wechat_token: str = Field(min_length=3, max_length=32)
     wechat_encoding_aes_key: str = ""
+    # plain | compatible | safe, as chosen in WeChat's console; empty: safe when an
+    # EncodingAESKey is set, plain otherwise (filled in by the validator below).
+    wechat_message_mode: str = Field(default="", validate_default=True)
     wechat_api_base_url: str = "https://api.weixin.qq.com"
 
     database_url: str = f"sqlite:///{ROOT / 'data' / 'bot.db'}"
@@ -33,12 +36,17 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     rules_file: Path = ROOT / "rules.toml"
 
+    # Keys the HMACs of what must not be readable at rest (binding codes, phone numbers).
+    secret_key: str = Field(min_length=16)
+
     # The door
     timestamp_window_seconds: int = Field(default=300, ge=10, le=3600)
     dedup_ttl_seconds: int = Field(default=600, ge=30)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     reply_deadline_seconds: float = Field(default=4.0, gt=0, le=4.5)
     reply_max_bytes: int = Field(default=2048, ge=256, le=2048)
+    body_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    keep_alive_seconds: int = Field(default=5, ge=1, le=300)
 
     # Conversations
     flow_timeout_minutes: int = Field(default=15, ge=1, le=24 * 60)
@@ -49,6 +57,16 @@ class Settings(BaseSettings):
     privacy_policy_url: str = "https://www.icbc-axa.com/privacy"
     festival_months: tuple[int, ...] = (7, 8)
     festival_file: Path = ROOT / "festival.toml"
+
+    # Identity binding
+    bind_code_ttl_seconds: int = Field(default=300, ge=60, le=3600)
+    bind_resend_after_seconds: int = Field(default=60, ge=10, le=600)
+    bind_max_failures: int = Field(default=5, ge=1, le=100)  # per WeChat account
+    bind_lock_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    bind_customer_max_failures: int = Field(default=5, ge=1, le=100)  # per customer, all accounts
+    bind_customer_window_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    sms_codes_per_phone_per_hour: int = Field(default=5, ge=1, le=1000)
+    sms_codes_per_phone_per_day: int = Field(default=10, ge=1, le=10000)
 
     # SMS: log (demo: the text goes to the log), http (a gateway), none (no codes sent)
     sms_provider: str = "log"
@@ -64,6 +82,19 @@ class Settings(BaseSettings):
     def _aes_key(cls, v: str) -> str:
         if v and (len(v) != 43 or len(_b64(v)) != 32):
             raise ValueError("must be the 43-character EncodingAESKey from the WeChat console")
+        return v
+
+    @field_validator("wechat_message_mode")
+    @classmethod
+    def _mode(cls, v: str, info) -> str:
+        v = v.strip().lower()
+        has_key = bool(info.data.get("wechat_encoding_aes_key"))
+        if not v:
+            return "safe" if has_key else "plain"
+        if v not in ("plain", "compatible", "safe"):
+            raise ValueError("must be plain, compatible or safe")
+        if v != "plain" and not has_key:
+            raise ValueError(f"is {v} but WECHAT_ENCODING_AES_KEY is not set")
         return v
 
     @field_validator("wechat_api_base_url")
@@ -126,7 +157,19 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
 
+    @field_validator("sms_codes_per_phone_per_day")
+    @classmethod
+    def _sms_day(cls, v: int, info) -> int:
+        if v < (info.data.get("sms_codes_per_phone_per_hour") or 0):
+            raise ValueError("must be at least SMS_CODES_PER_PHONE_PER_HOUR")
+        return v
+
     # Derived values -----------------------------------------------------
+    @property
+    def encrypted_only(self) -> bool:
+        """Compatible and safe mode: only AES requests (encrypt_type=aes) are genuine."""
+        return self.wechat_message_mode != "plain"
+
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

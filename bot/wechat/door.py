@@ -2,15 +2,20 @@
 timestamp window, size, XML safety, decryption) before any handler sees it."""
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import re
 import logging
 import time
 
+import xmltodict
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
+from wechatpy.events import EVENT_TYPES
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
-from wechatpy.parser import parse_message
+from wechatpy.messages import MESSAGE_TYPES, UnknownMessage
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 from wechatpy.utils import WeChatSigner
 
@@ -75,10 +80,84 @@ def guard_xml(raw: bytes | str) -> str:
     return text
 
 
+# Elements WeChat fills with child elements (menu events' scan, photo and location info,
+# mass-send reports); every other element must be plain text.
+_CONTAINERS = frozenset({"ScanCodeInfo", "SendPicsInfo", "SendLocationInfo",
+                         "CopyrightCheckResult", "ArticleUrlResult", "HardWare"})
+_OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MSG_ID = re.compile(r"[1-9][0-9]{0,19}")  # a positive 64-bit id: at most 20 digits
+_CREATE_TIME = re.compile(r"[0-9]{1,12}")
+
+
+def parse_fields(xml: str) -> dict:
+    """The message's elements as a flat dict, checked before wechatpy's classes see them:
+    one `<xml>` root, no attributes, no duplicated elements, text where text is expected,
+    and the identifiers the bot keys on in their documented shape."""
+    try:
+        doc = xmltodict.parse(xml)
+    except Exception:  # ExpatError, ValueError: not well-formed
+        raise Refused(400, "not well-formed XML") from None
+    if not isinstance(doc, dict) or list(doc) != ["xml"] or not isinstance(doc["xml"], dict):
+        raise Refused(400, "not a WeChat message (root must be <xml>)")
+    fields = doc["xml"]
+    for name, value in fields.items():
+        if name.startswith(("@", "#")):
+            raise Refused(400, "attributes or stray text in <xml>")
+        if isinstance(value, list):
+            raise Refused(400, f"duplicated element {name[:32]}")
+        if isinstance(value, dict) and name not in _CONTAINERS:
+            raise Refused(400, f"element {name[:32]} must be text")
+    return fields
+
+
+def check_message(fields: dict) -> None:
+    """The fields every message must have, in the shape WeChat sends them."""
+    for name in ("FromUserName", "MsgType", "CreateTime"):
+        if not fields.get(name):
+            raise Refused(400, f"missing {name}")
+    if not _OPENID.fullmatch(fields["FromUserName"]):
+        raise Refused(400, "FromUserName is not an openid")
+    if not _CREATE_TIME.fullmatch(fields["CreateTime"]):
+        raise Refused(400, "CreateTime is not a number")
+    if "MsgId" in fields and not _MSG_ID.fullmatch(fields["MsgId"] or ""):
+        raise Refused(400, "MsgId is not a positive number of at most 20 digits")
+    if len(fields["MsgType"]) > 32 or len(fields.get("Event") or "") > 64:
+        raise Refused(400, "MsgType or Event too long")
+
+
+def message_of(fields: dict):
+    """wechatpy's message or event class for checked fields (wechatpy.parser.parse_message,
+    without parsing the XML a second time)."""
+    message_type = fields["MsgType"].lower()
+    if message_type == "event" or message_type.startswith("device_"):
+        event_type = fields["Event"].lower() if fields.get("Event") else None
+        if event_type is None and message_type.startswith("device_"):
+            event_type = message_type
+        elif message_type.startswith("device_"):
+            event_type = f"device_{event_type}"
+        key = fields.get("EventKey")
+        if event_type == "subscribe" and key:
+            if key.startswith(("scanbarcode|", "scanimage|")):
+                event_type = fields["Event"] = "subscribe_scan_product"
+            elif key.startswith("qrscene_"):
+                event_type = fields["Event"] = "subscribe_scan"
+                fields["EventKey"] = key[len("qrscene_"):]
+        return EVENT_TYPES.get(event_type, UnknownMessage)(fields)
+    return MESSAGE_TYPES.get(message_type, UnknownMessage)(fields)
+
+
 def decode(svc: Services, raw: bytes, q, timestamp: str, nonce: str) -> tuple[object, bool]:
-    """Return (wechatpy message, encrypted?)."""
+    """Return (wechatpy message, encrypted?).
+
+    The account's mode is a setting, never the request's choice: in compatible and safe
+    mode only `encrypt_type=aes` with a `msg_signature` (which covers the ciphertext) is
+    genuine, and only the decrypted ciphertext is read. A plain request's signature covers
+    token, timestamp and nonce, not the body."""
     xml = guard_xml(raw)
     encrypted = q.get("encrypt_type", "raw").lower() == "aes"
+    if svc.settings.encrypted_only and not encrypted:
+        raise Refused(400, f"unencrypted message, but the account is in "
+                           f"{svc.settings.wechat_message_mode} mode")
     if encrypted:
         crypto = svc.crypto
         if crypto is None:
@@ -86,21 +165,24 @@ def decode(svc: Services, raw: bytes, q, timestamp: str, nonce: str) -> tuple[ob
         msg_signature = q.get("msg_signature")
         if not msg_signature:
             raise Refused(400, "missing msg_signature")
+        outer = parse_fields(xml)
+        if not isinstance(outer.get("Encrypt"), str) or not outer["Encrypt"]:
+            raise Refused(400, "missing Encrypt")
         try:
-            xml = crypto.decrypt_message(xml, msg_signature, timestamp, nonce)
+            xml = crypto.decrypt_message(outer, msg_signature, timestamp, nonce)
         except (InvalidSignatureException, InvalidAppIdException):
             raise Refused(403, "bad msg_signature or app id") from None
         except Exception:  # bad base64, padding, key: all the sender's fault
             raise Refused(400, "undecryptable Encrypt") from None
         xml = guard_xml(xml)
+    fields = parse_fields(xml)
+    check_message(fields)
     try:
-        msg = parse_message(xml)
+        msg = message_of(fields)
         if not (msg.source and msg.type and msg.create_time is not None):
             raise KeyError("FromUserName/MsgType/CreateTime")
-    except Exception:  # wechatpy raises ValueError, KeyError, ExpatError, TypeError …
+    except Exception:  # wechatpy raises ValueError, KeyError, TypeError …
         raise Refused(400, "not a WeChat message") from None
-    if len(msg.source) > 64:
-        raise Refused(400, "FromUserName too long")
     return msg, encrypted
 
 
@@ -113,7 +195,13 @@ def dedup_key(msg) -> str:
     return f"e:{msg.source}:{int(msg.create_time.timestamp())}:{event}:{key}"[:160]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class Disconnected(Exception):
+    """The client went away before its body arrived: nobody to answer."""
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body, at most `limit` bytes, within `timeout` seconds (a client that
+    declares more than it sends must not hold a connection and a task open)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -121,19 +209,32 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise Refused(413, "body too large")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise Refused(413, "body too large")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise Refused(413, "body too large")
+    except TimeoutError:
+        raise Refused(408, f"body not received within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise Disconnected() from None
     if not body.strip():
         raise Refused(400, "empty body")
     return bytes(body)
 
 
+def body_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
 def _refuse(request: Request, exc: Refused) -> Response:
     client = request.client.host if request.client else "?"
     log.warning("refused %s /wechat from %s: %s", request.method, client, exc.reason)
-    return PlainTextResponse(exc.reason, status_code=exc.status)
+    # A body cut short or too large was not read to its end: the connection cannot carry
+    # another request, and the client that stalled it gets no second chance on it.
+    headers = {"Connection": "close"} if exc.status in (408, 413) else None
+    return PlainTextResponse(exc.reason, status_code=exc.status, headers=headers)
 
 
 @router.get("/wechat")
@@ -165,10 +266,20 @@ async def receive(request: Request) -> Response:
     q = request.query_params
     try:
         timestamp, nonce = verify_query(svc, q)
-        raw = await read_body(request, svc.settings.max_body_bytes)
+        raw = await read_body(request, svc.settings.max_body_bytes,
+                              svc.settings.body_timeout_seconds)
         msg, encrypted = decode(svc, raw, q, timestamp, nonce)
+        # A (timestamp, nonce) pair is one request: the same pair again is WeChat's retry
+        # only with the same body (de-duplicated below by MsgId); with another body it is
+        # a replayed signature carrying a forged message.
+        if not await pipeline.first_sight(timestamp, nonce, body_digest(raw)):
+            raise Refused(403, "timestamp and nonce already used with another body")
     except Refused as exc:
         return _refuse(request, exc)
+    except Disconnected:
+        client = request.client.host if request.client else "?"
+        log.warning("client %s disconnected before sending the whole body", client)
+        return Response(status_code=400)
 
     try:
         reply = await pipeline.receive(msg, dedup_key(msg))
