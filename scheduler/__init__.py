@@ -10,7 +10,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.infra.config import Settings
-from bot.infra.db import make_engine
+from bot.infra.db import engine_for
 from bot.domain.rules import load_rules
 
 log = logging.getLogger("scheduler")
@@ -24,7 +24,7 @@ def run_tiers(settings: Settings, day: date) -> str:
     from bot.domain.tiers import is_review_day
 
     rules = load_rules(settings.rules_file)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings, pool_timeout=30)
     reports = []
     try:
         yesterday = day - timedelta(days=1)
