@@ -172,3 +172,5 @@ class WechatToken(SQLModel, table=True):
     forced_at: float = Field(default=0.0, sa_type=Float)
     forced_day: str = Field(default="", max_length=10)
     forced_count: int = 0
+    lock_until: float = Field(default=0.0, sa_type=Float)  # a worker's refresh lease
+    lock_owner: str = Field(default="", max_length=32)

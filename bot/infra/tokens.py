@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 FORCE_INTERVAL = 30.0  # seconds between two forced refreshes, across all workers
 EXPIRY_MARGIN = 120.0  # a token this close to its expiry is refreshed
-LOCK_WAIT = 20.0  # seconds a worker waits for another worker's refresh
+LOCK_WAIT = 25.0  # seconds a worker waits for another worker's refresh
+LEASE = 20.0  # seconds a refresh may hold the lock (a fetch takes at most its timeouts)
 
 Fetch = Callable[[bool], tuple[str, int]]  # force -> (token, expires_in)
 
@@ -154,8 +156,9 @@ class RedisTokens:
 
 
 class SqlTokens:
-    """The `wechat_token` row of the app id, locked for the refresh (FOR UPDATE on
-    PostgreSQL; SQLite's transactions are BEGIN IMMEDIATE, one writer at a time)."""
+    """The `wechat_token` row of the app id. The refresh lock is a lease in that row (taken
+    and released in short transactions): no connection is held while WeChat is asked, which
+    on SQLite's one connection would stall every message."""
 
     def __init__(self, engine: Engine, appid: str) -> None:
         from models import WechatToken
@@ -175,25 +178,47 @@ class SqlTokens:
             conn.rollback()
         return self._state(row)
 
-    @contextmanager
-    def locked(self) -> Iterator:
+    def _take_lease(self, owner: str) -> TokenState | None:
         t = self.table
         with self.engine.begin() as conn:
             ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             conn.execute(ins(t).values(appid=self.appid, access_token=None, expires_at=0.0,
-                                       forced_at=0.0, forced_day="", forced_count=0)
+                                       forced_at=0.0, forced_day="", forced_count=0,
+                                       lock_until=0.0, lock_owner="")
                          .on_conflict_do_nothing(index_elements=["appid"]))
             query = select(t).where(t.c.appid == self.appid)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
-            state = self._state(conn.execute(query).first())
+            row = conn.execute(query).first()
+            now = time.time()
+            if row.lock_until > now:
+                return None  # another worker is refreshing
+            conn.execute(update(t).where(t.c.appid == self.appid)
+                         .values(lock_until=now + LEASE, lock_owner=owner))
+            return self._state(row)
 
-            def save(s: TokenState) -> None:
-                conn.execute(update(t).where(t.c.appid == self.appid).values(
-                    access_token=s.token, expires_at=s.expires_at, forced_at=s.forced_at,
-                    forced_day=s.forced_day, forced_count=s.forced_count))
-
-            yield state, save
+    @contextmanager
+    def locked(self) -> Iterator:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + LOCK_WAIT
+        while (state := self._take_lease(owner)) is None:
+            if time.monotonic() > deadline:
+                raise WeChatApiError(None, "timed out waiting for another worker's token refresh")
+            time.sleep(0.05)
+        saved: list[TokenState] = []
+        try:
+            yield state, saved.append
+        finally:
+            t = self.table
+            values = dict(lock_until=0.0, lock_owner="")
+            if saved:
+                s = saved[-1]
+                values.update(access_token=s.token, expires_at=s.expires_at,
+                              forced_at=s.forced_at, forced_day=s.forced_day,
+                              forced_count=s.forced_count)
+            with self.engine.begin() as conn:
+                conn.execute(update(t).where(t.c.appid == self.appid, t.c.lock_owner == owner)
+                             .values(**values))
 
 
 def make_token_store(settings, engine: Engine | None) -> TokenStore:

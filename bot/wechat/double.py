@@ -30,6 +30,7 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
     # stable_token: the token WeChat holds, when it expires, the forced refreshes so far.
     app.state.stable = None  # (token, expires_at)
     app.state.token_fetches = []  # every stable_token answered: {"force": bool, "at": time}
+    app.state.issued = []  # every token ever handed out
     app.state.force_interval = 30.0  # WeChat: one forced refresh per 30 s
     app.state.last_forced = 0.0
     ids = itertools.count(1000)
@@ -60,6 +61,7 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
             return JSONResponse(BAD_SECRET)
         tok = secrets.token_urlsafe(24)
         app.state.tokens.add(tok)
+        app.state.issued.append(tok)
         return {"access_token": tok, "expires_in": 7200}
 
     @app.post("/cgi-bin/stable_token")
@@ -88,6 +90,7 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
         if app.state.stable is None or app.state.stable[1] <= now:
             tok = secrets.token_urlsafe(24)
             app.state.tokens.add(tok)
+            app.state.issued.append(tok)
             app.state.stable = (tok, now + 7200)
         tok, expires_at = app.state.stable
         return {"access_token": tok, "expires_in": int(expires_at - now)}

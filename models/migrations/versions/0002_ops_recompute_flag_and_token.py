@@ -29,6 +29,8 @@ def upgrade() -> None:
     sa.Column('forced_at', sa.Float(), nullable=False),
     sa.Column('forced_day', sa.String(length=10), nullable=False),
     sa.Column('forced_count', sa.Integer(), nullable=False),
+    sa.Column('lock_until', sa.Float(), nullable=False),
+    sa.Column('lock_owner', sa.String(length=32), nullable=False),
     sa.PrimaryKeyConstraint('appid')
     )
 
