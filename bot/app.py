@@ -5,11 +5,12 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bot.conversation.pipeline import Pipeline
 from bot.conversation.router import Router
 from bot.domain.rules import load_rules
+from bot.infra import health, redact
 from bot.infra.config import Settings
 from bot.infra.services import Services
 
@@ -41,7 +42,24 @@ def create_app(settings: Settings, *, router: Router | None = None,
 
     @app.get("/healthz")
     def healthz() -> PlainTextResponse:
+        """Liveness: the process answers (nothing else is checked)."""
         return PlainTextResponse("ok")
+
+    redis = health.redis_client(settings.redis_url) if settings.redis_url else None
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Readiness: the database answers, its migrations are at head, Redis (when
+        configured) answers. 503 with the failed checks named otherwise."""
+        checks = health.readiness(pipe.services.engine, redis)
+        failed = sorted(k for k, v in checks.items()
+                        if v not in ("ok", "not configured") and not v.startswith("not checked"))
+        if failed:
+            logging.getLogger("bot.app").warning("not ready: %s", "; ".join(
+                f"{k} {checks[k]}" for k in failed))
+            return JSONResponse({"status": "not ready", "failed": failed, "checks": checks},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "checks": checks})
 
     if mount_double:
         from bot.wechat.double import create_double
@@ -59,5 +77,8 @@ def server_options(settings: Settings) -> dict:
             "log_level": settings.log_level.lower()}
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *secrets: str) -> None:
+    """Log to stderr at `level`; every record is redacted (bot.infra.redact)."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.install(*secrets)
+    redact.install_on_handlers()

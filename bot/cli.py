@@ -67,11 +67,93 @@ def upgrade_database(s: Settings) -> tuple[str | None, str]:
     return before, current()
 
 
+def fail(setting: str, what: str) -> None:
+    """Stop start-up with one line naming the setting (exit 2)."""
+    typer.echo(f"Setting {setting}: {what}", err=True)
+    raise typer.Exit(2)
+
+
+def prepare_database(s: Settings, *, redis: bool = False) -> tuple[str | None, str]:
+    """Migrate the database and check that it takes writes (and that Redis answers, with
+    `redis`): a failure stops the command with one line naming the setting, never a
+    traceback. Returns the schema revision before and after."""
+    from sqlalchemy import make_url
+
+    from bot.infra import health
+    from bot.infra.db import make_engine
+
+    where = make_url(s.database_url).render_as_string(hide_password=True)
+    try:
+        revisions = upgrade_database(s)
+    except Exception as exc:
+        fail("DATABASE_URL", f"cannot use the database {where}: {health.one_line(exc)}")
+    engine = make_engine(s.database_url, pool_size=0) if not s.is_sqlite else \
+        make_engine(s.database_url)
+    try:
+        problem = health.check_writable(engine)
+    finally:
+        engine.dispose()
+    if problem:
+        fail("DATABASE_URL", f"the database {where} is {problem}")
+    if redis and s.redis_url:
+        client = health.redis_client(s.redis_url)
+        try:
+            problem = health.check_redis(client)
+        finally:
+            client.close()
+        if problem:
+            fail("REDIS_URL", f"Redis at {make_url_redis(s.redis_url)} is {problem}")
+    return revisions
+
+
+def make_url_redis(url: str) -> str:
+    """A Redis URL without its password."""
+    import re
+
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+EXAMPLE_FILE = ROOT / ".env.example"
+# Settings whose .env.example values are placeholders: `serve` refuses them outside --demo.
+PLACEHOLDER_SETTINGS = ("WECHAT_TOKEN", "WECHAT_ENCODING_AES_KEY", "WECHAT_APP_SECRET", "SECRET_KEY")
+DEMO_SMS_PROVIDERS = ("log", "none")
+
+
+def example_values() -> dict[str, str]:
+    """NAME=value pairs of .env.example."""
+    values = {}
+    try:
+        lines = EXAMPLE_FILE.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            values[name.strip()] = value.strip()
+    return values
+
+
+def refuse_demo_settings(s: Settings) -> None:
+    """Production (serve without --demo) refuses the demo's settings, naming the first."""
+    example = example_values()
+    for name in PLACEHOLDER_SETTINGS:
+        if example.get(name) and getattr(s, name.lower()) == example[name]:
+            fail(name, "is still the placeholder from .env.example; set your service "
+                       "account's value (or run `serve --demo`)")
+    if s.sms_provider in DEMO_SMS_PROVIDERS:
+        fail("SMS_PROVIDER", f"{s.sms_provider} is for the demo only (binding codes "
+                             f"{'go to the log' if s.sms_provider == 'log' else 'are not sent'}); "
+                             f"set SMS_PROVIDER=http and SMS_GATEWAY_URL (or run `serve --demo`)")
+    if s.wechat_double:
+        fail("WECHAT_DOUBLE", "is for the demo only; set WECHAT_DOUBLE=false (or run `serve --demo`)")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (creates the SQLite file under data/ on first run)."""
     s = settings()
-    before, after = upgrade_database(s)
+    before, after = prepare_database(s)
     if before == after:
         typer.echo(f"database is up to date (revision {after})")
     elif before is None:
@@ -87,26 +169,30 @@ def demo_load(if_empty: bool = typer.Option(False, "--if-empty",
     from bot.demo import load_demo
 
     s = settings()
-    upgrade_database(s)
+    prepare_database(s)
     typer.echo(load_demo(s, if_empty=if_empty))
 
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000,
           workers: int = typer.Option(1, min=1, max=64),
-          demo: bool = typer.Option(False, help="Mount a local WeChat API double and use it.")) -> None:
-    """Serve /wechat."""
+          demo: bool = typer.Option(False, help="Mount a local WeChat API double and use it; "
+                                                "allows the demo's settings.")) -> None:
+    """Serve /wechat. Without --demo, the placeholders of .env.example and the demo SMS
+    providers (log, none) are refused."""
     import uvicorn
 
     if demo:
         os.environ["WECHAT_DOUBLE"] = "1"
         os.environ["WECHAT_API_BASE_URL"] = f"http://{host}:{port}/wechat-double"
     s = settings()
+    if not demo:
+        refuse_demo_settings(s)
     if workers > 1 and s.is_sqlite and not s.redis_url:
         typer.echo("SQLite runs one worker; set DATABASE_URL to PostgreSQL (or REDIS_URL) "
                    "for --workers > 1", err=True)
         raise typer.Exit(2)
-    upgrade_database(s)
+    prepare_database(s, redis=True)
     typer.echo(f"Serving WeChat's server URL at http://{host}:{port}/wechat\n"
                f"Talk to it from another terminal: {sys.executable} main.py chat "
                f"--url http://{host}:{port}/wechat [--openid o_demo_gold]")
@@ -150,7 +236,7 @@ def _import(kind: str, file: Path, skip_bad: bool) -> None:
     from bot.domain.importer import import_csv
 
     s = settings()
-    upgrade_database(s)
+    prepare_database(s)
     report = import_csv(s, kind, file, skip_bad=skip_bad, progress=sys.stderr.isatty())
     typer.echo(report.render())
     raise typer.Exit(1 if report.rejected else 0)
@@ -187,10 +273,10 @@ def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as o
         typer.echo(f"{day} is after today: evaluating live data as of a future date may run a "
                    "review and downgrade customers. Add --yes to run it.", err=True)
         raise typer.Exit(2)
-    upgrade_database(s)
-    from bot.infra.db import make_engine
+    prepare_database(s)
+    from bot.infra.db import engine_for
 
-    engine = make_engine(s.database_url)
+    engine = engine_for(s, pool_timeout=30)
     report = recompute(engine, load_rules(s.rules_file), day)
     typer.echo(report.render())
 
@@ -198,10 +284,10 @@ def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as o
 def _session(s: Settings):
     from sqlmodel import Session
 
-    from bot.infra.db import make_engine
+    from bot.infra.db import engine_for
 
-    upgrade_database(s)
-    return Session(make_engine(s.database_url), expire_on_commit=False)
+    prepare_database(s)
+    return Session(engine_for(s, pool_timeout=30), expire_on_commit=False)
 
 
 @app.command()
@@ -342,7 +428,7 @@ def jobs_run(job: str = typer.Argument(..., help="tiers | cleanup | daily (tiers
         typer.echo(f"unknown job {job!r}; available: {', '.join(JOBS)}", err=True)
         raise typer.Exit(2)
     s = settings()
-    upgrade_database(s)
+    prepare_database(s)
     typer.echo(JOBS[job](s, parse_day(date, s)))
 
 
@@ -353,8 +439,8 @@ def scheduler_cmd() -> None:
     from scheduler import run_forever
 
     s = settings()
-    configure_logging(s.log_level)
-    upgrade_database(s)
+    configure_logging(s.log_level, s.wechat_app_secret, s.sms_gateway_token)
+    prepare_database(s, redis=True)
     run_forever(s)
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlmodel import Session, func, select
 
 from bot.domain import accounts
-from bot.infra.db import make_engine
+from bot.infra.db import engine_for
 from bot.domain.identity import id_birth_date, id_sex, make_id_number
 from bot.domain.rules import load_rules
 from bot.domain.tier_engine import recompute
@@ -68,7 +68,7 @@ def demo_people(today: date) -> list[dict]:
 
 
 def load_demo(settings, *, if_empty: bool = False) -> str:
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings, pool_timeout=30)
     rules = load_rules(settings.rules_file)
     now = datetime.now(settings.tz)
     with Session(engine) as session:

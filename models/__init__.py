@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, Index, Text, UniqueConstraint, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -106,6 +106,10 @@ class Customer(SQLModel, table=True):
     tier_since: date | None = None
     contribution: Decimal = Field(default=Decimal("0"), sa_type=Money)
     evaluated_on: date | None = None
+    # Set in the transaction that changes the customer's policies (an import), cleared by
+    # the tier run that evaluates them: a crash between the two cannot leave tiers stale.
+    needs_recompute: bool = Field(default=False, index=True,
+                                  sa_column_kwargs={"server_default": false()})
 
 
 class Policy(SQLModel, table=True):
@@ -180,3 +184,21 @@ class LeftMessage(SQLModel, table=True):
     closed_at: datetime | None = None
     closed_by: str | None = Field(default=None, max_length=64)
     reply: str | None = Field(default=None, sa_type=Text)
+
+
+# --- Infrastructure ---------------------------------------------------------------------
+
+
+class WechatToken(SQLModel, table=True):
+    """WeChat's access token of one app id, shared by every worker when there is no Redis
+    (bot.infra.tokens), with the bookkeeping of WeChat's rationed forced refreshes."""
+
+    __tablename__ = "wechat_token"
+    appid: str = Field(primary_key=True, max_length=64)
+    access_token: str | None = Field(default=None, max_length=512)
+    expires_at: float = Field(default=0.0, sa_type=Float)
+    forced_at: float = Field(default=0.0, sa_type=Float)
+    forced_day: str = Field(default="", max_length=10)
+    forced_count: int = 0
+    lock_until: float = Field(default=0.0, sa_type=Float)  # a worker's refresh lease
+    lock_owner: str = Field(default="", max_length=32)

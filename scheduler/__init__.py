@@ -10,7 +10,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.infra.config import Settings
-from bot.infra.db import make_engine
+from bot.infra.db import engine_for
 from bot.domain.rules import load_rules
 
 log = logging.getLogger("scheduler")
@@ -24,7 +24,7 @@ def run_tiers(settings: Settings, day: date) -> str:
     from bot.domain.tiers import is_review_day
 
     rules = load_rules(settings.rules_file)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings, pool_timeout=30)
     reports = []
     try:
         yesterday = day - timedelta(days=1)
@@ -47,7 +47,7 @@ def run_cleanup(settings: Settings, day: date | None = None) -> str:
     from bot.conversation.stores import purge_states
     from bot.domain.accounts import purge_limits
 
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings, pool_timeout=30)
     try:
         states = purge_states(engine, settings)
         longest = max(86400, settings.bind_customer_window_minutes * 60)

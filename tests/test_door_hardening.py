@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 
 from bot.app import server_options
 from bot.infra.config import SettingsError, load_settings
-from bot.infra.texts import render
 from bot.wechat.simulator import WeChatSide, cdata, text_xml
 from models import WechatUser
 from tests.conftest import AES_KEY, APP_ID, TOKEN, WeChat, _free_port
 
 OPENID = "oHarden00000000000000000001"
+HELP_HEAD = "我可以帮您办理这些事"  # the first line of the help reply
 
 
 def _no_user_stored(services) -> bool:
@@ -50,7 +50,7 @@ async def test_encrypted_modes_refuse_plain_requests(http, services, mode):
     assert 400 <= res.status_code < 500
     assert _no_user_stored(services)
     # the genuine request of the mode is answered
-    assert await WeChat(http, mode).say(OPENID, "帮助") == render("help")
+    assert (await WeChat(http, mode).say(OPENID, "帮助")).startswith(HELP_HEAD)
 
 
 @pytest.mark.settings(wechat_message_mode="compatible")
@@ -60,7 +60,7 @@ async def test_compatible_mode_trusts_only_the_ciphertext(http):
     forged = body.decode().replace(cdata("帮助"), cdata("绑定"), 1).encode()  # the plaintext copy
     res = await http.post("/wechat", params=params, content=forged)
     assert res.status_code == 200
-    assert side.read_reply(res.content)["Content"] == render("help")
+    assert side.read_reply(res.content)["Content"].startswith(HELP_HEAD)
 
 
 def test_message_mode_setting_defaults_and_errors():
@@ -105,7 +105,8 @@ async def test_same_timestamp_and_nonce_with_another_body_is_refused(wx_plain, s
     retry = await wx_plain.client.post("/wechat", params=params, content=body)
     assert retry.status_code == 200  # WeChat's retry: the first delivery's reply
     read = wx_plain.side.read_reply
-    assert read(retry.content)["Content"] == read(first.content)["Content"] == render("help")
+    assert read(retry.content)["Content"] == read(first.content)["Content"]
+    assert read(first.content)["Content"].startswith(HELP_HEAD)
     forged = text_xml(OPENID, "绑定").encode()  # the captured signature, another message
     res = await wx_plain.client.post("/wechat", params=params, content=forged)
     assert res.status_code == 403
@@ -157,7 +158,7 @@ async def test_signed_but_malformed_xml_is_refused(wx, services, xml, caplog):
 async def test_largest_msg_id_fits_the_dedup_key(wx_plain):
     biggest = int("9" * 20)  # 20 digits: WeChat's ids are 64-bit
     reply = await wx_plain.deliver(text_xml(OPENID, "帮助", msg_id=biggest), OPENID)
-    assert reply["Content"] == render("help")
+    assert reply["Content"].startswith(HELP_HEAD)
     again = await wx_plain.deliver(text_xml(OPENID, "帮助", msg_id=biggest), OPENID)
     assert again == reply
 
@@ -258,7 +259,7 @@ def test_two_thousand_idle_connections_do_not_stop_a_message(live):
             assert client.get("/healthz").text == "ok"
             res = client.post("/wechat", params=params, content=body)
         assert res.status_code == 200
-        assert side.read_reply(res.content)["Content"] == render("help")
+        assert side.read_reply(res.content)["Content"].startswith(HELP_HEAD)
         assert time.monotonic() - started < 30
     finally:
         for s in idle:

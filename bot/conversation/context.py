@@ -35,7 +35,9 @@ class Context:
     record: Record
     now: datetime
     notices: list[str] = field(default_factory=list)
-    after_commit: list[Callable[[], None]] = field(default_factory=list)  # outbound calls
+    # Outbound calls, run once the message's transaction has committed. Each only hands its
+    # work to a lane (`services.sms.send`, `services.send_text`) and never blocks.
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
     _user: Any = field(default=None, repr=False)
     _staff: Any = field(default=False, repr=False)
     _account: Any = field(default=False, repr=False)

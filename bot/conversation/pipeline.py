@@ -70,7 +70,11 @@ class Pipeline:
         # order (threads fighting over the connection starve some messages for seconds).
         # PostgreSQL and Redis take real parallelism.
         sqlite = self.engine.dialect.name == "sqlite"
-        self.executor = ThreadPoolExecutor(max_workers=1 if sqlite else 32, thread_name_prefix="bot")
+        # PostgreSQL: no more threads than the pool has connections (more would only queue
+        # on the pool, and time out there).
+        pool = self.settings.db_pool_size + self.settings.db_max_overflow
+        self.executor = ThreadPoolExecutor(max_workers=1 if sqlite else min(32, pool),
+                                           thread_name_prefix="bot")
         self._touched: dict[str, float] = {}
         # Group commit on the embedded default (SQLite, state in the database, one worker).
         self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
@@ -243,7 +247,7 @@ class Pipeline:
         out = []
         for (msg, key, handoff), (reply, actions) in zip(items, results):
             for action in actions:
-                self.services.submit(action)
+                self.services.run_after_commit(action)
             if handoff.claim("replied"):
                 self.dedup.complete(key, reply.dumps())
                 out.append(reply)
@@ -251,7 +255,7 @@ class Pipeline:
             # Too late for the HTTP response: WeChat already got "success".
             self.dedup.complete(key, NO_REPLY.dumps())
             if reply.text:
-                self.services.submit(lambda o=msg.source, t=reply.text: self.services.send_text(o, t))
+                self.services.send_text(msg.source, reply.text)
             out.append(NO_REPLY)
         return out
 

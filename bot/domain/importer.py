@@ -9,9 +9,11 @@ batches with SQLAlchemy Core (one SELECT per batch to tell new, changed and unch
 apart, then executemany INSERT and UPDATE), all in one transaction. Without `skip_bad`,
 nothing is written when any row is rejected (the rest of the file is still checked so the
 report lists every bad line); with it, the good rows are imported. A policy number (or a
-family member of one holder) twice in one file is an error on its second line. After a policy
-import commits, the tier engine re-evaluates the customers it touched, in its own transaction
-(new policies can upgrade a customer at once).
+family member of one holder) twice in one file is an error on its second line. A policy
+import flags the customers it touched (`needs_recompute`) in its transaction; after it
+commits, the tier engine re-evaluates them, and any flagged by an earlier import that was
+interrupted before its tier run, in its own transaction (new policies can upgrade a customer
+at once), clearing the flags. The daily job evaluates everyone, so a crash always converges.
 
 Messages name the file line (the header is line 1) and never show a whole ID or phone number.
 """
@@ -36,7 +38,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from tqdm import tqdm
 
 from bot.infra.config import Settings
-from bot.infra.db import make_engine
+from bot.infra.db import engine_for
+from bot.infra.faults import crash_point
 from bot.domain.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
                           validate_id_number)
 from bot.domain.rules import RulesError, load_rules
@@ -448,9 +451,30 @@ def write_policies(conn: Connection, batch: list[tuple[int, Values]], report: Im
         {**{c: v[c] for c in POLICY_FIELDS}, "customer_id": customers.ids[(v["holder_id_number"],)]}
         for _, v in batch])
     _count(report, policies)
-    report.affected_customers.update(r["customer_id"] for r in policies.inserted)
+    affected = {r["customer_id"] for r in policies.inserted}
     for old, new in policies.updated:
-        report.affected_customers.update((old.customer_id, new["customer_id"]))
+        affected.update((old.customer_id, new["customer_id"]))
+    report.affected_customers |= affected
+    mark_for_recompute(conn, affected)
+
+
+def mark_for_recompute(conn: Connection, customer_ids: set[int]) -> None:
+    """Flag customers whose policies changed, in the import's own transaction: the tier run
+    after the commit clears the flag, and if it never runs (a crash), the next import or the
+    daily job still finds them."""
+    if customer_ids:
+        conn.execute(update(CUSTOMER_T).where(CUSTOMER_T.c.id.in_(sorted(customer_ids)),
+                                              ~CUSTOMER_T.c.needs_recompute)
+                     .values(needs_recompute=True))
+
+
+def marked_for_recompute(engine: Engine) -> set[int]:
+    """Customers flagged by an import whose tier run has not happened (yet)."""
+    with engine.connect() as conn:
+        ids = set(conn.execute(select(CUSTOMER_T.c.id).where(CUSTOMER_T.c.needs_recompute))
+                  .scalars())
+        conn.rollback()
+    return ids
 
 
 def write_family(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,
@@ -513,12 +537,13 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
                 raise FileError(1, "no header row on line 1")
             layout = read_header(first[1], spec.columns)
             report.ignored_columns = list(layout.ignored)
-            engine = make_engine(settings.database_url)
+            engine = engine_for(settings, pool_timeout=30)
             try:
                 with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
                           disable=not progress, leave=False) as bar:
                     _import_rows(engine, spec, layout, records, report,
                                  lambda: bar.update(lines.bytes - bar.n))
+                crash_point("import-committed")
                 if report.written and tiers:
                     report.tier_changes = tiers(engine, report.affected_customers)
             finally:
@@ -594,6 +619,12 @@ def _tier_recompute(settings: Settings) -> Callable[[Engine, set[int]], str]:
     rules = load_rules(settings.rules_file)
 
     def run(engine: Engine, customer_ids: set[int]) -> str:
+        try:
+            # Also those an earlier import changed but never evaluated (it was interrupted).
+            leftover = marked_for_recompute(engine) - customer_ids
+        except SQLAlchemyError:
+            leftover = set()
+        customer_ids = customer_ids | leftover
         if not customer_ids:
             return "none (no policy changed)"
         ids = sorted(customer_ids) if len(customer_ids) <= SCOPED_RECOMPUTE_MAX else None
@@ -606,7 +637,9 @@ def _tier_recompute(settings: Settings) -> Callable[[Engine, set[int]], str]:
         except SQLAlchemyError as exc:  # the import itself is committed
             return (f"not evaluated ({type(exc).__name__}); the import is saved: run "
                     f"`python main.py tiers recompute`")
+        note = (f"; {len(leftover)} of them left unevaluated by an interrupted earlier run"
+                if leftover else "")
         return (f"{result.upgrades} upgraded, {result.downgrades} downgraded, "
                 f"{result.drops} dropped ({result.evaluated} customers evaluated in "
-                f"{time.monotonic() - started:.1f} s)")
+                f"{time.monotonic() - started:.1f} s{note})")
     return run

@@ -150,6 +150,7 @@ def recompute(engine: Engine, rules: Rules, on: date, customer_ids: list[int] | 
         if conn.dialect.name == "postgresql":  # one hash table of all customers, no JIT
             conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
             conn.exec_driver_sql("SET LOCAL jit = off")
+        _clear_marks(conn, customer_ids)
         for table in SCRATCH:
             table.drop(conn, checkfirst=True)
             table.create(conn)
@@ -166,6 +167,16 @@ def recompute(engine: Engine, rules: Rules, on: date, customer_ids: list[int] | 
                            upgrades=counts.get(UPGRADE, 0),
                            downgrades=counts.get(REVIEW_DOWNGRADE, 0),
                            drops=counts.get(NO_POLICY_DROP, 0))
+
+
+def _clear_marks(conn: Connection, ids: list[int] | None) -> None:
+    """Clear the `needs_recompute` flags of the customers this run evaluates, first thing in
+    its transaction: an import flagging one of them meanwhile waits for this run's commit
+    (the row lock), so its flag survives for its own run."""
+    flagged = customer.c.needs_recompute
+    for chunk in _chunks(ids):
+        where = flagged if chunk is None else and_(flagged, customer.c.id.in_(chunk))
+        conn.execute(update(customer).where(where).values(needs_recompute=False))
 
 
 def _chunks(ids: list[int] | None) -> Iterator[list[int] | None]:

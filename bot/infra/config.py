@@ -68,10 +68,25 @@ class Settings(BaseSettings):
     sms_codes_per_phone_per_hour: int = Field(default=5, ge=1, le=1000)
     sms_codes_per_phone_per_day: int = Field(default=10, ge=1, le=10000)
 
+    # Connection pool per process (SQLite always uses one connection). Keep the timeout
+    # below REPLY_DEADLINE_SECONDS: a message that waited that long gets the apology in time.
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout: float = Field(default=3.0, gt=0, le=60)
+
     # SMS: log (demo: the text goes to the log), http (a gateway), none (no codes sent)
     sms_provider: str = "log"
     sms_gateway_url: str = ""
     sms_gateway_token: str = ""
+
+    # Outbound HTTP (WeChat's API, the SMS gateway): timeouts, and the two bounded lanes.
+    outbound_connect_timeout: float = Field(default=3.0, gt=0, le=30)
+    outbound_read_timeout: float = Field(default=5.0, gt=0, le=60)
+    wechat_io_workers: int = Field(default=4, ge=1, le=64)
+    sms_io_workers: int = Field(default=4, ge=1, le=64)
+    outbound_queue_size: int = Field(default=1000, ge=1, le=100_000)
+    # WeChat rations forced access-token refreshes (stable_token with force_refresh).
+    wechat_force_refresh_daily_cap: int = Field(default=20, ge=1, le=10_000)
 
     log_level: str = "INFO"
     # Demo only: mount a local stand-in for WeChat's API at /wechat-double.

@@ -7,7 +7,11 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
+                pool_timeout: float = 3.0) -> Engine:
+    """An engine for `url`. PostgreSQL: a pool of `pool_size` connections plus up to
+    `max_overflow` more; a caller waits at most `pool_timeout` seconds for one, then gets
+    sqlalchemy.exc.TimeoutError (a message then gets the apology). `pool_size=0`: no pool."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -21,7 +25,7 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=1,
             max_overflow=0,
-            pool_timeout=30,
+            pool_timeout=pool_timeout,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # IMMEDIATE: a writer in another process (an import) cannot invalidate our snapshot.
@@ -29,7 +33,17 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         return engine
     if pool_size == 0:
         return create_engine(url, poolclass=NullPool)
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+                         pool_timeout=pool_timeout, pool_pre_ping=True)
+
+
+def engine_for(settings, *, pool_timeout: float | None = None) -> Engine:
+    """The engine of a process, its pool sized by DB_POOL_SIZE, DB_MAX_OVERFLOW and
+    DB_POOL_TIMEOUT (`pool_timeout` overrides the last: batch commands may wait longer)."""
+    return make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                       max_overflow=settings.db_max_overflow,
+                       pool_timeout=settings.db_pool_timeout if pool_timeout is None
+                       else pool_timeout)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -37,7 +37,8 @@ class LogSms:
 
 
 class NoSms:
-    """No SMS at all: binding succeeds on name, ID number and phone alone."""
+    """No SMS at all: binding succeeds on name, ID number and phone alone. Demo only:
+    `serve` refuses SMS_PROVIDER=none (and log) without --demo."""
 
     sends_codes = False
 
@@ -50,7 +51,8 @@ class HttpSms:
 
     sends_codes = True
 
-    def __init__(self, url: str, token: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, token: str,
+                 timeout: httpx.Timeout = httpx.Timeout(5.0, connect=3.0)) -> None:
         self._url = url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
@@ -68,7 +70,9 @@ class HttpSms:
 
 def make_sms(settings) -> SmsProvider:
     if settings.sms_provider == "http":
-        return HttpSms(settings.sms_gateway_url, settings.sms_gateway_token)
+        return HttpSms(settings.sms_gateway_url, settings.sms_gateway_token,
+                       httpx.Timeout(settings.outbound_read_timeout,
+                                     connect=settings.outbound_connect_timeout))
     if settings.sms_provider == "none":
         return NoSms()
     return LogSms()

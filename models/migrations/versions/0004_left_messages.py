@@ -1,15 +1,15 @@
 """messages customers leave for a human agent
 
-Revision ID: 0006_left_messages
-Revises: 0001
+Revision ID: 0004
+Revises: 0003
 """
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
 
 
-revision = "0006_left_messages"
-down_revision = "0001"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
