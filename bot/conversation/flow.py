@@ -153,7 +153,13 @@ class Flow:
         return self.model.model_validate(raw)
 
     def dump(self, data: FlowData) -> dict:
-        return data.model_dump(mode="json", exclude_none=True)
+        out = data.model_dump(mode="json", exclude_none=True)
+        # pydantic keeps an attribute set with a leading underscore out of the dump: the
+        # options a choice step offered must survive until the customer answers.
+        offered = getattr(data, OPTIONS, None)
+        if offered is not None:
+            out[OPTIONS] = offered
+        return out
 
     # --- Moving through the steps -----------------------------------------------------
     def _next(self, ctx: "Context", data: FlowData) -> Step | None:
