@@ -139,12 +139,13 @@ def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | Non
                               earliest=calendar().earliest_bookable(ctx.now,
                                                                     rules.booking.lead_workdays))
     if code == Refusal.QUOTA_USED:
-        year = req.date.year if req.date else today.year
-        years = quota_years(ctx.now, rules)
-        facts = _facts(ctx, req.__class__(service=req.service, tier=req.tier,
-                                          requested_at=req.requested_at))
-        spare = [y for y in years if y != year and facts.used.get(y, 0) < (service.per_year or 0)]
-        kw.update(year=year, next_year=spare[0] if spare else None)
+        facts = _facts(ctx, BookingRequest(service=req.service, tier=req.tier,
+                                           requested_at=req.requested_at))
+        limit = service.per_year or 0
+        spent = [y for y in quota_years(ctx.now, rules) if facts.used.get(y, 0) >= limit]
+        spare = [y for y in quota_years(ctx.now, rules) if y not in spent]
+        kw.update(years=[req.date.year] if req.date else spent,
+                  next_year=spare[0] if spare else None)
     if code in (Refusal.PACKAGE_SEX, Refusal.VENUE):
         kw["package"] = next(p for p in service.packages if p.code == req.package)
     if code == Refusal.NOT_ENTITLED:
