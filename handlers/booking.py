@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
 from bot.conversation.flow import OPTIONS, pick
-from bot.conversation.intents import normalize
+from bot.conversation.intents import match, normalize
 from bot.domain import booking_store as store
 from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
                                  calendar, cancel_refusal, cancellation_terms, check_booking,
@@ -36,6 +36,7 @@ SERVICE_OF_KEY = {Key.BOOK_DENTAL: "dental", Key.BOOK_CHECKUP: "checkup",
                   Key.BOOK_EXPERT: "expert_outpatient", Key.BOOK_SPECIAL: "special_exam"}
 EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
 FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
+ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
 SELF, NEW, MEMBER = "self", "new", "fm:"
 YES = ("是", "好", "对", "确认", "可以", "是的", "好的", "确定", "确认提交", "提交")
 NO = ("否", "不", "不用", "不要", "不了")
@@ -304,13 +305,16 @@ def check_city(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
-    kinds = {"commercial": "商业机构", "tertiary_hospital": "三甲医院，专员陪同"}
-    return [Option(p.code, p.name, note=f"{kinds.get(p.kind, p.kind)}；{p.address}")
+    kinds = {"commercial": "商业机构", "tertiary_hospital": "三甲医院"}
+    escort = data.service in ESCORT_SERVICES
+    return [Option(p.code, p.name, note=f"{kinds.get(p.kind, p.kind)}"
+                   f"{'，专员陪同' if escort and escorted(p) else ''}；{p.address}")
             for p in _places(ctx, data, data.city)]
 
 
 def institution_context(ctx: Context, data: BookingData) -> dict:
-    return {"city": data.city, "escort_note": True}
+    return {"city": data.city, "escort_note": data.service in ESCORT_SERVICES
+            and any(escorted(p) for p in _places(ctx, data, data.city))}
 
 
 def check_institution(ctx: Context, code: str, data: BookingData) -> str:
@@ -373,7 +377,8 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
     deadline = calendar().free_cancel_deadline(req.date, cutoff=rules.booking.cancel_cutoff)
     return dict(service=service, package=package, exam=data.exam, department=data.department,
                 hospital=data.hospital, expert=data.expert, person=person_label(person),
-                place=req.institution, date=req.date, escorted=escorted(req.institution),
+                place=req.institution, date=req.date,
+                escorted=req.service in ESCORT_SERVICES and escorted(req.institution),
                 provisional=calendar().is_provisional(req.date), deadline=deadline,
                 fees=req.service in FEE_SERVICES, family=not person.is_self)
 
@@ -530,8 +535,6 @@ def book(ctx: Context) -> Reply:
 
 
 def _typed_key(ctx: Context) -> Key | None:
-    from bot.conversation.intents import match
-
     return match(ctx.text)
 
 
