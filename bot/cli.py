@@ -20,6 +20,8 @@ staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Scheduled jobs, run by hand.", no_args_is_help=True)
 messages_app = typer.Typer(help="Messages customers left for a human agent.", no_args_is_help=True)
 privacy_app = typer.Typer(help="Personal data requests (PIPL).", no_args_is_help=True)
+calendar_app = typer.Typer(help="China's working-day calendar.", no_args_is_help=True)
+app.add_typer(calendar_app, name="calendar")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(import_app, name="import")
@@ -256,6 +258,33 @@ def import_family(file: Path = typer.Argument(..., help="CSV of family members")
                                                 help="Import the good rows anyway.")) -> None:
     """Upsert policyholders' immediate family members."""
     _import("family", file, skip_bad)
+
+
+@import_app.command("institutions")
+def import_institutions(file: Path = typer.Argument(..., help="CSV of institutions"),
+                        skip_bad: bool = typer.Option(False, "--skip-bad",
+                                                      help="Import the good rows anyway.")) -> None:
+    """Upsert institutions by code (code, name, city, address, kind, services, phone[, closed])."""
+    _import("institutions", file, skip_bad)
+
+
+@calendar_app.command("check")
+def calendar_check(year: list[int] = typer.Argument(None, help="Years (default: this and next).")) -> None:
+    """Which source covers a year's working days; exit 1 when a year is provisional."""
+    from datetime import datetime
+
+    from bot.domain.workdays import Calendar, CalendarError, check_command
+
+    s = settings()
+    try:
+        cal = Calendar.from_file(ROOT / "calendar_overrides.toml")
+    except CalendarError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    this_year = datetime.now(s.tz).year
+    status, text = check_command(cal, year or [this_year, this_year + 1])
+    typer.echo(text)
+    raise typer.Exit(status)
 
 
 @tiers_app.command("recompute")

@@ -12,7 +12,7 @@ from bot.infra.db import engine_for
 from bot.domain.identity import id_birth_date, id_sex, make_id_number
 from bot.domain.rules import load_rules
 from bot.domain.tier_engine import recompute
-from models import Customer, FamilyMember, Policy, WechatUser
+from models import Customer, FamilyMember, Institution, Policy, WechatUser
 
 
 def _policy(no: str, *, premium="0", single="0", topup="0", lump="0", irregular="0",
@@ -67,6 +67,38 @@ def demo_people(today: date) -> list[dict]:
     ]
 
 
+# code, name, city, address, kind, services, phone, closed weekdays, closed dates
+DEMO_INSTITUTIONS = [
+    ("BJ-C01", "美年大健康北京西直门分院", "北京", "北京市西城区西直门外大街1号", "commercial",
+     "checkup", "010-66001234", "", ""),
+    ("BJ-H01", "北京协和医院国际医疗部", "北京", "北京市东城区帅府园1号", "tertiary_hospital",
+     "checkup;expert_outpatient;special_exam", "010-69156114", "sun", ""),
+    ("BJ-D01", "瑞尔齿科北京国贸诊所", "北京", "北京市朝阳区建国门外大街1号国贸写字楼", "commercial",
+     "dental", "010-65052255", "", ""),
+    ("SH-C01", "爱康国宾上海陆家嘴体检中心", "上海", "上海市浦东新区陆家嘴环路1000号", "commercial",
+     "checkup", "021-58880000", "mon", ""),
+    ("SH-H01", "复旦大学附属华山医院", "上海", "上海市静安区乌鲁木齐中路12号", "tertiary_hospital",
+     "checkup;expert_outpatient;special_exam", "021-52889999", "", ""),
+    ("SH-D01", "拜博口腔上海静安门诊", "上海", "上海市静安区南京西路1266号", "commercial",
+     "dental", "021-62880000", "", "{christmas}"),
+    ("GZ-H01", "中山大学附属第一医院", "广州", "广州市越秀区中山二路58号", "tertiary_hospital",
+     "checkup;expert_outpatient;special_exam", "020-28823388", "", ""),
+    ("GZ-D01", "广州维乐口腔天河门诊", "广州", "广州市天河区天河路385号", "commercial",
+     "dental", "020-38888888", "sat;sun", ""),
+]
+
+
+def load_institutions(session: Session, today: date) -> None:
+    """The demo's institutions (upserted by code): three cities, both kinds, closed days."""
+    christmas = date(today.year, 12, 25).isoformat()
+    for code, name, city, address, kind, services, phone, weekdays, dates in DEMO_INSTITUTIONS:
+        row = session.exec(select(Institution).where(Institution.code == code)).first()
+        row = row or Institution(code=code, name=name, city=city, address=address, kind=kind,
+                                 services=services, phone=phone)
+        row.closed_weekdays, row.closed_dates = weekdays, dates.format(christmas=christmas)
+        session.add(row)
+
+
 def load_demo(settings, *, if_empty: bool = False) -> str:
     engine = engine_for(settings, pool_timeout=30)
     rules = load_rules(settings.rules_file)
@@ -75,6 +107,7 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
         if if_empty and session.exec(select(func.count()).select_from(Customer)).one():
             return ("demo data not loaded: the database already has customers\n"
                     + _try_binding(*_unbound_person(now.date())))
+        load_institutions(session, now.date())
         for seq, person in enumerate(demo_people(now.date()), start=1):
             number = _demo_id_number(seq, person)
             customer = accounts.customer_by_id_number(session, number)
@@ -106,7 +139,8 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
     report = recompute(engine, rules, now.date())
     engine.dispose()
     return ("demo data loaded: customers bound to o_demo_diamond, o_demo_platinum, o_demo_gold, "
-            "o_demo_pearl and o_demo_mass (chat --openid o_demo_gold);\n"
+            "o_demo_pearl and o_demo_mass (chat --openid o_demo_gold); "
+            f"{len(DEMO_INSTITUTIONS)} institutions in 北京, 上海 and 广州;\n"
             + _try_binding(*unbound) + "\n" + report.render())
 
 

@@ -5,9 +5,9 @@ from bot.conversation.router import Router
 
 
 def build_router() -> Router:
-    from handlers import binding, common, staff, tiers
+    from handlers import binding, booking, common, staff, tiers
 
     root = Router()
-    for module in (common, staff, binding, tiers):
+    for module in (common, staff, binding, tiers, booking):
         root.include(module.router)
     return root

@@ -9,6 +9,7 @@ from sqlmodel import select
 
 from bot.domain.identity import mask_policy_no
 from bot.conversation import Context, Reply, Router
+from bot.domain import booking_store
 from bot.domain.rules import Tier
 from bot.domain.tiers import breakdown, evaluate, next_review_date
 from handlers.binding import require_customer
@@ -20,9 +21,10 @@ router = Router()
 
 
 def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
-    """Uses of a yearly quota this calendar year. Bookings will count here once they exist;
-    until then nothing has been used."""
-    return 0
+    """Uses of a yearly quota this calendar year (bookings whose service date is this year:
+    submitted, confirmed, completed, missed or cancelled late; a free cancellation gives the
+    use back)."""
+    return booking_store.quota_used(ctx.session, customer.id, service_code, ctx.today.year)
 
 
 def tiers_around(rules, held: Tier) -> list[Tier]:

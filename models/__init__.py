@@ -202,3 +202,88 @@ class WechatToken(SQLModel, table=True):
     forced_count: int = 0
     lock_until: float = Field(default=0.0, sa_type=Float)  # a worker's refresh lease
     lock_owner: str = Field(default="", max_length=32)
+
+
+# --- Bookings -------------------------------------------------------------------------
+
+
+class Institution(SQLModel, table=True):
+    """A medical institution where services are given (imported from CSV)."""
+
+    __tablename__ = "institution"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True)
+    name: str = Field(max_length=128)
+    city: str = Field(max_length=32, index=True)
+    address: str = Field(max_length=256)
+    kind: str = Field(max_length=24)  # commercial | tertiary_hospital
+    services: str = Field(max_length=256)  # ;-separated service codes
+    phone: str = Field(default="", max_length=32)
+    closed_weekdays: str = Field(default="", max_length=32)  # ;-separated mon…sun
+    closed_dates: str = Field(default="", sa_type=Text)  # ;-separated YYYY-MM-DD
+
+
+class Booking(SQLModel, table=True):
+    """One appointment request and its life: submitted (受理) → confirmed (预约成功) →
+    completed | no_show | cancelled | cancelled_late."""
+
+    __tablename__ = "booking"
+    __table_args__ = (Index("ix_booking_quota", "customer_id", "service", "quota_year"),
+                      Index("ix_booking_status_date", "status", "preferred_date"))
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=16, unique=True)  # YY + yymmdd + 4-digit daily sequence
+    request_key: str = Field(max_length=64, unique=True)  # one booking per confirmed request
+    customer_id: int = Field(foreign_key="customer.id")  # the policyholder
+    family_member_id: int | None = Field(default=None, foreign_key="family_member.id")
+    tier: str = Field(max_length=16)  # the tier held when submitted
+    service: str = Field(max_length=32)
+    package: str | None = Field(default=None, max_length=32)
+    institution_id: int | None = Field(default=None, foreign_key="institution.id")
+    department: str | None = Field(default=None, max_length=64)
+    hospital_preference: str | None = Field(default=None, max_length=128)
+    expert: str | None = Field(default=None, max_length=64)
+    exam: str | None = Field(default=None, max_length=32)
+    preferred_date: date
+    confirmed_date: date | None = None
+    confirmed_time: str | None = Field(default=None, max_length=5)  # HH:MM
+    quota_year: int  # the calendar year of the service date: the year the use counts in
+    status: str = Field(default="submitted", max_length=16)
+    counted: bool = True  # whether this booking uses the year's quota
+    consent_at: datetime | None = None  # the policyholder's consent for a family member
+    created_at: datetime
+    updated_at: datetime
+    confirmed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    reminded_at: datetime | None = None
+    attendance_confirmed_at: datetime | None = None
+
+
+class QuotaUse(SQLModel, table=True):
+    """Uses of one yearly quota; the row is locked while a booking is checked and written."""
+
+    __tablename__ = "quota_use"
+    customer_id: int = Field(foreign_key="customer.id", primary_key=True)
+    service: str = Field(max_length=32, primary_key=True)
+    year: int = Field(primary_key=True)
+    used: int = 0
+
+
+class BookingDaySeq(SQLModel, table=True):
+    """The last booking number handed out on one day."""
+
+    __tablename__ = "booking_day_seq"
+    day: date = Field(primary_key=True)
+    last: int = 0
+
+
+class HospitalVisit(SQLModel, table=True):
+    """A request for a claim hospital visit (理赔住院探视)."""
+
+    __tablename__ = "hospital_visit"
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    hospital: str = Field(max_length=128)
+    ward: str = Field(default="", max_length=64)
+    admission_date: date
+    status: str = Field(default="open", max_length=16)  # open | done
+    created_at: datetime

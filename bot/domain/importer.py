@@ -1,4 +1,4 @@
-"""CSV imports (`python main.py import policies|family FILE`).
+"""CSV imports (`python main.py import policies|family|institutions FILE`).
 
 A file is UTF-8 (with or without BOM) with a header row; column order is free, column names
 are matched case-insensitively, and columns the import does not know are ignored (the report
@@ -44,8 +44,8 @@ from bot.domain.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_
                           validate_id_number)
 from bot.domain.rules import RulesError, load_rules
 from bot.domain.tier_engine import recompute
-from bot.domain.vocab import Liability, PaymentMode, PolicyStatus, Relation
-from models import Customer, FamilyMember, Policy
+from bot.domain.vocab import WEEKDAYS, InstitutionKind, Liability, PaymentMode, PolicyStatus, Relation
+from models import Customer, FamilyMember, Institution, Policy
 
 BATCH_ROWS = 2000
 SHOWN_REJECTIONS = 50  # lines printed in the report
@@ -56,10 +56,12 @@ LIABILITIES = tuple(Liability)
 PAYMENT_MODES = tuple(PaymentMode)
 STATUSES = tuple(PolicyStatus)
 RELATIONS = tuple(Relation)
+INSTITUTION_KINDS = tuple(InstitutionKind)
 
 CUSTOMER_T: Table = Customer.__table__
 POLICY_T: Table = Policy.__table__
 FAMILY_T: Table = FamilyMember.__table__
+INSTITUTION_T: Table = Institution.__table__
 
 Values = dict[str, Any]
 Parser = Callable[[str], Any]  # a cell's text -> its value, or ValueError with a short reason
@@ -211,7 +213,7 @@ def parse_row(fields: Iterable[Field], cells: list[str]) -> tuple[Values, list[s
     errors: list[str] = []
     for name, i, parse in fields:
         try:
-            values[name] = parse(cells[i].strip())
+            values[name] = parse(cells[i].strip() if i is not None else "")
         except ValueError as exc:
             errors.append(f"{name}: {exc}")
     return values, errors
@@ -361,16 +363,19 @@ class Layout:
     ignored: tuple[str, ...]  # header names the import does not know
 
 
-def read_header(cells: list[str], columns: dict[str, Parser]) -> Layout:
-    """The layout of the file whose header is `cells`, or a FileError on line 1."""
+def read_header(cells: list[str], columns: dict[str, Parser],
+                optional: tuple[str, ...] = ()) -> Layout:
+    """The layout of the file whose header is `cells`, or a FileError on line 1. A column in
+    `optional` may be left out (its cells then read as empty)."""
     names = [c.strip().lower() for c in cells]
     repeated = sorted({n for n in names if n and names.count(n) > 1})
     if repeated:
         raise FileError(1, f"column {repeated[0]} appears more than once in the header")
-    missing = [c for c in columns if c not in names]
+    missing = [c for c in columns if c not in names and c not in optional]
     if missing:
         raise FileError(1, f"missing column(s) in the header: {', '.join(missing)}")
-    return Layout(len(cells), tuple((c, names.index(c), parse) for c, parse in columns.items()),
+    return Layout(len(cells), tuple((c, names.index(c) if c in names else None, parse)
+                                    for c, parse in columns.items()),
                   tuple(n for n in names if n and n not in columns))
 
 
@@ -509,6 +514,7 @@ class Kind:
     write: Callable[..., None]
     key: tuple[str, ...]  # columns whose values are unique within one file
     check: Callable[[Values], str | None] | None = None  # a rule across columns
+    optional: tuple[str, ...] = ()  # columns a file may leave out
 
 
 KINDS = {
@@ -517,13 +523,87 @@ KINDS = {
 }
 
 
+# --- Institutions ----------------------------------------------------------------------------
+
+_INSTITUTION_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_LANDLINE = re.compile(r"[0-9][0-9 ()+-]{4,30}")
+
+
+def institution_code(v: str) -> str:
+    if not _INSTITUTION_CODE.fullmatch(v):
+        raise ValueError("must be 1-32 letters, digits, - or _")
+    return v
+
+
+def institution_phone(v: str) -> str:
+    """A landline or mobile number (institutions' numbers are public: shown as typed)."""
+    if not _LANDLINE.fullmatch(v):
+        raise ValueError(f"not a phone number: {_show(v)}" if v else "is empty")
+    return v
+
+
+def service_codes(known: tuple[str, ...]) -> Parser:
+    """;-separated service codes from rules.toml's bookable services, stored in its order."""
+    def parse(v: str) -> str:
+        given = [p.strip().lower() for p in v.split(";") if p.strip()]
+        if not given:
+            raise ValueError("is empty (expected one or more of " + ", ".join(known) + ")")
+        unknown = [g for g in given if g not in known]
+        if unknown:
+            raise ValueError(f"unknown service {_show(unknown[0])} (expected {', '.join(known)})")
+        return ";".join(k for k in known if k in given)
+    return parse
+
+
+def closed_days(v: str) -> tuple[str, str]:
+    """;-separated weekdays (mon…sun) and dates (YYYY-MM-DD): (weekdays, dates), canonical."""
+    weekdays, dates = set(), set()
+    for part in (p.strip().lower() for p in v.split(";") if p.strip()):
+        if part in WEEKDAYS:
+            weekdays.add(part)
+        else:
+            try:
+                dates.add(iso_date(part))
+            except ValueError:
+                raise ValueError(f"not a weekday (mon…sun) nor a date (YYYY-MM-DD): "
+                                 f"{_show(part)}") from None
+    return (";".join(w for w in WEEKDAYS if w in weekdays),
+            ";".join(d.isoformat() for d in sorted(dates)))
+
+
+def institution_columns(services: tuple[str, ...]) -> dict[str, Parser]:
+    return {"code": institution_code, "name": required_text(128), "city": required_text(32),
+            "address": required_text(256), "kind": choice(INSTITUTION_KINDS, "kind"),
+            "services": service_codes(services), "phone": institution_phone,
+            "closed": closed_days}
+
+
+def write_institutions(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,
+                       *, dry: bool) -> None:
+    if dry:
+        return
+    rows = []
+    for _, v in batch:
+        row = {k: v[k] for k in ("code", "name", "city", "address", "kind", "services", "phone")}
+        row["closed_weekdays"], row["closed_dates"] = v["closed"]
+        rows.append(row)
+    _count(report, sync_rows(conn, INSTITUTION_T, ("code",), rows))
+
+
+def institutions_kind(settings: Settings) -> Kind:
+    """The institutions import, checking services against the rules file's codes."""
+    rules = load_rules(settings.rules_file)
+    return Kind(institution_columns(tuple(rules.booking.services)), write_institutions,
+                ("code",), optional=("closed",))
+
+
 def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
                progress: bool) -> ImportReport:
     """Import one CSV file of `kind` ("policies" or "family"); see the module docstring."""
-    spec = KINDS[kind]
     report = ImportReport(kind, path, skip_bad=skip_bad)
     started = time.monotonic()
     try:
+        spec = institutions_kind(settings) if kind == "institutions" else KINDS[kind]
         tiers = _tier_recompute(settings) if kind == "policies" else None
         with open(path, "rb") as fh:
             size = fh.seek(0, 2)
@@ -535,7 +615,7 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
             first = next(records, None)
             if first is None or first[0] != 1:
                 raise FileError(1, "no header row on line 1")
-            layout = read_header(first[1], spec.columns)
+            layout = read_header(first[1], spec.columns, spec.optional)
             report.ignored_columns = list(layout.ignored)
             engine = engine_for(settings, pool_timeout=30)
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -146,12 +146,36 @@ class Service(_Frozen):
         return tier in self.named_expert_tiers
 
 
+def _clock(value: Any) -> time:
+    if isinstance(value, str) and re.fullmatch(r"\d\d:\d\d", value):
+        try:
+            return time(int(value[:2]), int(value[3:]))
+        except ValueError:
+            pass
+    raise ValueError('must be a time of day written "HH:MM"')
+
+
+class Booking(_Frozen):
+    """How appointments are booked and cancelled (洁牙, 体检, 专家门诊, 特种检查)."""
+
+    services: tuple[Code, ...] = ("dental", "checkup", "expert_outpatient", "special_exam")
+    lead_workdays: Annotated[int, Field(strict=True, ge=0, le=30)] = 2
+    window_days: Annotated[int, Field(strict=True, ge=1, le=366)] = 90
+    cancel_cutoff: Annotated[time, PlainValidator(_clock)] = time(12, 0)
+    confirm_grace_hours: Annotated[int, Field(strict=True, ge=0, le=168)] = 24
+    dates_offered: Annotated[int, Field(strict=True, ge=1, le=9)] = 5
+    # What a package's `venues` name, as institution kinds (commercial | tertiary_hospital).
+    venue_kinds: dict[Text, Literal["commercial", "tertiary_hospital"]] = Field(
+        default_factory=lambda: {"商业体检机构": "commercial", "三甲医院": "tertiary_hospital"})
+
+
 class Rules(_Frozen):
     tiers: tuple[Tier, ...] = Field(min_length=1)  # highest first
     contribution: Contribution
     reviews: Reviews
     basic_services: BasicServices
     services: tuple[Service, ...] = ()
+    booking: Booking = Booking()
 
     # --- Tiers ---------------------------------------------------------------------------
     def tier(self, code: str) -> Tier:
@@ -195,6 +219,15 @@ class Rules(_Frozen):
         """The value-added services of a tier, in the file's order."""
         self.tier(code)
         return tuple(s for s in self.services if s.offered_to(code))
+
+    def bookable_services_for(self, code: str) -> tuple[Service, ...]:
+        """The services of a tier that are booked by appointment."""
+        return tuple(s for s in self.services_for(code) if s.code in self.booking.services)
+
+    def lowest_tier_with(self, service_code: str) -> Tier | None:
+        """The lowest tier entitled to a service (what a customer would need to reach)."""
+        service = self.service(service_code)
+        return next((t for t in reversed(self.tiers) if service.offered_to(t.code)), None)
 
     def basic_services_for(self, code: str) -> tuple[str, ...]:
         self.tier(code)
@@ -274,6 +307,9 @@ def _cross_check(rules: Rules) -> None:
         _known(f"{key}.named_expert_tiers", service.named_expert_tiers, service.tiers)
         for package in service.packages:
             _known(f"{key}.packages[{package.code}].tier", (package.tier,), service.tiers)
+            _known(f"{key}.packages[{package.code}].venues", package.venues,
+                   tuple(rules.booking.venue_kinds))
+    _known("booking.services", rules.booking.services, [s.code for s in rules.services])
 
 
 def _unique(key: str, codes: Iterable[str]) -> None:

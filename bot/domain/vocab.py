@@ -43,3 +43,20 @@ class Role(StrEnum):
 
 
 STAFF_ROLES: tuple[str, ...] = tuple(Role)
+
+
+class InstitutionKind(StrEnum):
+    COMMERCIAL = "commercial"  # 商业体检机构 / 专科机构
+    TERTIARY_HOSPITAL = "tertiary_hospital"  # 三甲医院
+
+
+class BookingStatus(StrEnum):
+    SUBMITTED = "submitted"  # 受理
+    CONFIRMED = "confirmed"  # 预约成功
+    COMPLETED = "completed"  # 已完成
+    NO_SHOW = "no_show"  # 爽约 (counted)
+    CANCELLED = "cancelled"  # 已取消 (free: not counted)
+    CANCELLED_LATE = "cancelled_late"  # 逾期取消 (counted)
+
+
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

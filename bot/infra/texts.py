@@ -21,6 +21,9 @@ _env.filters["money"] = lambda v: f"{v:,.2f}"
 # 吴女士 / 周先生: warm, and no full name on a screen someone else may read.
 _env.filters["honorific"] = lambda c: f"{c.name[:1]}{'先生' if c.sex == 'M' else '女士'}"
 _env.filters["cn_date"] = lambda d: f"{d.year}年{d.month}月{d.day}日"
+_env.filters["weekday"] = lambda d: "周" + "一二三四五六日"[d.weekday()]
+_env.filters["cn_md"] = lambda d: f"{d.month}月{d.day}日"
+_env.filters["hm"] = lambda t: t.strftime("%H:%M")
 _env.filters["percent"] = lambda w: f"{float(w) * 100:g}%"
 _CN_DIGITS = "零一二三四五六七八九十"
 _env.filters["cn_years"] = lambda n: f"{_CN_DIGITS[n] if 0 <= n <= 10 else n}年"

@@ -1,0 +1,227 @@
+"""Bookings in the database: the facts `check_booking` needs, and the writes that must hold
+against concurrent requests.
+
+The quota is enforced by the database: `submit_booking` inserts the (customer, service,
+year) row of `quota_use` if it is missing (ON CONFLICT DO NOTHING), locks it with SELECT …
+FOR UPDATE (PostgreSQL; SQLite has one writer at a time, which serialises the same way),
+re-checks every rule with the uses counted under that lock, and inserts the booking in the
+same transaction. A second request for the same quota waits for the first to commit and
+then sees its booking.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, select
+
+from bot.domain.bookings import (BookingFacts, BookingRequest, Person, Place, Refusal,
+                                 cancellation_terms, check_booking, quota_years, booking_number)
+from bot.domain.identity import id_sex
+from bot.domain.rules import Rules
+from bot.domain.vocab import BookingStatus
+from bot.domain.workdays import SHANGHAI, Calendar
+from models import Booking, BookingDaySeq, Customer, FamilyMember, Institution, QuotaUse
+
+BOOKING_T = Booking.__table__
+
+
+class BookingRefused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal)
+        self.refusal = refusal
+
+
+def _insert(session: Session, table):
+    name = session.get_bind().dialect.name
+    return (pg_insert if name == "postgresql" else sqlite_insert)(table)
+
+
+# --- Reading -----------------------------------------------------------------------------------
+
+
+def quota_used(session: Session, customer_id: int, service: str, year: int) -> int:
+    """Counted uses of a yearly quota: bookings submitted, confirmed, completed, missed or
+    cancelled late whose service date falls in `year` (a free cancellation gives it back)."""
+    return uses(session, customer_id, service, [year]).get(year, 0)
+
+
+def uses(session: Session, customer_id: int, service: str, years: list[int]) -> dict[int, int]:
+    rows = session.execute(
+        select(Booking.quota_year, func.count())
+        .where(Booking.customer_id == customer_id, Booking.service == service,
+               Booking.counted.is_(True), Booking.quota_year.in_(years))
+        .group_by(Booking.quota_year)).all()
+    return {int(y): int(n) for y, n in rows}
+
+
+def institutions(session: Session, service: str, city: str | None = None) -> list[Place]:
+    """Institutions giving `service` (in `city`), by city and name."""
+    query = select(Institution).order_by(Institution.city, Institution.name)
+    if city:
+        query = query.where(Institution.city == city)
+    return [p for p in map(Place.of, session.exec(query).all()) if p.offers(service)]
+
+
+def institution(session: Session, code: str) -> Place | None:
+    row = session.exec(select(Institution).where(Institution.code == code)).first()
+    return Place.of(row) if row else None
+
+
+def me(customer: Customer) -> Person:
+    return Person(name=customer.name, id_number=customer.id_number, sex=customer.sex)
+
+
+def family_of(session: Session, customer_id: int) -> list[FamilyMember]:
+    return list(session.exec(select(FamilyMember).where(FamilyMember.customer_id == customer_id)
+                             .order_by(FamilyMember.id)).all())
+
+
+def person_of(member: FamilyMember) -> Person:
+    return Person(name=member.name, id_number=member.id_number, sex=id_sex(member.id_number),
+                  relation=member.relation, family_member_id=member.id)
+
+
+def beneficiary(session: Session, customer: Customer, family_member_id: int | None) -> Person | None:
+    """The policyholder, or their registered family member (None: not theirs)."""
+    if family_member_id is None:
+        return me(customer)
+    member = session.get(FamilyMember, family_member_id)
+    if member is None or member.customer_id != customer.id:
+        return None
+    return person_of(member)
+
+
+def gather_facts(session: Session, customer_id: int, req: BookingRequest, rules: Rules,
+                 calendar: Calendar, *, lock: bool = False) -> BookingFacts:
+    """What `check_booking` needs to know about `req`. With `lock`, the quota row of the
+    service date's year is created if missing and locked until the transaction ends."""
+    service = rules.service(req.service) if req.service in rules.booking.services else None
+    years = [req.date.year] if req.date else quota_years(req.requested_at, rules)
+    if lock and req.date is not None and service is not None and service.per_year is not None:
+        lock_quota(session, customer_id, req.service, req.date.year)
+    used = uses(session, customer_id, req.service, years) if service is not None else {}
+    return BookingFacts(rules=rules, calendar=calendar, used=used)
+
+
+def lock_quota(session: Session, customer_id: int, service: str, year: int) -> QuotaUse:
+    key = dict(customer_id=customer_id, service=service, year=year)
+    session.execute(_insert(session, QuotaUse.__table__).values(**key, used=0)
+                    .on_conflict_do_nothing())
+    return session.execute(select(QuotaUse).filter_by(**key).with_for_update()
+                           .execution_options(populate_existing=True)).scalar_one()
+
+
+def bookings_of(session: Session, customer_id: int, limit: int = 20) -> list[Booking]:
+    """A policyholder's bookings (for themselves and for family), newest service date first."""
+    return list(session.exec(select(Booking).where(Booking.customer_id == customer_id)
+                             .order_by(Booking.preferred_date.desc(), Booking.id.desc())
+                             .limit(limit)).all())
+
+
+def booking_by_number(session: Session, number: str) -> Booking | None:
+    return session.exec(select(Booking).where(Booking.number == number.upper())).first()
+
+
+# --- Writing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewBooking:
+    """What the customer confirmed; `request_key` is unique per confirmed request."""
+
+    customer_id: int
+    request: BookingRequest
+    request_key: str
+    new_member: FamilyMember | None = None  # a family member to register with the booking
+    department: str | None = None
+    hospital_preference: str | None = None
+    expert: str | None = None
+    exam: str | None = None
+
+
+def submit_booking(session: Session, new: NewBooking, rules: Rules, calendar: Calendar,
+                   now: datetime) -> Booking:
+    """Check every rule with the quota row locked and write the booking as submitted (受理);
+    raise `BookingRefused` when a rule refuses it. Runs in the caller's transaction."""
+    req = new.request
+    if req.date is None or req.institution is None or req.beneficiary is None:
+        raise ValueError("a booking needs a beneficiary, an institution and a date")
+    facts = gather_facts(session, new.customer_id, req, rules, calendar, lock=True)
+    refusal = check_booking(req, facts)
+    if refusal is not None:
+        raise BookingRefused(refusal)
+    member_id = req.beneficiary.family_member_id
+    if new.new_member is not None:
+        member_id = _register(session, new.new_member)
+    day = now.astimezone(SHANGHAI).date()
+    booking = Booking(
+        number=booking_number(day, _next_seq(session, day)), request_key=new.request_key,
+        customer_id=new.customer_id, family_member_id=member_id, tier=req.tier,
+        service=req.service, package=req.package, institution_id=req.institution.id,
+        department=new.department, hospital_preference=new.hospital_preference,
+        expert=new.expert, exam=new.exam, preferred_date=req.date, quota_year=req.date.year,
+        status=BookingStatus.SUBMITTED, counted=True,
+        consent_at=now if not req.beneficiary.is_self else None,
+        created_at=now, updated_at=now)
+    session.add(booking)
+    session.flush()
+    _sync_quota(session, new.customer_id, req.service, req.date.year)
+    return booking
+
+
+def _register(session: Session, member: FamilyMember) -> int:
+    """The id of the policyholder's family member with this ID number, added if new."""
+    found = session.exec(select(FamilyMember).where(
+        FamilyMember.customer_id == member.customer_id,
+        FamilyMember.id_number == member.id_number)).first()
+    if found is None:
+        session.add(member)
+        session.flush()
+        found = member
+    return found.id
+
+
+def _next_seq(session: Session, day) -> int:
+    """The day's next booking sequence number (the counter row is locked until commit)."""
+    session.execute(_insert(session, BookingDaySeq.__table__).values(day=day, last=0)
+                    .on_conflict_do_nothing())
+    table = BookingDaySeq.__table__
+    return session.execute(update(table).where(table.c.day == day)
+                           .values(last=table.c.last + 1).returning(table.c.last)).scalar_one()
+
+
+def _sync_quota(session: Session, customer_id: int, service: str, year: int) -> None:
+    used = quota_used(session, customer_id, service, year)
+    table = QuotaUse.__table__
+    res = session.execute(update(table).where(table.c.customer_id == customer_id,
+                                              table.c.service == service, table.c.year == year)
+                          .values(used=used))
+    if res.rowcount == 0:
+        session.execute(_insert(session, table).values(customer_id=customer_id, service=service,
+                                                        year=year, used=used)
+                        .on_conflict_do_nothing())
+
+
+def cancel_booking(session: Session, booking: Booking, now: datetime, calendar: Calendar,
+                   rules: Rules) -> bool:
+    """Cancel `booking` now: free (not counted) or late (counted, cancelled_late), as
+    `cancellation_terms` decides at this moment. Returns whether it was free."""
+    free, _ = cancellation_terms(booking, now, calendar, cutoff=rules.booking.cancel_cutoff,
+                                 grace_hours=rules.booking.confirm_grace_hours)
+    if booking.quota_year:
+        lock_quota(session, booking.customer_id, booking.service, booking.quota_year)
+    booking.status = BookingStatus.CANCELLED if free else BookingStatus.CANCELLED_LATE
+    booking.counted = not free
+    booking.cancelled_at = booking.updated_at = now
+    session.add(booking)
+    session.flush()
+    _sync_quota(session, booking.customer_id, booking.service, booking.quota_year)
+    return free
+
+
+def with_date(req: BookingRequest, d) -> BookingRequest:
+    return replace(req, date=d)

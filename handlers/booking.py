@@ -1,0 +1,693 @@
+"""Booking (洁牙, 体检, 专家门诊, 特种检查), 我的预约 and 取消预约 by chat.
+
+Thin: every rule is `bot.domain.bookings.check_booking`, asked at each step with what is
+known so far and again at commit (`booking_store.submit_booking`, quota row locked);
+cancellation terms are `bookings.cancellation_terms`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
+from bot.conversation.flow import OPTIONS, pick
+from bot.conversation.intents import match, normalize
+from bot.domain import booking_store as store
+from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
+                                 calendar, cancel_refusal, cancellation_terms, check_booking,
+                                 escorted, packages_for, quota_years, remaining, service_date)
+from bot.domain.dates import parse_date, validate_service_date
+from bot.domain.identity import id_sex, mask_name, normalize_id_number, validate_id_number
+from bot.domain.rules import Service, Tier
+from bot.domain.vocab import Relation
+from bot.infra.texts import render
+from handlers.binding import require_customer
+from menus import INTENTS, Key
+from models import Customer, FamilyMember, Institution
+
+router = Router()
+
+SERVICE_OF_KEY = {Key.BOOK_DENTAL: "dental", Key.BOOK_CHECKUP: "checkup",
+                  Key.BOOK_EXPERT: "expert_outpatient", Key.BOOK_SPECIAL: "special_exam"}
+EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
+FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
+ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
+SELF, NEW, MEMBER = "self", "new", "fm:"
+YES = ("是", "好", "对", "确认", "可以", "是的", "好的", "确定", "确认提交", "提交")
+NO = ("否", "不", "不用", "不要", "不了")
+LATE_PHRASE = "确认取消"
+RELATION_NAMES = {Relation.SPOUSE: "配偶", Relation.PARENT: "父母", Relation.CHILD: "子女"}
+# Words in an entry message that name the beneficiary: (relation, sex or None).
+WHO = [(("老婆", "妻子", "爱人", "太太", "媳妇"), Relation.SPOUSE, "F"),
+       (("老公", "丈夫", "先生"), Relation.SPOUSE, "M"),
+       (("妈妈", "母亲", "我妈", "老妈"), Relation.PARENT, "F"),
+       (("爸爸", "父亲", "我爸", "老爸"), Relation.PARENT, "M"),
+       (("儿子",), Relation.CHILD, "M"), (("女儿",), Relation.CHILD, "F"),
+       (("孩子", "小孩"), Relation.CHILD, None)]
+_FILLER = re.compile(r"帮我|给我|替我|我想|我要|想要|预约|约个|约一下|一下|的|去|做个|做|约")
+_NUMBER = re.compile(r"YY\d{10}", re.IGNORECASE)
+
+
+# --- Facts for the rules ---------------------------------------------------------------------
+
+
+def held_tier(ctx: Context, customer: Customer) -> Tier:
+    rules = ctx.services.rules
+    return rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
+
+
+class BookingData(FlowData):
+    key: str = ""  # unique per request: one booking per confirmation
+    service: str | None = None
+    beneficiary: str | None = None  # self | new | fm:<family member id>
+    new_relation: str | None = None
+    new_name: str | None = None
+    new_id_number: str | None = None
+    package: str | None = None
+    exam: str | None = None
+    department: str | None = None
+    hospital: str | None = None
+    expert: str | None = None
+    city: str | None = None
+    institution: str | None = None
+    date: dt.date | None = None
+    confirm: bool | None = None
+    date_note: str = ""  # why a date named at entry could not be kept
+
+
+def _customer(ctx: Context) -> Customer:
+    customer = ctx.customer
+    if customer is None:  # unbound mid-flow
+        raise Invalid("binding/needed", end=True)
+    return customer
+
+
+def _service(ctx: Context, data: BookingData) -> Service:
+    return ctx.services.rules.service(data.service)
+
+
+def _person(ctx: Context, data: BookingData) -> Person | None:
+    customer = _customer(ctx)
+    who = data.beneficiary
+    if who is None:
+        return None if _service(ctx, data).family else store.me(customer)
+    if who == SELF:
+        return store.me(customer)
+    if who == NEW:
+        if not (data.new_id_number and data.new_relation):
+            return None
+        return Person(name=data.new_name or "", id_number=data.new_id_number,
+                      sex=id_sex(data.new_id_number), relation=data.new_relation, registered=False)
+    return store.beneficiary(ctx.session, customer, int(who.removeprefix(MEMBER)))
+
+
+def _package(ctx: Context, data: BookingData) -> str | None:
+    """The chosen package, or the only one the tier offers the beneficiary."""
+    if data.package:
+        return data.package
+    service = _service(ctx, data)
+    choices = packages_for(service, held_tier(ctx, _customer(ctx)).code, _person(ctx, data))
+    return choices[0].code if len(choices) == 1 else None
+
+
+def _request(ctx: Context, data: BookingData, **override: Any) -> BookingRequest:
+    values = dict(beneficiary=_person(ctx, data), package=_package(ctx, data),
+                  institution=store.institution(ctx.session, data.institution)
+                  if data.institution else None, date=data.date)
+    values.update(override)
+    return BookingRequest(service=data.service, tier=held_tier(ctx, _customer(ctx)).code,
+                          requested_at=ctx.now, **values)
+
+
+def _facts(ctx: Context, req: BookingRequest):
+    return store.gather_facts(ctx.session, _customer(ctx).id, req, ctx.services.rules, calendar())
+
+
+def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | None = None,
+            end: bool = False) -> Invalid:
+    """The refusal `code` as an Invalid whose template says why and what to do instead."""
+    rules = ctx.services.rules
+    service = rules.service(req.service)
+    today = ctx.today
+    kw: dict[str, Any] = dict(service=service, tier=rules.tier(req.tier), place=req.institution,
+                              date=req.date, window=rules.booking.window_days,
+                              latest=today + timedelta(days=rules.booking.window_days),
+                              earliest=calendar().earliest_bookable(ctx.now,
+                                                                    rules.booking.lead_workdays))
+    if code == Refusal.QUOTA_USED:
+        facts = _facts(ctx, BookingRequest(service=req.service, tier=req.tier,
+                                           requested_at=req.requested_at))
+        limit = service.per_year or 0
+        spent = [y for y in quota_years(ctx.now, rules) if facts.used.get(y, 0) >= limit]
+        spare = [y for y in quota_years(ctx.now, rules) if y not in spent]
+        kw.update(years=[req.date.year] if req.date else spent,
+                  next_year=spare[0] if spare else None)
+    if code in (Refusal.PACKAGE_SEX, Refusal.VENUE):
+        kw["package"] = next(p for p in service.packages if p.code == req.package)
+    if code == Refusal.NOT_ENTITLED:
+        kw.update(entitlement(ctx, req.tier, service))
+    return Invalid(f"booking/refusal/{code}", goto=goto, end=end, **kw)
+
+
+def entitlement(ctx: Context, tier_code: str, service: Service) -> dict:
+    rules = ctx.services.rules
+    needed = rules.lowest_tier_with(service.code)
+    return dict(needed=needed, needed_is_top=needed == rules.tiers[0],
+                mine=_with_quota(ctx, rules.bookable_services_for(tier_code)))
+
+
+def _with_quota(ctx: Context, services) -> list[dict]:
+    customer = _customer(ctx)
+    out = []
+    for s in services:
+        used = store.quota_used(ctx.session, customer.id, s.code, ctx.today.year)
+        out.append({"service": s, "used": used, "left": remaining(s, used)})
+    return out
+
+
+def _check(ctx: Context, data: BookingData, *, goto: str | None = None, **override: Any) -> None:
+    req = _request(ctx, data, **override)
+    code = check_booking(req, _facts(ctx, req))
+    if code is not None:
+        raise refusal(ctx, code, req, goto=goto or STEP_OF.get(code), end=code in ENDS)
+
+
+# A refusal at commit sends the customer back to the step that can fix it.
+STEP_OF = {Refusal.NOT_FAMILY: "beneficiary", Refusal.FAMILY_NOT_ALLOWED: "beneficiary",
+           Refusal.NO_PACKAGE: "package", Refusal.PACKAGE_SEX: "package",
+           Refusal.NOT_OFFERED: "city", Refusal.VENUE: "city", Refusal.CLOSED: "date",
+           Refusal.PAST: "date", Refusal.TOO_SOON: "date", Refusal.BEYOND_WINDOW: "date",
+           Refusal.QUOTA_USED: "date"}
+ENDS = {Refusal.NOT_ENTITLED, Refusal.NOT_BOOKABLE}
+
+
+# --- Steps ---------------------------------------------------------------------------------
+
+
+def service_options(ctx: Context, data: BookingData) -> list[Option]:
+    tier = held_tier(ctx, _customer(ctx))
+    return [Option(s["service"].code, s["service"].name, note=f"剩余{s['left']}次")
+            for s in _with_quota(ctx, ctx.services.rules.bookable_services_for(tier.code))]
+
+
+def service_context(ctx: Context, data: BookingData) -> dict:
+    rules = ctx.services.rules
+    tier = held_tier(ctx, _customer(ctx))
+    mine = {s.code for s in rules.bookable_services_for(tier.code)}
+    others = [{"service": rules.service(c), "tier": rules.lowest_tier_with(c)}
+              for c in rules.booking.services if c not in mine]
+    return {"year": ctx.today.year, "others": others}
+
+
+def check_service(ctx: Context, code: str, data: BookingData) -> str:
+    data.service = code
+    _check(ctx, data, goto="service")
+    return code
+
+
+def beneficiary_options(ctx: Context, data: BookingData) -> list[Option]:
+    customer = _customer(ctx)
+    options = [Option(SELF, f"本人（{mask_name(customer.name)}）", words=("自己", "我"))]
+    for m in store.family_of(ctx.session, customer.id):
+        options.append(Option(f"{MEMBER}{m.id}",
+                              f"{RELATION_NAMES.get(m.relation, '')} {mask_name(m.name)}"))
+    options.append(Option(NEW, "添加家人（配偶、父母、子女）"))
+    return options
+
+
+def check_beneficiary(ctx: Context, code: str, data: BookingData) -> str:
+    data.beneficiary = code
+    if code != NEW:
+        _check(ctx, data, goto="beneficiary")
+    return code
+
+
+def relation_options(ctx: Context, data: BookingData) -> list[Option]:
+    return [Option(r.value, name) for r, name in RELATION_NAMES.items()]
+
+
+_NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
+
+
+def parse_new_name(ctx: Context, text: str, data: BookingData) -> str:
+    if not _NAME.fullmatch(text.strip()):
+        raise Invalid("booking/bad_name")
+    return text.strip()
+
+
+def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
+    try:
+        number = validate_id_number(normalize_id_number(text), today=ctx.today)
+    except ValueError:
+        raise Invalid("booking/bad_id_number") from None
+    if number == _customer(ctx).id_number:
+        raise Invalid("booking/own_id_number")
+    data.new_id_number = number
+    _check(ctx, data)
+    return number
+
+
+def package_options(ctx: Context, data: BookingData) -> list[Option]:
+    tier = held_tier(ctx, _customer(ctx))
+    return [Option(p.code, p.name, note=p.content)
+            for p in packages_for(_service(ctx, data), tier.code, _person(ctx, data))]
+
+
+def wants_package(ctx: Context, data: BookingData) -> bool:
+    return len(package_options(ctx, data)) > 1
+
+
+def check_package(ctx: Context, code: str, data: BookingData) -> str:
+    data.package = code
+    _check(ctx, data, goto="package")
+    return code
+
+
+def exam_options(ctx: Context, data: BookingData) -> list[Option]:
+    return [Option(c, c) for c in _service(ctx, data).choices]
+
+
+def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
+    def parse(ctx: Context, text: str, data: BookingData) -> str:
+        text = text.strip()
+        if normalize(text) in skip_words:
+            return ""
+        if not text or len(text) > max_len:
+            raise Invalid("booking/refusal/empty" if not text else "booking/refusal/nonsense")
+        return text
+    return parse
+
+
+def _places(ctx: Context, data: BookingData, city: str | None = None) -> list[Place]:
+    """Institutions giving the service where the chosen package may be taken."""
+    out = []
+    for place in store.institutions(ctx.session, data.service, city):
+        req = _request(ctx, data, institution=place, date=None)
+        if check_booking(req, _facts(ctx, req)) is None:
+            out.append(place)
+    return out
+
+
+def city_options(ctx: Context, data: BookingData) -> list[Option]:
+    cities: dict[str, int] = {}
+    for place in _places(ctx, data):
+        cities[place.city] = cities.get(place.city, 0) + 1
+    return [Option(c, c, note=f"{n}家机构") for c, n in cities.items()]
+
+
+def check_city(ctx: Context, code: str, data: BookingData) -> str:
+    return code
+
+
+def institution_options(ctx: Context, data: BookingData) -> list[Option]:
+    kinds = {"commercial": "商业机构", "tertiary_hospital": "三甲医院"}
+    escort = data.service in ESCORT_SERVICES
+    return [Option(p.code, p.name, note=f"{kinds.get(p.kind, p.kind)}"
+                   f"{'，专员陪同' if escort and escorted(p) else ''}；{p.address}")
+            for p in _places(ctx, data, data.city)]
+
+
+def institution_context(ctx: Context, data: BookingData) -> dict:
+    return {"city": data.city, "escort_note": data.service in ESCORT_SERVICES
+            and any(escorted(p) for p in _places(ctx, data, data.city))}
+
+
+def check_institution(ctx: Context, code: str, data: BookingData) -> str:
+    data.institution = code
+    place = store.institution(ctx.session, code)
+    _check(ctx, data, goto="institution", institution=place, date=None)
+    if data.date is not None:  # a date named at entry: keep it only if it fits here
+        req = _request(ctx, data, institution=place)
+        why = check_booking(req, _facts(ctx, req))
+        if why is not None:
+            data.date_note = refusal(ctx, why, req).render()
+            data.date = None
+    return code
+
+
+class DateChoice(Choice):
+    """The next bookable dates as options; a typed date is read with `parse_date`."""
+
+    def answer(self, ctx: Context, data: Any) -> Any:
+        offered = [tuple(o) for o in (getattr(data, OPTIONS, None) or [])]
+        code = pick(offered, ctx.text, ctx.inbound.menu_id)
+        if code is not None:
+            return self.check(ctx, code, data)
+        parsed = parse_date(ctx.text, ctx.now, calendar())
+        if not parsed.ok:
+            if parsed.reason == "past":
+                raise refusal(ctx, Refusal.PAST, _request(ctx, data))
+            raise Invalid(f"booking/refusal/{parsed.reason}")
+        return self.check(ctx, parsed.date.isoformat(), data)
+
+
+def date_options(ctx: Context, data: BookingData) -> list[Option]:
+    req = _request(ctx, data, date=None)
+    facts = _facts(ctx, req)
+    days = bookable_dates(req, facts, ctx.services.rules.booking.dates_offered)
+    return [Option(d.isoformat(), f"{d.month}月{d.day}日 {'周' + '一二三四五六日'[d.weekday()]}")
+            for d in days]
+
+
+def date_context(ctx: Context, data: BookingData) -> dict:
+    rules = ctx.services.rules
+    note, data.date_note = data.date_note, ""
+    return {"note": note, "offered": bool(getattr(data, "_options", None)),
+            "earliest": calendar().earliest_bookable(ctx.now, rules.booking.lead_workdays),
+            "latest": ctx.today + timedelta(days=rules.booking.window_days)}
+
+
+def check_date(ctx: Context, code: str, data: BookingData) -> date:
+    d = date.fromisoformat(code)
+    _check(ctx, data, goto="date", date=d)
+    return d
+
+
+def summary_context(ctx: Context, data: BookingData) -> dict:
+    rules = ctx.services.rules
+    req = _request(ctx, data)
+    service = rules.service(req.service)
+    package = next((p for p in service.packages if p.code == req.package), None)
+    person = req.beneficiary
+    deadline = calendar().free_cancel_deadline(req.date, cutoff=rules.booking.cancel_cutoff)
+    return dict(service=service, package=package, exam=data.exam, department=data.department,
+                hospital=data.hospital, expert=data.expert, person=person_label(person),
+                place=req.institution, date=req.date,
+                escorted=req.service in ESCORT_SERVICES and escorted(req.institution),
+                provisional=calendar().is_provisional(req.date), deadline=deadline,
+                fees=req.service in FEE_SERVICES, family=not person.is_self)
+
+
+def person_label(person: Person) -> str:
+    if person.is_self:
+        return f"本人（{mask_name(person.name)}）"
+    return f"{RELATION_NAMES.get(person.relation, '')} {mask_name(person.name)}"
+
+
+def parse_confirm(ctx: Context, text: str, data: BookingData) -> bool:
+    word = normalize(text)
+    if word in YES:
+        return True
+    if word in NO:
+        raise Invalid("booking/not_submitted", end=True)
+    raise Invalid("booking/confirm_again")
+
+
+def finish(ctx: Context, data: BookingData) -> Reply:
+    rules = ctx.services.rules
+    customer = _customer(ctx)
+    req = _request(ctx, data)
+    person = req.beneficiary
+    new_member = None
+    if person is not None and not person.registered:
+        new_member = FamilyMember(customer_id=customer.id, relation=person.relation,
+                                  name=person.name, id_number=person.id_number)
+    new = store.NewBooking(customer_id=customer.id, request=req, request_key=data.key,
+                           new_member=new_member, department=data.department,
+                           hospital_preference=data.hospital or None,
+                           expert=data.expert or None, exam=data.exam)
+    try:
+        booking = store.submit_booking(ctx.session, new, rules, calendar(), ctx.now)
+    except store.BookingRefused as exc:
+        raise refusal(ctx, exc.refusal, req, goto=STEP_OF.get(exc.refusal),
+                      end=exc.refusal in ENDS) from None
+    except IntegrityError:  # the same request confirmed twice: the first one stands
+        raise Invalid("booking/already_submitted", end=True) from None
+    return ctx.say("booking/submitted", booking=booking, service=rules.service(req.service),
+                   person=person_label(person), place=req.institution)
+
+
+def _is(service: str):
+    return lambda ctx, data: data.service == service
+
+
+booking_flow = router.flow(Flow(
+    name="booking", title="服务预约",
+    steps=[
+        Choice("service", "booking/ask_service", options=service_options, check=check_service,
+               context=service_context),
+        Choice("beneficiary", "booking/ask_beneficiary", options=beneficiary_options,
+               check=check_beneficiary, when=lambda ctx, d: _service(ctx, d).family,
+               context=lambda ctx, d: {"service": _service(ctx, d)}),
+        Choice("new_relation", "booking/ask_relation", options=relation_options,
+               when=lambda ctx, d: d.beneficiary == NEW),
+        Step("new_name", "booking/ask_new_name", parse_new_name, free_text=True,
+             when=lambda ctx, d: d.beneficiary == NEW),
+        Step("new_id_number", "booking/ask_new_id", parse_new_id,
+             when=lambda ctx, d: d.beneficiary == NEW,
+             context=lambda ctx, d: {"name": mask_name(d.new_name)}),
+        Choice("package", "booking/ask_package", options=package_options, check=check_package,
+               when=wants_package),
+        Choice("exam", "booking/ask_exam", options=exam_options,
+               when=lambda ctx, d: bool(_service(ctx, d).choices)),
+        Step("department", "booking/ask_department", parse_free(64), free_text=True,
+             when=_is(EXPERT)),
+        Step("hospital", "booking/ask_hospital", parse_free(128, ("不限", "无", "没有", "都可以")),
+             free_text=True, when=_is(EXPERT)),
+        Step("expert", "booking/ask_expert", parse_free(64, ("不指定", "无", "没有", "不用")),
+             free_text=True, when=lambda ctx, d: d.service == EXPERT and _service(ctx, d)
+             .may_name_expert(held_tier(ctx, _customer(ctx)).code)),
+        Choice("city", "booking/ask_city", options=city_options, check=check_city),
+        Choice("institution", "booking/ask_institution", options=institution_options,
+               check=check_institution, context=institution_context),
+        DateChoice("date", "booking/ask_date", options=date_options, check=check_date,
+                   context=date_context),
+        Step("confirm", "booking/summary", parse_confirm, context=summary_context),
+    ],
+    finish=finish, model=BookingData,
+    begin=lambda ctx: {"key": uuid.uuid4().hex},
+))
+
+
+# --- Entry -----------------------------------------------------------------------------------
+
+
+def start_booking(ctx: Context, service_code: str | None) -> Reply:
+    customer = require_customer(ctx)
+    if isinstance(customer, Reply):
+        return customer
+    tier = held_tier(ctx, customer)
+    initial: dict[str, Any] = {}
+    if service_code is not None:
+        req = BookingRequest(service=service_code, tier=tier.code, requested_at=ctx.now)
+        code = check_booking(req, _facts(ctx, req))
+        if code is not None:
+            return Reply(refusal(ctx, code, req).render())
+        initial["service"] = service_code
+        initial.update(read_entry(ctx, customer, service_code))
+    return ctx.start(booking_flow, **initial)
+
+
+def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
+    """Answers an entry message already gives: who (帮我妈妈…), the exam (核磁共振) and the
+    date (下周三洗牙)."""
+    text = ctx.text or ""
+    out: dict[str, Any] = {}
+    rest = text
+    service = ctx.services.rules.service(service_code)
+    for words, relation, sex in WHO:
+        hit = next((w for w in words if w in text), None)
+        if hit is None:
+            continue
+        rest = rest.replace(hit, "")
+        members = [m for m in store.family_of(ctx.session, customer.id) if m.relation == relation
+                   and (sex is None or id_sex(m.id_number) == sex)]
+        if len(members) == 1:
+            out["beneficiary"] = f"{MEMBER}{members[0].id}"
+        elif not members:
+            out.update(beneficiary=NEW, new_relation=relation.value)
+        break
+    if service.choices:
+        for choice in service.choices:
+            stem = choice.removesuffix("检查")
+            if stem and stem.lower() in text.lower():
+                out["exam"] = choice
+                rest = re.sub(re.escape(stem), "", rest, flags=re.IGNORECASE)
+                break
+    key = next(k for k, s in SERVICE_OF_KEY.items() if s == service_code)
+    for word in sorted(INTENTS[key], key=len, reverse=True):
+        rest = rest.replace(word, "")
+    rest = _FILLER.sub("", rest).strip()
+    if rest:
+        parsed = parse_date(rest, ctx.now, calendar())
+        if parsed.ok:
+            rules = ctx.services.rules
+            why = validate_service_date(parsed.date, ctx.now, calendar(),
+                                        rules.booking.lead_workdays, rules.booking.window_days)
+            if why is None:
+                out["date"] = parsed.date
+            else:
+                req = BookingRequest(service=service_code, tier=held_tier(ctx, customer).code,
+                                     requested_at=ctx.now, date=parsed.date)
+                out["date_note"] = refusal(ctx, Refusal(why), req).render()
+    return out
+
+
+@router.key(Key.BOOK_DENTAL, Key.BOOK_CHECKUP, Key.BOOK_EXPERT, Key.BOOK_SPECIAL)
+def book(ctx: Context) -> Reply:
+    key = Key(ctx.inbound.key) if ctx.inbound.key else _typed_key(ctx)
+    return start_booking(ctx, SERVICE_OF_KEY.get(key))
+
+
+def _typed_key(ctx: Context) -> Key | None:
+    return match(ctx.text)
+
+
+# --- 我的预约 ------------------------------------------------------------------------------------
+
+
+def _terms(ctx: Context, booking) -> tuple[bool, Any]:
+    rules = ctx.services.rules
+    return cancellation_terms(booking, ctx.now, calendar(), cutoff=rules.booking.cancel_cutoff,
+                              grace_hours=rules.booking.confirm_grace_hours)
+
+
+def _who(ctx: Context, customer: Customer, booking) -> str:
+    if booking.family_member_id is None:
+        return person_label(store.me(customer))
+    member = ctx.session.get(FamilyMember, booking.family_member_id)
+    return person_label(store.person_of(member)) if member else ""
+
+
+@router.key(Key.MY_BOOKINGS)
+def my_bookings(ctx: Context) -> Reply:
+    customer = require_customer(ctx)
+    if isinstance(customer, Reply):
+        return customer
+    rules = ctx.services.rules
+    items = []
+    for b in store.bookings_of(ctx.session, customer.id):
+        cancellable = cancel_refusal(b, ctx.now) is None
+        free, until = _terms(ctx, b) if cancellable else (False, None)
+        place = ctx.session.get(Institution, b.institution_id) if b.institution_id else None
+        items.append(dict(number=b.number, service=rules.service(b.service).name,
+                          person=_who(ctx, customer, b), date=service_date(b),
+                          time=b.confirmed_time, status=b.status,
+                          place=place.name if place else "", cancellable=cancellable,
+                          free=cancellable and free, free_until=until if cancellable and free else None))
+    if not items:
+        return ctx.say("booking/no_bookings")
+    return ctx.say("booking/my_bookings", items=items)
+
+
+# --- 取消预约 ------------------------------------------------------------------------------------
+
+
+class CancelData(FlowData):
+    which: str | None = None  # booking number
+    free: bool | None = None  # the terms the customer was shown
+    confirm: bool | None = None
+
+
+def _own_active(ctx: Context, customer: Customer) -> list:
+    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
+            if cancel_refusal(b, ctx.now) is None]
+
+
+def which_options(ctx: Context, data: CancelData) -> list[Option]:
+    customer = _customer(ctx)
+    rules = ctx.services.rules
+    return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
+                   note=f"{service_date(b).month}月{service_date(b).day}日，{_who(ctx, customer, b)}")
+            for b in _own_active(ctx, customer)]
+
+
+def _booking(ctx: Context, number: str):
+    """The customer's own booking with this number, or an Invalid that ends the flow."""
+    booking = store.booking_by_number(ctx.session, number)
+    if booking is None or booking.customer_id != _customer(ctx).id:
+        raise Invalid("booking/cancel/not_found", end=True, number=number)
+    why = cancel_refusal(booking, ctx.now)
+    if why is not None:
+        raise Invalid(f"booking/cancel/{why}", end=True, number=number,
+                      status=render("booking/status", status=booking.status))
+    return booking
+
+
+def check_which(ctx: Context, code: str, data: CancelData) -> str:
+    _booking(ctx, code)
+    return code
+
+
+def cancel_context(ctx: Context, data: CancelData) -> dict:
+    booking = store.booking_by_number(ctx.session, data.which)
+    free, deadline = _terms(ctx, booking)
+    data.free = free
+    rules = ctx.services.rules
+    summary = render("booking/cancel/summary", number=booking.number,
+                     service=rules.service(booking.service).name,
+                     person=_who(ctx, _customer(ctx), booking), date=service_date(booking))
+    return dict(summary=summary, free=free, deadline=deadline, year=booking.quota_year,
+                service=rules.service(booking.service).name)
+
+
+def parse_cancel_confirm(ctx: Context, text: str, data: CancelData) -> bool:
+    word = normalize(text)
+    if data.free:
+        if word in YES or word == LATE_PHRASE:
+            return True
+        if word in NO:
+            raise Invalid("booking/cancel/kept", end=True)
+        raise Invalid("booking/confirm_again")
+    if word == LATE_PHRASE:
+        return True
+    if word in NO:
+        raise Invalid("booking/cancel/kept", end=True)
+    raise Invalid("booking/cancel/confirm_late_again")
+
+
+def cancel_finish(ctx: Context, data: CancelData) -> Reply:
+    rules = ctx.services.rules
+    booking = _booking(ctx, data.which)
+    free, _ = _terms(ctx, booking)
+    if data.free and not free:  # the free deadline passed while the customer was deciding
+        raise Invalid("booking/cancel/terms_changed", goto="confirm")
+    free = store.cancel_booking(ctx.session, booking, ctx.now, calendar(), rules)
+    return ctx.say("booking/cancel/cancelled_free" if free else "booking/cancel/cancelled_late",
+                   number=booking.number, year=booking.quota_year,
+                   service=rules.service(booking.service).name)
+
+
+class CancelConfirm(Step):
+    """Free: a yes; late (counted): only 「确认取消」."""
+
+    def ask(self, ctx: Context, data: Any) -> str:
+        values = cancel_context(ctx, data)
+        return render("booking/cancel/confirm_free" if values["free"]
+                      else "booking/cancel/confirm_late", **values)
+
+
+cancel_flow = router.flow(Flow(
+    name="cancel_booking", title="取消预约",
+    steps=[Choice("which", "booking/cancel/ask_which", options=which_options,
+                  check=check_which),
+           CancelConfirm("confirm", "booking/cancel/confirm_free", parse_cancel_confirm)],
+    finish=cancel_finish, model=CancelData,
+))
+
+
+@router.key(Key.CANCEL_BOOKING)
+def cancel(ctx: Context) -> Reply:
+    customer = require_customer(ctx)
+    if isinstance(customer, Reply):
+        return customer
+    m = _NUMBER.search(ctx.text or "")
+    if m:
+        number = m.group(0).upper()
+        try:
+            _booking(ctx, number)
+        except Invalid as exc:
+            return Reply(exc.render())
+        return ctx.start(cancel_flow, which=number)
+    active = _own_active(ctx, customer)
+    if not active:
+        return ctx.say("booking/cancel/none")
+    if len(active) == 1:
+        return ctx.start(cancel_flow, which=active[0].number)
+    return ctx.start(cancel_flow)
+
