@@ -5,9 +5,9 @@ from bot.conversation.router import Router
 
 
 def build_router() -> Router:
-    from handlers import binding, booking, common, staff, tiers
+    from handlers import binding, booking, common, staff, tiers, visits
 
     root = Router()
-    for module in (common, staff, binding, tiers, booking):
+    for module in (common, staff, binding, tiers, booking, visits):
         root.include(module.router)
     return root

@@ -255,3 +255,50 @@ def _text(content: str) -> str:
     from bot.wechat.simulator import text_xml
 
     return text_xml(U, content)
+
+
+# --- 理赔住院探视 (明珠 and up, with a policy that has hospitalisation, critical illness, mild
+# illness or disability liability) ------------------------------------------------------------
+
+
+async def test_hospital_visit_request_reaches_staff(wx_plain, customer, services):
+    from models import HospitalVisit
+
+    customer("pearl")  # the factory's policy carries hospitalisation liability
+    with time_machine.travel("2026-12-02 10:00:00+08:00", tick=True):
+        first = await wx_plain.say(U, "住院探视")
+        assert "医院名称" in first
+        await wx_plain.say(U, "上海瑞金医院")
+        await wx_plain.say(U, "心内科 12床")
+        done = await wx_plain.say(U, "昨天")
+    assert "95359" in done  # report the claim on the hotline if not done yet
+    with Session(services.engine) as s:
+        [visit] = s.exec(select(HospitalVisit)).all()
+        assert (visit.hospital, visit.ward, str(visit.admission_date)) == \
+            ("上海瑞金医院", "心内科 12床", "2026-12-01")
+
+
+async def test_hospital_visit_is_not_for_mass_customers(wx_plain, customer):
+    customer("mass")
+    reply = await wx_plain.say(U, "住院探视")
+    assert "理赔住院探视" in reply and "明珠" in reply and "医院名称" not in reply
+
+
+async def test_hospital_visit_needs_a_policy_with_the_liability(wx_plain, services):
+    with Session(services.engine, expire_on_commit=False) as s:
+        c = factories.customer(s, name="吴敏", sex="F", tier="gold")
+        factories.policy(s, c, "PNOLIAB001", premium="120000", liabilities="")
+        bind(s, U, c, services.now())
+        s.commit()
+    reply = await wx_plain.say(U, "住院探视")
+    assert "住院、重大疾病、轻症或伤残责任" in reply and "医院名称" not in reply
+
+
+async def test_an_admission_date_in_the_future_is_asked_again(wx_plain, customer):
+    customer("pearl")
+    with time_machine.travel("2026-12-02 10:00:00+08:00", tick=True):
+        await wx_plain.say(U, "住院探视")
+        await wx_plain.say(U, "上海瑞金医院")
+        await wx_plain.say(U, "心内科")
+        reply = await wx_plain.say(U, "12月25日")
+    assert "没能看懂这个日期" in reply
