@@ -16,7 +16,8 @@ import re
 import secrets
 
 from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
-from bot.domain import accounts
+from bot.conversation.intents import normalize, yes_no
+from bot.domain import accounts, privacy
 from bot.domain.identity import (compact, is_valid_phone, mask_id_number, mask_name, mask_phone,
                                  normalize_phone, typed_id_number, validate_id_number)
 from bot.infra.texts import render
@@ -87,6 +88,7 @@ def _customer_lock(ctx: Context, customer_id: int) -> Invalid | None:
 
 class BindingData(FlowData):
     # Each step's answer is only a mark that it was answered (True); what was typed is not kept.
+    consent: bool | None = None  # agreed to the privacy notice (PIPL) before any question
     name: bool | str | None = None
     name_mac: str = ""  # keyed digest of the typed name, until the ID number is matched
     id_number: bool | str | None = None
@@ -206,6 +208,17 @@ def _code_prompt(ctx: Context, data: BindingData) -> dict:
             "minutes": rules_of(ctx).code_ttl_seconds // 60}
 
 
+def parse_consent(ctx: Context, text: str, data: BindingData) -> bool:
+    """同意 (or any yes word) before the first question; no ends binding politely."""
+    norm = normalize(text)
+    answer = True if norm in ("同意", "我同意") else False if norm in ("不同意", "拒绝") else yes_no(text)
+    if answer is None:
+        raise Invalid("binding/consent_again")
+    if not answer:
+        raise Invalid("binding/consent_declined", end=True)
+    return True
+
+
 def begin(ctx: Context) -> dict | Reply:
     customer = ctx.customer
     if customer is not None:
@@ -231,6 +244,8 @@ def finish(ctx: Context, data: BindingData) -> Reply:
 binding = router.flow(Flow(
     name="binding", title="身份绑定",
     steps=[
+        Step("consent", "binding/privacy", parse_consent,
+             context=lambda ctx, data: {"url": ctx.services.settings.privacy_policy_url}),
         Step("name", "binding/ask_name", parse_name, free_text=True),
         Step("id_number", "binding/ask_id_number", parse_id_number),
         Step("phone", "binding/ask_phone", parse_phone),
@@ -255,8 +270,13 @@ class UnbindData(FlowData):
 
 
 def _confirm(ctx: Context, text: str, data: UnbindData) -> bool:
-    if text not in ("确认", "确认解除", "是"):
+    """Unbinding destroys the binding and what the bot stored: it takes 确认解除 (or a yes
+    word); a no word keeps everything."""
+    answer = True if normalize(text) == "确认解除" else yes_no(text)
+    if answer is None:
         raise Invalid("binding/unbind_confirm_again")
+    if not answer:
+        raise Invalid("binding/unbind_kept", end=True)
     return True
 
 
@@ -269,6 +289,7 @@ def _unbind_begin(ctx: Context) -> dict | Reply:
 
 def _unbind_finish(ctx: Context, data: UnbindData) -> Reply:
     accounts.unbind(ctx.session, ctx.openid)
+    privacy.erase_chat_data(ctx.session, ctx.openid)  # the flow state is cleared on finish
     return ctx.say("binding/unbound")
 
 

@@ -49,6 +49,7 @@ def codes(services):
 
 async def walk(wx, openid, name, id_number, phone):
     await wx.say(openid, "绑定")
+    await wx.say(openid, "同意")  # the privacy notice comes first
     await wx.say(openid, name)
     await wx.say(openid, id_number)
     return await wx.say(openid, phone)
@@ -56,7 +57,9 @@ async def walk(wx, openid, name, id_number, phone):
 
 async def test_binding_with_sms_code(wx, services, holder, codes):
     first = await wx.say(U, "绑定")
-    assert render("binding/ask_name") in first
+    # PIPL: what is collected, why, how long, and the policy, before the first question.
+    assert "身份证号" in first and "隐私政策" in first and "同意" in first
+    assert render("binding/ask_name") in await wx.say(U, "同意")
     assert await wx.say(U, "王小明") == render("binding/ask_id_number")
     assert await wx.say(U, holder.id_number.lower()) == render("binding/ask_phone")
     ask_code = await wx.say(U, "139 1234 5678")
@@ -72,6 +75,7 @@ async def test_binding_with_sms_code(wx, services, holder, codes):
 
 async def test_invalid_id_number_is_reprompted_without_counting(wx_plain, holder, services):
     await wx_plain.say(U, "绑定")
+    await wx_plain.say(U, "同意")  # the privacy notice comes first
     await wx_plain.say(U, "王小明")
     bad = holder.id_number[:17] + ("0" if holder.id_number[17] != "0" else "1")
     reply = await wx_plain.say(U, bad)

@@ -31,7 +31,8 @@ def bound(services):
 async def test_unbound_user_is_led_into_binding(wx_plain):
     reply = await wx_plain.say(U, "我的等级")
     assert reply.startswith(render("binding/needed"))
-    assert reply.endswith(render("binding/ask_name"))
+    assert reply.endswith("回复「同意」继续绑定，回复「退出」放弃。")  # the privacy notice first
+    assert render("binding/ask_name") in await wx_plain.say(U, "同意")
     assert await wx_plain.say(U, "李四") == render("binding/ask_id_number")
 
 

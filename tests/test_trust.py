@@ -67,6 +67,7 @@ async def test_emergency_phrasings_get_the_advice_at_once(wx_plain):
 
 async def test_emergency_inside_a_free_text_step_and_the_flow_waits(wx_plain):
     await wx_plain.say(U, "绑定")  # an unbound user: the name step takes any text
+    await wx_plain.say(U, "同意")  # the privacy notice comes first
     assert advice(await wx_plain.say(U, "胸口疼得厉害"))
     # The flow waited where it was: a name is still taken.
     assert "身份证" in await wx_plain.say(U, "吴敏")
@@ -74,6 +75,7 @@ async def test_emergency_inside_a_free_text_step_and_the_flow_waits(wx_plain):
 
 async def test_120_inside_an_id_number_is_not_an_emergency(wx_plain):
     await wx_plain.say(U, "绑定")
+    await wx_plain.say(U, "同意")  # the privacy notice comes first
     await wx_plain.say(U, "吴敏")
     reply = await wx_plain.say(U, "110105198012010120")
     assert not advice(reply)
@@ -177,6 +179,7 @@ async def test_recognised_voice_is_read_as_text(wx_plain):
 
 async def test_recognised_voice_at_a_step_echoes_what_was_heard(wx_plain):
     await wx_plain.say(U, "绑定")
+    await wx_plain.say(U, "同意")  # the privacy notice comes first
     reply = await wx_plain.send(U, "voice", MediaId="m1", Format="amr", Recognition="吴敏")
     assert "我听到的是：「吴敏」" in reply["Content"] and "身份证" in reply["Content"]
 
@@ -190,7 +193,8 @@ async def test_voice_without_recognition_is_asked_to_type(wx_plain):
 
 
 async def test_a_command_at_a_free_text_step_is_not_taken_as_a_name(wx_plain):
-    await wx_plain.say(U, "我的等级")  # unbound: binding starts, asking for the name
+    await wx_plain.say(U, "我的等级")  # unbound: binding starts with the privacy notice
+    assert "姓名" in await wx_plain.say(U, "同意")  # now the name step takes any text
     reply = await wx_plain.say(U, "我的权益")
     assert "要先退出" in reply and "我的权益" in reply
     back = await wx_plain.say(U, "否")
@@ -302,3 +306,34 @@ async def test_an_admission_date_in_the_future_is_asked_again(wx_plain, customer
         await wx_plain.say(U, "心内科")
         reply = await wx_plain.say(U, "12月25日")
     assert "没能看懂这个日期" in reply
+
+
+# --- Privacy (PIPL) -------------------------------------------------------------------------------
+
+
+async def test_binding_asks_consent_before_any_question(wx_plain):
+    first = await wx_plain.say(U, "绑定")
+    assert "身份证号" in first and "隐私政策" in first and "https://" in first
+    assert "姓名" not in first.split("隐私政策")[0].split("收集")[0]  # no question yet
+    assert "同意" in await wx_plain.say(U, "嗯嗯我看看")  # neither yes nor no: asked again
+    assert "不绑定也没关系" in await wx_plain.say(U, "不同意")
+    await wx_plain.say(U, "绑定")
+    assert "姓名" in await wx_plain.say(U, "同意")
+
+
+async def test_unbinding_understands_no_and_erases_chat_data(wx_plain, customer, services):
+    customer("gold")
+    with Session(services.engine) as s:
+        s.add(LeftMessage(openid=U, text="请回电话", created_at=services.now()))
+        s.commit()
+    assert "确认解除" in await wx_plain.say(U, "解除绑定")
+    assert "保留绑定" in await wx_plain.say(U, "否")
+    assert "黄金" in await wx_plain.say(U, "我的等级")  # still bound
+    await wx_plain.say(U, "解除绑定")
+    assert "结束解除绑定" in await wx_plain.say(U, "取消")  # a bare 取消 only leaves the flow
+    assert "黄金" in await wx_plain.say(U, "我的等级")
+    await wx_plain.say(U, "解除绑定")
+    done = await wx_plain.say(U, "确认解除")
+    assert "已解除绑定" in done and "删除" in done
+    with Session(services.engine) as s:
+        assert s.exec(select(LeftMessage).where(LeftMessage.openid == U)).all() == []
