@@ -16,9 +16,15 @@ from bot.infra.services import Services
 
 
 def build_pipeline(settings: Settings, router: Router | None = None) -> Pipeline:
-    """The production pipeline: services, the handlers' router, the stores."""
+    """The production pipeline: services, the handlers' router, the stores. The FAQ index
+    (jieba's dictionary) and the date parser load here, once per process, so that no
+    customer waits for them."""
+    from bot.conversation import faq
+    from bot.domain import dates
     from handlers import build_router
 
+    faq.warm()
+    dates.warm_up()
     return Pipeline(Services(settings, load_rules(settings.rules_file)), router or build_router())
 
 

@@ -219,7 +219,7 @@ def chat(openid: str = typer.Option("", help="Whose account to speak from (defau
     if mode != "plain" and not s.wechat_encoding_aes_key:
         typer.echo("Setting WECHAT_ENCODING_AES_KEY is required for safe mode", err=True)
         raise typer.Exit(2)
-    run_chat(s, url, openid or random_openid(), mode)
+    raise typer.Exit(run_chat(s, url, openid or random_openid(), mode))
 
 
 def parse_day(value: str | None, s: Settings):

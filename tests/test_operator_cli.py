@@ -84,3 +84,14 @@ def test_demo_load_if_empty_repeats_the_unbound_policyholder(tmp_path):
     line = next(l for l in first.stdout.splitlines() if "to try 绑定" in l)
     again = main(url, "demo", "load", "--if-empty")
     assert "already has customers" in again.stdout and line in again.stdout
+
+
+def test_chat_at_a_dead_port_says_so(db_url):
+    from tests.conftest import _free_port
+
+    url = f"http://127.0.0.1:{_free_port()}/wechat"  # nothing listens there
+    res = subprocess.run([sys.executable, "main.py", "chat", "--url", url], cwd=ROOT,
+                         env=cli_env(db_url), capture_output=True, text=True, timeout=60,
+                         input="")
+    assert res.returncode == 1
+    assert "无法连接" in res.stdout and "已连接" not in res.stdout

@@ -8,19 +8,25 @@ import httpx
 from bot.wechat.simulator import WeChatSide, event_xml, text_xml
 
 
-def run_chat(settings, url: str, openid: str, mode: str) -> None:
+def run_chat(settings, url: str, openid: str, mode: str) -> int:
+    """Chat until Ctrl-D; 1 when the bot cannot be reached at all."""
     side = WeChatSide(settings.wechat_token, settings.wechat_app_id,
                       settings.wechat_encoding_aes_key, mode)
-    print(f"已连接 {url}，身份 {openid}。输入文字聊天，/click KEY 模拟点菜单，"
-          "/subscribe 模拟关注，Ctrl-D 退出。")
     with httpx.Client(timeout=10) as client:
-        send(client, side, url, openid, event_xml(openid, "subscribe"))
+        try:
+            first = post(client, side, url, openid, event_xml(openid, "subscribe"))
+        except httpx.HTTPError as exc:
+            print(f"无法连接 {url}（{exc}）：机器人在运行吗？可先在另一个终端运行 `make run`。")
+            return 1
+        print(f"已连接 {url}，身份 {openid}。输入文字聊天，/click KEY 模拟点菜单，"
+              "/subscribe 模拟关注，Ctrl-D 退出。")
+        show(side, first)
         while True:
             try:
                 line = input("你> ").strip()
             except (EOFError, KeyboardInterrupt):
                 print()
-                return
+                return 0
             if not line:
                 continue
             if line.startswith("/click "):
@@ -29,17 +35,18 @@ def run_chat(settings, url: str, openid: str, mode: str) -> None:
                 xml = event_xml(openid, "subscribe")
             else:
                 xml = text_xml(openid, line)
-            send(client, side, url, openid, xml)
+            try:
+                show(side, post(client, side, url, openid, xml))
+            except httpx.HTTPError as exc:
+                print(f"[连接失败: {exc}]")
 
 
-def send(client: httpx.Client, side: WeChatSide, url: str, openid: str, xml: str) -> None:
+def post(client: httpx.Client, side: WeChatSide, url: str, openid: str, xml: str) -> httpx.Response:
     params, body = side.request(xml, openid=openid)
-    try:
-        res = client.post(url, params=params, content=body,
-                          headers={"Content-Type": "text/xml"})
-    except httpx.HTTPError as exc:
-        print(f"[连接失败: {exc}]")
-        return
+    return client.post(url, params=params, content=body, headers={"Content-Type": "text/xml"})
+
+
+def show(side: WeChatSide, res: httpx.Response) -> None:
     if res.status_code != 200:
         print(f"[HTTP {res.status_code}: {res.text}]")
         return
