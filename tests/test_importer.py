@@ -256,6 +256,7 @@ BAD_ROWS = [
     ({"payment_years": "ten"}, "payment_years: must be a whole number"),
     ({"payment_mode": "monthly"}, "payment_mode: unknown payment mode"),
     ({"pledged": "yes"}, "pledged: must be 0 or 1"),
+    ({"pledged": "可能"}, "pledged: must be 0 or 1"),
     ({"policy_loan": ""}, "policy_loan: must be 0 or 1"),
     ({"liabilities": "hospitalization;dental"}, "liabilities: unknown liability 'dental'"),
     ({"policy_no": ""}, "policy_no: must be 1-32 characters"),
@@ -524,3 +525,11 @@ def test_cli_file_level_outcomes(db_url, tmp_path, content, code, says):
     res = cli(db_url, "policies", str(path))
     assert res.returncode == code, res.stdout + res.stderr
     assert says in res.stdout and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("cell,value", [("1", True), ("0", False), ("true", True), ("FALSE", False),
+                                        ("是", True), ("否", False)])
+def test_pledge_and_loan_flags_accept_true_false_and_chinese(cell, value):
+    from bot.domain.importer import flag
+
+    assert flag(cell) is value

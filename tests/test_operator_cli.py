@@ -95,3 +95,10 @@ def test_chat_at_a_dead_port_says_so(db_url):
                          input="")
     assert res.returncode == 1
     assert "无法连接" in res.stdout and "已连接" not in res.stdout
+
+
+def test_the_documented_example_files_import_cleanly(db_url):
+    """docs/imports.md shows these files: they must stay true."""
+    for kind in ("policies", "family", "institutions"):
+        res = main(db_url, "import", kind, str(ROOT / "docs" / "examples" / f"{kind}.csv"))
+        assert res.returncode == 0, (kind, res.stdout, res.stderr)

@@ -157,10 +157,15 @@ def years(v: str) -> int:
     return int(v)
 
 
+FLAGS = {"1": True, "true": True, "是": True, "0": False, "false": False, "否": False}
+
+
 def flag(v: str) -> bool:
-    if v not in ("0", "1"):
-        raise ValueError(f"must be 0 or 1, not {_show(v)}")
-    return v == "1"
+    """0/1, true/false (any case) or 是/否."""
+    value = FLAGS.get(v.strip().lower())
+    if value is None:
+        raise ValueError(f"must be 0 or 1 (or true/false, 是/否), not {_show(v)}")
+    return value
 
 
 def liabilities(v: str) -> str:
