@@ -477,7 +477,6 @@ def scheduler_cmd() -> None:
 def messages_list(open_only: bool = typer.Option(False, "--open", help="Only unanswered ones.")) -> None:
     """Messages left after 人工 outside service hours, oldest first."""
     from bot.domain.messages import list_messages
-    from bot.infra.privacy import mask_name
 
     s = settings()
     with _session(s) as session:

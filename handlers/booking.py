@@ -16,17 +16,18 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
 from bot.conversation.flow import OPTIONS, pick
-from bot.conversation.intents import match, normalize
+from bot.conversation.intents import match, normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
                                  calendar, cancel_refusal, cancellation_terms, check_booking,
                                  escorted, packages_for, quota_years, remaining, service_date)
 from bot.domain.dates import parse_date, validate_service_date
 from bot.domain.identity import id_sex, mask_name, normalize_id_number, validate_id_number
-from bot.domain.rules import Service, Tier
+from bot.domain.rules import Service
 from bot.domain.vocab import Relation
 from bot.infra.texts import render
 from handlers.binding import require_customer
+from handlers.tiers import held_tier
 from menus import INTENTS, Key
 from models import Customer, FamilyMember, Institution
 
@@ -38,8 +39,6 @@ EXPERT = "expert_outpatient"  # asks department and hospital preference (and may
 FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
 ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
 SELF, NEW, MEMBER = "self", "new", "fm:"
-YES = ("是", "好", "对", "确认", "可以", "是的", "好的", "确定", "确认提交", "提交")
-NO = ("否", "不", "不用", "不要", "不了")
 LATE_PHRASE = "确认取消"
 RELATION_NAMES = {Relation.SPOUSE: "配偶", Relation.PARENT: "父母", Relation.CHILD: "子女"}
 # Words in an entry message that name the beneficiary: (relation, sex or None).
@@ -54,11 +53,6 @@ _NUMBER = re.compile(r"YY\d{10}", re.IGNORECASE)
 
 
 # --- Facts for the rules ---------------------------------------------------------------------
-
-
-def held_tier(ctx: Context, customer: Customer) -> Tier:
-    rules = ctx.services.rules
-    return rules.tier(customer.tier) if rules.has_tier(customer.tier) else rules.lowest
 
 
 class BookingData(FlowData):
@@ -390,12 +384,12 @@ def person_label(person: Person) -> str:
 
 
 def parse_confirm(ctx: Context, text: str, data: BookingData) -> bool:
-    word = normalize(text)
-    if word in YES:
-        return True
-    if word in NO:
+    answer = yes_no(text)
+    if answer is None:
+        raise Invalid("booking/confirm_again")
+    if not answer:
         raise Invalid("booking/not_submitted", end=True)
-    raise Invalid("booking/confirm_again")
+    return True
 
 
 def finish(ctx: Context, data: BookingData) -> Reply:
@@ -627,16 +621,17 @@ def cancel_context(ctx: Context, data: CancelData) -> dict:
 
 
 def parse_cancel_confirm(ctx: Context, text: str, data: CancelData) -> bool:
-    word = normalize(text)
+    """A free cancellation takes a yes; a late (counted) one only 「确认取消」."""
+    late_phrase = normalize(text) == LATE_PHRASE
     if data.free:
-        if word in YES or word == LATE_PHRASE:
+        if yes_no(text) is True or late_phrase:
             return True
-        if word in NO:
+        if yes_no(text) is False:
             raise Invalid("booking/cancel/kept", end=True)
         raise Invalid("booking/confirm_again")
-    if word == LATE_PHRASE:
+    if late_phrase:
         return True
-    if word in NO:
+    if yes_no(text) is False:
         raise Invalid("booking/cancel/kept", end=True)
     raise Invalid("booking/cancel/confirm_late_again")
 

@@ -13,7 +13,7 @@ from bot.app import create_app
 from bot.infra.config import load_settings
 from bot.infra.health import migration_heads
 from bot.infra.texts import render
-from tests.conftest import REDIS_URL, USE_PG, WeChat
+from tests.conftest import REDIS_URL, USE_PG
 
 U = "oReadyUser000000000000001"
 

@@ -63,7 +63,8 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(unicodedata.normalize("NFKC", text or "").strip()))
 
 
-YES = frozenset({"是", "是的", "好", "好的", "对", "对的", "确认", "可以", "行", "嗯", "要", "ok", "yes", "y"})
+YES = frozenset({"是", "是的", "好", "好的", "对", "对的", "确认", "确定", "可以", "行", "嗯", "要",
+                 "提交", "确认提交", "ok", "yes", "y"})
 NO = frozenset({"否", "不", "不是", "不用", "不要", "不了", "不行", "no", "n"})
 
 

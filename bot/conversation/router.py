@@ -4,15 +4,12 @@ return a `Reply` (or plain text); they never touch HTTP or XML."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from bot.conversation.flow import Flow
 from bot.conversation.reply import Reply
 from bot.domain.vocab import STAFF_ROLES
 from menus import Key
-
-if TYPE_CHECKING:
-    from bot.conversation.context import Context
 
 Handler = Callable[..., "Reply | str | None"]
 
