@@ -628,3 +628,30 @@ def test_staff_mode_warns_about_the_lead_time_instead_of_refusing(services):
     assert booking_warnings(req, facts) == [Refusal.TOO_SOON]
     past = BookingRequest("dental", "gold", datetime.fromisoformat(WED), date=date(2026, 11, 24))
     assert check_booking(past, facts, staff=True) == Refusal.PAST
+
+
+async def test_symptoms_at_the_department_step_get_the_advice_and_the_flow_goes_on(wx_plain, world,
+                                                                                   services):
+    """DOMAIN.md: at a step that takes symptoms (expert outpatient) the emergency advice is
+    shown and the flow goes on."""
+    with time_machine.travel(WED, tick=True):
+        world("platinum")
+        await walk(wx_plain, U, "专家门诊", "本人")
+        reply = await wx_plain.say(U, "胸口疼得厉害")
+        assert "120" in reply and "急诊" in reply  # the advice, at once
+        assert "医院" in reply.split("专家门诊预约不是急诊服务")[-1]  # and the next question
+        assert "北京" in await wx_plain.say(U, "不限")  # the symptoms were kept: on to the city
+    assert count_bookings(services) == 0
+
+
+async def test_privacy_export_shows_bookings_and_family_added_in_chat(wx_plain, world, services):
+    from bot.domain.privacy import export
+
+    with time_machine.travel(WED, tick=True):
+        world("gold")
+        await book_dental(wx_plain)
+    with Session(services.engine) as s:
+        data = export(s, U)
+    (b,) = bookings(services)
+    assert [x["number"] for x in data["bookings"]] == [b.number]
+    assert data["family_members"] == []  # none were added in this chat

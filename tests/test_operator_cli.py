@@ -57,6 +57,7 @@ def test_privacy_export_shows_what_is_held(db_url, engine):
     assert [p["policy_no"] for p in data["policies"]] == ["PX00000001"]
     assert data["family_members"][0]["name"] == "吴小明"
     assert data["left_messages"][0]["text"] == "请回电话"
+    assert data["bookings"] == [] and data["hospital_visits"] == []
     assert main(db_url, "privacy", "export", "o_nobody").returncode == 1
 
 

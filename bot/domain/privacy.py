@@ -9,7 +9,8 @@ from decimal import Decimal
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
-from models import Customer, FamilyMember, FsmState, LeftMessage, Policy, WechatUser
+from models import (Booking, Customer, FamilyMember, FsmState, HospitalVisit, LeftMessage, Policy,
+                    WechatUser)
 
 
 def _plain(row) -> dict:
@@ -39,6 +40,10 @@ def export(session: Session, openid: str) -> dict:
             select(FamilyMember).where(FamilyMember.customer_id == customer.id))]
         out["policies"] = [_plain(p) for p in session.exec(
             select(Policy).where(Policy.customer_id == customer.id))]
+        out["bookings"] = [_plain(b) for b in session.exec(
+            select(Booking).where(Booking.customer_id == customer.id).order_by(Booking.id))]
+        out["hospital_visits"] = [_plain(v) for v in session.exec(
+            select(HospitalVisit).where(HospitalVisit.customer_id == customer.id))]
     return out
 
 
