@@ -50,14 +50,14 @@ def upgrade_database(s: Settings) -> tuple[str | None, str]:
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
+    from bot.infra.db import make_engine
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "models" / "migrations"))
     cfg.set_main_option("sqlalchemy.url", s.database_url.replace("%", "%%"))
 
     def current() -> str | None:
-        engine = create_engine(s.database_url)
+        engine = make_engine(s.database_url, pool_size=0)  # creates the SQLite file's folder
         try:
             with engine.connect() as conn:
                 return MigrationContext.configure(conn).get_current_revision()

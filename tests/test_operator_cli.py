@@ -62,7 +62,7 @@ def test_privacy_export_shows_what_is_held(db_url, engine):
 
 
 def test_db_upgrade_says_what_it_did(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    url = f"sqlite:///{tmp_path / 'data' / 'fresh.db'}"  # a fresh clone has no data/ folder yet
     first = main(url, "db", "upgrade")
     assert first.returncode == 0 and "created the database schema" in first.stdout
     again = main(url, "db", "upgrade")
