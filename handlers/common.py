@@ -64,6 +64,14 @@ def health_advisor(ctx: Context, customer, tier) -> Reply:
     return ctx.say("health_advisor")
 
 
+@router.key(Key.HOSPITAL_VISIT)
+@with_service("hospital_visit")
+def hospital_visit(ctx: Context, customer, tier) -> Reply:
+    # Placeholder until the customer-side hospital-visit flow (another branch) replaces it:
+    # the menu offers 理赔探视, so it must answer honestly (the hotline) meanwhile.
+    return ctx.say("not_yet")
+
+
 @router.key(Key.FESTIVAL)
 def festival(ctx: Context) -> Reply:
     today = ctx.today
@@ -168,7 +176,7 @@ def scan(ctx: Context) -> Reply:
     return ctx.say("scan")
 
 
-@router.event("view", "location", "masssendjobfinish")
+@router.event("view", "location")
 def silent(ctx: Context) -> Reply:
     return Reply()
 
