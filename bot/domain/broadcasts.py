@@ -85,15 +85,26 @@ class SyncReport:
                        if self.errors else "")
 
 
-def sync_tags(session: Session, client, rules: Rules) -> SyncReport:
-    """Bring WeChat's tier tags in step with the tiers bound followers hold. The caller
-    commits (each successful WeChat call is reflected in `tag_member`)."""
+def sync_tags(session: Session, client, rules: Rules, openids: list[str] | None = None
+              ) -> SyncReport:
+    """Bring WeChat's tier tags in step with the tiers bound followers hold (all of them, or
+    only `openids`); users no longer bound or following leave their tag. Nothing to change,
+    no call to WeChat. The caller commits (each successful call is reflected in `tag_member`)."""
     report = SyncReport()
-    tags = ensure_tags(session, client, rules)
-    want = {openid: tier for openid, tier in session.execute(
-        select(WechatUser.openid, Customer.tier).join(Customer, Customer.id == WechatUser.customer_id)
-        .where(WechatUser.following.is_(True))).all()}
-    have = {m.openid: m for m in session.exec(select(TagMember)).all()}
+    wanted = (select(WechatUser.openid, Customer.tier)
+              .join(Customer, Customer.id == WechatUser.customer_id)
+              .where(WechatUser.following.is_(True)))
+    held = select(TagMember)
+    if openids is not None:
+        wanted = wanted.where(WechatUser.openid.in_(openids))
+        held = held.where(TagMember.openid.in_(openids))
+    want = {openid: tier for openid, tier in session.execute(wanted).all()}
+    have = {m.openid: m for m in session.exec(held).all()}
+    tags = tier_tags(session)
+    if not want and not have:
+        return report
+    if any(tier not in tags for tier in want.values()):
+        tags = ensure_tags(session, client, rules)
     untag: dict[int, list[str]] = defaultdict(list)
     tag: dict[int, list[str]] = defaultdict(list)
     for openid, member in have.items():
@@ -104,8 +115,8 @@ def sync_tags(session: Session, client, rules: Rules) -> SyncReport:
         if member is None or member.tier != tier or member.tag_id != tags[tier]:
             tag[tags[tier]].append(openid)
     tier_of = {v: k for k, v in tags.items()}
-    for tag_id, openids in untag.items():
-        for chunk in _chunks(openids):
+    for tag_id, members in untag.items():
+        for chunk in _chunks(members):
             try:
                 client.tag.untag_user(tag_id, chunk)
             except Exception as exc:  # keep going: the next run retries
@@ -113,8 +124,8 @@ def sync_tags(session: Session, client, rules: Rules) -> SyncReport:
                 continue
             session.execute(delete(TagMember).where(TagMember.openid.in_(chunk)))
             report.untagged += len(chunk)
-    for tag_id, openids in tag.items():
-        for chunk in _chunks(openids):
+    for tag_id, members in tag.items():
+        for chunk in _chunks(members):
             try:
                 client.tag.tag_user(tag_id, chunk)
             except Exception as exc:
@@ -128,15 +139,12 @@ def sync_tags(session: Session, client, rules: Rules) -> SyncReport:
     return report
 
 
-def untag_user(session: Session, client, openid: str) -> bool:
-    """Take an unbound user out of their tier tag (at unbinding)."""
-    member = session.get(TagMember, openid)
-    if member is None:
-        return False
-    client.tag.untag_user(member.tag_id, [openid])
-    session.delete(member)
-    session.flush()
-    return True
+def sync_user(engine, client, rules: Rules, openid: str) -> SyncReport:
+    """One user's tag, in its own transaction (after binding or unbinding has committed)."""
+    with Session(engine) as session:
+        report = sync_tags(session, client, rules, [openid])
+        session.commit()
+    return report
 
 
 def _chunks(items: list[str]):
