@@ -375,13 +375,8 @@ def _sync_tags(s: Settings, openids: list[str] | None = None) -> str:
     from bot.infra.wechat_api import make_client
 
     engine = engine_for(s, pool_timeout=30)
-    from sqlmodel import Session
-
     try:
-        with Session(engine) as session:
-            report = sync_tags(session, make_client(s, engine), load_rules(s.rules_file), openids)
-            session.commit()
-        text = report.render()
+        text = sync_tags(engine, make_client(s, engine), load_rules(s.rules_file), openids).render()
     except Exception as exc:
         text = f"tags: not synced ({exc}); the daily tier job retries"
     typer.echo(text)

@@ -50,16 +50,11 @@ class _Line:
 def sync_tier_tags(settings: Settings, engine, rules) -> "_Line":
     """After every tier run: WeChat's tier tags follow the tiers (broadcasts go by tag). A
     WeChat failure is reported, never fails the tier run; the next run retries."""
-    from sqlmodel import Session
-
     from bot.domain.broadcasts import sync_tags
     from bot.infra.wechat_api import make_client
 
     try:
-        with Session(engine) as session:
-            report = sync_tags(session, make_client(settings, engine), rules)
-            session.commit()
-        return _Line(report.render())
+        return _Line(sync_tags(engine, make_client(settings, engine), rules).render())
     except Exception as exc:
         log.warning("tier tags not synced: %s", exc)
         return _Line(f"tags: not synced ({exc}); the next run retries")

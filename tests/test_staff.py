@@ -377,8 +377,8 @@ def tiers(desk, services, wechat_api):
     with Session(services.engine) as s:
         c = factories.customer(s, name="钱五", tier="diamond", phone="13700002222")
         bind(s, DIAMOND, c, services.now())
-        report = broadcasts.sync_tags(s, services.wechat, services.rules)
         s.commit()
+    report = broadcasts.sync_tags(services.engine, services.wechat, services.rules)
     assert not report.errors
     with Session(services.engine) as s:
         tags = broadcasts.tier_tags(s)
@@ -464,9 +464,10 @@ async def test_tags_follow_tier_changes_and_unbinding(tiers, desk, services, wec
     assert DIAMOND in members[tiers["diamond"]] and U in members[tiers["gold"]]
     with Session(services.engine) as s:  # the tier job upgrades the gold customer
         s.execute(update(Customer).where(Customer.id == desk.id).values(tier="platinum"))
-        report = broadcasts.sync_tags(s, services.wechat, services.rules)
         s.commit()
-        assert (report.tagged, report.untagged) == (1, 1)
+    report = broadcasts.sync_tags(services.engine, services.wechat, services.rules)
+    assert (report.tagged, report.untagged) == (1, 1)
+    with Session(services.engine) as s:
         assert s.get(TagMember, U).tier == "platinum"
     assert U not in members[tiers["gold"]] and U in members[tiers["platinum"]]
     with Session(services.engine) as s:
@@ -476,7 +477,7 @@ async def test_tags_follow_tier_changes_and_unbinding(tiers, desk, services, wec
     assert DIAMOND not in members[tiers["diamond"]]
     with Session(services.engine) as s:
         assert s.get(TagMember, DIAMOND) is None
-        again = broadcasts.sync_tags(s, services.wechat, services.rules)
+    again = broadcasts.sync_tags(services.engine, services.wechat, services.rules)
     assert (again.tagged, again.untagged) == (0, 0)  # in step: no call to WeChat
 
 
@@ -515,11 +516,13 @@ def test_the_menu_is_refused_at_each_of_wechats_limits(change, limit):
 def test_the_menu_at_exactly_wechats_limits_is_accepted():
     from menus import validate_menu
 
-    sub = [{"type": "click", "name": "等" * 20, "key": "K" * 127 + str(i)} for i in range(5)]
-    validate_menu({"button": [{"name": "四个汉字", "sub_button": sub[:]} for _ in range(1)]})
-    validate_menu({"button": [{"name": "我的权益等级", "sub_button": [dict(s, key=f"{j}{i}")
-                                                                   for i, s in enumerate(sub)]}
-                              for j in range(3)]})
+    sub = [{"type": "click", "name": "等" * 20, "key": "K" * 126 + f"{i}"} for i in range(5)]
+    assert all(len(s["name"].encode()) == 60 for s in sub)
+    menu = {"button": [{"name": "我的权益等A",  # 16 bytes
+                        "sub_button": [dict(s, key=s["key"] + str(j)) for s in sub]}
+                       for j in range(3)]}
+    assert len(menu["button"][0]["sub_button"][0]["key"].encode()) == 128
+    validate_menu(menu)
 
 
 # --- The CLI ----------------------------------------------------------------------------------------

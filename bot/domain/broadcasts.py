@@ -55,22 +55,28 @@ def tier_tags(session: Session) -> dict[str, int]:
     return {t.tier: t.tag_id for t in session.exec(select(TierTag)).all()}
 
 
-def ensure_tags(session: Session, client, rules: Rules) -> dict[str, int]:
-    """The tag id of every tier, creating the tags WeChat does not have yet."""
-    tags = tier_tags(session)
+def ensure_tags(engine, client, rules: Rules) -> dict[str, int]:
+    """The tag id of every tier, creating the tags WeChat does not have yet. WeChat is
+    called with no database connection held (the token store may need one)."""
+    with Session(engine) as session:
+        tags = tier_tags(session)
     missing = [t.code for t in rules.tiers if t.code not in tags]
     if not missing:
         return tags
-    existing = {t["name"]: int(t["id"]) for t in (client.tag.get() or {}).get("tags", [])}
+    existing = {t["name"]: int(t["id"]) for t in client.tag.get() or []}  # wechatpy: the list
+    made = {}
     for tier in missing:
         name = tag_name(rules, tier)
         tag_id = existing.get(name)
         if tag_id is None:
-            tag_id = int(client.tag.create(name)["tag"]["id"])
-        session.add(TierTag(tier=tier, tag_id=tag_id, name=name))
-        tags[tier] = tag_id
-    session.flush()
-    return tags
+            tag_id = int(client.tag.create(name)["id"])  # wechatpy: the "tag" object
+        made[tier] = (tag_id, name)
+    with Session(engine) as session:
+        for tier, (tag_id, name) in made.items():
+            if session.get(TierTag, tier) is None:
+                session.add(TierTag(tier=tier, tag_id=tag_id, name=name))
+        session.commit()
+        return tier_tags(session)
 
 
 @dataclass
@@ -85,11 +91,11 @@ class SyncReport:
                        if self.errors else "")
 
 
-def sync_tags(session: Session, client, rules: Rules, openids: list[str] | None = None
-              ) -> SyncReport:
+def sync_tags(engine, client, rules: Rules, openids: list[str] | None = None) -> SyncReport:
     """Bring WeChat's tier tags in step with the tiers bound followers hold (all of them, or
     only `openids`); users no longer bound or following leave their tag. Nothing to change,
-    no call to WeChat. The caller commits (each successful call is reflected in `tag_member`)."""
+    no call to WeChat. Each successful call is committed to `tag_member` at once; WeChat is
+    called with no database connection held."""
     report = SyncReport()
     wanted = (select(WechatUser.openid, Customer.tier)
               .join(Customer, Customer.id == WechatUser.customer_id)
@@ -98,21 +104,21 @@ def sync_tags(session: Session, client, rules: Rules, openids: list[str] | None 
     if openids is not None:
         wanted = wanted.where(WechatUser.openid.in_(openids))
         held = held.where(TagMember.openid.in_(openids))
-    want = {openid: tier for openid, tier in session.execute(wanted).all()}
-    have = {m.openid: m for m in session.exec(held).all()}
-    tags = tier_tags(session)
+    with Session(engine) as session:
+        want = {openid: tier for openid, tier in session.execute(wanted).all()}
+        have = {m.openid: (m.tier, m.tag_id) for m in session.exec(held).all()}
+        tags = tier_tags(session)
     if not want and not have:
         return report
     if any(tier not in tags for tier in want.values()):
-        tags = ensure_tags(session, client, rules)
+        tags = ensure_tags(engine, client, rules)
     untag: dict[int, list[str]] = defaultdict(list)
     tag: dict[int, list[str]] = defaultdict(list)
-    for openid, member in have.items():
-        if want.get(openid) != member.tier or member.tag_id != tags.get(member.tier):
-            untag[member.tag_id].append(openid)
+    for openid, (tier, tag_id) in have.items():
+        if want.get(openid) != tier or tag_id != tags.get(tier):
+            untag[tag_id].append(openid)
     for openid, tier in want.items():
-        member = have.get(openid)
-        if member is None or member.tier != tier or member.tag_id != tags[tier]:
+        if have.get(openid) != (tier, tags[tier]):
             tag[tags[tier]].append(openid)
     tier_of = {v: k for k, v in tags.items()}
     for tag_id, members in untag.items():
@@ -122,7 +128,9 @@ def sync_tags(session: Session, client, rules: Rules, openids: list[str] | None 
             except Exception as exc:  # keep going: the next run retries
                 report.errors.append(f"untag {tag_id}: {exc}")
                 continue
-            session.execute(delete(TagMember).where(TagMember.openid.in_(chunk)))
+            with Session(engine) as session:
+                session.execute(delete(TagMember).where(TagMember.openid.in_(chunk)))
+                session.commit()
             report.untagged += len(chunk)
     for tag_id, members in tag.items():
         for chunk in _chunks(members):
@@ -131,20 +139,18 @@ def sync_tags(session: Session, client, rules: Rules, openids: list[str] | None 
             except Exception as exc:
                 report.errors.append(f"tag {tag_id}: {exc}")
                 continue
-            session.execute(delete(TagMember).where(TagMember.openid.in_(chunk)))
-            for openid in chunk:
-                session.add(TagMember(openid=openid, tier=tier_of[tag_id], tag_id=tag_id))
+            with Session(engine) as session:
+                session.execute(delete(TagMember).where(TagMember.openid.in_(chunk)))
+                for openid in chunk:
+                    session.add(TagMember(openid=openid, tier=tier_of[tag_id], tag_id=tag_id))
+                session.commit()
             report.tagged += len(chunk)
-    session.flush()
     return report
 
 
 def sync_user(engine, client, rules: Rules, openid: str) -> SyncReport:
-    """One user's tag, in its own transaction (after binding or unbinding has committed)."""
-    with Session(engine) as session:
-        report = sync_tags(session, client, rules, [openid])
-        session.commit()
-    return report
+    """One user's tag (after binding or unbinding has committed)."""
+    return sync_tags(engine, client, rules, [openid])
 
 
 def _chunks(items: list[str]):
