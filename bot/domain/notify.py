@@ -44,9 +44,9 @@ def booking_received(session: Session, booking: Booking, now: datetime) -> None:
 
 
 def booking_confirmed(session: Session, booking: Booking, now: datetime) -> None:
-    # One message per confirmed (date, time, institution): a repeat is a no-op.
-    key = (f"booking_confirmed:{booking.id}:{booking.confirmed_date}:{booking.confirmed_time}"
-           f":{booking.institution_id}")
+    # One message per confirmation (a re-confirmation is a new one, even back to an earlier
+    # date); the caller does not call again for an unchanged confirmation.
+    key = f"booking_confirmed:{booking.id}:{booking.confirmed_at.isoformat()}"
     _enqueue(session, "booking_confirmed", key, now, customer_id=booking.customer_id,
              **_booking_fields(booking))
 
