@@ -22,7 +22,7 @@ from bot.domain.staff_desk import create_invite
 from bot.domain.vocab import BookingStatus
 from bot.infra.texts import render
 from models import (Booking, Broadcast, Customer, HospitalVisit, Institution, LeftMessage,
-                    Notification, Staff, StaffAudit, TagMember)
+                    Notification, Staff, StaffAudit, StaffInvite, TagMember)
 from tests import factories
 from tests.test_booking import INSTITUTIONS, WED, book_dental, bookings
 from tests.test_importer import ROOT, cli_env
@@ -71,10 +71,6 @@ async def booked(wx, services) -> Booking:
     await book_dental(wx, U)  # preferred date: Friday 27 November 2026
     (b,) = bookings(services)
     return b
-
-
-def usage_of(services_router_line: str) -> str:
-    return services_router_line
 
 
 # --- Help, roles, and what non-staff see ----------------------------------------------------------
@@ -340,8 +336,7 @@ def invite(services, role="specialist", name="新专员") -> str:
 async def test_registration_links_the_openid_once(wx_plain, desk, services):
     code = invite(services)
     with Session(services.engine) as s:  # only the code's hash is kept
-        assert code not in json.dumps([r.code_hash for r in s.exec(
-            sm_select(__import__("models").StaffInvite)).all()])
+        assert code not in json.dumps([r.code_hash for r in s.exec(sm_select(StaffInvite)).all()])
     reply = await wx_plain.say(STRANGER, f"#注册 {code}")
     assert "登记成功" in reply and "健康专员" in reply
     with Session(services.engine) as s:
