@@ -21,6 +21,12 @@ jobs_app = typer.Typer(help="Scheduled jobs, run by hand.", no_args_is_help=True
 messages_app = typer.Typer(help="Messages customers left for a human agent.", no_args_is_help=True)
 privacy_app = typer.Typer(help="Personal data requests (PIPL).", no_args_is_help=True)
 calendar_app = typer.Typer(help="China's working-day calendar.", no_args_is_help=True)
+menu_app = typer.Typer(help="The service account's menu.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log of staff actions.", no_args_is_help=True)
+tags_app = typer.Typer(help="Tier tags on WeChat (for broadcasts).", no_args_is_help=True)
+app.add_typer(menu_app, name="menu")
+app.add_typer(audit_app, name="audit")
+app.add_typer(tags_app, name="tags")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
@@ -308,6 +314,7 @@ def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as o
     engine = engine_for(s, pool_timeout=30)
     report = recompute(engine, load_rules(s.rules_file), day)
     typer.echo(report.render())
+    _sync_tags(s)
 
 
 def _session(s: Settings):
@@ -356,6 +363,24 @@ def unbind(openid: str) -> None:
             raise typer.Exit(1)
         session.commit()
     typer.echo(f"unbound {openid}")
+    _sync_tags(s, [openid])
+
+
+def _sync_tags(s: Settings, openids: list[str] | None = None) -> str:
+    """Tier tags on WeChat in step with tiers (all bound users, or these); never fails the
+    command: a WeChat error is reported and the daily job retries."""
+    from bot.domain.broadcasts import sync_tags
+    from bot.domain.rules import load_rules
+    from bot.infra.db import engine_for
+    from bot.infra.wechat_api import make_client
+
+    engine = engine_for(s, pool_timeout=30)
+    try:
+        text = sync_tags(engine, make_client(s, engine), load_rules(s.rules_file), openids).render()
+    except Exception as exc:
+        text = f"tags: not synced ({exc}); the daily tier job retries"
+    typer.echo(text)
+    return text
 
 
 def _read_password(ask: bool) -> str | None:
@@ -385,15 +410,54 @@ def staff_add(openid: str, name: str = typer.Option(..., "--name"),
         raise typer.BadParameter("openid and name must be 1-64 characters")
     s = settings()
     pw = _read_password(password)
+    from bot.domain.staff_desk import audit, snapshot
+    from models import WechatUser
+
     with _session(s) as session:
-        member = session.get(Staff, openid) or Staff(openid=openid, name=name, role=role,
-                                                     created_at=datetime.now(s.tz))
+        now = datetime.now(s.tz)
+        found = session.get(Staff, openid)
+        before = snapshot(found)
+        member = found or Staff(openid=openid, name=name, role=role, created_at=now)
         member.name, member.role = name.strip(), role
         if pw:
             member.password_hash = hash_password(pw)
         session.add(member)
+        session.flush()
+        audit(session, "cli", "staff_add", openid, now, before=_no_hash(before),
+              after=_no_hash(snapshot(member)))
+        user = session.get(WechatUser, openid)
         session.commit()
     typer.echo(f"staff {openid} ({role}) saved")
+    if user is not None and user.customer_id is not None:
+        typer.echo(f"warning: {openid} is also bound to a customer; every message from it "
+                   "starting with # is now a staff command", err=True)
+
+
+def _no_hash(row: dict | None) -> dict | None:
+    return None if row is None else {**row, "password_hash": bool(row.get("password_hash"))}
+
+
+@staff_app.command("invite")
+def staff_invite(name: str = typer.Option(..., "--name"),
+                 role: str = typer.Option(..., "--role", help="specialist | admin")) -> None:
+    """Print a one-time code (valid 24 hours); the new staff member sends `#注册 <code>`
+    from their own WeChat, which links that openid."""
+    from datetime import datetime
+
+    from bot.domain.staff_desk import INVITE_HOURS, create_invite
+
+    if role not in STAFF_ROLES:
+        raise typer.BadParameter("role must be specialist or admin")
+    if not name.strip() or len(name) > 64:
+        raise typer.BadParameter("name must be 1-64 characters")
+    s = settings()
+    with _session(s) as session:
+        code, invite = create_invite(session, s.secret_key, name, role, datetime.now(s.tz))
+        session.commit()
+    typer.echo(f"invitation for {name.strip()} ({role}), valid {INVITE_HOURS} hours "
+               f"(until {invite.expires_at:%Y-%m-%d %H:%M}), one use:\n"
+               f"  #注册 {code}\n"
+               "Ask them to send that line to the service account from their own WeChat.")
 
 
 @staff_app.command("list")
@@ -423,6 +487,12 @@ def staff_remove(openid: str) -> None:
         if member is None:
             typer.echo(f"no staff account {openid}", err=True)
             raise typer.Exit(1)
+        from datetime import datetime
+
+        from bot.domain.staff_desk import audit, snapshot
+
+        audit(session, "cli", "staff_remove", openid, datetime.now(s.tz),
+              before=_no_hash(snapshot(member)))
         session.delete(member)
         session.commit()
     typer.echo(f"staff {openid} removed")
@@ -443,6 +513,11 @@ def staff_passwd(openid: str) -> None:
             raise typer.Exit(1)
         member.password_hash = hash_password(pw)
         session.add(member)
+        from datetime import datetime
+
+        from bot.domain.staff_desk import audit
+
+        audit(session, "cli", "staff_passwd", openid, datetime.now(s.tz))
         session.commit()
     typer.echo(f"password of {openid} set")
 
@@ -520,6 +595,90 @@ def privacy_export(openid: str) -> None:
         typer.echo(f"nothing is stored about {openid}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@tags_app.command("sync")
+def tags_sync() -> None:
+    """Create the tier tags on WeChat if missing and put every bound follower in the tag of
+    their tier (the daily tier job does this too)."""
+    s = settings()
+    prepare_database(s)
+    text = _sync_tags(s)
+    if "not synced" in text or "error(s)" in text:
+        raise typer.Exit(1)
+
+
+@menu_app.command("push")
+def menu_push() -> None:
+    """Check the menu (menus/) against WeChat's limits and create it on WeChat."""
+    from bot.infra.wechat_api import WeChatApiError, make_client
+    from menus import MenuError, menu_json, validate_menu
+
+    s = settings()
+    try:
+        data = validate_menu(menu_json())
+    except MenuError as exc:
+        typer.echo(f"menu not pushed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    prepare_database(s)
+    from bot.infra.db import engine_for
+
+    try:
+        make_client(s, engine_for(s, pool_timeout=30)).menu.create(data)
+    except WeChatApiError as exc:
+        typer.echo(f"menu not pushed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"menu pushed: {len(data['button'])} buttons, "
+               f"{sum(len(b['sub_button']) for b in data['button'])} entries")
+
+
+@menu_app.command("show")
+def menu_show() -> None:
+    """Print the menu WeChat has now (menu/get)."""
+    from bot.infra.wechat_api import WeChatApiError, make_client
+
+    s = settings()
+    prepare_database(s)
+    from bot.infra.db import engine_for
+
+    try:
+        got = make_client(s, engine_for(s, pool_timeout=30)).menu.get()
+    except WeChatApiError as exc:
+        if exc.errcode == 46003:
+            typer.echo("WeChat has no menu for this account (python main.py menu push)")
+            return
+        typer.echo(f"cannot read the menu: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for top in (got.get("menu") or {}).get("button", []):
+        typer.echo(top.get("name", ""))
+        for sub in top.get("sub_button", []):
+            typer.echo(f"  {sub.get('name', '')}\t{sub.get('type', '')}\t"
+                       f"{sub.get('key') or sub.get('url') or ''}")
+
+
+@audit_app.command("list")
+def audit_list(since: str = typer.Option(None, "--since", help="From YYYY-MM-DD on."),
+               staff: str = typer.Option(None, "--staff", help="Only this staff openid.")) -> None:
+    """Staff actions, oldest first: when, who, what, on which record, before and after."""
+    from datetime import date
+
+    from bot.domain.staff_desk import audit_rows
+
+    day = None
+    if since:
+        try:
+            day = date.fromisoformat(since)
+        except ValueError:
+            raise typer.BadParameter(f"{since!r} is not a date (YYYY-MM-DD)") from None
+    s = settings()
+    with _session(s) as session:
+        rows = audit_rows(session, since=day, staff=staff)
+    for r in rows:
+        at = r.at.astimezone(s.tz) if r.at.tzinfo else r.at
+        typer.echo(f"{r.id}\t{at:%Y-%m-%d %H:%M:%S}\t{r.staff_openid}\t{r.action}\t{r.target}"
+                   f"\tbefore={r.before or '-'}\tafter={r.after or '-'}")
+    if not rows:
+        typer.echo("no staff actions recorded" + (f" since {since}" if since else ""))
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import secrets
 from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
 from bot.conversation.intents import normalize, yes_no
 from bot.domain import accounts, privacy
+from bot.domain.broadcasts import sync_user
 from bot.domain.identity import (compact, is_valid_phone, mask_id_number, mask_name, mask_phone,
                                  normalize_phone, typed_id_number, validate_id_number)
 from bot.infra.texts import render
@@ -235,6 +236,7 @@ def finish(ctx: Context, data: BindingData) -> Reply:
         raise Invalid("binding/mismatch", goto="name", left=rules_of(ctx).max_failures)
     try:
         accounts.bind(ctx.session, ctx.openid, customer, ctx.now)
+        retag_after_commit(ctx)  # the new customer joins their tier's tag
     except accounts.BoundElsewhere:
         raise Invalid("binding/bound_elsewhere", end=True) from None
     log.info("bound %s… to customer %s", ctx.openid[:6], mask_id_number(customer.id_number))
@@ -290,7 +292,17 @@ def _unbind_begin(ctx: Context) -> dict | Reply:
 def _unbind_finish(ctx: Context, data: UnbindData) -> Reply:
     accounts.unbind(ctx.session, ctx.openid)
     privacy.erase_chat_data(ctx.session, ctx.openid)  # the flow state is cleared on finish
+    retag_after_commit(ctx)  # unbinding removes the user's tier tag
     return ctx.say("binding/unbound")
+
+
+def retag_after_commit(ctx: Context) -> None:
+    """Put the user's WeChat tier tag in step once this message has committed (on the WeChat
+    lane: never holds up the reply)."""
+    services, openid = ctx.services, ctx.openid
+    ctx.after_commit.append(lambda: services.submit(
+        lambda: sync_user(services.engine, services.wechat, services.rules, openid),
+        "tier tag sync"))
 
 
 unbinding = router.flow(Flow(

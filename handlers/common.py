@@ -168,7 +168,7 @@ def scan(ctx: Context) -> Reply:
     return ctx.say("scan")
 
 
-@router.event("view", "location", "masssendjobfinish")
+@router.event("view", "location")
 def silent(ctx: Context) -> Reply:
     return Reply()
 

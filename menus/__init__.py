@@ -39,16 +39,26 @@ SERVICE_OF: dict[Key, str] = {
 PERSONAL: frozenset[Key] = frozenset({
     Key.MY_TIER, Key.MY_BENEFITS, Key.MY_BOOKINGS, Key.CANCEL_BOOKING, Key.UNBIND, *SERVICE_OF})
 
-# WeChat allows 3 top-level buttons with up to 5 entries each.
+# The menu, defined once. WeChat's limits (checked by `validate_menu` before it is sent):
+# 1-3 top buttons, 1-5 entries under each, names of at most 16 bytes (top) and 60 bytes
+# (entries) in UTF-8, keys of at most 128 bytes.
 MENU: list[tuple[str, list[tuple[str, Key]]]] = [
-    ("我的VIP", [("我的等级", Key.MY_TIER), ("我的权益", Key.MY_BENEFITS),
-                 ("绑定身份", Key.BIND), ("常见问题", Key.FAQ)]),
+    ("我的权益", [("我的等级", Key.MY_TIER), ("我的权益", Key.MY_BENEFITS),
+                  ("客服节活动", Key.FESTIVAL)]),
     ("预约服务", [("预约洁牙", Key.BOOK_DENTAL), ("预约体检", Key.BOOK_CHECKUP),
                   ("专家门诊", Key.BOOK_EXPERT), ("特种检查", Key.BOOK_SPECIAL),
                   ("我的预约", Key.MY_BOOKINGS)]),
-    ("帮助", [("健康顾问", Key.HEALTH_ADVISOR), ("取消预约", Key.CANCEL_BOOKING),
-              ("人工客服", Key.HUMAN), ("使用帮助", Key.HELP)]),
+    ("帮助", [("健康顾问", Key.HEALTH_ADVISOR), ("理赔探视", Key.HOSPITAL_VISIT),
+              ("常见问题", Key.FAQ), ("绑定账户", Key.BIND), ("人工服务", Key.HUMAN)]),
 ]
+
+MAX_TOP, MAX_SUB = 3, 5
+MAX_TOP_NAME, MAX_SUB_NAME, MAX_KEY = 16, 60, 128  # bytes (UTF-8)
+
+
+class MenuError(ValueError):
+    """The menu breaks one of WeChat's limits; the message names the entry."""
+
 
 # Words customers type for each key. Matching is tolerant of spaces, punctuation,
 # full-width characters and small typos (see bot/intents.py).
@@ -80,12 +90,45 @@ INTENTS: dict[Key, list[str]] = {
 INTENT_LABEL: dict[Key, str] = {key: words[0] for key, words in INTENTS.items()}
 
 
-def menu_json() -> dict:
+def menu_json(menu: list[tuple[str, list[tuple[str, Key]]]] | None = None) -> dict:
     """The menu in the form WeChat's menu/create API takes."""
     return {
         "button": [
-            {"name": top, "sub_button": [{"type": "click", "name": n, "key": k.value}
+            {"name": top, "sub_button": [{"type": "click", "name": n, "key": str(k)}
                                          for n, k in entries]}
-            for top, entries in MENU
+            for top, entries in (MENU if menu is None else menu)
         ]
     }
+
+
+def _bytes(s: str) -> int:
+    return len(s.encode("utf-8"))
+
+
+def validate_menu(data: dict) -> dict:
+    """`data` (menu/create's JSON) checked against WeChat's limits; raises MenuError."""
+    buttons = data.get("button") or []
+    if not 1 <= len(buttons) <= MAX_TOP:
+        raise MenuError(f"{len(buttons)} top-level buttons (WeChat allows 1-{MAX_TOP})")
+    keys: set[str] = set()
+    for top in buttons:
+        name = top.get("name") or ""
+        if not name or _bytes(name) > MAX_TOP_NAME:
+            raise MenuError(f"top-level name {name!r} is {_bytes(name)} bytes "
+                            f"(WeChat allows 1-{MAX_TOP_NAME})")
+        subs = top.get("sub_button") or []
+        if not 1 <= len(subs) <= MAX_SUB:
+            raise MenuError(f"{name!r} has {len(subs)} entries (WeChat allows 1-{MAX_SUB})")
+        for sub in subs:
+            sname, key = sub.get("name") or "", sub.get("key") or ""
+            if not sname or _bytes(sname) > MAX_SUB_NAME:
+                raise MenuError(f"entry name {sname!r} is {_bytes(sname)} bytes "
+                                f"(WeChat allows 1-{MAX_SUB_NAME})")
+            if sub.get("type") == "click":
+                if not key or _bytes(key) > MAX_KEY:
+                    raise MenuError(f"key of {sname!r} is {_bytes(key)} bytes "
+                                    f"(WeChat allows 1-{MAX_KEY})")
+                if key in keys:
+                    raise MenuError(f"key {key!r} is used twice")
+                keys.add(key)
+    return data

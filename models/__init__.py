@@ -287,3 +287,77 @@ class HospitalVisit(SQLModel, table=True):
     admission_date: date
     status: str = Field(default="open", max_length=16)  # open | done
     created_at: datetime
+
+
+# --- Staff console and broadcasts -------------------------------------------------------
+
+
+class StaffAudit(SQLModel, table=True):
+    """One staff action: who, what, when, and the record before and after (JSON)."""
+
+    __tablename__ = "staff_audit"
+    __table_args__ = (Index("ix_staff_audit_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    staff_openid: str = Field(max_length=64, index=True)  # or "cli" for the command line
+    action: str = Field(max_length=32)  # confirm | complete | no_show | cancel | reply …
+    target: str = Field(default="", max_length=64)  # booking number, customer id, message id …
+    before: str | None = Field(default=None, sa_type=Text)
+    after: str | None = Field(default=None, sa_type=Text)
+    at: datetime
+
+
+class StaffInvite(SQLModel, table=True):
+    """A one-time registration code (only its HMAC is kept), redeemed with `#注册 <code>`."""
+
+    __tablename__ = "staff_invite"
+    id: int | None = Field(default=None, primary_key=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by: str | None = Field(default=None, max_length=64)
+
+
+class TierTag(SQLModel, table=True):
+    """The WeChat user tag that mirrors one tier (created through the tags API)."""
+
+    __tablename__ = "tier_tag"
+    tier: str = Field(primary_key=True, max_length=16)
+    tag_id: int = Field(unique=True)
+    name: str = Field(max_length=30)
+
+
+class TagMember(SQLModel, table=True):
+    """The tier tag a WeChat user carries on WeChat's side, as far as the bot set it."""
+
+    __tablename__ = "tag_member"
+    openid: str = Field(primary_key=True, max_length=64)
+    tier: str = Field(max_length=16)
+    tag_id: int = Field(index=True)
+
+
+class Broadcast(SQLModel, table=True):
+    """One mass send to one tier tag. A staff broadcast to several tiers (or 全部) is one
+    row per tier, sharing `batch`. WeChat's MASSSENDJOBFINISH fills in the counts."""
+
+    __tablename__ = "broadcast"
+    __table_args__ = (Index("ix_broadcast_tier_month", "tier", "month"),)
+    id: int | None = Field(default=None, primary_key=True)
+    batch: str = Field(max_length=40, index=True)
+    staff_openid: str = Field(max_length=64)
+    tier: str = Field(max_length=16)
+    tag_id: int
+    month: str = Field(max_length=7)  # YYYY-MM (Asia/Shanghai): WeChat's monthly allowance
+    content: str = Field(sa_type=Text)
+    audience: int = 0  # bound followers of the tier when it was sent (an estimate)
+    dedupe_key: str = Field(max_length=160, unique=True)
+    created_at: datetime
+    msg_id: int | None = Field(default=None, sa_type=BigInteger, index=True)
+    status: str | None = Field(default=None, max_length=64)  # MASSSENDJOBFINISH Status
+    total_count: int | None = None
+    filter_count: int | None = None
+    sent_count: int | None = None
+    error_count: int | None = None
+    finished_at: datetime | None = None

@@ -31,11 +31,33 @@ def run_tiers(settings: Settings, day: date) -> str:
         if is_review_day(yesterday, rules):
             reports.append(recompute(engine, rules, yesterday, review=True))
         reports.append(recompute(engine, rules, day, review=False))
+        reports.append(sync_tier_tags(settings, engine, rules))
     finally:
         engine.dispose()
     text = "\n".join(r.render() for r in reports)
     log.info("%s", text)
     return text
+
+
+class _Line:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def render(self) -> str:
+        return self.text
+
+
+def sync_tier_tags(settings: Settings, engine, rules) -> "_Line":
+    """After every tier run: WeChat's tier tags follow the tiers (broadcasts go by tag). A
+    WeChat failure is reported, never fails the tier run; the next run retries."""
+    from bot.domain.broadcasts import sync_tags
+    from bot.infra.wechat_api import make_client
+
+    try:
+        return _Line(sync_tags(engine, make_client(settings, engine), rules).render())
+    except Exception as exc:
+        log.warning("tier tags not synced: %s", exc)
+        return _Line(f"tags: not synced ({exc}); the next run retries")
 
 
 def run_cleanup(settings: Settings, day: date | None = None) -> str:

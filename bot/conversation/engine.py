@@ -96,7 +96,8 @@ def run_key(ctx: Context, key: Key) -> Reply:
 
 def dispatch_text(ctx: Context) -> Reply:
     text = ctx.text
-    if text.lstrip().startswith(("#", "＃")) and ctx.staff is not None:
+    if text.lstrip().startswith(("#", "＃")) and (ctx.staff is not None
+                                                  or public_command(ctx) is not None):
         return run_command(ctx)
     in_flow = current(ctx)
     step = in_flow[1] if in_flow else None
@@ -216,15 +217,28 @@ def leave_mode(ctx: Context) -> Reply:
     return Reply(render(f"modes/{mode}_left"))
 
 
-def run_command(ctx: Context) -> Reply:
+def _split_command(ctx: Context):
     name, _, rest = ctx.text.strip().lstrip("#＃").partition(" ")
     cmd = ctx.router.commands.get("#" + name.strip()) if name else None
+    return cmd, rest
+
+
+def public_command(ctx: Context):
+    """The command a user who is not staff may send (#注册), when the text is one; any other
+    `#…` from them is ordinary text, and nothing tells them staff commands exist."""
+    cmd, _ = _split_command(ctx)
+    return cmd if cmd is not None and cmd.public else None
+
+
+def run_command(ctx: Context) -> Reply:
+    cmd, rest = _split_command(ctx)
     if cmd is None:
         return Reply(render("staff/unknown_command"))
-    if ctx.staff.role not in cmd.roles:
-        return Reply(render("staff/forbidden", usage=cmd.usage))
+    if not cmd.public and ctx.staff.role not in cmd.roles:
+        return Reply(render("staff/forbidden", usage=cmd.usage, roles=cmd.roles,
+                            role=ctx.staff.role))
     try:
-        args = cmd.bind(rest)
+        args = cmd.bind(rest, ctx)
     except BadArgs as exc:
         return Reply(render("staff/usage", usage=cmd.usage, wrong=str(exc)))
     try:

@@ -28,6 +28,8 @@ class Arg:
     optional: bool = False
     rest: bool = False
     key: str = ""  # the handler's keyword (defaults to the position: a0, a1 …)
+    many: bool = False  # one or more words, as long as `parse` takes them (a list)
+    with_ctx: bool = False  # `parse(word, ctx)`: the parser needs the data (rules) too
 
 
 @dataclass
@@ -37,18 +39,35 @@ class Command:
     roles: tuple[str, ...]
     args: tuple[Arg, ...] = ()
     summary: str = ""
+    public: bool = False  # anyone may send it (#注册); other commands are staff-only
 
     @property
     def usage(self) -> str:
         words = [self.name] + [f"[{a.name}]" if a.optional else f"<{a.name}>" for a in self.args]
         return " ".join(words)
 
-    def bind(self, line: str) -> dict[str, Any]:
+    def bind(self, line: str, ctx: Any = None) -> dict[str, Any]:
         """Parse the words after the command name against the spec."""
         words = line.split()
         out: dict[str, Any] = {}
         for i, arg in enumerate(self.args):
             key = arg.key or f"a{i}"
+
+            def parse(value: str, arg: Arg = arg) -> Any:
+                return arg.parse(value, ctx) if arg.with_ctx else arg.parse(value)
+
+            if arg.many:
+                taken = []
+                while words:
+                    try:
+                        taken.append(parse(words[0]))
+                    except (ValueError, TypeError):
+                        break
+                    words.pop(0)
+                if not taken and not arg.optional:
+                    raise BadArgs(arg.name)
+                out[key] = taken or None
+                continue
             if arg.rest:
                 value = " ".join(words)
                 words = []
@@ -60,7 +79,7 @@ class Command:
                 out[key] = None
                 continue
             try:
-                out[key] = arg.parse(value)
+                out[key] = parse(value)
             except (ValueError, TypeError):
                 raise BadArgs(arg.name) from None
         if words:
@@ -93,11 +112,12 @@ class Router:
         return _register(self.events, events)
 
     def command(self, name: str, *args: Arg, roles: tuple[str, ...] = STAFF_ROLES,
-                summary: str = ""):
+                summary: str = "", public: bool = False):
         """A staff command, e.g. `#确认`, with its argument spec. The handler is called as
-        handler(ctx, **parsed) with each Arg's key."""
+        handler(ctx, **parsed) with each Arg's key. A `public` command (only #注册) is
+        also heard from users who are not staff."""
         def deco(fn: Handler) -> Handler:
-            self.commands[name] = Command(name, fn, roles, tuple(args), summary)
+            self.commands[name] = Command(name, fn, roles, tuple(args), summary, public)
             return fn
         return deco
 

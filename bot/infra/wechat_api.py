@@ -102,6 +102,17 @@ class Client(WeChatClient):
         return self._send(method, url_or_endpoint, params={**params, "access_token": fresh},
                           **kwargs)
 
+    def mass_send_text_by_tag(self, tag_id: int, content: str, client_msg_id: str | None = None
+                              ) -> dict:
+        """A mass text message to the followers carrying user tag `tag_id` (WeChat's
+        message/mass/sendall with filter {is_to_all: false, tag_id}; wechatpy still sends the
+        legacy group_id). Returns WeChat's answer: msg_id, msg_data_id."""
+        data: dict = {"filter": {"is_to_all": False, "tag_id": int(tag_id)},
+                      "text": {"content": content}, "msgtype": "text", "send_ignore_reprint": 0}
+        if client_msg_id:
+            data["clientmsgid"] = client_msg_id[:64]
+        return self.post("message/mass/sendall", data=data)
+
     def _send(self, method, url_or_endpoint, *, params, **kwargs):
         """One HTTP request, with timeouts; errors as WeChatApiError with redacted text."""
         base = kwargs.pop("api_base_url", None) or self.API_BASE_URL

@@ -1,9 +1,11 @@
 """A stand-in for WeChat's API server that speaks its real formats (token, stable_token,
-customer-service messages, template messages, menu; errors as {"errcode", "errmsg"}). Tests run it on loopback; `serve --demo` mounts it so a
+customer-service messages, template messages, menu create/get, user tags, mass send by tag;
+errors as {"errcode", "errmsg"}). Tests run it on loopback; `serve --demo` mounts it so a
 newcomer sees what the bot would push."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import secrets
 import time
@@ -16,6 +18,7 @@ log = logging.getLogger("wechat-double")
 INVALID_CREDENTIAL = {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
 BAD_SECRET = {"errcode": 40125, "errmsg": "invalid appsecret"}
 BAD_JSON = {"errcode": 47001, "errmsg": "data format error"}
+NO_MENU = {"errcode": 46003, "errmsg": "menu no exist"}
 FORCE_TOO_OFTEN = {"errcode": 45011,
                    "errmsg": "api minute-quota reach limit  mustslower  retry next minute"}
 
@@ -34,6 +37,10 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
     app.state.force_interval = 30.0  # WeChat: one forced refresh per 30 s
     app.state.last_forced = 0.0
     ids = itertools.count(1000)
+    # User tags: {tag_id: name} and {tag_id: set of openids}; the menu as created.
+    app.state.tags, app.state.tag_members = {}, {}
+    app.state.menu = None
+    tag_ids = itertools.count(100)
 
     def authorised(request: Request) -> bool:
         return (not app.state.reject_all
@@ -46,6 +53,9 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
             app.state.stable = None
 
     def reset() -> None:
+        app.state.tags.clear()
+        app.state.tag_members.clear()
+        app.state.menu = None
         app.state.tokens.clear()
         app.state.sent.clear()
         app.state.fail_next.clear()
@@ -122,6 +132,96 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
 
     @app.post("/cgi-bin/menu/create")
     async def menu_create(request: Request):
-        return await accept(request, "menu", ("button",))
+        res = await accept(request, "menu", ("button",))
+        if json.loads(res.body).get("errcode") == 0:
+            app.state.menu = app.state.sent[-1]["body"]
+            return JSONResponse({"errcode": 0, "errmsg": "ok"})
+        return res
+
+    @app.get("/cgi-bin/menu/get")
+    def menu_get(request: Request):
+        if not authorised(request):
+            return JSONResponse(INVALID_CREDENTIAL)
+        if app.state.menu is None:
+            return JSONResponse(NO_MENU)
+        return {"menu": {"button": app.state.menu["button"]}}
+
+    @app.get("/cgi-bin/get_current_selfmenu_info")
+    def selfmenu_info(request: Request):
+        if not authorised(request):
+            return JSONResponse(INVALID_CREDENTIAL)
+        if app.state.menu is None:
+            return {"is_menu_open": 0}
+        return {"is_menu_open": 1, "selfmenu_info": {"button": [
+            {"name": top["name"], "sub_button": {"list": top.get("sub_button", [])}}
+            for top in app.state.menu["button"]]}}
+
+    # --- User tags (用户标签管理) -----------------------------------------------------------
+
+    @app.post("/cgi-bin/tags/create")
+    async def tags_create(request: Request):
+        res = await accept(request, "tags/create", ("tag",))
+        if json.loads(res.body).get("errcode") != 0:
+            return res
+        name = str((app.state.sent[-1]["body"].get("tag") or {}).get("name") or "")
+        if not name or len(name.encode()) > 30:
+            return JSONResponse({"errcode": 45158, "errmsg": "tag name too long"})
+        if name in app.state.tags.values():
+            return JSONResponse({"errcode": 45157, "errmsg": "invalid tag name"})
+        tag_id = next(tag_ids)
+        app.state.tags[tag_id] = name
+        app.state.tag_members[tag_id] = set()
+        return {"tag": {"id": tag_id, "name": name}}
+
+    @app.get("/cgi-bin/tags/get")
+    def tags_get(request: Request):
+        if not authorised(request):
+            return JSONResponse(INVALID_CREDENTIAL)
+        return {"tags": [{"id": i, "name": n, "count": len(app.state.tag_members[i])}
+                         for i, n in app.state.tags.items()]}
+
+    async def members(request: Request, api: str, add: bool):
+        res = await accept(request, api, ("openid_list", "tagid"))
+        if json.loads(res.body).get("errcode") != 0:
+            return res
+        body = app.state.sent[-1]["body"]
+        openids, tag_id = body["openid_list"], body["tagid"]
+        if not isinstance(openids, list) or not openids or len(openids) > 50:
+            return JSONResponse({"errcode": 40032, "errmsg": "invalid openid list size"})
+        if tag_id not in app.state.tags:
+            return JSONResponse({"errcode": 45159, "errmsg": "invalid tag id"})
+        group = app.state.tag_members[tag_id]
+        (group.update if add else group.difference_update)(openids)
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
+
+    @app.post("/cgi-bin/tags/members/batchtagging")
+    async def batch_tagging(request: Request):
+        return await members(request, "tags/batchtagging", True)
+
+    @app.post("/cgi-bin/tags/members/batchuntagging")
+    async def batch_untagging(request: Request):
+        return await members(request, "tags/batchuntagging", False)
+
+    # --- Mass send (群发) by tag --------------------------------------------------------------
+
+    @app.post("/cgi-bin/message/mass/sendall")
+    async def mass_sendall(request: Request):
+        res = await accept(request, "mass", ("filter", "msgtype"))
+        if json.loads(res.body).get("errcode") != 0:
+            return res
+        entry = app.state.sent[-1]
+        flt = entry["body"]["filter"]
+        if not isinstance(flt, dict) or "is_to_all" not in flt:
+            return JSONResponse(BAD_JSON)
+        if flt["is_to_all"] is True:
+            reached = set().union(*app.state.tag_members.values()) if app.state.tag_members else set()
+        elif flt.get("tag_id") in app.state.tags:
+            reached = set(app.state.tag_members[flt["tag_id"]])
+        else:
+            return JSONResponse({"errcode": 40050, "errmsg": "invalid tag_id"})
+        msg_id = next(ids)
+        entry.update(reached=sorted(reached), msg_id=msg_id)
+        return {"errcode": 0, "errmsg": "send job submission success", "msg_id": msg_id,
+                "msg_data_id": msg_id * 10}
 
     return app

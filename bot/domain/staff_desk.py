@@ -1,0 +1,371 @@
+"""What staff do to bookings, customers' messages and hospital visits, with an audit row for
+every change; staff invitations; the customer lookup. One data layer for the chat commands
+(`handlers/staff.py`) and the CLI.
+
+Every booking rule stays in `bot.domain.bookings.check_booking`: a staff confirmation calls
+it with `staff=True` (a date inside the customer lead time is then a warning).
+
+Refusals raise `StaffRefused(code, **facts)`; the handler maps the code to a template.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from bot.domain import notify
+from bot.domain.accounts import keyed_digest
+from bot.domain.booking_store import (_sync_quota, beneficiary, gather_facts, lock_quota,
+                                      booking_by_number, uses)
+from bot.domain.bookings import (ACTIVE, BookingRequest, Place, Refusal, booking_warnings,
+                                 check_booking, remaining, service_date)
+from bot.domain.rules import Rules
+from bot.domain.vocab import STAFF_ROLES, BookingStatus
+from bot.domain.workdays import SHANGHAI, Calendar
+from models import (Booking, Customer, FamilyMember, HospitalVisit, Institution, LeftMessage,
+                    Policy, Staff, StaffAudit, StaffInvite, WechatUser)
+
+
+class StaffRefused(Exception):
+    """A staff action is refused; `code` names the reason (a template under staff/refused/)."""
+
+    def __init__(self, code: str, **facts: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.facts = facts
+
+
+# --- Audit ---------------------------------------------------------------------------------
+
+
+def snapshot(row: Any) -> dict[str, Any] | None:
+    """A table row as plain JSON-able values (for the audit's before and after)."""
+    if row is None:
+        return None
+    out = {}
+    for col in row.__table__.columns:
+        value = getattr(row, col.name)
+        out[col.name] = value.isoformat() if isinstance(value, (date, datetime)) else value
+    return out
+
+
+def audit(session: Session, who: str, action: str, target: str, now: datetime, *,
+          before: dict | None = None, after: dict | None = None) -> StaffAudit:
+    row = StaffAudit(staff_openid=who, action=action, target=str(target)[:64], at=now,
+                     before=None if before is None else json.dumps(before, ensure_ascii=False,
+                                                                   default=str),
+                     after=None if after is None else json.dumps(after, ensure_ascii=False,
+                                                                 default=str))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def audit_rows(session: Session, *, since: date | None = None, staff: str | None = None,
+               limit: int = 1000) -> list[StaffAudit]:
+    query = select(StaffAudit).order_by(StaffAudit.id)
+    if since is not None:
+        query = query.where(StaffAudit.at >= datetime.combine(since, datetime.min.time(),
+                                                              tzinfo=SHANGHAI))
+    if staff:
+        query = query.where(StaffAudit.staff_openid == staff)
+    return list(session.exec(query.limit(limit)).all())
+
+
+# --- Invitations ----------------------------------------------------------------------------
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud or retyped
+CODE_LENGTH = 10
+INVITE_HOURS = 24
+
+
+def _code_hash(secret: str, code: str) -> str:
+    return keyed_digest(secret, "staff-invite", code.strip().upper())
+
+
+def create_invite(session: Session, secret: str, name: str, role: str, now: datetime
+                  ) -> tuple[str, StaffInvite]:
+    """A one-time code for a new staff member, valid 24 hours; only its HMAC is stored."""
+    if role not in STAFF_ROLES:
+        raise ValueError("role must be specialist or admin")
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    invite = StaffInvite(code_hash=_code_hash(secret, code), name=name.strip(), role=role,
+                         created_at=now, expires_at=now + timedelta(hours=INVITE_HOURS))
+    session.add(invite)
+    session.flush()
+    audit(session, "cli", "invite", f"invite:{invite.id}", now,
+          after={"name": invite.name, "role": role, "expires_at": invite.expires_at})
+    return code, invite
+
+
+def redeem_invite(session: Session, secret: str, code: str, openid: str, now: datetime) -> Staff:
+    """Link `openid` as the invited staff member; refuses used, expired and unknown codes."""
+    if session.get(Staff, openid) is not None:
+        raise StaffRefused("already_staff")
+    if not re.fullmatch(r"[A-Za-z0-9]{4,32}", code or ""):
+        raise StaffRefused("bad_invite")
+    invite = session.exec(select(StaffInvite).where(
+        StaffInvite.code_hash == _code_hash(secret, code)).with_for_update()).first()
+    if invite is None or invite.used_at is not None:
+        raise StaffRefused("bad_invite")
+    if _aware(invite.expires_at) <= now:
+        raise StaffRefused("invite_expired")
+    invite.used_at, invite.used_by = now, openid
+    member = Staff(openid=openid, name=invite.name, role=invite.role, created_at=now)
+    session.add(invite)
+    session.add(member)
+    session.flush()
+    audit(session, openid, "register", f"invite:{invite.id}", now, after=snapshot(member))
+    return member
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)
+
+
+# --- Bookings --------------------------------------------------------------------------------
+
+
+@dataclass
+class Confirmation:
+    booking: Booking
+    outcome: str  # confirmed | reconfirmed | unchanged
+    place: Place
+    warnings: list[str] = field(default_factory=list)  # too_soon | provisional
+
+
+def find_booking(session: Session, number: str, *, lock: bool = True) -> Booking:
+    booking = booking_by_number(session, number)
+    if booking is None:
+        raise StaffRefused("unknown_booking", number=number.upper())
+    if lock:
+        session.refresh(booking, with_for_update=True)
+    return booking
+
+
+def confirm_booking(session: Session, who: str, number: str, day: date, at: str,
+                    place_name: str | None, now: datetime, rules: Rules, calendar: Calendar
+                    ) -> Confirmation:
+    """Fix the institution, date and time of a booking (受理 → 预约成功), after the domain's
+    one check (`check_booking(staff=True)`) with the quota re-counted under its lock.
+
+    Idempotent: the same date, time and institution again changes nothing and sends nothing
+    ("unchanged"). A different date, time or institution on a confirmed booking is a
+    re-confirmation: the booking moves, confirmed_at is reset (which also restarts the grace
+    for free cancellation) and the customer gets the new confirmation."""
+    booking = find_booking(session, number)
+    if booking.status not in ACTIVE:
+        raise StaffRefused("not_active", number=booking.number, status=booking.status)
+    if place_name:
+        row = session.exec(select(Institution).where(Institution.name == place_name)).first()
+        if row is None:
+            raise StaffRefused("unknown_institution", name=place_name)
+    else:
+        row = session.get(Institution, booking.institution_id) if booking.institution_id else None
+        if row is None:
+            raise StaffRefused("no_institution")
+    place = Place.of(row)
+    if (booking.status == BookingStatus.CONFIRMED and booking.confirmed_date == day
+            and booking.confirmed_time == at and booking.institution_id == place.id):
+        return Confirmation(booking, "unchanged", place)
+    customer = session.get(Customer, booking.customer_id)
+    person = beneficiary(session, customer, booking.family_member_id)
+    req = BookingRequest(service=booking.service, tier=booking.tier, requested_at=now,
+                         beneficiary=person, package=booking.package, institution=place, date=day)
+    facts = gather_facts(session, booking.customer_id, req, rules, calendar, lock=True)
+    if booking.counted and booking.quota_year in facts.used:  # this booking's own use
+        used = dict(facts.used)
+        used[booking.quota_year] -= 1
+        facts = replace(facts, used=used)
+    refusal = check_booking(req, facts, staff=True)
+    if refusal is not None:
+        raise StaffRefused(f"rule_{refusal.value}", number=booking.number, day=day,
+                           year=day.year, place=place.name)
+    warnings = [w.value for w in booking_warnings(req, facts)]
+    if calendar.is_provisional(day):
+        warnings.append("provisional")
+    before = snapshot(booking)
+    outcome = "reconfirmed" if booking.status == BookingStatus.CONFIRMED else "confirmed"
+    old_year = booking.quota_year
+    booking.status = BookingStatus.CONFIRMED
+    booking.confirmed_date, booking.confirmed_time = day, at
+    booking.institution_id = place.id
+    booking.quota_year = day.year
+    booking.confirmed_at = booking.updated_at = now
+    booking.reminded_at = None
+    session.add(booking)
+    session.flush()
+    if old_year != day.year:
+        lock_quota(session, booking.customer_id, booking.service, old_year)
+        _sync_quota(session, booking.customer_id, booking.service, old_year)
+    _sync_quota(session, booking.customer_id, booking.service, day.year)
+    audit(session, who, "confirm" if outcome == "confirmed" else "reconfirm", booking.number,
+          now, before=before, after=snapshot(booking))
+    notify.booking_confirmed(session, booking, now)
+    return Confirmation(booking, outcome, place, warnings)
+
+
+def close_booking(session: Session, who: str, number: str, status: BookingStatus,
+                  now: datetime) -> Booking:
+    """已完成 or 爽约 (a no-show keeps the use counted) for a confirmed booking whose
+    service date has come."""
+    booking = find_booking(session, number)
+    if booking.status == status:
+        raise StaffRefused("already_closed", number=booking.number, status=booking.status)
+    if booking.status != BookingStatus.CONFIRMED:
+        raise StaffRefused("not_confirmed", number=booking.number, status=booking.status)
+    today = now.astimezone(SHANGHAI).date()
+    if today < service_date(booking):
+        raise StaffRefused("not_yet_due", number=booking.number, day=service_date(booking))
+    before = snapshot(booking)
+    booking.status = status
+    booking.counted = True
+    booking.updated_at = now
+    session.add(booking)
+    session.flush()
+    audit(session, who, status.value, booking.number, now, before=before, after=snapshot(booking))
+    return booking
+
+
+def staff_cancel(session: Session, who: str, number: str, reason: str, now: datetime) -> Booking:
+    """A cancellation by staff: never counted; the customer is told why."""
+    booking = find_booking(session, number)
+    if booking.status not in ACTIVE:
+        raise StaffRefused("not_active", number=booking.number, status=booking.status)
+    before = snapshot(booking)
+    lock_quota(session, booking.customer_id, booking.service, booking.quota_year)
+    booking.status = BookingStatus.CANCELLED
+    booking.counted = False
+    booking.cancelled_at = booking.updated_at = now
+    session.add(booking)
+    session.flush()
+    _sync_quota(session, booking.customer_id, booking.service, booking.quota_year)
+    audit(session, who, "cancel", booking.number, now, before=before,
+          after={**snapshot(booking), "reason": reason})
+    notify.booking_cancelled(session, booking, now, counted=False, by_staff=True, reason=reason)
+    return booking
+
+
+@dataclass
+class QueueLine:
+    booking: Booking
+    person: str  # the beneficiary's name (mask before showing)
+    city: str
+    institution: str
+
+
+def queue(session: Session, statuses: tuple[str, ...], service: str | None, city: str | None,
+          limit: int = 300) -> list[QueueLine]:
+    """Bookings in these statuses, oldest first."""
+    query = (select(Booking, Customer, FamilyMember, Institution)
+             .join(Customer, Customer.id == Booking.customer_id)
+             .outerjoin(FamilyMember, FamilyMember.id == Booking.family_member_id)
+             .outerjoin(Institution, Institution.id == Booking.institution_id)
+             .where(Booking.status.in_(statuses))
+             .order_by(Booking.created_at, Booking.id).limit(limit))
+    if service:
+        query = query.where(Booking.service == service)
+    if city:
+        query = query.where(Institution.city == city)
+    return [QueueLine(b, (m.name if m else c.name), i.city if i else "", i.name if i else "")
+            for b, c, m, i in session.exec(query).all()]
+
+
+# --- Customers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    customer: Customer
+    tier: str
+    bookings_this_year: int
+    quotas: list[tuple[str, int | None]]  # (service name, uses left this year)
+    last_contact: datetime | None
+    matches: int = 1  # customers sharing the phone number looked up
+
+
+BOOKING_NO = re.compile(r"(?i)YY\d{10}")
+PHONE = re.compile(r"1\d{10}")
+
+
+def lookup(session: Session, key: str, today: date, rules: Rules) -> Summary | None:
+    """A customer by booking number, mobile phone or policy number."""
+    key = key.strip()
+    customers: list[Customer] = []
+    if BOOKING_NO.fullmatch(key):
+        booking = booking_by_number(session, key)
+        if booking is not None:
+            customers = [session.get(Customer, booking.customer_id)]
+    elif PHONE.fullmatch(key):
+        customers = list(session.exec(select(Customer).where(Customer.phone == key)
+                                      .order_by(Customer.id)).all())
+    else:
+        policy = session.exec(select(Policy).where(Policy.policy_no == key)).first()
+        if policy is not None:
+            customers = [session.get(Customer, policy.customer_id)]
+    if not customers:
+        return None
+    c = customers[0]
+    year = today.year
+    count = session.execute(select(func.count()).select_from(Booking).where(
+        Booking.customer_id == c.id, Booking.quota_year == year)).scalar_one()
+    quotas = []
+    for service in rules.bookable_services_for(c.tier):
+        used = uses(session, c.id, service.code, [year]).get(year, 0)
+        quotas.append((service.name, remaining(service, used)))
+    user = session.exec(select(WechatUser).where(WechatUser.customer_id == c.id)).first()
+    last = user.last_seen_at if user else None
+    message = session.exec(select(LeftMessage.created_at).where(LeftMessage.customer_id == c.id)
+                           .order_by(LeftMessage.id.desc())).first()
+    if message is not None and (last is None or _aware(message) > _aware(last)):
+        last = message
+    return Summary(c, c.tier, int(count), quotas, last, matches=len(customers))
+
+
+# --- Messages and hospital visits --------------------------------------------------------------
+
+
+def reply_to_message(session: Session, who: str, message_id: int, text: str,
+                     now: datetime) -> LeftMessage:
+    """Answer a left message as a customer-service message (through the outbox) and close it."""
+    msg = session.get(LeftMessage, message_id)
+    if msg is None:
+        raise StaffRefused("unknown_message", id=message_id)
+    if msg.closed_at is not None:
+        raise StaffRefused("message_closed", id=message_id)
+    before = snapshot(msg)
+    msg.closed_at, msg.closed_by, msg.reply = now, who, text
+    session.add(msg)
+    session.flush()
+    notify.text_message(session, msg.openid, text, now, key=f"left_message_reply:{msg.id}")
+    audit(session, who, "reply", f"message:{msg.id}", now, before=before, after=snapshot(msg))
+    return msg
+
+
+def visits(session: Session, *, open_only: bool) -> list[tuple[HospitalVisit, Customer]]:
+    query = (select(HospitalVisit, Customer).join(Customer, Customer.id == HospitalVisit.customer_id)
+             .order_by(HospitalVisit.id))
+    if open_only:
+        query = query.where(HospitalVisit.status == "open")
+    return list(session.exec(query).all())
+
+
+def close_visit(session: Session, who: str, visit_id: int, now: datetime) -> HospitalVisit:
+    visit = session.get(HospitalVisit, visit_id)
+    if visit is None:
+        raise StaffRefused("unknown_visit", id=visit_id)
+    if visit.status == "done":
+        raise StaffRefused("visit_done", id=visit_id)
+    before = snapshot(visit)
+    visit.status = "done"
+    session.add(visit)
+    session.flush()
+    audit(session, who, "visit_done", f"visit:{visit.id}", now, before=before,
+          after=snapshot(visit))
+    return visit
