@@ -61,7 +61,7 @@ class Scenario:
 
 
 SCENARIOS = {
-    "binding": Scenario(("绑定", "张三", "退出"), expect="姓名"),
+    "binding": Scenario(("绑定", "张三", "退出"), expect="身份绑定"),
     # 预约洁牙 → beneficiary 本人 → city → clinic: at the date step.
     "booking": Scenario(("1", "返回"), bound=True, prepare=("预约洁牙", "1", "1", "1"),
                         expect="日期"),
