@@ -25,8 +25,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
-async def _connection(host, port, requests, latencies, failures, check):
+async def _connection(host, port, requests, latencies, failures, check, last):
     reader, writer = await asyncio.open_connection(host, port)
+    body = b""
     try:
         for req in requests:
             t0 = time.perf_counter()
@@ -37,20 +38,22 @@ async def _connection(host, port, requests, latencies, failures, check):
                 failures.append((status, body[:200], req[-300:]))
     finally:
         writer.close()
+        last.append(body)
 
 
 async def _run(host, port, per_connection, check):
     latencies: list[float] = []
     failures: list = []
+    last: list[bytes] = []
     t0 = time.perf_counter()
-    await asyncio.gather(*(_connection(host, port, reqs, latencies, failures, check)
+    await asyncio.gather(*(_connection(host, port, reqs, latencies, failures, check, last)
                            for reqs in per_connection))
     elapsed = time.perf_counter() - t0
-    return latencies, failures, elapsed
+    return latencies, failures, elapsed, last
 
 
 def run(host: str, port: int, per_connection: list[list[bytes]], check=None) -> dict:
-    latencies, failures, elapsed = asyncio.run(_run(host, port, per_connection, check))
+    latencies, failures, elapsed, last = asyncio.run(_run(host, port, per_connection, check))
     latencies.sort()
     n = len(latencies)
     return {
@@ -61,4 +64,5 @@ def run(host: str, port: int, per_connection: list[list[bytes]], check=None) -> 
         "p50_ms": latencies[n // 2] * 1000,
         "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
         "max_ms": latencies[-1] * 1000,
+        "last": last,  # each connection's last response body (to check what was answered)
     }

@@ -2,9 +2,20 @@
 in one run, on loopback, one server worker pinned to one core and the load on the other.
 
 The bot runs in its production configuration on the embedded default (SQLite in WAL mode,
-message de-duplication and the conversation state store on) and receives stateful traffic:
-each simulated customer starts the identity-binding flow, answers its first question and
-leaves it again, so that every message reads and writes that customer's flow state.
+message de-duplication and the conversation state store on). Its traffic, one row per
+scenario and message mode:
+
+- binding: each simulated follower starts the identity-binding flow, answers its first
+  question and leaves it again (every message reads and writes that user's flow state);
+- booking: bound customers (gold, five policies) sitting at the date step of a dental
+  booking answer it (the first date offered: rule checks, quota read, the summary), then
+  go back to it with 返回 (the date step again: dates checked, options offered); every
+  message reads and writes the flow state;
+- my_tier: bound customers with five policies ask 我的等级 (customer, policies, evaluation,
+  breakdown, template). Nothing is cached between messages: every request is cold.
+
+The customers (1,000 per row by default, spread over the connections) are made through the
+CLI: `import policies`, `import institutions`, `bind --file`.
 """
 from __future__ import annotations
 
@@ -18,11 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.data import set_up  # noqa: E402
 from bench.loadgen import build_request, run as run_load  # noqa: E402
 from bot.wechat.simulator import WeChatSide, text_xml  # noqa: E402
 
@@ -35,7 +48,25 @@ ENV = {
     "WECHAT_API_BASE_URL": "http://127.0.0.1:9/",  # never called by this traffic
     "LOG_LEVEL": "WARNING",
 }
-SCRIPT = ["绑定", "张三", "退出"]  # start a flow, answer step one, leave: all stateful
+ERROR = "系统开了个小差"  # bot/templates/error.j2
+NEEDS_BINDING = "需要先验证投保人身份"  # bot/templates/binding/needed.j2
+
+
+@dataclass(frozen=True)
+class Scenario:
+    script: tuple[str, ...]  # what each user sends, in turn, over and over
+    bound: bool = False  # users are bound customers (made by bench/data.py)
+    prepare: tuple[str, ...] = ()  # sent once by each user before the warm-up (not timed)
+    expect: str = ""  # in every connection's last reply
+
+
+SCENARIOS = {
+    "binding": Scenario(("绑定", "张三", "退出"), expect="身份绑定"),
+    # 预约洁牙 → beneficiary 本人 → city → clinic: at the date step.
+    "booking": Scenario(("1", "返回"), bound=True, prepare=("预约洁牙", "1", "1", "1"),
+                        expect="日期"),
+    "my_tier": Scenario(("我的等级",), bound=True, expect="保费贡献值"),
+}
 
 
 def free_port() -> int:
@@ -61,17 +92,26 @@ def start_server(app: str, env: dict, port: int, cpu: int | None) -> subprocess.
     raise SystemExit(f"{app} did not start")
 
 
-def build(port: int, mode: str, connections: int, per_conn: int, echo: bool) -> list[list[bytes]]:
+def users_of(scenario: str, mode: str, c: int, per_conn_users: int, echo: bool) -> list[str]:
+    tag = "e" if echo else "b"
+    return [f"o{scenario[:2]}{mode[:2]}{c:03d}u{u:03d}{tag}" for u in range(per_conn_users)]
+
+
+def build(port: int, mode: str, connections: int, per_conn: int, users: list[list[str]],
+          script: tuple[str, ...], once: bool = False) -> list[list[bytes]]:
+    """Each connection's requests: its users in turn, each sending the whole `script` (with
+    `once`, each user sends it once and `per_conn` is ignored)."""
     side = WeChatSide(ENV["WECHAT_TOKEN"], ENV["WECHAT_APP_ID"], ENV["WECHAT_ENCODING_AES_KEY"],
                       mode)
     ids = itertools.count(int(time.time() * 1e6))
     out = []
     for c in range(connections):
+        mine = users[c]
+        n = len(mine) * len(script) if once else per_conn
         reqs = []
-        users = [f"obench{mode[:2]}{c:03d}u{u:03d}{'e' if echo else 'b'}" for u in range(25)]
-        for i in range(per_conn):
-            user = users[(i // len(SCRIPT)) % len(users)]
-            xml = text_xml(user, SCRIPT[i % len(SCRIPT)], msg_id=next(ids))
+        for i in range(n):
+            user = mine[(i // len(script)) % len(mine)]
+            xml = text_xml(user, script[i % len(script)], msg_id=next(ids))
             params, body = side.request(xml, openid=user)
             qs = "&".join(f"{k}={v}" for k, v in params.items())
             reqs.append(build_request("127.0.0.1", port, f"/wechat?{qs}", body))
@@ -86,55 +126,110 @@ def _load(queue, port, per_connection, cpu):
                        check=lambda b: b.startswith(b"<xml>")))
 
 
-def measure(port, mode, connections, per_conn, echo, cpu):
-    warm = build(port, mode, connections, max(6, per_conn // 10), echo)
-    timed = build(port, mode, connections, per_conn, echo)
-    for batch in (warm, timed):
-        q = mp.Queue()
-        p = mp.Process(target=_load, args=(q, port, batch, cpu))
-        p.start()
-        result = q.get()
-        p.join()
+def _batch(port, batch, cpu) -> dict:
+    q = mp.Queue()
+    p = mp.Process(target=_load, args=(q, port, batch, cpu))
+    p.start()
+    result = q.get()
+    p.join()
     return result
+
+
+def measure(port, mode, connections, per_conn, users, scenario: Scenario, cpu) -> dict:
+    if scenario.prepare:
+        prep = _batch(port, build(port, mode, connections, 0, users, scenario.prepare, once=True),
+                      cpu)
+        if prep["failures"]:
+            raise SystemExit(f"preparing {scenario} failed: {prep['first_failure']}")
+    n = len(scenario.script)
+    warm = build(port, mode, connections, max(2 * n, per_conn // 10 // n * n), users,
+                 scenario.script)
+    _batch(port, warm, cpu)
+    return _batch(port, build(port, mode, connections, per_conn, users, scenario.script), cpu)
+
+
+def replies(mode: str, bodies: list[bytes]) -> list[str]:
+    side = WeChatSide(ENV["WECHAT_TOKEN"], ENV["WECHAT_APP_ID"], ENV["WECHAT_ENCODING_AES_KEY"],
+                      mode)
+    return [side.read_reply(b).get("Content") or "" for b in bodies]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--messages", type=int, default=30000, help="per target and mode")
+    ap.add_argument("--messages", type=int, default=30000, help="per row")
+    ap.add_argument("--customers", type=int, default=1000,
+                    help="bound customers per row of a bound scenario")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help=f"comma-separated, of {', '.join(SCENARIOS)}")
+    ap.add_argument("--modes", default="plain,safe", help="comma-separated, of plain, safe")
     ap.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     ap.add_argument("--redis-url", default="")
     args = ap.parse_args()
-    per_conn = max(len(SCRIPT), args.messages // args.connections)
+    scenarios = [x for x in args.scenarios.split(",") if x]
+    modes = [x for x in args.modes.split(",") if x]
+    per_conn_users = -(-args.customers // args.connections)
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) > 1 else (None, None)
+
+    def per_conn(scenario: str) -> int:
+        n = len(SCENARIOS[scenario].script)
+        return max(n, args.messages // args.connections // n * n)
+
+    def users(scenario: str, mode: str, echo: bool) -> list[list[str]]:
+        count = per_conn_users if SCENARIOS[scenario].bound else 25
+        return [users_of(scenario, mode, c, count, echo) for c in range(args.connections)]
 
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(ENV, DATABASE_URL=args.database_url or f"sqlite:///{tmp}/bench.db",
                    REDIS_URL=args.redis_url)
+        full_env = {**os.environ, **env}
         subprocess.run([sys.executable, "main.py", "db", "upgrade"], cwd=ROOT, check=True,
-                       env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+                       env=full_env, stdout=subprocess.DEVNULL)
+        bound = [o for sc in scenarios if SCENARIOS[sc].bound for m in modes
+                 for conn in users(sc, m, False) for o in conn]
+        if bound:
+            started = time.monotonic()
+            report = set_up(full_env, Path(tmp), bound)
+            print(f"set up {len(bound)} bound customers in {time.monotonic() - started:.0f} s")
+            print("   " + "\n   ".join(line for line in report.splitlines()
+                                        if line.startswith(("import", "bind", "  bound",
+                                                            "  rejected", "  tier"))))
         rows = []
-        for name, app in (("reference echo", "bench.echo_app:app"), ("bot", "bot.asgi:make")):
-            for mode in ("plain", "safe"):  # the account's mode is a setting: one server each
+        targets = [("reference echo", "bench.echo_app:app", "binding")]
+        targets += [("bot", "bot.asgi:make", sc) for sc in scenarios]
+        for name, app, scenario in targets:
+            for mode in modes:  # the account's mode is a setting: one server each
                 port = free_port()
                 server = start_server(app, dict(env, WECHAT_MESSAGE_MODE=mode), port, server_cpu)
+                echo = name != "bot"
                 try:
-                    r = measure(port, mode, args.connections, per_conn, name != "bot", load_cpu)
-                    rows.append((name, mode, r))
+                    r = measure(port, mode, args.connections, per_conn(scenario),
+                                users(scenario, mode, echo), SCENARIOS[scenario], load_cpu)
+                    rows.append((name, scenario if not echo else "-", mode, r))
                 finally:
                     server.send_signal(signal.SIGINT)
                     server.wait(10)
+                if not echo:
+                    said = replies(mode, r["last"])
+                    wrong = [t for t in said if ERROR in t or NEEDS_BINDING in t
+                             or SCENARIOS[scenario].expect not in t]
+                    r["failures"] += len(wrong)
+                    r["sample"] = said[0][:70].replace("\n", " / ")
+                    if wrong and not r["first_failure"]:
+                        r["first_failure"] = f"last reply: {wrong[0][:200]!r}"
 
-    ref = {mode: r["rps"] for name, mode, r in rows if name == "reference echo"}
+    ref = {mode: r["rps"] for name, _, mode, r in rows if name == "reference echo"}
     store = "PostgreSQL" if args.database_url.startswith("postgres") else "SQLite (WAL)"
-    print(f"\n/wechat, one worker, {args.connections} connections, {per_conn * args.connections} "
-          f"messages per row; bot state on {store}{' + Redis' if args.redis_url else ''}")
-    print(f"{'target':16} {'mode':6} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs ref':>7} {'errors':>7}")
-    for name, mode, r in rows:
-        print(f"{name:16} {mode:6} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-              f"{r['rps'] / ref[mode]:7.0%} {r['failures']:7d}")
-        print("   max ms", round(r["max_ms"]))
+    print(f"\n/wechat, one worker, {args.connections} connections, about {args.messages} "
+          f"messages per row; bot state on {store}{' + Redis' if args.redis_url else ''}; "
+          f"bound scenarios over {per_conn_users * args.connections} customers per row")
+    print(f"{'target':16} {'scenario':9} {'mode':6} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'vs ref':>7} {'errors':>7}")
+    for name, scenario, mode, r in rows:
+        print(f"{name:16} {scenario:9} {mode:6} {r['rps']:8.0f} {r['p50_ms']:8.2f} "
+              f"{r['p99_ms']:8.2f} {r['rps'] / ref[mode]:7.0%} {r['failures']:7d}")
+        print("   max ms", round(r["max_ms"]), "  reply:", r.get("sample", "(echo)"))
         if r["first_failure"]:
             print("   first failure:", r["first_failure"])
 

@@ -327,13 +327,25 @@ def _session(s: Settings):
 
 
 @app.command()
-def bind(openid: str, id_number: str) -> None:
-    """Bind a WeChat openid to the policyholder with this ID number (staff-verified)."""
+def bind(openid: str = typer.Argument(None, help="The WeChat openid (without --file)"),
+         id_number: str = typer.Argument(None, help="The policyholder's ID number (without --file)"),
+         file: Path = typer.Option(None, "--file",
+                                   help="CSV with columns openid, id_number: bind every row."),
+         skip_bad: bool = typer.Option(False, "--skip-bad",
+                                       help="With --file: bind the good rows anyway.")) -> None:
+    """Bind a WeChat openid to the policyholder with this ID number (staff-verified), or
+    every row of a CSV file (--file; all or nothing unless --skip-bad)."""
     from datetime import datetime
 
     from bot.domain import accounts
     from bot.domain.identity import mask_id_number, normalize_id_number
 
+    if file is not None:
+        if openid is not None or id_number is not None:
+            raise typer.BadParameter("give either OPENID ID_NUMBER or --file, not both")
+        _import("bindings", file, skip_bad)
+    if openid is None or id_number is None:
+        raise typer.BadParameter("give OPENID and ID_NUMBER, or --file FILE.csv")
     s = settings()
     with _session(s) as session:
         number = normalize_id_number(id_number)

@@ -111,7 +111,7 @@ def _package(ctx: Context, data: BookingData) -> str | None:
 
 def _request(ctx: Context, data: BookingData, **override: Any) -> BookingRequest:
     values = dict(beneficiary=_person(ctx, data), package=_package(ctx, data),
-                  institution=store.institution(ctx.session, data.institution)
+                  institution=store.institution(ctx.conn, data.institution)
                   if data.institution else None, date=data.date)
     values.update(override)
     return BookingRequest(service=data.service, tier=held_tier(ctx, _customer(ctx)).code,
@@ -119,7 +119,7 @@ def _request(ctx: Context, data: BookingData, **override: Any) -> BookingRequest
 
 
 def _facts(ctx: Context, req: BookingRequest):
-    return store.gather_facts(ctx.session, _customer(ctx).id, req, ctx.services.rules, calendar())
+    return store.gather_facts(ctx.conn, _customer(ctx).id, req, ctx.services.rules, calendar())
 
 
 def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | None = None,
@@ -159,7 +159,7 @@ def _with_quota(ctx: Context, services) -> list[dict]:
     customer = _customer(ctx)
     out = []
     for s in services:
-        used = store.quota_used(ctx.session, customer.id, s.code, ctx.today.year)
+        used = store.quota_used(ctx.conn, customer.id, s.code, ctx.today.year)
         out.append({"service": s, "used": used, "left": remaining(s, used)})
     return out
 
@@ -280,7 +280,7 @@ def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
 def _places(ctx: Context, data: BookingData, city: str | None = None) -> list[Place]:
     """Institutions giving the service where the chosen package may be taken."""
     out = []
-    for place in store.institutions(ctx.session, data.service, city):
+    for place in store.institutions(ctx.conn, data.service, city):
         req = _request(ctx, data, institution=place, date=None)
         if check_booking(req, _facts(ctx, req)) is None:
             out.append(place)
@@ -313,7 +313,7 @@ def institution_context(ctx: Context, data: BookingData) -> dict:
 
 def check_institution(ctx: Context, code: str, data: BookingData) -> str:
     data.institution = code
-    place = store.institution(ctx.session, code)
+    place = store.institution(ctx.conn, code)
     _check(ctx, data, goto="institution", institution=place, date=None)
     if data.date is not None:  # a date named at entry: keep it only if it fits here
         req = _request(ctx, data, institution=place)
@@ -351,7 +351,7 @@ def date_options(ctx: Context, data: BookingData) -> list[Option]:
 def date_context(ctx: Context, data: BookingData) -> dict:
     rules = ctx.services.rules
     note, data.date_note = data.date_note, ""
-    return {"note": note, "offered": bool(getattr(data, "_options", None)),
+    return {"note": note, "offered": bool(getattr(data, OPTIONS, None)),
             "earliest": calendar().earliest_bookable(ctx.now, rules.booking.lead_workdays),
             "latest": ctx.today + timedelta(days=rules.booking.window_days)}
 

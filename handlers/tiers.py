@@ -5,17 +5,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 
-from sqlmodel import select
-
 from bot.domain.identity import mask_policy_no
 from bot.conversation import Context, Reply, Router
-from bot.domain import booking_store
+from bot.domain import booking_store, customers
 from bot.domain.rules import Tier
 from bot.domain.tiers import breakdown, evaluate, next_review_date
 from handlers.binding import require_customer
 from bot.domain.entitlements import refusal
 from menus import INTENT_LABEL, SERVICE_OF, Key
-from models import Customer, Policy
+from models import Customer
 
 router = Router()
 
@@ -24,7 +22,7 @@ def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
     """Uses of a yearly quota this calendar year (bookings whose service date is this year:
     submitted, confirmed, completed, missed or cancelled late; a free cancellation gives the
     use back)."""
-    return booking_store.quota_used(ctx.session, customer.id, service_code, ctx.today.year)
+    return booking_store.quota_used(ctx.conn, customer.id, service_code, ctx.today.year)
 
 
 def tiers_around(rules, held: Tier) -> list[Tier]:
@@ -101,8 +99,7 @@ def with_held_tier(handler: Callable[[Context, Customer, Tier], Reply]) -> Calla
 @with_held_tier
 def my_tier(ctx: Context, customer: Customer, held: Tier) -> Reply:
     rules = ctx.services.rules
-    policies = ctx.session.exec(select(Policy).where(Policy.customer_id == customer.id)
-                                .order_by(Policy.effective_date, Policy.policy_no)).all()
+    policies = customers.policies(ctx.conn, customer.id)
     ev = evaluate(policies, ctx.today, rules)
     computed = rules.tier(ev.tier)
     above = rules.next_tier(held.code)

@@ -655,3 +655,11 @@ async def test_privacy_export_shows_bookings_and_family_added_in_chat(wx_plain, 
     (b,) = bookings(services)
     assert [x["number"] for x in data["bookings"]] == [b.number]
     assert data["family_members"] == []  # none were added in this chat
+
+
+async def test_the_date_step_offers_dates_without_saying_there_are_none(wx_plain, world):
+    with time_machine.travel(WED, tick=True):
+        world("gold")
+        *_, ask_date = await walk(wx_plain, U, "预约洁牙", "本人", "北京", "北京洁牙门诊")
+    assert "1. 11月27日" in ask_date  # the 2nd working day after Wednesday 25 November
+    assert "没有可约的日期" not in ask_date

@@ -11,6 +11,7 @@ from sqlmodel import Session
 from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.stores import Record
+from bot.domain import customers
 from bot.infra.texts import render
 from models import Customer, Staff, WechatUser
 
@@ -41,6 +42,7 @@ class Context:
     _user: Any = field(default=None, repr=False)
     _staff: Any = field(default=False, repr=False)
     _account: Any = field(default=False, repr=False)
+    _customer: Any = field(default=False, repr=False)
     _session: Session | None = field(default=None, repr=False)
 
     @property
@@ -66,6 +68,7 @@ class Context:
             self._session.rollback()
             self._user = None
             self._staff = False
+            self._customer = False
 
     def close(self) -> None:
         if self._session is not None:
@@ -103,10 +106,13 @@ class Context:
 
     @property
     def customer(self) -> Customer | None:
-        account = self.account
-        if account is None or account.customer_id is None:
-            return None
-        return self.session.get(Customer, account.customer_id)
+        """The bound customer, read once per message with a Core statement (no ORM session):
+        a read-only row with the attributes of `models.Customer`."""
+        if self._customer is False:
+            account = self.account
+            self._customer = (None if account is None or account.customer_id is None
+                              else customers.customer(self.conn, account.customer_id))
+        return self._customer
 
     @property
     def staff(self) -> Staff | None:

@@ -9,12 +9,16 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, case, delete, update
+from sqlalchemy import Connection, bindparam, case, delete, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from models import BindLimit, Customer, WechatUser
+
+
+_USER = WechatUser.__table__
+_CUSTOMER = Customer.__table__
 
 
 class BoundElsewhere(Exception):
@@ -35,15 +39,87 @@ def bound_elsewhere(session: Session, customer: Customer, openid: str) -> bool:
     return holder is not None and holder.openid != openid
 
 
+# Why an openid may not be bound to a customer (`binding_refusal`).
+UNKNOWN_CUSTOMER = "unknown_customer"  # no customer has the ID number
+BOUND_ELSEWHERE = "bound_elsewhere"  # the customer is bound to another openid
+OPENID_TAKEN = "openid_taken"  # the openid is bound to another customer
+
+
+def binding_refusal(openid: str, customer_id: int | None, holder: str | None,
+                    openid_customer: int | None, *, move_openid: bool = False) -> str | None:
+    """The one rule of binding `openid` to the customer `customer_id` (None: no customer has
+    the ID number), given `holder`, the openid the customer is bound to now, and
+    `openid_customer`, the customer `openid` is bound to now. One customer, one WeChat
+    account: a customer bound to another openid is refused; so is an openid bound to
+    another customer, unless `move_openid` (the single staff `bind`, which has always moved
+    an openid from its old customer)."""
+    if customer_id is None:
+        return UNKNOWN_CUSTOMER
+    if holder is not None and holder != openid:
+        return BOUND_ELSEWHERE
+    if not move_openid and openid_customer is not None and openid_customer != customer_id:
+        return OPENID_TAKEN
+    return None
+
+
 def bind(session: Session, openid: str, customer: Customer, now: datetime) -> WechatUser:
     """Attach `openid` to `customer` (one customer, one WeChat account)."""
-    if bound_elsewhere(session, customer, openid):
+    holder = holder_of(session, customer.id)
+    if binding_refusal(openid, customer.id, holder.openid if holder else None, None,
+                       move_openid=True) == BOUND_ELSEWHERE:
         raise BoundElsewhere(customer.id)
     user = session.get(WechatUser, openid) or WechatUser(openid=openid, following=True)
     user.customer_id, user.bound_at = customer.id, now
     user.bind_failures, user.bind_locked_until = 0, None
     session.add(user)
     return user
+
+
+# Outcomes of `bind_many` besides the refusals.
+BOUND_NEW = "new"  # a WeChat account the bot had never seen, now bound
+BOUND = "bound"  # a known WeChat account, now bound
+UNCHANGED = "unchanged"  # already bound to that customer
+
+
+def bind_many(conn: Connection, pairs: list[tuple[str, str]], now: datetime, *,
+              write: bool = True) -> list[str]:
+    """Bind each (openid, ID number) of `pairs`, set-based in the caller's transaction (the
+    bulk `bind --file`): one SELECT per table for the batch, then executemany INSERT and
+    UPDATE. Returns one outcome per pair: BOUND_NEW, BOUND, UNCHANGED or the refusal of
+    `binding_refusal` (nothing is written for a refused pair). With `write` off, only
+    checks. The pairs' openids and ID numbers are each unique (the caller checks)."""
+    if not pairs:
+        return []
+    numbers = sorted({n for _, n in pairs})
+    customers = dict(conn.execute(select(_CUSTOMER.c.id_number, _CUSTOMER.c.id)
+                                  .where(_CUSTOMER.c.id_number.in_(numbers))).all())
+    ids = sorted(set(customers.values()))
+    holders = dict(conn.execute(select(_USER.c.customer_id, _USER.c.openid)
+                                .where(_USER.c.customer_id.in_(ids))).all()) if ids else {}
+    users = dict(conn.execute(select(_USER.c.openid, _USER.c.customer_id)
+                              .where(_USER.c.openid.in_(sorted({o for o, _ in pairs})))).all())
+    outcomes, new, known = [], [], []
+    for openid, number in pairs:
+        customer_id = customers.get(number)
+        why = binding_refusal(openid, customer_id, holders.get(customer_id), users.get(openid))
+        if why is None:
+            if openid not in users:
+                why = BOUND_NEW
+                new.append({"openid": openid, "following": True, "customer_id": customer_id,
+                            "bound_at": now, "bind_failures": 0})
+            elif users[openid] == customer_id:
+                why = UNCHANGED
+            else:
+                why = BOUND
+                known.append({"who": openid, "cid": customer_id, "now": now})
+        outcomes.append(why)
+    if write and new:
+        conn.execute(insert(_USER), new)
+    if write and known:
+        conn.execute(update(_USER).where(_USER.c.openid == bindparam("who"))
+                     .values(customer_id=bindparam("cid"), bound_at=bindparam("now"),
+                             bind_failures=0, bind_locked_until=None), known)
+    return outcomes
 
 
 def unbind(session: Session, openid: str) -> bool:
@@ -92,7 +168,6 @@ class Failure:
     locked_until: datetime | None = None
 
 
-_USER = WechatUser.__table__
 _LIMIT = BindLimit.__table__
 
 

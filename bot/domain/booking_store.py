@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import Connection, bindparam, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
@@ -43,31 +43,50 @@ def _insert(session: Session, table):
 # --- Reading -----------------------------------------------------------------------------------
 
 
-def quota_used(session: Session, customer_id: int, service: str, year: int) -> int:
+# The reads on the chat's hot path take the message's Connection (or a Session, whose
+# connection they then use) and run prebuilt Core statements: no ORM objects, and no
+# savepoint opened for a message that only reads.
+INSTITUTION_T = Institution.__table__
+_USES = (select(BOOKING_T.c.quota_year, func.count())
+         .where(BOOKING_T.c.customer_id == bindparam("customer_id"),
+                BOOKING_T.c.service == bindparam("service"), BOOKING_T.c.counted.is_(True),
+                BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
+         .group_by(BOOKING_T.c.quota_year))
+_INSTITUTIONS = select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name)
+_INSTITUTIONS_IN = _INSTITUTIONS.where(INSTITUTION_T.c.city == bindparam("city"))
+_INSTITUTION = select(INSTITUTION_T).where(INSTITUTION_T.c.code == bindparam("code"))
+
+
+def _conn(db: Connection | Session) -> Connection:
+    if isinstance(db, Connection):
+        return db
+    if db.autoflush:  # as session.execute would: the read sees the session's pending writes
+        db.flush()
+    return db.connection()
+
+
+def quota_used(db: Connection | Session, customer_id: int, service: str, year: int) -> int:
     """Counted uses of a yearly quota: bookings submitted, confirmed, completed, missed or
     cancelled late whose service date falls in `year` (a free cancellation gives it back)."""
-    return uses(session, customer_id, service, [year]).get(year, 0)
+    return uses(db, customer_id, service, [year]).get(year, 0)
 
 
-def uses(session: Session, customer_id: int, service: str, years: list[int]) -> dict[int, int]:
-    rows = session.execute(
-        select(Booking.quota_year, func.count())
-        .where(Booking.customer_id == customer_id, Booking.service == service,
-               Booking.counted.is_(True), Booking.quota_year.in_(years))
-        .group_by(Booking.quota_year)).all()
+def uses(db: Connection | Session, customer_id: int, service: str,
+         years: list[int]) -> dict[int, int]:
+    rows = _conn(db).execute(_USES, {"customer_id": customer_id, "service": service,
+                                     "years": list(years)}).all()
     return {int(y): int(n) for y, n in rows}
 
 
-def institutions(session: Session, service: str, city: str | None = None) -> list[Place]:
+def institutions(db: Connection | Session, service: str, city: str | None = None) -> list[Place]:
     """Institutions giving `service` (in `city`), by city and name."""
-    query = select(Institution).order_by(Institution.city, Institution.name)
-    if city:
-        query = query.where(Institution.city == city)
-    return [p for p in map(Place.of, session.exec(query).all()) if p.offers(service)]
+    rows = _conn(db).execute(_INSTITUTIONS_IN, {"city": city}) if city else \
+        _conn(db).execute(_INSTITUTIONS)
+    return [p for p in map(Place.of, rows.all()) if p.offers(service)]
 
 
-def institution(session: Session, code: str) -> Place | None:
-    row = session.exec(select(Institution).where(Institution.code == code)).first()
+def institution(db: Connection | Session, code: str) -> Place | None:
+    row = _conn(db).execute(_INSTITUTION, {"code": code}).first()
     return Place.of(row) if row else None
 
 
@@ -95,10 +114,11 @@ def beneficiary(session: Session, customer: Customer, family_member_id: int | No
     return person_of(member)
 
 
-def gather_facts(session: Session, customer_id: int, req: BookingRequest, rules: Rules,
-                 calendar: Calendar, *, lock: bool = False) -> BookingFacts:
-    """What `check_booking` needs to know about `req`. With `lock`, the quota row of the
-    service date's year is created if missing and locked until the transaction ends."""
+def gather_facts(session: Connection | Session, customer_id: int, req: BookingRequest,
+                 rules: Rules, calendar: Calendar, *, lock: bool = False) -> BookingFacts:
+    """What `check_booking` needs to know about `req`. With `lock` (a Session then), the
+    quota row of the service date's year is created if missing and locked until the
+    transaction ends."""
     service = rules.service(req.service) if req.service in rules.booking.services else None
     years = [req.date.year] if req.date else quota_years(req.requested_at, rules)
     if lock and req.date is not None and service is not None and service.per_year is not None:

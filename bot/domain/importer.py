@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,6 +43,7 @@ from bot.infra.db import engine_for
 from bot.infra.faults import crash_point
 from bot.domain.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
                           validate_id_number)
+from bot.domain import accounts
 from bot.domain.rules import RulesError, load_rules
 from bot.domain.tier_engine import recompute
 from bot.domain.vocab import WEEKDAYS, InstitutionKind, Liability, PaymentMode, PolicyStatus, Relation
@@ -117,6 +119,17 @@ def id_number(v: str) -> str:
         return validate_id_number(v)
     except ValueError as exc:
         raise ValueError(f"{exc} ({mask_id_number(v)})") from None
+
+
+_OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as WeChat's FromUserName (the door checks the same)
+
+
+def openid(v: str) -> str:
+    if not v:
+        raise ValueError("is empty")
+    if not _OPENID.fullmatch(v):
+        raise ValueError("must be 1-64 letters, digits, - or _")
+    return v
 
 
 def phone(v: str) -> str:
@@ -212,6 +225,12 @@ FAMILY_COLUMNS: dict[str, Parser] = {
 }
 
 
+BINDING_COLUMNS: dict[str, Parser] = {
+    "openid": openid,
+    "id_number": id_number,
+}
+
+
 def parse_row(fields: Iterable[Field], cells: list[str]) -> tuple[Values, list[str]]:
     """The values of the columns that parse, and a reason for each column that does not."""
     values: Values = {}
@@ -282,10 +301,18 @@ class ImportReport:
         self.affected_customers.clear()
 
     def render(self) -> str:
-        head = f"import {self.kind} from {self.path}"
+        head = (f"bind --file {self.path}" if self.kind == "bindings"
+                else f"import {self.kind} from {self.path}")
         bad_rows = self.rejected - (self.file_error is not None)
         if self.file_error:
             lines = [f"{head}: the file cannot be imported", f"  {self.file_error}"]
+        elif self.kind == "bindings":
+            lines = [f"{head}: {self.rows} rows read in {self.seconds:.1f} s",
+                     f"  bound      {self.inserted + self.updated}",
+                     f"  unchanged  {self.unchanged} (already bound to that customer)",
+                     f"  rejected   {bad_rows}"]
+            if self.ignored_columns:
+                lines.append(f"  ignored columns: {', '.join(self.ignored_columns)}")
         else:
             lines = [f"{head}: {self.rows} rows read in {self.seconds:.1f} s",
                      f"  inserted   {self.inserted}",
@@ -309,7 +336,8 @@ class ImportReport:
             lines.append("Nothing was written.")
         elif not self.written and bad_rows:
             lines.append(f"Nothing was written. Fix the rejected lines, or run again with "
-                         f"--skip-bad to import the {_rows(self.rows - bad_rows)} that are good.")
+                         f"--skip-bad to {'bind' if self.kind == 'bindings' else 'import'} "
+                         f"the {_rows(self.rows - bad_rows)} that are good.")
         return "\n".join(lines)
 
 
@@ -504,6 +532,33 @@ def write_family(conn: Connection, batch: list[tuple[int, Values]], report: Impo
         _count(report, sync_rows(conn, FAMILY_T, ("customer_id", "id_number"), members))
 
 
+BINDING_REFUSALS = {
+    accounts.UNKNOWN_CUSTOMER: "id_number: no customer has this ID number ({masked}); "
+                               "import their policies first",
+    accounts.BOUND_ELSEWHERE: "id_number: the customer ({masked}) is bound to another openid; "
+                              "unbind it first",
+    accounts.OPENID_TAKEN: "openid: bound to another customer; unbind it first",
+}
+
+
+def write_bindings(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,
+                   *, dry: bool, tz=None) -> None:
+    """Bind each row's openid to the customer with its ID number (`accounts.bind_many`, the
+    rules of the single `bind`); reject the rows it refuses. Checked even when `dry`."""
+    outcomes = accounts.bind_many(conn, [(v["openid"], v["id_number"]) for _, v in batch],
+                                  datetime.now(tz), write=not dry)
+    for (line, v), outcome in zip(batch, outcomes):
+        if outcome == accounts.BOUND_NEW:
+            report.inserted += 1
+        elif outcome == accounts.BOUND:
+            report.updated += 1
+        elif outcome == accounts.UNCHANGED:
+            report.unchanged += 1
+        else:
+            report.reject(line, BINDING_REFUSALS[outcome].format(
+                masked=mask_id_number(v["id_number"])))
+
+
 def _count(report: ImportReport, synced: Synced) -> None:
     report.inserted += len(synced.inserted)
     report.updated += len(synced.updated)
@@ -520,12 +575,20 @@ class Kind:
     key: tuple[str, ...]  # columns whose values are unique within one file
     check: Callable[[Values], str | None] | None = None  # a rule across columns
     optional: tuple[str, ...] = ()  # columns a file may leave out
+    unique: tuple[tuple[str, ...], ...] = ()  # more keys, each unique within one file on its own
 
 
 KINDS = {
     "policies": Kind(POLICY_COLUMNS, write_policies, ("policy_no",)),
     "family": Kind(FAMILY_COLUMNS, write_family, ("holder_id_number", "id_number"), not_self),
 }
+
+
+def bindings_kind(settings: Settings) -> Kind:
+    """`bind --file`: one openid per customer and one customer per openid, in the file too;
+    bound_at in the programme's time zone."""
+    return Kind(BINDING_COLUMNS, partial(write_bindings, tz=settings.tz), ("openid",),
+                unique=(("id_number",),))
 
 
 # --- Institutions ----------------------------------------------------------------------------
@@ -604,11 +667,13 @@ def institutions_kind(settings: Settings) -> Kind:
 
 def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
                progress: bool) -> ImportReport:
-    """Import one CSV file of `kind` ("policies" or "family"); see the module docstring."""
+    """Import one CSV file of `kind` ("policies", "family", "institutions" or "bindings");
+    see the module docstring."""
     report = ImportReport(kind, path, skip_bad=skip_bad)
     started = time.monotonic()
     try:
-        spec = institutions_kind(settings) if kind == "institutions" else KINDS[kind]
+        spec = (institutions_kind(settings) if kind == "institutions"
+                else bindings_kind(settings) if kind == "bindings" else KINDS[kind])
         tiers = _tier_recompute(settings) if kind == "policies" else None
         with open(path, "rb") as fh:
             size = fh.seek(0, 2)
@@ -687,10 +752,13 @@ def check_record(spec: Kind, layout: Layout, cells: list[str],
     if len(cells) != layout.width:
         raise ValueError(f"expected {layout.width} cells as in the header, found {len(cells)}")
     values, errors = parse_row(layout.fields, cells)
-    if all(k in values for k in spec.key):
-        key = tuple(values[k] for k in spec.key)
-        if seen.setdefault(key, line) != line:
-            errors.insert(0, f"{' and '.join(spec.key)} repeats line {seen[key]}")
+    repeats = []
+    for i, names in enumerate((spec.key, *spec.unique)):
+        if all(k in values for k in names):
+            key = tuple(values[k] for k in names) if i == 0 else (i, *(values[k] for k in names))
+            if seen.setdefault(key, line) != line:
+                repeats.append(f"{' and '.join(names)} repeats line {seen[key]}")
+    errors[:0] = repeats
     if not errors and spec.check and (problem := spec.check(values)):
         errors.append(problem)
     if errors:
