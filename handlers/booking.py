@@ -18,6 +18,7 @@ from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, R
 from bot.conversation.flow import OPTIONS, pick
 from bot.conversation.intents import match, normalize
 from bot.domain import booking_store as store
+from bot.domain import notify
 from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
                                  calendar, cancel_refusal, cancellation_terms, check_booking,
                                  escorted, packages_for, quota_years, remaining, service_date)
@@ -418,6 +419,7 @@ def finish(ctx: Context, data: BookingData) -> Reply:
                       end=exc.refusal in ENDS) from None
     except IntegrityError:  # the same request confirmed twice: the first one stands
         raise Invalid("booking/already_submitted", end=True) from None
+    notify.booking_received(ctx.session, booking, ctx.now)
     return ctx.say("booking/submitted", booking=booking, service=rules.service(req.service),
                    person=person_label(person), place=req.institution)
 
@@ -648,6 +650,7 @@ def cancel_finish(ctx: Context, data: CancelData) -> Reply:
     if data.free and not free:  # the free deadline passed while the customer was deciding
         raise Invalid("booking/cancel/terms_changed", goto="confirm")
     free = store.cancel_booking(ctx.session, booking, ctx.now, calendar(), rules)
+    notify.booking_cancelled(ctx.session, booking, ctx.now, counted=not free)
     return ctx.say("booking/cancel/cancelled_free" if free else "booking/cancel/cancelled_late",
                    number=booking.number, year=booking.quota_year,
                    service=rules.service(booking.service).name)
