@@ -165,7 +165,7 @@ def send_code(ctx: Context, data: BindingData, phone: str, *, end: bool) -> None
     data.code_sent_at = ctx.now.timestamp()
     data.code_fresh = True
     notify.binding_code(ctx.session, phone, code, rules.code_ttl_seconds // 60, ctx.now,
-                        key=f"bindcode:{ctx.openid}:{data.code_sent_at:.6f}")
+                        key=f"bindcode:{ctx.openid}:{secrets.token_hex(8)}")
 
 
 def parse_code(ctx: Context, text: str, data: BindingData) -> str:

@@ -694,3 +694,63 @@ def cancel(ctx: Context) -> Reply:
         return ctx.start(cancel_flow, which=active[0].number)
     return ctx.start(cancel_flow)
 
+
+
+# --- 确认: the answer to the day-before reminder --------------------------------------------
+
+
+def _tomorrow(ctx: Context, customer: Customer) -> list:
+    """The customer's confirmed bookings for tomorrow (the reminder is for these)."""
+    tomorrow = ctx.today + timedelta(days=1)
+    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
+            if b.status == "confirmed" and b.confirmed_date == tomorrow]
+
+
+def _attend(ctx: Context, booking) -> Reply:
+    if not notify.confirm_attendance(ctx.session, booking, ctx.now):
+        return ctx.say("booking/attendance/already")
+    place = ctx.session.get(Institution, booking.institution_id) if booking.institution_id else None
+    return ctx.say("booking/attendance/confirmed", number=booking.number,
+                   service=ctx.services.rules.service(booking.service).name,
+                   when=booking.confirmed_time or "", place=place.name if place else "")
+
+
+class AttendData(FlowData):
+    which: str | None = None
+
+
+def attend_options(ctx: Context, data: AttendData) -> list[Option]:
+    customer = _customer(ctx)
+    rules = ctx.services.rules
+    return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
+                   note=f"{b.confirmed_time or ''}，{_who(ctx, customer, b)}")
+            for b in _tomorrow(ctx, customer)]
+
+
+def attend_finish(ctx: Context, data: AttendData) -> Reply:
+    booking = store.booking_by_number(ctx.session, data.which)
+    if booking is None or booking.customer_id != _customer(ctx).id:
+        raise Invalid("booking/cancel/not_found", end=True, number=data.which)
+    return _attend(ctx, booking)
+
+
+attend_flow = router.flow(Flow(
+    name="confirm_attendance", title="确认到场",
+    steps=[Choice("which", "booking/attendance/ask_which", options=attend_options)],
+    finish=attend_finish, model=AttendData,
+))
+
+
+@router.key(Key.CONFIRM_ATTENDANCE)
+def confirm_attendance(ctx: Context) -> Reply:
+    """确认 after the day-before reminder: tomorrow's booking is marked attendance-confirmed
+    (staff see it); with several bookings tomorrow, the bot asks which."""
+    customer = require_customer(ctx)
+    if isinstance(customer, Reply):
+        return customer
+    tomorrow = _tomorrow(ctx, customer)
+    if not tomorrow:
+        return ctx.say("booking/attendance/none")
+    if len(tomorrow) == 1:
+        return _attend(ctx, tomorrow[0])
+    return ctx.start(attend_flow)
