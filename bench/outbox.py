@@ -135,12 +135,14 @@ def run(args, port: int, tmp: str) -> None:
     t1 = time.perf_counter()
     done = d.drain()
     elapsed = time.perf_counter() - t1
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mb = usage.ru_maxrss / 1024
     sent = done.get("sent", 0)
     print(f"drained: {dict(done)} in {elapsed:.1f} s -> {sent / elapsed:,.0f} messages/s "
           f"(double answering in {args.delay * 1000:.0f} ms, concurrency {args.concurrency}, "
           f"batch {args.batch}, {services.engine.dialect.name})")
-    print(f"peak memory (dispatcher process, ru_maxrss): {peak_mb:,.0f} MB")
+    print(f"peak memory (dispatcher process, ru_maxrss): {peak_mb:,.0f} MB; "
+          f"dispatcher CPU {usage.ru_utime + usage.ru_stime:.0f} s over the whole run")
     services.close()
     if sent != args.messages:
         sys.exit(f"only {sent} of {args.messages} sent")

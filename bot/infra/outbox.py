@@ -165,7 +165,7 @@ def mark(engine: Engine, results: list[tuple[Any, Outcome]], now: float,
         values = dict(_id=row.id, _tries=row.tries, status=status if status != "retry" else PENDING,
                       last_error=(out.error or None) and str(out.error)[:256],
                       msgid=out.msgid if out.msgid is not None else row.msgid,
-                      payload=out.payload if out.payload is not None else row.payload,
+                      payload=out.payload,
                       lease_until=None, sent_at=sent_at if status == SENT else None,
                       next_attempt_at=(now + backoff(row.tries, base=base, cap=cap, jitter=jitter)
                                        if status == "retry" else row.next_attempt_at))
@@ -179,8 +179,14 @@ def mark(engine: Engine, results: list[tuple[Any, Outcome]], now: float,
                         msgid=bindparam("msgid"), payload=bindparam("payload"),
                         lease_until=bindparam("lease_until"), sent_at=bindparam("sent_at"),
                         next_attempt_at=bindparam("next_attempt_at")))
+        kept = [v for v in groups["all"] if v["payload"] is None]
+        changed = [v for v in groups["all"] if v["payload"] is not None]
         with engine.begin() as conn:
-            conn.execute(stmt, groups["all"])
+            if changed:
+                conn.execute(stmt, changed)
+            if kept:  # most rows: leave the payload as it is (no rewrite of the text)
+                conn.execute(stmt.values(payload=c.payload), [
+                    {k: v for k, v in row.items() if k != "payload"} for row in kept])
     return counts
 
 
