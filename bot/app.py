@@ -36,7 +36,17 @@ def create_app(settings: Settings, *, router: Router | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Without a separate scheduler process the outbox dispatcher and the reminder sweep
+        # run in this process (README, "Messages to customers").
+        jobs = None
+        if settings.in_process_jobs:
+            from bot.domain.jobs import BackgroundJobs
+
+            jobs = BackgroundJobs(pipe.services).start()
+        app.state.jobs = jobs
         yield
+        if jobs is not None:
+            jobs.stop()
         if pipeline is None:
             pipe.close()
 

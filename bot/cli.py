@@ -20,6 +20,8 @@ staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Scheduled jobs, run by hand.", no_args_is_help=True)
 messages_app = typer.Typer(help="Messages customers left for a human agent.", no_args_is_help=True)
 privacy_app = typer.Typer(help="Personal data requests (PIPL).", no_args_is_help=True)
+outbox_app = typer.Typer(help="The outbox of messages to customers.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 calendar_app = typer.Typer(help="China's working-day calendar.", no_args_is_help=True)
 menu_app = typer.Typer(help="The service account's menu.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log of staff actions.", no_args_is_help=True)
@@ -535,7 +537,9 @@ def staff_passwd(openid: str) -> None:
 
 
 @jobs_app.command("run")
-def jobs_run(job: str = typer.Argument(..., help="tiers | cleanup | daily (tiers, then cleanup)"),
+def jobs_run(job: str = typer.Argument(..., help="reminders (for services on the next day, then "
+                                               "send) | tiers | dispatch (send what is due) "
+                                               "| cleanup | daily (tiers, then cleanup)"),
              date: str = typer.Option(None, "--date", help="Run as if today were YYYY-MM-DD.")) -> None:
     """Run one scheduled job now."""
     from scheduler import JOBS
@@ -548,14 +552,62 @@ def jobs_run(job: str = typer.Argument(..., help="tiers | cleanup | daily (tiers
     typer.echo(JOBS[job](s, parse_day(date, s)))
 
 
+@outbox_app.command("list")
+def outbox_list(dead: bool = typer.Option(False, "--dead", help="Only dead letters.")) -> None:
+    """Messages waiting, being sent or dead (newest first), recipients masked."""
+    from bot.infra import outbox
+    from bot.infra.db import engine_for
+    from bot.infra.privacy import mask_phone
+
+    s = settings()
+    engine = engine_for(s)
+    try:
+        rows = outbox.listing(engine, dead_only=dead)
+    finally:
+        engine.dispose()
+    for r in rows:
+        who = mask_phone(r.recipient) if r.channel == "sms" else r.recipient[:8] + "…"
+        typer.echo(f"#{r.id}\t{r.status}\t{r.kind}\t{r.channel}\t{who}\ttries {r.tries}\t"
+                   f"{r.created_at:%Y-%m-%d %H:%M}\t{r.last_error or ''}")
+    if not rows:
+        typer.echo("no dead messages" if dead else "nothing waiting")
+
+
+@outbox_app.command("retry")
+def outbox_retry(row_id: int = typer.Argument(None, metavar="ID"),
+                 all_dead: bool = typer.Option(False, "--all-dead", help="Every dead letter.")) -> None:
+    """Queue a dead (or expired, dropped) message again, or all dead ones."""
+    import time
+
+    from bot.infra import outbox
+    from bot.infra.db import engine_for
+
+    if (row_id is None) == (not all_dead):
+        typer.echo("give an ID or --all-dead", err=True)
+        raise typer.Exit(2)
+    s = settings()
+    engine = engine_for(s)
+    try:
+        n = outbox.retry(engine, time.time(), row_id, all_dead=all_dead)
+    finally:
+        engine.dispose()
+    if row_id is not None and not n:
+        typer.echo(f"no dead, expired or dropped message #{row_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{n} message(s) queued again")
+
+
 @app.command("scheduler")
 def scheduler_cmd() -> None:
-    """Run the scheduled jobs in this process (daily tier run at 00:30)."""
+    """Run the scheduled jobs in this process: the daily tier run at 00:30, the reminder
+    sweep, the outbox dispatch. On PostgreSQL one scheduler is active at a time (an
+    advisory lock); others stand by."""
     from bot.app import configure_logging
     from scheduler import run_forever
 
     s = settings()
-    configure_logging(s.log_level, s.wechat_app_secret, s.sms_gateway_token)
+    configure_logging(s.log_level, s.wechat_app_secret, s.sms_gateway_token,
+                      s.tencent_secret_key)
     prepare_database(s, redis=True)
     run_forever(s)
 

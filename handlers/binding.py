@@ -17,7 +17,7 @@ import secrets
 
 from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
 from bot.conversation.intents import normalize, yes_no
-from bot.domain import accounts, privacy
+from bot.domain import accounts, notify, privacy
 from bot.domain.broadcasts import sync_user
 from bot.domain.identity import (compact, is_valid_phone, mask_id_number, mask_name, mask_phone,
                                  normalize_phone, typed_id_number, validate_id_number)
@@ -167,9 +167,8 @@ def send_code(ctx: Context, data: BindingData, phone: str, *, end: bool) -> None
     data.code_hash = _code_digest(ctx, code)
     data.code_sent_at = ctx.now.timestamp()
     data.code_fresh = True
-    text = render("sms/bind_code", code=code, minutes=rules.code_ttl_seconds // 60)
-    sms = ctx.services.sms
-    ctx.after_commit.append(lambda: sms.send(phone, text))
+    notify.binding_code(ctx.session, phone, code, rules.code_ttl_seconds // 60, ctx.now,
+                        key=f"bindcode:{ctx.openid}:{secrets.token_hex(8)}")
 
 
 def parse_code(ctx: Context, text: str, data: BindingData) -> str:

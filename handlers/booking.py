@@ -18,6 +18,7 @@ from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, R
 from bot.conversation.flow import OPTIONS, pick
 from bot.conversation.intents import match, normalize, yes_no
 from bot.domain import booking_store as store
+from bot.domain import notify
 from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
                                  calendar, cancel_refusal, cancellation_terms, check_booking,
                                  escorted, packages_for, quota_years, remaining, service_date)
@@ -412,6 +413,7 @@ def finish(ctx: Context, data: BookingData) -> Reply:
                       end=exc.refusal in ENDS) from None
     except IntegrityError:  # the same request confirmed twice: the first one stands
         raise Invalid("booking/already_submitted", end=True) from None
+    notify.booking_received(ctx.session, booking, ctx.now)
     return ctx.say("booking/submitted", booking=booking, service=rules.service(req.service),
                    person=person_label(person), place=req.institution)
 
@@ -643,6 +645,7 @@ def cancel_finish(ctx: Context, data: CancelData) -> Reply:
     if data.free and not free:  # the free deadline passed while the customer was deciding
         raise Invalid("booking/cancel/terms_changed", goto="confirm")
     free = store.cancel_booking(ctx.session, booking, ctx.now, calendar(), rules)
+    notify.booking_cancelled(ctx.session, booking, ctx.now, counted=not free)
     return ctx.say("booking/cancel/cancelled_free" if free else "booking/cancel/cancelled_late",
                    number=booking.number, year=booking.quota_year,
                    service=rules.service(booking.service).name)
@@ -686,3 +689,63 @@ def cancel(ctx: Context) -> Reply:
         return ctx.start(cancel_flow, which=active[0].number)
     return ctx.start(cancel_flow)
 
+
+
+# --- 确认: the answer to the day-before reminder --------------------------------------------
+
+
+def _tomorrow(ctx: Context, customer: Customer) -> list:
+    """The customer's confirmed bookings for tomorrow (the reminder is for these)."""
+    tomorrow = ctx.today + timedelta(days=1)
+    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
+            if b.status == "confirmed" and b.confirmed_date == tomorrow]
+
+
+def _attend(ctx: Context, booking) -> Reply:
+    if not notify.confirm_attendance(ctx.session, booking, ctx.now):
+        return ctx.say("booking/attendance/already")
+    place = ctx.session.get(Institution, booking.institution_id) if booking.institution_id else None
+    return ctx.say("booking/attendance/confirmed", number=booking.number,
+                   service=ctx.services.rules.service(booking.service).name,
+                   when=booking.confirmed_time or "", place=place.name if place else "")
+
+
+class AttendData(FlowData):
+    which: str | None = None
+
+
+def attend_options(ctx: Context, data: AttendData) -> list[Option]:
+    customer = _customer(ctx)
+    rules = ctx.services.rules
+    return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
+                   note=f"{b.confirmed_time or ''}，{_who(ctx, customer, b)}")
+            for b in _tomorrow(ctx, customer)]
+
+
+def attend_finish(ctx: Context, data: AttendData) -> Reply:
+    booking = store.booking_by_number(ctx.session, data.which)
+    if booking is None or booking.customer_id != _customer(ctx).id:
+        raise Invalid("booking/cancel/not_found", end=True, number=data.which)
+    return _attend(ctx, booking)
+
+
+attend_flow = router.flow(Flow(
+    name="confirm_attendance", title="确认到场",
+    steps=[Choice("which", "booking/attendance/ask_which", options=attend_options)],
+    finish=attend_finish, model=AttendData,
+))
+
+
+@router.key(Key.CONFIRM_ATTENDANCE)
+def confirm_attendance(ctx: Context) -> Reply:
+    """确认 after the day-before reminder: tomorrow's booking is marked attendance-confirmed
+    (staff see it); with several bookings tomorrow, the bot asks which."""
+    customer = require_customer(ctx)
+    if isinstance(customer, Reply):
+        return customer
+    tomorrow = _tomorrow(ctx, customer)
+    if not tomorrow:
+        return ctx.say("booking/attendance/none")
+    if len(tomorrow) == 1:
+        return _attend(ctx, tomorrow[0])
+    return ctx.start(attend_flow)

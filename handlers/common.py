@@ -10,6 +10,7 @@ from sqlalchemy import update
 from bot.conversation import Choice, Context, Flow, FlowData, Option, Reply, Router
 from bot.conversation.engine import answer_faq
 from bot.conversation.faq import default as faq_book
+from bot.domain import notify
 from models import LeftMessage, WechatUser
 from handlers.tiers import capabilities, with_service
 from menus import Key
@@ -96,8 +97,8 @@ def human(ctx: Context) -> Reply:
     if start <= ctx.now.time().replace(tzinfo=None) < end:
         ctx.enter(HUMAN, since=time.time(), agent=False)
         notice = ctx.say("human_transferring").text
-        services, openid = ctx.services, ctx.openid
-        ctx.after_commit.append(lambda: services.send_text(openid, notice))
+        notify.text_message(ctx.session, ctx.openid, notice, ctx.now, kind="handover",
+                            key=f"handover:{ctx.openid}:{ctx.now.timestamp():.6f}")
         return Reply(transfer=True)
     ctx.enter(LEAVE_MESSAGE)
     return ctx.say("human_closed", start=start.strftime("%H:%M"), end=end.strftime("%H:%M"))
@@ -175,7 +176,10 @@ def silent(ctx: Context) -> Reply:
 
 @router.event("templatesendjobfinish")
 def template_finished(ctx: Context) -> Reply:
-    status = getattr(ctx.msg, "status", "")
+    status = getattr(ctx.msg, "status", "") or ""
+    msgid = getattr(ctx.msg, "id", None)
     if status != "success":
         log.warning("template message to %s… not delivered: %s", ctx.openid[:6], status)
+    if msgid:
+        notify.delivery_result(ctx.session, int(msgid), status)
     return Reply()

@@ -14,6 +14,7 @@ class Key(StrEnum):
     BOOK_SPECIAL = "BOOK_SPECIAL"
     MY_BOOKINGS = "MY_BOOKINGS"
     CANCEL_BOOKING = "CANCEL_BOOKING"
+    CONFIRM_ATTENDANCE = "CONFIRM_ATTENDANCE"  # 确认, the answer to the day-before reminder
     BIND = "BIND"
     UNBIND = "UNBIND"
     HEALTH_ADVISOR = "HEALTH_ADVISOR"
@@ -37,7 +38,12 @@ SERVICE_OF: dict[Key, str] = {
 
 # Keys only a bound policyholder can use (others are led into binding first).
 PERSONAL: frozenset[Key] = frozenset({
-    Key.MY_TIER, Key.MY_BENEFITS, Key.MY_BOOKINGS, Key.CANCEL_BOOKING, Key.UNBIND, *SERVICE_OF})
+    Key.MY_TIER, Key.MY_BENEFITS, Key.MY_BOOKINGS, Key.CANCEL_BOOKING, Key.CONFIRM_ATTENDANCE,
+    Key.UNBIND, *SERVICE_OF})
+
+# Keys whose words are also answers inside flows (确认 is a yes): inside a flow they never
+# pull the customer out of it; they act only outside flows.
+NOT_IN_FLOWS: frozenset[Key] = frozenset({Key.CONFIRM_ATTENDANCE})
 
 # The menu, defined once. WeChat's limits (checked by `validate_menu` before it is sent):
 # 1-3 top buttons, 1-5 entries under each, names of at most 16 bytes (top) and 60 bytes
@@ -74,6 +80,7 @@ INTENTS: dict[Key, list[str]] = {
                      "做CT", "CT检查", "B超", "胃镜", "肠镜"],
     Key.MY_BOOKINGS: ["我的预约", "预约记录", "查预约", "查询预约", "预约查询"],
     Key.CANCEL_BOOKING: ["取消预约", "预约取消", "撤销预约", "不去了"],
+    Key.CONFIRM_ATTENDANCE: ["确认", "确认到场", "确认参加", "确认赴约", "会去"],
     Key.BIND: ["绑定", "绑定身份", "身份绑定", "绑定保单", "认证", "身份认证", "实名认证"],
     Key.UNBIND: ["解除绑定", "解绑", "取消绑定"],
     Key.HEALTH_ADVISOR: ["健康顾问", "健康咨询", "咨询医生", "问医生"],

@@ -157,18 +157,40 @@ class TierHistory(SQLModel, table=True):
 
 
 class Notification(SQLModel, table=True):
-    """Outbox of pushes to customers; the notification dispatcher sends each exactly once."""
+    """The outbox: every message to a customer (template, customer-service text, late reply,
+    SMS, mass send, tier change), written in the transaction that causes it and sent exactly
+    once by the dispatcher (bot.infra.outbox). `dedupe_key` is the idempotency key.
+
+    status: pending → sending (claimed, lease until `lease_until`) → sent | dead (gave up,
+    `last_error` says why) | dropped (not to be sent: unsubscribed, booking cancelled…) |
+    expired (past `expires_at`). Times used for scheduling are epoch seconds."""
 
     __tablename__ = "notification"
-    __table_args__ = (Index("ix_notification_status", "status", "id"),)
+    __table_args__ = (Index("ix_notification_status", "status", "id"),
+                      Index("ix_notification_due", "status", "next_attempt_at"),
+                      Index("ix_notification_recipient", "recipient", "status"))
     id: int | None = Field(default=None, primary_key=True)
     customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
-    kind: str = Field(max_length=32)
+    booking_id: int | None = Field(default=None, index=True)
+    kind: str = Field(max_length=32)  # template | custom | late_reply | sms | mass_send | tier_changed…
+    channel: str = Field(default="wechat", max_length=16)  # wechat | sms
+    recipient: str = Field(default="", max_length=64)  # openid, phone or tag:<id>
     payload: str = Field(default="{}", sa_type=Text)
     dedupe_key: str = Field(max_length=160, unique=True)
     status: str = Field(default="pending", max_length=16)
+    tries: int = 0
+    next_attempt_at: float = Field(default=0.0, sa_type=Float)
+    lease_until: float | None = Field(default=None, sa_type=Float)
+    expires_at: float | None = Field(default=None, sa_type=Float)
+    last_error: str | None = Field(default=None, max_length=256)
+    client_msg_id: str | None = Field(default=None, max_length=64)
+    msgid: int | None = Field(default=None, sa_type=BigInteger, index=True)
+    delivery: str | None = Field(default=None, max_length=64)  # TEMPLATESENDJOBFINISH status
     created_at: datetime
     sent_at: datetime | None = None
+
+
+Outbox = Notification
 
 
 class LeftMessage(SQLModel, table=True):

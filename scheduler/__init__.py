@@ -1,5 +1,12 @@
 """Scheduled jobs. `python main.py scheduler` runs them in their own process;
-`python main.py jobs run JOB [--date]` runs one as if today were that day."""
+`python main.py jobs run JOB [--date]` runs one as if today were that day.
+
+Jobs: the daily tier run and cleanup (00:30), the reminder sweep (every few minutes: once
+it is past REMINDER_HOUR, tomorrow's confirmed bookings not yet reminded), the outbox
+dispatch (every OUTBOX_POLL_SECONDS). Each works out what is due from the data, so a
+missed run catches up and a doubled one sends nothing twice. Jobs live in memory (no
+pickled job store). On PostgreSQL only the process holding the advisory lock
+`SCHEDULER_LOCK` runs them; another `scheduler` waits as a standby."""
 from __future__ import annotations
 
 import logging
@@ -29,8 +36,10 @@ def run_tiers(settings: Settings, day: date) -> str:
     try:
         yesterday = day - timedelta(days=1)
         if is_review_day(yesterday, rules):
-            reports.append(recompute(engine, rules, yesterday, review=True))
-        reports.append(recompute(engine, rules, day, review=False))
+            reports.append(recompute(engine, rules, yesterday, review=True,
+                                     notice_days=settings.tier_notice_days))
+        reports.append(recompute(engine, rules, day, review=False,
+                                 notice_days=settings.tier_notice_days))
         reports.append(sync_tier_tags(settings, engine, rules))
     finally:
         engine.dispose()
@@ -87,11 +96,65 @@ def run_daily(settings: Settings, day: date) -> str:
     return run_tiers(settings, day) + "\n" + run_cleanup(settings, day)
 
 
-JOBS = {"tiers": run_tiers, "cleanup": run_cleanup, "daily": run_daily}
+def _services(settings: Settings):
+    from bot.domain.jobs import prepare_services
+    from bot.infra.services import Services
+
+    services = Services(settings, load_rules(settings.rules_file))
+    prepare_services(services)
+    return services
 
 
-def add_jobs(scheduler: BaseScheduler, settings: Settings, today=None) -> BaseScheduler:
+def run_reminders(settings: Settings, day: date, services=None) -> str:
+    """Queue the reminders for services on `day` + 1 (as if today were `day`, whatever the
+    hour), then send what is due."""
     from datetime import datetime
+
+    from bot.domain.jobs import queue_reminders
+
+    own = services is None
+    services = services or _services(settings)
+    try:
+        now = datetime.now(settings.tz)
+        count = queue_reminders(services.engine, settings, day, now)
+        sent = services.dispatcher.drain()
+    finally:
+        if own:
+            services.close()
+    text = (f"reminders: {count} booking(s) on {day + timedelta(days=1)} reminded; "
+            f"outbox: {_counts(sent)}")
+    log.info("%s", text)
+    return text
+
+
+def run_dispatch(settings: Settings, day: date | None = None, services=None) -> str:
+    """Send what is due in the outbox (retries included), until nothing is."""
+    own = services is None
+    services = services or _services(settings)
+    try:
+        sent = services.dispatcher.drain()
+    finally:
+        if own:
+            services.close()
+    text = f"outbox: {_counts(sent)}"
+    if sent:
+        log.info("%s", text)
+    return text
+
+
+def _counts(counter) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counter.items())) or "nothing due"
+
+
+JOBS = {"tiers": run_tiers, "cleanup": run_cleanup, "daily": run_daily,
+        "reminders": run_reminders, "dispatch": run_dispatch}
+
+
+def add_jobs(scheduler: BaseScheduler, settings: Settings, today=None,
+             services=None) -> BaseScheduler:
+    from datetime import datetime
+
+    from apscheduler.triggers.interval import IntervalTrigger
 
     def daily() -> None:
         run_daily(settings, (today or (lambda: datetime.now(settings.tz).date()))())
@@ -101,10 +164,54 @@ def add_jobs(scheduler: BaseScheduler, settings: Settings, today=None) -> BaseSc
     scheduler.add_job(daily, CronTrigger(hour=0, minute=30, timezone=settings.tz), id="tiers",
                       coalesce=True, max_instances=1, misfire_grace_time=6 * 3600,
                       replace_existing=True)
+    if services is not None:
+        from bot.domain.jobs import sweep_reminders
+
+        scheduler.add_job(lambda: sweep_reminders(services.engine, settings, services.now()),
+                          IntervalTrigger(minutes=2), id="reminders", coalesce=True,
+                          max_instances=1, replace_existing=True, next_run_time=datetime.now(settings.tz))
+        scheduler.add_job(lambda: run_dispatch(settings, services=services),
+                          IntervalTrigger(seconds=settings.outbox_poll_seconds), id="dispatch",
+                          coalesce=True, max_instances=1, replace_existing=True,
+                          next_run_time=datetime.now(settings.tz))
     return scheduler
 
 
+def hold_scheduler_lock(settings: Settings, engine, poll: float = 10.0, stop=None):
+    """On PostgreSQL, wait until this process holds the scheduler's advisory lock (one
+    active scheduler; others stand by) and return the connection that holds it (the lock
+    lives as long as the connection). None on SQLite (one process by construction)."""
+    import time
+
+    from sqlalchemy import text
+
+    from bot.domain.jobs import SCHEDULER_LOCK
+
+    if engine.dialect.name != "postgresql":
+        return None
+    conn = engine.connect()
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    told = False
+    while True:
+        if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEDULER_LOCK}).scalar():
+            return conn
+        if not told:
+            log.info("another scheduler is active; standing by")
+            told = True
+        if stop is not None and stop():
+            conn.close()
+            return None
+        time.sleep(poll)
+
+
 def run_forever(settings: Settings) -> None:
-    scheduler = add_jobs(BlockingScheduler(timezone=settings.tz), settings)
+    services = _services(settings)
+    lock = hold_scheduler_lock(settings, services.engine)
+    scheduler = add_jobs(BlockingScheduler(timezone=settings.tz), settings, services=services)
     log.info("scheduler started: %s", ", ".join(j.id for j in scheduler.get_jobs()))
-    scheduler.start()
+    try:
+        scheduler.start()
+    finally:
+        if lock is not None:
+            lock.close()
+        services.close()

@@ -91,9 +91,15 @@ def sms_gateway():
 
 @pytest.fixture
 def sent(wechat_api):
-    wechat_api.state.sent.clear()
-    wechat_api.state.fail_next.clear()
-    return wechat_api.state.sent
+    state = wechat_api.state
+    state.sent.clear()
+    state.fail_next.clear()
+    # Each test's database numbers its rows afresh: forget the client_msg_ids seen before.
+    state.client_msgs.clear()
+    state.duplicates.clear()
+    state.unfollowed.clear()
+    state.outage_until, state.delay, state.timeout_seconds = 0.0, 0.0, 8.0
+    return state.sent
 
 
 # --- Databases ---------------------------------------------------------------------------------

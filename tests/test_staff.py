@@ -51,6 +51,19 @@ def desk(services):
     return c
 
 
+async def delivered(wechat_api, api: str, touser: str | None = None, timeout: float = 5.0) -> dict:
+    """The first call of `api` (to `touser`) that reached the WeChat double, waiting for the
+    outbox to send it after the commit."""
+    import asyncio
+
+    for _ in range(int(timeout / 0.02)):
+        for call in wechat_api.state.sent:
+            if call["api"] == api and (touser is None or call["body"].get("touser") == touser):
+                return call
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {api} call reached the double: {wechat_api.state.sent}")
+
+
 def notes(services, kind: str | None = None) -> list[Notification]:
     with Session(services.engine) as s:
         q = sm_select(Notification).order_by(Notification.id)
@@ -136,7 +149,7 @@ async def test_staff_unknown_command_and_bad_arguments_get_usage(wx_plain, desk)
 
 
 async def test_a_booking_goes_from_submitted_to_confirmed_to_completed_by_chat(
-        wx_plain, desk, services):
+        wx_plain, desk, services, sent, wechat_api):
     with time_machine.travel(WED, tick=True):
         b = await booked(wx_plain, services)
         queue = await wx_plain.say(SPEC, "#预约")
@@ -152,7 +165,10 @@ async def test_a_booking_goes_from_submitted_to_confirmed_to_completed_by_chat(
         assert b1.status == BookingStatus.CONFIRMED and b1.confirmed_date == date(2026, 11, 30)
         assert b1.confirmed_time == "09:30" and b1.confirmed_at is not None
         (note,) = notes(services, "booking_confirmed")
-        assert note.customer_id == desk.id and json.loads(note.payload)["booking_id"] == b.id
+        assert note.customer_id == desk.id and note.booking_id == b.id
+        # The customer's template message, as WeChat received it (the double's log).
+        template = await delivered(wechat_api, "template", U)
+        assert "北京洁牙门诊" in json.dumps(template["body"]["data"], ensure_ascii=False)
 
         # Twice: one confirmation message, and the reply says it was already confirmed.
         again = await wx_plain.say(SPEC, f"#确认 {b.number} 2026-11-30 09:30")
@@ -248,9 +264,9 @@ async def test_confirm_of_a_cancelled_booking_is_refused(wx_plain, desk, service
     (b1,) = bookings(services)
     assert b1.status == BookingStatus.CANCELLED and not b1.counted  # staff: never counted
     (note,) = notes(services, "booking_cancelled")
-    payload = json.loads(note.payload)
-    assert payload["by_staff"] is True and payload["counted"] is False
-    assert payload["reason"] == "机构临时停诊" and note.customer_id == desk.id
+    told = json.dumps(json.loads(note.payload), ensure_ascii=False)
+    assert "机构临时停诊" in told and "不计次数" in told  # the reason; the use is not counted
+    assert note.customer_id == desk.id and note.booking_id == b1.id
     assert [a.action for a in audits(services)] == ["cancel"]
     assert "已取消" in await wx_plain.say(SPEC, f"#取消 {b.number} 再取消一次")
 
@@ -293,10 +309,8 @@ async def test_messages_are_answered_through_the_outbox_and_closed(wx_plain, des
     assert f"[{msg_id}]" in listed and "请回电话" in listed
     reply = await wx_plain.say(SPEC, f"#回复 {msg_id} 您好，专员稍后来电")
     assert str(msg_id) in reply
-    (note,) = notes(services, "text")
-    payload = json.loads(note.payload)
-    assert payload["openid"] == U and payload["text"] == "您好，专员稍后来电"
-    assert note.customer_id == desk.id
+    (note,) = notes(services, "custom")
+    assert note.recipient == U and json.loads(note.payload)["text"] == "您好，专员稍后来电"
     with Session(services.engine) as s:
         m = s.get(LeftMessage, msg_id)
         assert m.closed_at is not None and m.closed_by == SPEC and m.reply == "您好，专员稍后来电"
@@ -304,7 +318,7 @@ async def test_messages_are_answered_through_the_outbox_and_closed(wx_plain, des
     assert "已回复" in await wx_plain.say(SPEC, "#留言")
     assert "已经回复" in await wx_plain.say(SPEC, f"#回复 {msg_id} 再说一次")
     assert "没有编号" in await wx_plain.say(SPEC, "#回复 999 你好")
-    assert len(notes(services, "text")) == 1
+    assert len(notes(services, "custom")) == 1
     assert [a.action for a in audits(services)] == ["reply"]
 
 
@@ -381,19 +395,17 @@ def tiers(desk, services, wechat_api):
 
 
 async def test_a_broadcast_to_diamond_reaches_only_the_diamond_tag(wx_plain, tiers, services,
-                                                                  wechat_api):
+                                                                  sent, wechat_api):
     preview = await wx_plain.say(ADMIN, "#群发 钻石 本周六客服节活动")
     assert "钻石：1人" in preview and "还可群发约4次" in preview and "#确认群发" in preview
     assert notes(services, "mass_send") == []  # nothing before the distinct phrase
     sent = await wx_plain.say(ADMIN, "#确认群发")
     assert "钻石" in sent
     (note,) = notes(services, "mass_send")
-    payload = json.loads(note.payload)
-    assert payload == {"tag_id": tiers["diamond"], "content": "本周六客服节活动"}
-    # What the outbox will do with it: a mass send by tag, as WeChat takes it.
-    answer = services.wechat.mass_send_text_by_tag(payload["tag_id"], payload["content"],
-                                                   note.dedupe_key)
-    (call,) = [c for c in wechat_api.state.sent if c.get("msg_id") == answer["msg_id"]]
+    assert json.loads(note.payload)["mass"] == {"tag_id": tiers["diamond"],
+                                                "content": "本周六客服节活动"}
+    # The outbox sent it as a mass send by tag, as WeChat takes it.
+    call = await delivered(wechat_api, "mass")
     assert call["body"]["filter"] == {"is_to_all": False, "tag_id": tiers["diamond"]}
     assert call["reached"] == [DIAMOND]
     assert "group_id" not in call["body"]["filter"]

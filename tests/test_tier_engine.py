@@ -17,11 +17,12 @@ from sqlalchemy import delete, insert, select, update
 
 from bot.domain.tier_engine import recompute
 from bot.domain.tiers import counts_until, decide, evaluate, is_review_day, weighted_value
-from models import Customer, Notification, Policy, TierHistory
+from models import Customer, Notification, Policy, TierHistory, WechatUser
 from tests.test_tiers import DAY, RULES, P
 
 customer_t, policy_t = Customer.__table__, Policy.__table__
 history_t, notification_t = TierHistory.__table__, Notification.__table__
+user_t = WechatUser.__table__
 NOW = datetime(2025, 3, 17, 2, 30, tzinfo=timezone.utc)
 
 
@@ -32,12 +33,20 @@ class Book:
         self.engine = engine
         self.numbers = count(1)
 
-    def customer(self, *policies: P, tier: str = "mass") -> int:
+    def customer(self, *policies: P, tier: str = "mass", bound: bool = True,
+                 following: bool = True, evaluated: date | None = None) -> int:
+        """A customer whose WeChat account is bound and following (unless told otherwise),
+        last evaluated on `evaluated` (None: never). Tier-change notices are queued only
+        for bound, following customers, and not on their first evaluation."""
         n = next(self.numbers)
         with self.engine.begin() as c:
             cid = c.execute(insert(customer_t).values(
                 id_number=f"{n:018d}", name=f"客户{n}", phone="13800000000",
-                sex="M", birth_date=date(1980, 1, 1), tier=tier)).inserted_primary_key[0]
+                sex="M", birth_date=date(1980, 1, 1), tier=tier,
+                evaluated_on=evaluated)).inserted_primary_key[0]
+            if bound:
+                c.execute(insert(user_t).values(openid=f"o_tier_{cid}", following=following,
+                                                 customer_id=cid, bind_failures=0))
             for p in policies:
                 c.execute(insert(policy_t).values(
                     customer_id=cid, product_name="产品", **asdict(replace(
@@ -64,7 +73,7 @@ class Book:
 
     def clear(self) -> None:
         with self.engine.begin() as c:
-            for table in (notification_t, history_t, policy_t, customer_t):
+            for table in (notification_t, history_t, policy_t, user_t, customer_t):
                 c.execute(delete(table))
 
 
@@ -144,7 +153,8 @@ def test_upgrade_on_an_arbitrary_day(book, engine):
     day = date(2025, 3, 17)
     cid = book.customer(P(annualized_basic_premium=Decimal("150000.50")),
                         P(annualized_basic_premium=Decimal(0), single_premium=Decimal("200000.00"),
-                          payment_mode="single", effective_date=date(2025, 3, 1), cooling_off_end_date=date(2025, 3, 16)))
+                          payment_mode="single", effective_date=date(2025, 3, 1), cooling_off_end_date=date(2025, 3, 16)),
+                        evaluated=date(2025, 3, 16))
     report = run(engine, day)
     assert (report.upgrades, report.downgrades, report.drops, report.unchanged) == (1, 0, 0, 0)
     row = book.get(cid)
@@ -185,7 +195,7 @@ def test_every_customer_is_stamped_each_day(book, engine):
 
 
 def test_a_change_is_never_queued_twice_for_the_same_day(book, engine):
-    cid = book.customer(P(annualized_basic_premium=Decimal("40000")))
+    cid = book.customer(P(annualized_basic_premium=Decimal("40000")), evaluated=date(2025, 3, 16))
     run(engine, date(2025, 3, 17))
     with engine.begin() as c:  # e.g. someone put the customer back by hand
         c.execute(update(customer_t).values(tier="mass"))
@@ -331,3 +341,23 @@ def test_sql_agrees_with_the_pure_functions(book, engine, customers, data):
         assert row.contribution == expected.total
         assert row.tier == (change.tier if change else held)
         assert len(book.rows(history_t, cid)) == (1 if change else 0)
+
+
+# --- Tier-change notices: only real changes of bound, following customers -----------------
+
+
+def test_notices_only_for_bound_following_customers_and_real_changes(book, engine):
+    day = date(2025, 3, 17)
+    big = P(annualized_basic_premium=Decimal("150000"))
+    seen = date(2025, 3, 16)
+    bound = book.customer(big, evaluated=seen)
+    unbound = book.customer(big, evaluated=seen, bound=False)
+    left = book.customer(big, evaluated=seen, following=False)
+    first = book.customer(big)  # never evaluated: moving off the default 大众 is no news
+    report = run(engine, day)
+    assert report.upgrades == 4
+    notes = book.rows(notification_t)
+    assert [(n.customer_id, n.recipient, n.channel, n.status) for n in notes] == [
+        (bound, f"o_tier_{bound}", "wechat", "pending")]
+    assert notes[0].expires_at == pytest.approx(NOW.timestamp() + 3 * 86400)
+    assert {unbound, left, first}.isdisjoint({n.customer_id for n in notes})

@@ -26,7 +26,7 @@ from bot.conversation.message import Kind
 from bot.conversation.reply import Invalid, Reply
 from bot.conversation.router import BadArgs
 from bot.infra.texts import render
-from menus import INTENT_LABEL, Key
+from menus import INTENT_LABEL, NOT_IN_FLOWS, Key
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
             return Reply(render("flow/stay", title=flow.title,
                                 prompt=step.ask(ctx, flow.load(data))))
     key = exact(ctx.text)
+    if key in NOT_IN_FLOWS:  # 确认 inside a flow is the step's, never the reminder's
+        key = None
     if key is not None and key in ctx.router.keys and step.free_text:
         data[SWITCH] = key.value
         return Reply(render("flow/switch_ask", title=flow.title, label=INTENT_LABEL[key]))

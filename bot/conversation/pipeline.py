@@ -25,6 +25,7 @@ from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.router import Router
 from bot.conversation.stores import DedupStore, MemoryDedupStore, SqlStateStore, StateStore, build_stores
+from bot.domain import notify
 from bot.infra.db import driver_execute
 from bot.infra.services import Services
 from bot.infra.texts import render
@@ -63,6 +64,9 @@ class Pipeline:
         self.settings = services.settings
         self.router = router
         self.engine = services.engine
+        # What the bot sends goes through the outbox (bot.domain.notify).
+        notify.configure(self.settings, services.rules)
+        services.outbox_prepare = notify.prepare
         default_states, default_dedup = build_stores(self.settings, self.engine)
         self.states = states or default_states
         self.dedup = dedup or default_dedup
@@ -144,6 +148,10 @@ class Pipeline:
         try:
             reply = handle(ctx)
             ctx.flush()
+            queued = ctx._session.info.pop("outbox", None) if ctx._session is not None else None
+            if queued:  # what this message queued goes out right after the commit
+                services = self.services
+                ctx.after_commit.append(lambda: services.kick_outbox(queued))
         finally:
             ctx.close()
         save = None
@@ -255,9 +263,24 @@ class Pipeline:
             # Too late for the HTTP response: WeChat already got "success".
             self.dedup.complete(key, NO_REPLY.dumps())
             if reply.text:
-                self.services.send_text(msg.source, reply.text)
+                self._late_reply(msg.source, reply.text, key)
             out.append(NO_REPLY)
         return out
+
+
+    def _late_reply(self, openid: str, text: str, key: str) -> None:
+        """The reply of a handler too slow for WeChat's window, as a customer-service
+        message through the outbox (retried; it dies with WeChat's 48-hour window)."""
+        from sqlmodel import Session
+
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                row = notify.late_reply(session, openid, text, self.services.now(),
+                                        key=f"late:{key}")
+                session.commit()
+            self.services.kick_outbox([(row, "wechat")])
+        except Exception:
+            log.exception("late reply to %s… could not be queued", openid[:6])
 
 
 def _resolve(fut: asyncio.Future, reply: Reply) -> None:

@@ -31,7 +31,7 @@ from bot.domain import notify
 from bot.domain.rules import Rules
 from bot.domain.staff_desk import StaffRefused, audit
 from bot.domain.workdays import SHANGHAI
-from models import Broadcast, Customer, TagMember, TierTag, WechatUser
+from models import Broadcast, Customer, Notification, TagMember, TierTag, WechatUser
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,10 @@ def record_result(session: Session, msg_id: int, status: str, counts: dict[str, 
                   now: datetime) -> Broadcast | None:
     """A MASSSENDJOBFINISH event; None for a send the bot did not make (WeChat's console)."""
     row = session.exec(select(Broadcast).where(Broadcast.msg_id == msg_id)).first()
+    if row is None:  # the outbox sent it and kept WeChat's msg_id on its own row
+        row = session.exec(select(Broadcast).join(
+            Notification, Notification.dedupe_key == Broadcast.dedupe_key).where(
+            Notification.msgid == msg_id, Notification.kind == "mass_send")).first()
     if row is None:
         log.info("mass send %s finished (%s), not one of the bot's broadcasts", msg_id, status)
         return None

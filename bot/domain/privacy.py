@@ -35,6 +35,9 @@ def export(session: Session, openid: str) -> dict:
         select(LeftMessage).where(LeftMessage.openid == openid).order_by(LeftMessage.id))]
     customer = session.get(Customer, user.customer_id) if user and user.customer_id else None
     out["customer"] = _plain(customer) if customer else None
+    from bot.domain.notify import messages_for
+
+    out["messages"] = messages_for(session, openid, customer.id if customer else None)
     if customer is not None:
         out["family_members"] = [_plain(f) for f in session.exec(
             select(FamilyMember).where(FamilyMember.customer_id == customer.id))]

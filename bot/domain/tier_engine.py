@@ -31,7 +31,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from bot.domain.rules import Rules
 from bot.domain.tiers import (IN_FORCE, NO_POLICY_DROP, REVIEW_DOWNGRADE, SINGLE, UPGRADE, decide,
                        effective_date, is_review_day, window_key)
-from models import Customer, Money, Notification, Policy, TierHistory
+from models import Customer, Money, Notification, Policy, TierHistory, WechatUser
 
 NOTIFICATION_KIND = "tier_changed"
 WEIGHT_SCALE = 10_000  # weights have at most 4 decimal places (checked by bot.domain.rules)
@@ -42,6 +42,7 @@ customer = Customer.__table__
 policy = Policy.__table__
 history = TierHistory.__table__
 notification = Notification.__table__
+wechat_user = WechatUser.__table__
 
 # --- Scratch tables (temporary, dropped at the end of the run) ----------------------------
 
@@ -141,7 +142,8 @@ class RecomputeReport:
 
 
 def recompute(engine: Engine, rules: Rules, on: date, customer_ids: list[int] | None = None,
-              *, now: datetime | None = None, review: bool | None = None) -> RecomputeReport:
+              *, now: datetime | None = None, review: bool | None = None,
+              notice_days: int = 3) -> RecomputeReport:
     """Evaluate customers as of `on` (all, or `customer_ids`) and apply the tier changes.
     `review` (default: whether `on` is a review day) allows the review's downgrades."""
     now = now or datetime.now(timezone.utc)
@@ -158,7 +160,7 @@ def recompute(engine: Engine, rules: Rules, on: date, customer_ids: list[int] | 
             _sum_policies(conn, rules, on, ids)
             _tabulate_decisions(conn, rules, on, review, ids)
             _evaluate(conn, rules, ids)
-        _apply(conn, on, now)
+        _apply(conn, on, now, rules, notice_days)
         counts = dict(conn.execute(select(evaluations.c.reason, func.count())
                                    .group_by(evaluations.c.reason)).all())
         for table in reversed(SCRATCH):
@@ -280,8 +282,12 @@ def _cny(fen: ColumnElement[int]) -> ColumnElement:
     return type_coerce(fen, Money)
 
 
-def _apply(conn: Connection, on: date, now: datetime) -> None:
-    """Write the evaluation: history, notifications, then the customers."""
+def _apply(conn: Connection, on: date, now: datetime, rules: Rules, notice_days: int) -> None:
+    """Write the evaluation: history, notices, then the customers.
+
+    A tier-change notice goes to the outbox only for a real change (not a customer's first
+    evaluation, which moves them off the default lowest tier) of a customer whose WeChat
+    account is bound and following now; it expires after `notice_days` (no stale backlog)."""
     ev = evaluations.c
     changed = ev.reason.is_not(None)
     conn.execute(history.insert().from_select(
@@ -289,12 +295,20 @@ def _apply(conn: Connection, on: date, now: datetime) -> None:
          "changed_at"],
         select(ev.customer_id, ev.held, ev.to_tier, ev.reason, _cny(ev.fen), ev.effective_date,
                literal(now, history.c.changed_at.type)).where(changed)))
-    queued = select(ev.customer_id, literal(NOTIFICATION_KIND), ev.payload,
-                    literal("tier:") + cast(ev.customer_id, String) + ev.key_suffix,
-                    literal("pending"), literal(now, notification.c.created_at.type)).where(changed)
+    first = and_(customer.c.evaluated_on.is_(None), ev.held == rules.lowest.code)
+    due = now.timestamp()
+    queued = (select(ev.customer_id, literal(NOTIFICATION_KIND), ev.payload,
+                     literal("tier:") + cast(ev.customer_id, String) + ev.key_suffix,
+                     literal("pending"), literal(now, notification.c.created_at.type),
+                     literal("wechat"), wechat_user.c.openid, literal(0), literal(due),
+                     literal(due + notice_days * 86400.0))
+              .select_from(evaluations.join(customer, customer.c.id == ev.customer_id)
+                           .join(wechat_user, wechat_user.c.customer_id == ev.customer_id))
+              .where(changed, ~first, wechat_user.c.following.is_(True)))
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(dialect_insert(notification).from_select(
-        ["customer_id", "kind", "payload", "dedupe_key", "status", "created_at"], queued,
+        ["customer_id", "kind", "payload", "dedupe_key", "status", "created_at", "channel",
+         "recipient", "tries", "next_attempt_at", "expires_at"], queued,
     ).on_conflict_do_nothing(index_elements=["dedupe_key"]))
     unchanged = and_(customer.c.evaluated_on.is_not_distinct_from(on),
                      fen_of(customer.c.contribution) == ev.fen, ev.reason.is_(None))

@@ -78,6 +78,37 @@ class Settings(BaseSettings):
     sms_provider: str = "log"
     sms_gateway_url: str = ""
     sms_gateway_token: str = ""
+    # SMS_PROVIDER=tencent: Tencent Cloud SMS (API keys, the SMS app, the approved signature,
+    # and `name=template id` pairs for bind_code, booking_confirmed, reminder).
+    tencent_secret_id: str = ""
+    tencent_secret_key: str = ""
+    tencent_sms_app_id: str = ""
+    tencent_sms_sign_name: str = ""
+    tencent_sms_templates: str = ""
+    tencent_sms_region: str = "ap-guangzhou"
+    tencent_sms_endpoint: str = ""  # empty: the SDK's own (sms.tencentcloudapi.com)
+
+    # The outbox (every message to customers) and its dispatcher.
+    outbox_rate_per_second: float = Field(default=50.0, gt=0, le=100_000)
+    outbox_concurrency: int = Field(default=8, ge=1, le=256)
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_max_tries: int = Field(default=12, ge=1, le=100)
+    outbox_backoff_base: float = Field(default=2.0, gt=0, le=3600)  # seconds, doubled per try
+    outbox_backoff_cap: float = Field(default=600.0, gt=0, le=86400)
+    # A claimed row whose worker died is retried after this (keep it well below the ten
+    # minutes WeChat de-duplicates a template's client_msg_id).
+    outbox_lease_seconds: int = Field(default=60, ge=5, le=300)
+    outbox_poll_seconds: float = Field(default=3.0, gt=0, le=3600)
+    # Unsent tier-change notices expire after this many days (no stale backlog).
+    tier_notice_days: int = Field(default=3, ge=1, le=60)
+    # Day-before reminders go out from this hour (the day before the service).
+    reminder_hour: str = "10:00"
+    # serve runs the outbox dispatcher and the reminder sweep in a background thread unless
+    # a separate `python main.py scheduler` runs them (set IN_PROCESS_JOBS=false then).
+    in_process_jobs: bool = True
+    # Template message ids and field mappings (TOML), and the base of their links (optional).
+    templates_file: Path = ROOT / "templates.toml"
+    template_url_base: str = ""
 
     # Outbound HTTP (WeChat's API, the SMS gateway): timeouts, and the two bounded lanes.
     outbound_connect_timeout: float = Field(default=3.0, gt=0, le=30)
@@ -153,8 +184,8 @@ class Settings(BaseSettings):
     @field_validator("sms_provider")
     @classmethod
     def _sms(cls, v: str) -> str:
-        if v not in ("log", "http", "none"):
-            raise ValueError("must be log, http or none")
+        if v not in ("log", "http", "none", "tencent"):
+            raise ValueError("must be log, http, tencent or none")
         return v
 
     @field_validator("sms_gateway_url")
@@ -162,6 +193,23 @@ class Settings(BaseSettings):
     def _sms_url(cls, v: str, info) -> str:
         if info.data.get("sms_provider") == "http" and not re.match(r"^https?://", v):
             raise ValueError("must be the gateway's http(s) URL when SMS_PROVIDER=http")
+        return v
+
+    @field_validator("reminder_hour")
+    @classmethod
+    def _reminder_hour(cls, v: str) -> str:
+        if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", v.strip()):
+            raise ValueError("must look like 10:00")
+        return v.strip()
+
+    @field_validator("tencent_sms_templates")
+    @classmethod
+    def _tencent_templates(cls, v: str, info) -> str:
+        pairs = [p for p in v.split(",") if p.strip()]
+        if any("=" not in p for p in pairs):
+            raise ValueError("must be name=template_id pairs separated by commas")
+        if info.data.get("sms_provider") == "tencent" and not pairs:
+            raise ValueError("must name the templates when SMS_PROVIDER=tencent")
         return v
 
     @field_validator("log_level")
@@ -196,6 +244,16 @@ class Settings(BaseSettings):
         if not base.endswith("/cgi-bin"):
             base += "/cgi-bin"
         return base + "/"
+
+    @property
+    def tencent_templates(self) -> dict[str, str]:
+        return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in
+                self.tencent_sms_templates.split(",") if p.strip())}
+
+    @property
+    def reminder_time(self) -> time:
+        hh, mm = self.reminder_hour.split(":")
+        return time(int(hh), int(mm))
 
     @property
     def is_sqlite(self) -> bool:

@@ -74,7 +74,8 @@ class Services:
     def __init__(self, settings: Settings, rules, *, engine: Engine | None = None) -> None:
         self.settings = settings
         redact.install(settings.wechat_app_secret, settings.sms_gateway_token,
-                       settings.wechat_token, settings.wechat_encoding_aes_key)
+                       settings.wechat_token, settings.wechat_encoding_aes_key,
+                       settings.tencent_secret_key)
         self.engine = engine or engine_for(settings)
         with self.engine.connect() as conn:  # fail fast, and warm the pool
             conn.exec_driver_sql("SELECT 1")
@@ -91,6 +92,27 @@ class Services:
     @cached_property
     def sms(self) -> QueuedSms:
         return QueuedSms(make_sms(self.settings), self.sms_io)
+
+    @cached_property
+    def dispatcher(self):
+        """The outbox dispatcher of this process (bot.infra.outbox); `outbox_prepare` is
+        the domain's hook for rows written without a message (set by whoever builds the
+        services for the domain: bot.domain.notify.prepare)."""
+        from bot.infra.outbox import Dispatcher
+
+        return Dispatcher(self.engine, self.settings, self.wechat, self.sms.provider,
+                          prepare=self.outbox_prepare)
+
+    outbox_prepare = None
+
+    def kick_outbox(self, rows: list[tuple[int, str]]) -> None:
+        """Send these just-committed outbox rows now, WeChat's and SMS on their own lanes
+        (a WeChat API that hangs never delays a binding code). What fails here is retried
+        by the dispatcher's sweep."""
+        for channel, lane in (("wechat", self.wechat_io), ("sms", self.sms_io)):
+            ids = [i for i, c in rows if c == channel]
+            if ids:
+                lane.submit(lambda ids=ids: self.dispatcher.send_ids(ids), f"outbox {channel}")
 
     def now(self) -> datetime:
         return datetime.now(self.settings.tz)
@@ -116,6 +138,8 @@ class Services:
     def close(self) -> None:
         self.wechat_io.shutdown(wait=True)
         self.sms_io.shutdown(wait=True)
+        if "dispatcher" in self.__dict__:
+            self.dispatcher.close()
         self.engine.dispose()
 
 

@@ -1,12 +1,24 @@
 """A stand-in for WeChat's API server that speaks its real formats (token, stable_token,
 customer-service messages, template messages, menu create/get, user tags, mass send by tag;
 errors as {"errcode", "errmsg"}). Tests run it on loopback; `serve --demo` mounts it so a
-newcomer sees what the bot would push."""
+newcomer sees what the bot would push.
+
+Like WeChat it checks template data against the field rules of May 2023 (47003 when a value
+breaks them; implemented here from WeChat's documentation, independently of the bot's own
+formatter), de-duplicates a template's `client_msg_id` and a mass send's `clientmsgid` for
+ten minutes, and answers 43004 for users who unsubscribed (`unfollowed`).
+
+Told to fail: `fail_next` takes errcodes (40001, 45009, -1, 43004, 47003 …), "500" (an
+HTTP 500) or "timeout" (no answer for `timeout_seconds`), first in first out; `outage_until`
+(epoch seconds) answers -1 to every send until then; `delay` adds seconds to every send.
+"""
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
+import re
 import secrets
 import time
 
@@ -19,6 +31,54 @@ INVALID_CREDENTIAL = {"errcode": 40001, "errmsg": "invalid credential, access_to
 BAD_SECRET = {"errcode": 40125, "errmsg": "invalid appsecret"}
 BAD_JSON = {"errcode": 47001, "errmsg": "data format error"}
 NO_MENU = {"errcode": 46003, "errmsg": "menu no exist"}
+DEDUP_SECONDS = 600.0  # WeChat remembers client_msg_id / clientmsgid this long
+_HAN = r"\u3400-\u9fff"
+
+
+def field_error(key: str, value: str) -> str | None:
+    """Why `value` breaks WeChat's rule for the template field `key` (None: it is fine)."""
+    kind = re.sub(r"\d+$", "", key)
+    n = len(value)
+    han = re.findall(f"[{_HAN}]", value)
+    if key in ("first", "remark"):
+        return "first/remark are no longer allowed"
+    if kind == "thing":
+        return None if 0 < n <= 20 else "thing: 1-20 characters"
+    if kind == "character_string":
+        return None if 0 < n <= 32 and not han else "character_string: 32, no Chinese"
+    if kind == "number":
+        return None if n <= 32 and re.fullmatch(r"-?\d+(\.\d+)?", value) else "number"
+    if kind == "letter":
+        return None if n <= 32 and re.fullmatch(r"[A-Za-z]+", value) else "letter"
+    if kind == "symbol":
+        return None if 0 < n <= 5 and not re.search(rf"[\w{_HAN}\s]", value) else "symbol"
+    if kind == "amount":
+        return None if re.fullmatch(r"[¥$€£]?\d{1,10}(\.\d+)?元?", value) and len(
+            re.sub(r"\D", "", value.split(".")[0])) <= 10 else "amount"
+    if kind == "phone_number":
+        return None if 0 < n <= 17 and re.fullmatch(r"[\d+\-() ]+", value) else "phone_number"
+    if kind == "car_number":
+        return None if 0 < n <= 8 and re.fullmatch(
+            rf"[{_HAN}A-Za-z0-9][A-Za-z0-9]*[{_HAN}A-Za-z0-9]?", value) else "car_number"
+    if kind == "name":
+        if han:
+            return None if n <= 10 and re.fullmatch(rf"[{_HAN}·]+", value) else "name: 10 Chinese"
+        return None if 0 < n <= 20 and re.fullmatch(r"[A-Za-z .\-·]+", value) else "name: 20"
+    if kind == "phrase":
+        return None if 0 < n <= 5 and re.fullmatch(f"[{_HAN}]+", value) else "phrase: 5 Chinese"
+    day = r"\d{4}年\d{1,2}月\d{1,2}日"
+    clock = r"([01]\d|2[0-3]):[0-5]\d"
+    if kind == "time":
+        one = rf"({day} )?{clock}"
+        return None if re.fullmatch(rf"{one}(~{one})?", value) else "time"
+    if kind == "date":
+        one = rf"{day}( {clock})?"
+        return None if re.fullmatch(rf"{one}(~{one})?", value) else "date"
+    if kind == "const":
+        return None
+    return f"unknown field type {kind}"
+
+
 FORCE_TOO_OFTEN = {"errcode": 45011,
                    "errmsg": "api minute-quota reach limit  mustslower  retry next minute"}
 
@@ -36,6 +96,13 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
     app.state.issued = []  # every token ever handed out
     app.state.force_interval = 30.0  # WeChat: one forced refresh per 30 s
     app.state.last_forced = 0.0
+    app.state.client_msgs = {}  # client_msg_id -> (first seen, msgid)
+    app.state.duplicates = []  # sends WeChat de-duplicated
+    app.state.unfollowed = set()  # openids that unsubscribed: 43004
+    app.state.outage_until = 0.0
+    app.state.delay = 0.0
+    app.state.timeout_seconds = 8.0
+    app.state.calls = 0  # every send call received, failed or not
     ids = itertools.count(1000)
     # User tags: {tag_id: name} and {tag_id: set of openids}; the menu as created.
     app.state.tags, app.state.tag_members = {}, {}
@@ -62,6 +129,10 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
         app.state.token_fetches.clear()
         app.state.reject_all, app.state.stable, app.state.last_forced = False, None, 0.0
         app.state.force_interval = 30.0
+        app.state.client_msgs.clear()
+        app.state.duplicates.clear()
+        app.state.unfollowed.clear()
+        app.state.outage_until, app.state.delay, app.state.calls = 0.0, 0.0, 0
 
     app.state.revoke, app.state.reset = revoke, reset
 
@@ -106,6 +177,8 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
         return {"access_token": tok, "expires_in": int(expires_at - now)}
 
     async def accept(request: Request, api: str, required: tuple[str, ...]):
+        if app.state.delay:
+            await asyncio.sleep(app.state.delay)
         if not authorised(request):
             return JSONResponse(INVALID_CREDENTIAL)
         try:
@@ -114,13 +187,48 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
             return JSONResponse(BAD_JSON)
         if not isinstance(body, dict) or any(k not in body for k in required):
             return JSONResponse(BAD_JSON)
+        app.state.calls += 1
         if app.state.fail_next:
             code = app.state.fail_next.pop(0)
-            return JSONResponse({"errcode": code, "errmsg": "simulated failure"})
-        app.state.sent.append({"api": api, "body": body, "at": time.time()})
+            if code in (500, "500"):
+                return JSONResponse({"error": "internal"}, status_code=500)
+            if code == "timeout":
+                await asyncio.sleep(app.state.timeout_seconds)
+                return JSONResponse({"errcode": -1, "errmsg": "system error"})
+            return JSONResponse({"errcode": int(code), "errmsg": "simulated failure"})
+        if time.time() < app.state.outage_until:
+            return JSONResponse({"errcode": -1, "errmsg": "system error"})
+        touser = body.get("touser")
+        if touser and touser in app.state.unfollowed:
+            return JSONResponse({"errcode": 43004, "errmsg": "require subscribe"})
+        if api == "template":
+            data = body.get("data")
+            if not isinstance(data, dict) or not data:
+                return JSONResponse({"errcode": 47003, "errmsg": "argument invalid! data"})
+            for key, item in data.items():
+                value = item.get("value") if isinstance(item, dict) else None
+                why = "missing value" if not isinstance(value, str) else field_error(key, value)
+                if why is None and isinstance(item, dict) and "color" in item:
+                    why = "color is no longer allowed"
+                if why:
+                    return JSONResponse({"errcode": 47003,
+                                         "errmsg": f"argument invalid! data.{key}.value {why}"})
+        dedup = body.get("client_msg_id") or body.get("clientmsgid")
+        now = time.time()
+        if dedup:
+            seen = app.state.client_msgs.get(dedup)
+            if seen and now - seen[0] < DEDUP_SECONDS:
+                app.state.duplicates.append({"api": api, "body": body, "at": now})
+                return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": seen[1],
+                                     "msg_id": seen[1]})
+        msgid = next(ids)
+        if dedup:
+            app.state.client_msgs[dedup] = (now, msgid)
+        app.state.sent.append({"api": api, "body": body, "at": now})
         if echo:
             log.info("WeChat double received %s: %s", api, body)
-        return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": next(ids)})
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": msgid, "msg_id": msgid,
+                             "msg_data_id": msgid})
 
     @app.post("/cgi-bin/message/custom/send")
     async def custom_send(request: Request):
@@ -206,9 +314,11 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
 
     @app.post("/cgi-bin/message/mass/sendall")
     async def mass_sendall(request: Request):
+        before = len(app.state.sent)
         res = await accept(request, "mass", ("filter", "msgtype"))
-        if json.loads(res.body).get("errcode") != 0:
-            return res
+        answer = json.loads(res.body)
+        if answer.get("errcode") != 0 or len(app.state.sent) == before:
+            return res  # refused, or a retry WeChat recognises by its clientmsgid
         entry = app.state.sent[-1]
         flt = entry["body"]["filter"]
         if not isinstance(flt, dict) or "is_to_all" not in flt:
@@ -219,7 +329,7 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
             reached = set(app.state.tag_members[flt["tag_id"]])
         else:
             return JSONResponse({"errcode": 40050, "errmsg": "invalid tag_id"})
-        msg_id = next(ids)
+        msg_id = answer["msg_id"]
         entry.update(reached=sorted(reached), msg_id=msg_id)
         return {"errcode": 0, "errmsg": "send job submission success", "msg_id": msg_id,
                 "msg_data_id": msg_id * 10}

@@ -1,7 +1,7 @@
 """staff audit, invites, tier tags and broadcasts
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-30 14:47:07.927985
 
 Re-chain on merge: 0006 (outbox) is added in parallel; set down_revision to it then.
@@ -12,7 +12,7 @@ import sqlmodel
 
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
