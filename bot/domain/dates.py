@@ -42,9 +42,9 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Literal, Protocol
-from zoneinfo import ZoneInfo
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from bot.domain.workdays import SHANGHAI, local_date
+
 
 ParseReason = Literal["empty", "nonsense", "ambiguous", "past"]
 Refusal = Literal["past", "too_soon", "beyond_window"]
@@ -61,13 +61,6 @@ class Calendar(Protocol):
     def touches_provisional(self, first: date, last: date) -> bool: ...
 
 
-def local_date(moment: datetime | date, tz: tzinfo = SHANGHAI) -> date:
-    """The date of `moment` in `tz`; an aware datetime is required (a date passes through)."""
-    if isinstance(moment, datetime):
-        if moment.tzinfo is None or moment.utcoffset() is None:
-            raise ValueError("a naive datetime has no local date: pass an aware datetime")
-        return moment.astimezone(tz).date()
-    return moment
 
 
 # A span of days up to this long is `ambiguous` (ask which day); a longer one is `nonsense`.
