@@ -48,11 +48,12 @@ def _insert(session: Session, table):
 # connection they then use) and run prebuilt Core statements: no ORM objects, and no
 # savepoint opened for a message that only reads.
 INSTITUTION_T = Institution.__table__
-_USES = (select(BOOKING_T.c.quota_year, func.count())
-         .where(BOOKING_T.c.customer_id == bindparam("customer_id"),
-                BOOKING_T.c.service == bindparam("service"), BOOKING_T.c.counted.is_(True),
-                BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
-         .group_by(BOOKING_T.c.quota_year))
+_USES = Prepared(
+    select(BOOKING_T.c.quota_year, func.count())
+    .where(BOOKING_T.c.customer_id == bindparam("customer_id"),
+           BOOKING_T.c.service == bindparam("service"), BOOKING_T.c.counted.is_(True),
+           BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
+    .group_by(BOOKING_T.c.quota_year))
 _ALL_INSTITUTIONS = select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name)
 _INSTITUTIONS = Prepared(_ALL_INSTITUTIONS)
 _INSTITUTIONS_IN = Prepared(_ALL_INSTITUTIONS.where(INSTITUTION_T.c.city == bindparam("city")))
@@ -75,8 +76,8 @@ def quota_used(db: Connection | Session, customer_id: int, service: str, year: i
 
 def uses(db: Connection | Session, customer_id: int, service: str,
          years: list[int]) -> dict[int, int]:
-    rows = _conn(db).execute(_USES, {"customer_id": customer_id, "service": service,
-                                     "years": list(years)}).all()
+    rows = _USES.all(_conn(db), {"customer_id": customer_id, "service": service,
+                                 "years": list(years)})
     return {int(y): int(n) for y, n in rows}
 
 

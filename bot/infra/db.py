@@ -86,7 +86,7 @@ class Prepared:
     own SQLAlchemy types, exactly as `conn.execute` would: the per-statement machinery of
     `Connection.execute` is most of the cost of these small reads. Rows are read-only named
     tuples with the statement's column names. Elsewhere (PostgreSQL, a connection outside a
-    transaction, a statement with an expanding IN) it is `conn.execute`.
+    transaction, an empty expanding IN) it is `conn.execute`.
     """
 
     def __init__(self, stmt) -> None:
@@ -95,15 +95,14 @@ class Prepared:
 
     def _prepare(self, dialect):
         compiled = self.stmt.compile(dialect=dialect)
-        if not compiled.positional or any(b.expanding for b in compiled.binds.values()):
+        if not compiled.positional:
             return False
-        binds = compiled._bind_processors
-        order = tuple(compiled.positiontup)
-        procs = tuple(binds.get(name) for name in order)
+        expanding = frozenset(n for n, b in compiled.binds.items() if b.expanding)
+        procs = compiled._bind_processors
         results = tuple(c[3]._cached_result_processor(dialect, None)
                         for c in compiled._result_columns)
         row = namedtuple("Row", [c[0] for c in compiled._result_columns])
-        return compiled.string, compiled, order, procs, results, row
+        return compiled, tuple(compiled.positiontup), expanding, procs, results, row, {}
 
     def _plan(self, conn: Connection):
         dialect = conn.dialect
@@ -113,15 +112,38 @@ class Prepared:
                                                  if dialect.name == "sqlite" else False)
         return plan if plan and conn.in_transaction() else False
 
+    @staticmethod
+    def _sql(compiled, expanding, params: dict, cache: dict) -> str | None:
+        """The SQL text with each expanding IN as many placeholders as it has values (None
+        for an empty one: SQLAlchemy renders that as an empty set)."""
+        sizes = tuple(len(params[name]) for name in sorted(expanding))
+        sql = cache.get(sizes)
+        if sql is None:
+            if 0 in sizes:
+                return None
+            sql = compiled.string
+            for name, n in zip(sorted(expanding), sizes):
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * n))
+            cache[sizes] = sql
+        return sql
+
     def _rows(self, conn: Connection, params: dict, one: bool):
         plan = self._plan(conn)
-        if not plan:
+        sql = None
+        if plan:
+            compiled, order, expanding, procs, results, row, cache = plan
+            sql = self._sql(compiled, expanding, params, cache) if expanding else compiled.string
+        if sql is None:
             result = conn.execute(self.stmt, params)
             return result.first() if one else result.all()
-        sql, compiled, order, procs, results, row = plan
         values = compiled.construct_params(params)
-        args = tuple(v if p is None else p(v) for p, v in
-                     zip(procs, (values[name] for name in order)))
+        args = []
+        for name in order:
+            p, v = procs.get(name), values[name]
+            if name in expanding:
+                args.extend(v if p is None else map(p, v))
+            else:
+                args.append(v if p is None else p(v))
         cur = conn.connection.dbapi_connection.cursor()
         try:
             cur.execute(sql, args)
