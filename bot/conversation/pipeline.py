@@ -202,9 +202,9 @@ class Pipeline:
             handoff = Handoff()
             fut = self._submit(loop, msg, key, handoff)
             try:
-                return await asyncio.wait_for(asyncio.shield(fut),
-                                              self.settings.reply_deadline_seconds)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.settings.reply_deadline_seconds):
+                    return await asyncio.shield(fut)
+            except TimeoutError:
                 if handoff.claim("late"):
                     log.warning("handler slower than %.1fs; its reply follows as a "
                                 "customer-service message", self.settings.reply_deadline_seconds)
