@@ -97,7 +97,6 @@ class Pipeline:
         message in its own SAVEPOINT when there are several, so one failing handler loses
         only its own writes. Returns (reply, after-commit actions) per message; replies and
         actions are released only after the commit."""
-        error = (Reply(render("error")), [])
         results: list[tuple[Reply, list]] = []
         written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
@@ -113,10 +112,10 @@ class Pipeline:
                             log.exception("handler failed for %s message", msg.type)
                             if not savepoints:
                                 txn.rollback()
-                                return [error]
+                                return [_error()]
                             driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
                             driver_execute(conn, "RELEASE SAVEPOINT message")
-                            results.append(error)
+                            results.append(_error())
                             continue
                         if not savepoints:
                             txn.commit()  # before the user's lock is released
@@ -131,7 +130,7 @@ class Pipeline:
                     txn.commit()
         except Exception:  # the database itself failed (locked, gone): nothing was saved
             log.exception("transaction for %d message(s) failed", len(msgs))
-            return [error] * len(msgs)
+            return [_error()] * len(msgs)
         self._remember_touched(written)  # only what was committed
         return results
 
@@ -246,8 +245,12 @@ class Pipeline:
         except Exception:
             log.exception("message batch failed")
             replies = [Reply(render("error")) for _ in items]
+        # One wake-up of each event loop per batch, not one per message.
+        by_loop: dict = {}
         for (*_, fut, loop), reply in zip(items, replies):
-            loop.call_soon_threadsafe(_resolve, fut, reply)
+            by_loop.setdefault(loop, []).append((fut, reply))
+        for loop, done in by_loop.items():
+            loop.call_soon_threadsafe(_resolve, done)
 
     def _finish(self, items, results) -> list[Reply]:
         """Record each reply for retries, and hand it to the HTTP response or, when that
@@ -283,6 +286,12 @@ class Pipeline:
             log.exception("late reply to %s… could not be queued", openid[:6])
 
 
-def _resolve(fut: asyncio.Future, reply: Reply) -> None:
-    if not fut.done():
-        fut.set_result(reply)
+def _error() -> tuple[Reply, list]:
+    """The apology for a message whose handler or transaction failed (rendered only then)."""
+    return Reply(render("error")), []
+
+
+def _resolve(done: list[tuple[asyncio.Future, Reply]]) -> None:
+    for fut, reply in done:
+        if not fut.done():
+            fut.set_result(reply)
