@@ -140,7 +140,9 @@ class Pipeline:
         commit when the state lives outside the database."""
         openid = msg.source
         record = self.states.load(openid, conn)
-        before = record.dumps()
+        # What to compare with afterwards: needed only for a record without a state (one
+        # that had a state and has none now has changed; one that has a state is saved).
+        before = record.dumps() if record.state is None else None
         now = self.services.now()
         ctx = Context(self.services, self.router, msg, Inbound.of(msg), conn, record, now)
         touched = self._touch(conn, openid, now)
@@ -154,7 +156,7 @@ class Pipeline:
         finally:
             ctx.close()
         save = None
-        if record.state is not None or record.dumps() != before:
+        if record.state is not None or before is None or record.dumps() != before:
             record.updated_at = time.time()
             if self.state_in_txn:
                 self.states.save(openid, record, conn)

@@ -99,8 +99,9 @@ class Prepared:
             return False
         expanding = frozenset(n for n, b in compiled.binds.items() if b.expanding)
         procs = compiled._bind_processors
-        results = tuple(c[3]._cached_result_processor(dialect, None)
-                        for c in compiled._result_columns)
+        results = tuple((i, p) for i, p in enumerate(
+            c[3]._cached_result_processor(dialect, None) for c in compiled._result_columns)
+            if p is not None)
         row = namedtuple("Row", [c[0] for c in compiled._result_columns])
         return compiled, tuple(compiled.positiontup), expanding, procs, results, row, {}
 
@@ -150,8 +151,15 @@ class Prepared:
             raw = [cur.fetchone()] if one else cur.fetchall()
         finally:
             cur.close()
-        out = [row._make([v if p is None else p(v) for p, v in zip(results, r)])
-               for r in raw if r is not None]
+        out = []
+        for r in raw:
+            if r is None:
+                continue
+            if results:
+                r = list(r)
+                for i, p in results:
+                    r[i] = p(r[i])
+            out.append(row._make(r))
         return (out[0] if out else None) if one else out
 
     def first(self, conn: Connection, params: dict):
