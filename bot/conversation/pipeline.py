@@ -85,6 +85,7 @@ class Pipeline:
         # State kept outside the database (Redis) is written only after the commit.
         self.state_in_txn = isinstance(self.states, SqlStateStore)
         self._pending: deque = deque()
+        self._drain_scheduled = False
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -229,17 +230,28 @@ class Pipeline:
             return loop.run_in_executor(self.executor, self._run_one, msg, key, handoff)
         fut = loop.create_future()
         self._pending.append((msg, key, handoff, fut, loop))
-        self.executor.submit(self._drain)
+        self._schedule_drain()
         return fut
+
+    def _schedule_drain(self) -> None:
+        """One drain waiting in the executor at a time (it takes every message waiting by
+        then), rather than one per message. A drain clears the flag before it takes the
+        messages, so a message appended while the flag is set is always taken."""
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.executor.submit(self._drain)
 
     def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
         return self._finish([(msg, key, handoff)], self.process_batch([msg]))[0]
 
     def _drain(self) -> None:
         """Take every message waiting (up to a batch) and answer them with one commit."""
+        self._drain_scheduled = False
         items = []
         while self._pending and len(items) < MAX_BATCH:
             items.append(self._pending.popleft())
+        if self._pending:  # more than a batch waiting: the rest in the next drain
+            self._schedule_drain()
         if not items:
             return
         try:
