@@ -12,6 +12,7 @@ from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.stores import Record
 from bot.domain import customers
+from bot.infra.db import Prepared
 from bot.infra.texts import render
 from models import Customer, Staff, WechatUser
 
@@ -21,9 +22,9 @@ if TYPE_CHECKING:
     from bot.infra.services import Services
 
 _USER = WechatUser.__table__
-# Built once: SQLAlchemy caches a statement's compiled form, not the building of it.
-_ACCOUNT = select(_USER.c.customer_id, _USER.c.bind_locked_until).where(
-    _USER.c.openid == bindparam("openid"))
+# Built and compiled once (bot.infra.db.Prepared).
+_ACCOUNT = Prepared(select(_USER.c.customer_id, _USER.c.bind_locked_until).where(
+    _USER.c.openid == bindparam("openid")))
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Context:
     def account(self):
         """(customer_id, bind_locked_until) of this WeChat user, read cheaply, or None."""
         if self._account is False:
-            self._account = self.conn.execute(_ACCOUNT, {"openid": self.openid}).first()
+            self._account = _ACCOUNT.first(self.conn, {"openid": self.openid})
         return self._account
 
     @property

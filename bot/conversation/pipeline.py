@@ -85,6 +85,7 @@ class Pipeline:
         # State kept outside the database (Redis) is written only after the commit.
         self.state_in_txn = isinstance(self.states, SqlStateStore)
         self._pending: deque = deque()
+        self._drain_scheduled = False
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -97,7 +98,6 @@ class Pipeline:
         message in its own SAVEPOINT when there are several, so one failing handler loses
         only its own writes. Returns (reply, after-commit actions) per message; replies and
         actions are released only after the commit."""
-        error = (Reply(render("error")), [])
         results: list[tuple[Reply, list]] = []
         written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
@@ -113,10 +113,10 @@ class Pipeline:
                             log.exception("handler failed for %s message", msg.type)
                             if not savepoints:
                                 txn.rollback()
-                                return [error]
+                                return [_error()]
                             driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
                             driver_execute(conn, "RELEASE SAVEPOINT message")
-                            results.append(error)
+                            results.append(_error())
                             continue
                         if not savepoints:
                             txn.commit()  # before the user's lock is released
@@ -131,7 +131,7 @@ class Pipeline:
                     txn.commit()
         except Exception:  # the database itself failed (locked, gone): nothing was saved
             log.exception("transaction for %d message(s) failed", len(msgs))
-            return [error] * len(msgs)
+            return [_error()] * len(msgs)
         self._remember_touched(written)  # only what was committed
         return results
 
@@ -141,7 +141,9 @@ class Pipeline:
         commit when the state lives outside the database."""
         openid = msg.source
         record = self.states.load(openid, conn)
-        before = record.dumps()
+        # What to compare with afterwards: needed only for a record without a state (one
+        # that had a state and has none now has changed; one that has a state is saved).
+        before = record.dumps() if record.state is None else None
         now = self.services.now()
         ctx = Context(self.services, self.router, msg, Inbound.of(msg), conn, record, now)
         touched = self._touch(conn, openid, now)
@@ -155,7 +157,7 @@ class Pipeline:
         finally:
             ctx.close()
         save = None
-        if record.state is not None or record.dumps() != before:
+        if record.state is not None or before is None or record.dumps() != before:
             record.updated_at = time.time()
             if self.state_in_txn:
                 self.states.save(openid, record, conn)
@@ -202,9 +204,9 @@ class Pipeline:
             handoff = Handoff()
             fut = self._submit(loop, msg, key, handoff)
             try:
-                return await asyncio.wait_for(asyncio.shield(fut),
-                                              self.settings.reply_deadline_seconds)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.settings.reply_deadline_seconds):
+                    return await asyncio.shield(fut)
+            except TimeoutError:
                 if handoff.claim("late"):
                     log.warning("handler slower than %.1fs; its reply follows as a "
                                 "customer-service message", self.settings.reply_deadline_seconds)
@@ -228,17 +230,28 @@ class Pipeline:
             return loop.run_in_executor(self.executor, self._run_one, msg, key, handoff)
         fut = loop.create_future()
         self._pending.append((msg, key, handoff, fut, loop))
-        self.executor.submit(self._drain)
+        self._schedule_drain()
         return fut
+
+    def _schedule_drain(self) -> None:
+        """One drain waiting in the executor at a time (it takes every message waiting by
+        then), rather than one per message. A drain clears the flag before it takes the
+        messages, so a message appended while the flag is set is always taken."""
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.executor.submit(self._drain)
 
     def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
         return self._finish([(msg, key, handoff)], self.process_batch([msg]))[0]
 
     def _drain(self) -> None:
         """Take every message waiting (up to a batch) and answer them with one commit."""
+        self._drain_scheduled = False
         items = []
         while self._pending and len(items) < MAX_BATCH:
             items.append(self._pending.popleft())
+        if self._pending:  # more than a batch waiting: the rest in the next drain
+            self._schedule_drain()
         if not items:
             return
         try:
@@ -246,8 +259,12 @@ class Pipeline:
         except Exception:
             log.exception("message batch failed")
             replies = [Reply(render("error")) for _ in items]
+        # One wake-up of each event loop per batch, not one per message.
+        by_loop: dict = {}
         for (*_, fut, loop), reply in zip(items, replies):
-            loop.call_soon_threadsafe(_resolve, fut, reply)
+            by_loop.setdefault(loop, []).append((fut, reply))
+        for loop, done in by_loop.items():
+            loop.call_soon_threadsafe(_resolve, done)
 
     def _finish(self, items, results) -> list[Reply]:
         """Record each reply for retries, and hand it to the HTTP response or, when that
@@ -283,6 +300,12 @@ class Pipeline:
             log.exception("late reply to %s… could not be queued", openid[:6])
 
 
-def _resolve(fut: asyncio.Future, reply: Reply) -> None:
-    if not fut.done():
-        fut.set_result(reply)
+def _error() -> tuple[Reply, list]:
+    """The apology for a message whose handler or transaction failed (rendered only then)."""
+    return Reply(render("error")), []
+
+
+def _resolve(done: list[tuple[asyncio.Future, Reply]]) -> None:
+    for fut, reply in done:
+        if not fut.done():
+            fut.set_result(reply)

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from bot.domain.bookings import (BookingFacts, BookingRequest, Person, Place, Refusal,
                                  cancellation_terms, check_booking, quota_years, booking_number)
 from bot.domain.identity import id_sex
+from bot.infra.db import Prepared
 from bot.domain.rules import Rules
 from bot.domain.vocab import BookingStatus
 from bot.domain.workdays import SHANGHAI, Calendar
@@ -47,14 +48,16 @@ def _insert(session: Session, table):
 # connection they then use) and run prebuilt Core statements: no ORM objects, and no
 # savepoint opened for a message that only reads.
 INSTITUTION_T = Institution.__table__
-_USES = (select(BOOKING_T.c.quota_year, func.count())
-         .where(BOOKING_T.c.customer_id == bindparam("customer_id"),
-                BOOKING_T.c.service == bindparam("service"), BOOKING_T.c.counted.is_(True),
-                BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
-         .group_by(BOOKING_T.c.quota_year))
-_INSTITUTIONS = select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name)
-_INSTITUTIONS_IN = _INSTITUTIONS.where(INSTITUTION_T.c.city == bindparam("city"))
-_INSTITUTION = select(INSTITUTION_T).where(INSTITUTION_T.c.code == bindparam("code"))
+_USES = Prepared(
+    select(BOOKING_T.c.quota_year, func.count())
+    .where(BOOKING_T.c.customer_id == bindparam("customer_id"),
+           BOOKING_T.c.service == bindparam("service"), BOOKING_T.c.counted.is_(True),
+           BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
+    .group_by(BOOKING_T.c.quota_year))
+_ALL_INSTITUTIONS = select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name)
+_INSTITUTIONS = Prepared(_ALL_INSTITUTIONS)
+_INSTITUTIONS_IN = Prepared(_ALL_INSTITUTIONS.where(INSTITUTION_T.c.city == bindparam("city")))
+_INSTITUTION = Prepared(select(INSTITUTION_T).where(INSTITUTION_T.c.code == bindparam("code")))
 
 
 def _conn(db: Connection | Session) -> Connection:
@@ -73,20 +76,20 @@ def quota_used(db: Connection | Session, customer_id: int, service: str, year: i
 
 def uses(db: Connection | Session, customer_id: int, service: str,
          years: list[int]) -> dict[int, int]:
-    rows = _conn(db).execute(_USES, {"customer_id": customer_id, "service": service,
-                                     "years": list(years)}).all()
+    rows = _USES.all(_conn(db), {"customer_id": customer_id, "service": service,
+                                 "years": list(years)})
     return {int(y): int(n) for y, n in rows}
 
 
 def institutions(db: Connection | Session, service: str, city: str | None = None) -> list[Place]:
     """Institutions giving `service` (in `city`), by city and name."""
-    rows = _conn(db).execute(_INSTITUTIONS_IN, {"city": city}) if city else \
-        _conn(db).execute(_INSTITUTIONS)
-    return [p for p in map(Place.of, rows.all()) if p.offers(service)]
+    rows = _INSTITUTIONS_IN.all(_conn(db), {"city": city}) if city else \
+        _INSTITUTIONS.all(_conn(db), {})
+    return [p for p in map(Place.of, rows) if p.offers(service)]
 
 
 def institution(db: Connection | Session, code: str) -> Place | None:
-    row = _conn(db).execute(_INSTITUTION, {"code": code}).first()
+    row = _INSTITUTION.first(_conn(db), {"code": code})
     return Place.of(row) if row else None
 
 

@@ -208,8 +208,10 @@ def escorted(place: Place) -> bool:
 def bookable_dates(req: BookingRequest, facts: BookingFacts, count: int) -> list[date]:
     """The first `count` dates from today on that `check_booking` accepts for `req`."""
     today = req.requested_at.astimezone(SHANGHAI).date()
+    # Every day before the earliest bookable one is refused (past or too soon): start there.
+    first = facts.calendar.earliest_bookable(req.requested_at, facts.rules.booking.lead_workdays)
     out: list[date] = []
-    for i in range(facts.rules.booking.window_days + 1):
+    for i in range(max((first - today).days, 0), facts.rules.booking.window_days + 1):
         d = today + timedelta(days=i)
         if check_booking(replace(req, date=d), facts) is None:
             out.append(d)

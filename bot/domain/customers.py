@@ -11,22 +11,24 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Row, bindparam, select
 
+from bot.infra.db import Prepared
+
 from models import Customer, Policy
 
 CUSTOMER_T = Customer.__table__
 POLICY_T = Policy.__table__
 
-# Built once: SQLAlchemy caches a statement's compiled form, not the building of it.
-_CUSTOMER = select(CUSTOMER_T).where(CUSTOMER_T.c.id == bindparam("customer_id"))
-_POLICIES = (select(POLICY_T).where(POLICY_T.c.customer_id == bindparam("customer_id"))
-             .order_by(POLICY_T.c.effective_date, POLICY_T.c.policy_no))
+# Built and compiled once (bot.infra.db.Prepared).
+_CUSTOMER = Prepared(select(CUSTOMER_T).where(CUSTOMER_T.c.id == bindparam("customer_id")))
+_POLICIES = Prepared(select(POLICY_T).where(POLICY_T.c.customer_id == bindparam("customer_id"))
+                     .order_by(POLICY_T.c.effective_date, POLICY_T.c.policy_no))
 
 
 def customer(conn: Connection, customer_id: int) -> Row | None:
     """The customer `customer_id` (every column of `customer`), or None."""
-    return conn.execute(_CUSTOMER, {"customer_id": customer_id}).first()
+    return _CUSTOMER.first(conn, {"customer_id": customer_id})
 
 
 def policies(conn: Connection, customer_id: int) -> Sequence[Row]:
     """The customer's policies, by effective date then policy number."""
-    return conn.execute(_POLICIES, {"customer_id": customer_id}).all()
+    return _POLICIES.all(conn, {"customer_id": customer_id})

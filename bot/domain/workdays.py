@@ -177,6 +177,7 @@ class Calendar:
             self._listed.update(dict.fromkeys(section.workdays, True))
         self._official = official_years()
         self._years: dict[int, tuple[bool, ...]] = {}
+        self._earliest: dict[tuple[date, int], date] = {}  # earliest_bookable's answers
         self._lock = threading.Lock()
 
     @classmethod
@@ -254,7 +255,13 @@ class Calendar:
         The request date is the local date (`tz`) of the request moment; the earliest date is
         the `lead_workdays`-th working day after it (Wednesday → Friday, Saturday → Tuesday).
         """
-        return self.add_workdays(local_date(request_dt, tz), lead_workdays)
+        key = (local_date(request_dt, tz), lead_workdays)
+        earliest = self._earliest.get(key)
+        if earliest is None:  # the calendar never changes: asked many times per message
+            if len(self._earliest) > 4096:
+                self._earliest.clear()
+            earliest = self._earliest[key] = self.add_workdays(*key)
+        return earliest
 
     def free_cancel_deadline(self, service_date: date, tz: tzinfo = SHANGHAI,
                              cutoff: time = FREE_CANCEL_CUTOFF) -> datetime:

@@ -1,6 +1,7 @@
 """Database engine: SQLite (embedded default, WAL) or PostgreSQL."""
 from __future__ import annotations
 
+from collections import namedtuple
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -29,7 +30,9 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # IMMEDIATE: a writer in another process (an import) cannot invalidate our snapshot.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # Straight on the driver: once per transaction, and SQLAlchemy's statement
+        # machinery would cost more than the BEGIN itself.
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     if pool_size == 0:
         return create_engine(url, poolclass=NullPool)
@@ -44,6 +47,10 @@ def engine_for(settings, *, pool_timeout: float | None = None) -> Engine:
                        max_overflow=settings.db_max_overflow,
                        pool_timeout=settings.db_pool_timeout if pool_timeout is None
                        else pool_timeout)
+
+
+def _begin_immediate(conn: Connection) -> None:
+    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -69,3 +76,95 @@ def driver_execute(conn: Connection, sql: str, params: tuple = ()):
         return cur.fetchone() if cur.description else None
     finally:
         cur.close()
+
+
+class Prepared:
+    """A prebuilt Core SELECT for the reads every message makes, compiled once per dialect.
+
+    On SQLite it runs straight on the DB-API cursor of the caller's connection (inside its
+    transaction), with the bound values and the result columns converted by the statement's
+    own SQLAlchemy types, exactly as `conn.execute` would: the per-statement machinery of
+    `Connection.execute` is most of the cost of these small reads. Rows are read-only named
+    tuples with the statement's column names. Elsewhere (PostgreSQL, a connection outside a
+    transaction, an empty expanding IN) it is `conn.execute`.
+    """
+
+    def __init__(self, stmt) -> None:
+        self.stmt = stmt
+        self._plans: dict = {}  # dialect class -> (sql, compiled, …) or False
+
+    def _prepare(self, dialect):
+        compiled = self.stmt.compile(dialect=dialect)
+        if not compiled.positional:
+            return False
+        expanding = frozenset(n for n, b in compiled.binds.items() if b.expanding)
+        procs = compiled._bind_processors
+        results = tuple((i, p) for i, p in enumerate(
+            c[3]._cached_result_processor(dialect, None) for c in compiled._result_columns)
+            if p is not None)
+        row = namedtuple("Row", [c[0] for c in compiled._result_columns])
+        return compiled, tuple(compiled.positiontup), expanding, procs, results, row, {}
+
+    def _plan(self, conn: Connection):
+        dialect = conn.dialect
+        plan = self._plans.get(type(dialect))
+        if plan is None:
+            plan = self._plans[type(dialect)] = (self._prepare(dialect)
+                                                 if dialect.name == "sqlite" else False)
+        return plan if plan and conn.in_transaction() else False
+
+    @staticmethod
+    def _sql(compiled, expanding, params: dict, cache: dict) -> str | None:
+        """The SQL text with each expanding IN as many placeholders as it has values (None
+        for an empty one: SQLAlchemy renders that as an empty set)."""
+        sizes = tuple(len(params[name]) for name in sorted(expanding))
+        sql = cache.get(sizes)
+        if sql is None:
+            if 0 in sizes:
+                return None
+            sql = compiled.string
+            for name, n in zip(sorted(expanding), sizes):
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * n))
+            cache[sizes] = sql
+        return sql
+
+    def _rows(self, conn: Connection, params: dict, one: bool):
+        plan = self._plan(conn)
+        sql = None
+        if plan:
+            compiled, order, expanding, procs, results, row, cache = plan
+            sql = self._sql(compiled, expanding, params, cache) if expanding else compiled.string
+        if sql is None:
+            result = conn.execute(self.stmt, params)
+            return result.first() if one else result.all()
+        values = compiled.construct_params(params)
+        args = []
+        for name in order:
+            p, v = procs.get(name), values[name]
+            if name in expanding:
+                args.extend(v if p is None else map(p, v))
+            else:
+                args.append(v if p is None else p(v))
+        cur = conn.connection.dbapi_connection.cursor()
+        try:
+            cur.execute(sql, args)
+            raw = [cur.fetchone()] if one else cur.fetchall()
+        finally:
+            cur.close()
+        out = []
+        for r in raw:
+            if r is None:
+                continue
+            if results:
+                r = list(r)
+                for i, p in results:
+                    r[i] = p(r[i])
+            out.append(row._make(r))
+        return (out[0] if out else None) if one else out
+
+    def first(self, conn: Connection, params: dict):
+        """The first row, or None."""
+        return self._rows(conn, params, True)
+
+    def all(self, conn: Connection, params: dict) -> list:
+        return self._rows(conn, params, False)

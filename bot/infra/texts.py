@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -37,9 +37,24 @@ def _wan(v) -> str:
 _env.filters["wan"] = _wan
 
 
+_templates: dict[str, Template] = {}
+
+
+def _template(name: str) -> Template:
+    """The compiled template `name`, kept for the life of the process (templates ship with
+    the code). Its globals become a plain dict: nothing adds globals once templates are
+    loaded, and Jinja copies them into every render's context (a ChainMap is slow to copy)."""
+    template = _templates.get(name)
+    if template is None:
+        template = _env.get_template(f"{name}.j2")
+        template.globals = dict(template.globals)
+        _templates[name] = template
+    return template
+
+
 def render(template: str, /, **ctx) -> str:
     """Render `template` (without the .j2 suffix) and tidy the blank lines a template leaves."""
-    text = _env.get_template(f"{template}.j2").render(**ctx)
+    text = _template(template).render(**ctx)
     lines = [line.rstrip() for line in text.strip().splitlines()]
     out: list[str] = []
     for line in lines:
