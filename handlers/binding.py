@@ -289,8 +289,10 @@ def _unbind_begin(ctx: Context) -> dict | Reply:
 
 
 def _unbind_finish(ctx: Context, data: UnbindData) -> Reply:
+    customer_id = ctx.account.customer_id
     accounts.unbind(ctx.session, ctx.openid)
-    privacy.erase_chat_data(ctx.session, ctx.openid)  # the flow state is cleared on finish
+    # The flow state is cleared on finish; the rest of what the bot stored in chat here.
+    privacy.erase_chat_data(ctx.session, ctx.openid, customer_id)
     retag_after_commit(ctx)  # unbinding removes the user's tier tag
     return ctx.say("binding/unbound")
 

@@ -142,6 +142,9 @@ class FamilyMember(SQLModel, table=True):
     name: str = Field(max_length=64)
     id_number: str = Field(max_length=18)
     phone: str = Field(default="", max_length=20)
+    # Registered by the policyholder in chat (not imported): erased on unbind unless a
+    # booking refers to it.
+    added_in_chat: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class TierHistory(SQLModel, table=True):

@@ -663,3 +663,28 @@ async def test_the_date_step_offers_dates_without_saying_there_are_none(wx_plain
         *_, ask_date = await walk(wx_plain, U, "预约洁牙", "本人", "北京", "北京洁牙门诊")
     assert "1. 11月27日" in ask_date  # the 2nd working day after Wednesday 25 November
     assert "没有可约的日期" not in ask_date
+
+
+async def test_unbinding_erases_family_added_in_chat_unless_a_booking_uses_them(wx_plain, world,
+                                                                               services):
+    """Family members the policyholder added in chat are what the bot stored: erased on
+    unbind, except one a booking refers to (the booking and its quota use are kept)."""
+    from models import FamilyMember
+
+    with time_machine.travel(WED, tick=True):
+        customer, (imported,) = world("gold", family=[("child", "李小明", date(2010, 3, 3), "M")])
+        with Session(services.engine) as s:
+            s.add(FamilyMember(customer_id=customer.id, relation="spouse", name="王芳",
+                               id_number="110105198203036543", added_in_chat=True))
+            s.commit()
+        from bot.domain.identity import make_id_number
+        child_id = make_id_number("310101", date(2012, 6, 1), 5, "F")  # added and booked in chat
+        await walk(wx_plain, U, "预约洁牙", "添加家人", "子女", "李小红", child_id,
+                   "北京", "北京洁牙门诊", "1", "确认")
+        await wx_plain.say(U, "解除绑定")
+        assert "已解除绑定" in await wx_plain.say(U, "确认解除")
+    with Session(services.engine) as s:
+        left = {m.name for m in s.exec(sm_select(FamilyMember)).all()}
+    # The imported member and the one a booking uses stay; the unused chat-added one is gone.
+    assert left == {"李小明", "李小红"}
+    assert len(bookings(services)) == 1

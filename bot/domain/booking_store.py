@@ -202,6 +202,7 @@ def _register(session: Session, member: FamilyMember) -> int:
         FamilyMember.customer_id == member.customer_id,
         FamilyMember.id_number == member.id_number)).first()
     if found is None:
+        member.added_in_chat = True
         session.add(member)
         session.flush()
         found = member

@@ -50,8 +50,16 @@ def export(session: Session, openid: str) -> dict:
     return out
 
 
-def erase_chat_data(session: Session, openid: str) -> None:
+def erase_chat_data(session: Session, openid: str, customer_id: int | None = None) -> None:
     """Forget what the bot stored in chat for `openid`: conversation state (and any code
-    hash in it) and messages left. The binding itself is removed by accounts.unbind."""
+    hash in it), messages left, and the family members the policyholder added in chat that
+    no booking refers to. Bookings stay: they are the insurer's service record and hold the
+    year's quota (erasing them would hand a used quota back). The binding itself is removed
+    by accounts.unbind."""
     session.exec(delete(FsmState).where(FsmState.key == openid))
     session.exec(delete(LeftMessage).where(LeftMessage.openid == openid))
+    if customer_id is not None:
+        used = select(Booking.family_member_id).where(Booking.family_member_id.is_not(None))
+        session.exec(delete(FamilyMember).where(
+            FamilyMember.customer_id == customer_id, FamilyMember.added_in_chat.is_(True),
+            FamilyMember.id.not_in(used)))
