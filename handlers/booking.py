@@ -41,7 +41,12 @@ FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the cus
 ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
 SELF, NEW, MEMBER = "self", "new", "fm:"
 LATE_PHRASE = "确认取消"
-RELATION_NAMES = {Relation.SPOUSE: "配偶", Relation.PARENT: "父母", Relation.CHILD: "子女"}
+RELATIONS = (Relation.SPOUSE, Relation.PARENT, Relation.CHILD)
+
+
+def label(kind: str, **kw: Any) -> str:
+    """A short option label of this flow (bot/templates/booking/label.j2)."""
+    return render("booking/label", kind=kind, **kw)
 # Words in an entry message that name the beneficiary: (relation, sex or None).
 WHO = [(("老婆", "妻子", "爱人", "太太", "媳妇"), Relation.SPOUSE, "F"),
        (("老公", "丈夫", "先生"), Relation.SPOUSE, "M"),
@@ -186,7 +191,7 @@ ENDS = {Refusal.NOT_ENTITLED, Refusal.NOT_BOOKABLE}
 
 def service_options(ctx: Context, data: BookingData) -> list[Option]:
     tier = held_tier(ctx, _customer(ctx))
-    return [Option(s["service"].code, s["service"].name, note=f"剩余{s['left']}次")
+    return [Option(s["service"].code, s["service"].name, note=label("left", left=s["left"]))
             for s in _with_quota(ctx, ctx.services.rules.bookable_services_for(tier.code))]
 
 
@@ -207,11 +212,11 @@ def check_service(ctx: Context, code: str, data: BookingData) -> str:
 
 def beneficiary_options(ctx: Context, data: BookingData) -> list[Option]:
     customer = _customer(ctx)
-    options = [Option(SELF, f"本人（{mask_name(customer.name)}）", words=("自己", "我"))]
+    options = [Option(SELF, label("self", name=mask_name(customer.name)), words=("自己", "我"))]
     for m in store.family_of(ctx.session, customer.id):
         options.append(Option(f"{MEMBER}{m.id}",
-                              f"{RELATION_NAMES.get(m.relation, '')} {mask_name(m.name)}"))
-    options.append(Option(NEW, "添加家人（配偶、父母、子女）"))
+                              label("relative", relation=m.relation, name=mask_name(m.name))))
+    options.append(Option(NEW, label("add_family")))
     return options
 
 
@@ -223,7 +228,7 @@ def check_beneficiary(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def relation_options(ctx: Context, data: BookingData) -> list[Option]:
-    return [Option(r.value, name) for r, name in RELATION_NAMES.items()]
+    return [Option(r.value, label("relation", relation=r.value)) for r in RELATIONS]
 
 
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
@@ -292,7 +297,7 @@ def city_options(ctx: Context, data: BookingData) -> list[Option]:
     cities: dict[str, int] = {}
     for place in _places(ctx, data):
         cities[place.city] = cities.get(place.city, 0) + 1
-    return [Option(c, c, note=f"{n}家机构") for c, n in cities.items()]
+    return [Option(c, c, note=label("city", count=n)) for c, n in cities.items()]
 
 
 def check_city(ctx: Context, code: str, data: BookingData) -> str:
@@ -300,10 +305,9 @@ def check_city(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
-    kinds = {"commercial": "商业机构", "tertiary_hospital": "三甲医院"}
     escort = data.service in ESCORT_SERVICES
-    return [Option(p.code, p.name, note=f"{kinds.get(p.kind, p.kind)}"
-                   f"{'，专员陪同' if escort and escorted(p) else ''}；{p.address}")
+    return [Option(p.code, p.name, note=label("institution", place_kind=p.kind, address=p.address,
+                                              escort=escort and escorted(p)))
             for p in _places(ctx, data, data.city)]
 
 
@@ -345,8 +349,7 @@ def date_options(ctx: Context, data: BookingData) -> list[Option]:
     req = _request(ctx, data, date=None)
     facts = _facts(ctx, req)
     days = bookable_dates(req, facts, ctx.services.rules.booking.dates_offered)
-    return [Option(d.isoformat(), f"{d.month}月{d.day}日 {'周' + '一二三四五六日'[d.weekday()]}")
-            for d in days]
+    return [Option(d.isoformat(), label("date", day=d)) for d in days]
 
 
 def date_context(ctx: Context, data: BookingData) -> dict:
@@ -380,8 +383,8 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
 
 def person_label(person: Person) -> str:
     if person.is_self:
-        return f"本人（{mask_name(person.name)}）"
-    return f"{RELATION_NAMES.get(person.relation, '')} {mask_name(person.name)}"
+        return label("self", name=mask_name(person.name))
+    return label("relative", relation=person.relation, name=mask_name(person.name))
 
 
 def parse_confirm(ctx: Context, text: str, data: BookingData) -> bool:
@@ -588,8 +591,8 @@ def _own_active(ctx: Context, customer: Customer) -> list:
 def which_options(ctx: Context, data: CancelData) -> list[Option]:
     customer = _customer(ctx)
     rules = ctx.services.rules
-    return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
-                   note=f"{service_date(b).month}月{service_date(b).day}日，{_who(ctx, customer, b)}")
+    return [Option(b.number, label("booking", number=b.number, service=rules.service(b.service).name),
+                   note=label("booking_note", day=service_date(b), who=_who(ctx, customer, b)))
             for b in _own_active(ctx, customer)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import date, datetime
+from datetime import date
 
 from bot.conversation import Arg, Context, Reply, Router
 from bot.domain import broadcasts

@@ -23,7 +23,7 @@ from bot.domain import notify
 from bot.domain.accounts import keyed_digest
 from bot.domain.booking_store import (_sync_quota, beneficiary, gather_facts, lock_quota,
                                       booking_by_number, uses)
-from bot.domain.bookings import (ACTIVE, BookingRequest, Place, Refusal, booking_warnings,
+from bot.domain.bookings import (ACTIVE, BookingRequest, Place, booking_warnings,
                                  check_booking, remaining, service_date)
 from bot.domain.rules import Rules
 from bot.domain.vocab import STAFF_ROLES, BookingStatus
