@@ -44,9 +44,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(app):
+def _serve(app, **options):
+    """`app` served by uvicorn on a free loopback port, in a thread; `options` go to uvicorn."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    options = {"log_level": "warning", **options}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):
@@ -87,6 +89,14 @@ def sms_gateway():
     yield app
     server.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture
+def double(wechat_api):
+    """The WeChat double, reset before and after the test (tokens, failures, logs)."""
+    wechat_api.state.reset()
+    yield wechat_api
+    wechat_api.state.reset()
 
 
 @pytest.fixture

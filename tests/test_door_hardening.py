@@ -6,13 +6,11 @@ from __future__ import annotations
 import logging
 import resource
 import socket
-import threading
 import time
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -20,7 +18,7 @@ from bot.app import server_options
 from bot.infra.config import SettingsError, load_settings
 from bot.wechat.simulator import WeChatSide, cdata, text_xml
 from models import WechatUser
-from tests.conftest import AES_KEY, APP_ID, TOKEN, WeChat, _free_port
+from tests.conftest import AES_KEY, APP_ID, TOKEN, WeChat, _serve
 
 OPENID = "oHarden00000000000000000001"
 HELP_HEAD = "我可以帮您办理这些事"  # the first line of the help reply
@@ -169,17 +167,9 @@ async def test_largest_msg_id_fits_the_dedup_key(wx_plain):
 @pytest.fixture
 def live(app, settings):
     """The app served by uvicorn on a loopback port, with `serve`'s options."""
-    port = _free_port()
-    options = {**server_options(settings), "log_level": "warning"}
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(250):
-        if server.started:
-            break
-        time.sleep(0.02)
+    server, thread = _serve(app, **{**server_options(settings), "log_level": "warning"})
     assert server.started
-    yield port
+    yield int(app.state.base_url.rsplit(":", 1)[1])
     server.should_exit = True
     thread.join(10)
 

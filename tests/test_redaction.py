@@ -15,13 +15,6 @@ WRONG_SECRET = "wrong-secret-4242"
 
 
 @pytest.fixture
-def double(wechat_api):
-    wechat_api.state.reset()
-    yield wechat_api
-    wechat_api.state.reset()
-
-
-@pytest.fixture
 def all_logs():
     """Everything logged, at DEBUG, by every logger, as a handler would write it."""
     buf = io.StringIO()

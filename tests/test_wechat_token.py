@@ -17,13 +17,6 @@ from tests.conftest import APP_ID, APP_SECRET
 
 
 @pytest.fixture
-def double(wechat_api):
-    wechat_api.state.reset()
-    yield wechat_api
-    wechat_api.state.reset()
-
-
-@pytest.fixture
 def worker(settings):
     """A worker's services (each call makes another, sharing the database and Redis)."""
     made = []
