@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from sqlalchemy import Connection, Engine, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.infra.db import driver_execute
+from bot.infra.db import driver_execute, upsert
 from models import DedupEntry, FsmState
 
 DEDUP_T = DedupEntry.__table__
@@ -244,7 +242,6 @@ class SqlDedupStore:
     def __init__(self, engine: Engine, ttl_seconds: int) -> None:
         self._engine = engine
         self._ttl = ttl_seconds
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
         self._last_prune = 0.0
 
     def claim(self, key: str) -> bool:
@@ -253,7 +250,7 @@ class SqlDedupStore:
             if now - self._last_prune > 60:
                 self._last_prune = now
                 conn.execute(delete(DEDUP_T).where(DEDUP_T.c.created_at < now - self._ttl))
-            res = conn.execute(self._insert(DEDUP_T).values(key=key, created_at=now)
+            res = conn.execute(upsert(self._engine, DEDUP_T).values(key=key, created_at=now)
                                .on_conflict_do_nothing(index_elements=[DEDUP_T.c.key])
                                .returning(DEDUP_T.c.key))
             return res.first() is not None
@@ -273,7 +270,7 @@ class SqlDedupStore:
         key = _request_key(timestamp, nonce)
         created = time.time() + ttl - self._ttl
         with self._engine.begin() as conn:
-            res = conn.execute(self._insert(DEDUP_T).values(key=key, reply=digest, created_at=created)
+            res = conn.execute(upsert(self._engine, DEDUP_T).values(key=key, reply=digest, created_at=created)
                                .on_conflict_do_nothing(index_elements=[DEDUP_T.c.key])
                                .returning(DEDUP_T.c.key))
             if res.first() is not None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, case, delete, insert, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
+
+from bot.infra.db import upsert
 
 from models import BindLimit, Customer, WechatUser
 
@@ -171,10 +171,6 @@ class Failure:
 _LIMIT = BindLimit.__table__
 
 
-def _insert(conn: Connection):
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-
-
 def keyed_digest(secret: str, purpose: str, value: str) -> str:
     """An HMAC-SHA256 of `value` under the server secret: stored instead of the value."""
     return hmac.new(secret.encode(), f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
@@ -189,7 +185,7 @@ def openid_locked_until(conn: Connection, openid: str, now: datetime) -> datetim
 
 def count_openid_failure(conn: Connection, openid: str, now: datetime, rules: BindRules) -> Failure:
     """One failure of this WeChat account; the last allowed one locks its binding."""
-    stmt = _insert(conn)(_USER).values(openid=openid, following=True, bind_failures=1)
+    stmt = upsert(conn, _USER).values(openid=openid, following=True, bind_failures=1)
     stmt = stmt.on_conflict_do_update(index_elements=[_USER.c.openid],
                                       set_={"bind_failures": _USER.c.bind_failures + 1})
     failures = conn.execute(stmt.returning(_USER.c.bind_failures)).scalar_one()
@@ -206,7 +202,7 @@ def _count(conn: Connection, key: str, now: float, window: float) -> tuple[int, 
     seconds; a counter whose window has passed starts again at one. Returns (count,
     window start)."""
     expired = _LIMIT.c.window_start <= now - window
-    stmt = _insert(conn)(_LIMIT).values(key=key, window_start=now, count=1)
+    stmt = upsert(conn, _LIMIT).values(key=key, window_start=now, count=1)
     stmt = stmt.on_conflict_do_update(index_elements=[_LIMIT.c.key], set_={
         "count": case((expired, 1), else_=_LIMIT.c.count + 1),
         "window_start": case((expired, now), else_=_LIMIT.c.window_start)})

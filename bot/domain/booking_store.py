@@ -14,14 +14,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, func, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from bot.domain.bookings import (BookingFacts, BookingRequest, Person, Place, Refusal,
                                  cancellation_terms, check_booking, quota_years, booking_number)
 from bot.domain.identity import id_sex
-from bot.infra.db import Prepared
+from bot.infra.db import Prepared, upsert
 from bot.domain.rules import Rules
 from bot.domain.vocab import BookingStatus
 from bot.domain.workdays import SHANGHAI, Calendar
@@ -34,11 +32,6 @@ class BookingRefused(Exception):
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal)
         self.refusal = refusal
-
-
-def _insert(session: Session, table):
-    name = session.get_bind().dialect.name
-    return (pg_insert if name == "postgresql" else sqlite_insert)(table)
 
 
 # --- Reading -----------------------------------------------------------------------------------
@@ -132,7 +125,7 @@ def gather_facts(session: Connection | Session, customer_id: int, req: BookingRe
 
 def lock_quota(session: Session, customer_id: int, service: str, year: int) -> QuotaUse:
     key = dict(customer_id=customer_id, service=service, year=year)
-    session.execute(_insert(session, QuotaUse.__table__).values(**key, used=0)
+    session.execute(upsert(session, QuotaUse.__table__).values(**key, used=0)
                     .on_conflict_do_nothing())
     return session.execute(select(QuotaUse).filter_by(**key).with_for_update()
                            .execution_options(populate_existing=True)).scalar_one()
@@ -211,7 +204,7 @@ def _register(session: Session, member: FamilyMember) -> int:
 
 def _next_seq(session: Session, day) -> int:
     """The day's next booking sequence number (the counter row is locked until commit)."""
-    session.execute(_insert(session, BookingDaySeq.__table__).values(day=day, last=0)
+    session.execute(upsert(session, BookingDaySeq.__table__).values(day=day, last=0)
                     .on_conflict_do_nothing())
     table = BookingDaySeq.__table__
     return session.execute(update(table).where(table.c.day == day)
@@ -225,7 +218,7 @@ def _sync_quota(session: Session, customer_id: int, service: str, year: int) -> 
                                               table.c.service == service, table.c.year == year)
                           .values(used=used))
     if res.rowcount == 0:
-        session.execute(_insert(session, table).values(customer_id=customer_id, service=service,
+        session.execute(upsert(session, table).values(customer_id=customer_id, service=service,
                                                         year=year, used=used)
                         .on_conflict_do_nothing())
 

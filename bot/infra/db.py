@@ -5,6 +5,8 @@ from collections import namedtuple
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
 
@@ -168,3 +170,10 @@ class Prepared:
 
     def all(self, conn: Connection, params: dict) -> list:
         return self._rows(conn, params, False)
+
+
+def upsert(db, table):
+    """An INSERT into `table` that can take ON CONFLICT, in the dialect of `db` (an Engine,
+    a Connection or a Session)."""
+    dialect = db.dialect if hasattr(db, "dialect") else db.get_bind().dialect
+    return (pg_insert if dialect.name == "postgresql" else sqlite_insert)(table)

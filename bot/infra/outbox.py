@@ -36,9 +36,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.infra.db import upsert
 from bot.infra.privacy import mask_phone
 from bot.infra.sms import SmsRejected
 from bot.infra.wechat_api import WeChatApiError
@@ -82,15 +81,6 @@ def epoch(value: datetime | float | None) -> float | None:
     return value.timestamp()
 
 
-def _insert(db):
-    return pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
-def _dialect(db) -> str:
-    bind = db.get_bind() if hasattr(db, "get_bind") else db
-    return bind.dialect.name
-
-
 def enqueue(db, *, kind: str, channel: str, recipient: str, payload: dict, key: str,
             now: datetime, customer_id: int | None = None, booking_id: int | None = None,
             expires_at: datetime | float | None = None, status: str = PENDING,
@@ -98,14 +88,13 @@ def enqueue(db, *, kind: str, channel: str, recipient: str, payload: dict, key: 
     """Queue one message in the caller's transaction (a Session or a Connection); returns its
     row id (the existing row's when `key` was queued before). A Session remembers the ids it
     queued in `session.info["outbox"]`, so that whoever commits it can send them at once."""
-    ins = pg_insert if _dialect(db) == "postgresql" else sqlite_insert
     values = dict(kind=kind, channel=channel, recipient=recipient,
                   payload=json.dumps(payload, ensure_ascii=False), dedupe_key=key,
                   status=status, tries=0, next_attempt_at=now.timestamp(),
                   expires_at=epoch(expires_at), last_error=last_error,
                   client_msg_id=client_msg_id(key) if with_client_msg_id else None,
                   customer_id=customer_id, booking_id=booking_id, created_at=now)
-    db.execute(ins(OUTBOX).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]))
+    db.execute(upsert(db, OUTBOX).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]))
     row_id = db.execute(select(OUTBOX.c.id).where(OUTBOX.c.dedupe_key == key)).scalar_one()
     info = getattr(db, "info", None)
     if isinstance(info, dict) and status == PENDING and hasattr(db, "get_bind"):

@@ -20,9 +20,8 @@ from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.infra.db import upsert
 from bot.infra.wechat_api import WeChatApiError
 
 log = logging.getLogger(__name__)
@@ -181,8 +180,7 @@ class SqlTokens:
     def _take_lease(self, owner: str) -> TokenState | None:
         t = self.table
         with self.engine.begin() as conn:
-            ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            conn.execute(ins(t).values(appid=self.appid, access_token=None, expires_at=0.0,
+            conn.execute(upsert(conn, t).values(appid=self.appid, access_token=None, expires_at=0.0,
                                        forced_at=0.0, forced_day="", forced_count=0,
                                        lock_until=0.0, lock_owner="")
                          .on_conflict_do_nothing(index_elements=["appid"]))
