@@ -5,6 +5,7 @@ import asyncio
 import time
 
 import pytest
+import time_machine
 from sqlmodel import Session, select
 
 from bot.wechat.simulator import WeChatSide, event_xml, signature, text_xml
@@ -278,3 +279,14 @@ async def test_a_broken_store_gets_an_apology_not_a_500(wx_plain, pipeline, monk
     monkeypatch.setattr(pipeline.dedup, "claim", down)
     reply = await wx_plain.deliver(text_xml(OPENID, "帮助"), OPENID)
     assert reply["Content"] == render("error")
+
+
+async def test_a_retry_a_second_later_gets_the_very_same_reply(wx_plain):
+    """WeChat retries after about 5 s: the retry gets the first reply byte for byte, its
+    CreateTime included."""
+    with time_machine.travel("2026-12-01 10:00:00+08:00", tick=False) as clock:
+        xml = text_xml(OPENID, "帮助", msg_id=777000111)
+        first = await wx_plain.post(xml, OPENID)
+        clock.shift(5)
+        retry = await wx_plain.post(xml, OPENID)
+    assert retry.content == first.content

@@ -274,6 +274,8 @@ class Pipeline:
             for action in actions:
                 self.services.run_after_commit(action)
             if handoff.claim("replied"):
+                if reply.text or reply.transfer:
+                    reply.at = reply.at or int(time.time())
                 self.dedup.complete(key, reply.dumps())
                 out.append(reply)
                 continue

@@ -13,6 +13,7 @@ class Reply:
     text: str = ""
     transfer: bool = False  # hand the conversation to WeChat's human customer service
     paged: bool = False  # already one page of an earlier reply (「更多」)
+    at: int = 0  # when it was made (the reply's CreateTime): a retry gets the same reply
 
     @classmethod
     def of(cls, value: "Reply | str | None") -> "Reply":
@@ -22,13 +23,13 @@ class Reply:
 
     def dumps(self) -> str:
         """As the de-duplication store keeps it, so that a retry gets the same reply."""
-        return json.dumps({"t": self.text, "x": self.transfer}, ensure_ascii=False)
+        return json.dumps({"t": self.text, "x": self.transfer, "a": self.at}, ensure_ascii=False)
 
     @classmethod
     def loads(cls, raw: str) -> "Reply":
         try:
             v = json.loads(raw)
-            return cls(text=v.get("t") or "", transfer=bool(v.get("x")))
+            return cls(text=v.get("t") or "", transfer=bool(v.get("x")), at=int(v.get("a") or 0))
         except (ValueError, AttributeError):
             return cls()
 

@@ -312,10 +312,10 @@ async def verify_url(request: Request) -> Response:
 def render_reply(msg, reply: Reply) -> str:
     """The wire format of a reply: WeChat's reply XML, or "success" for none."""
     if reply.transfer:
-        return TransferCustomerServiceReply(message=msg).render()
+        return TransferCustomerServiceReply(message=msg, time=reply.at or time.time()).render()
     if not reply.text:
         return SUCCESS
-    return TextReply(message=msg, content=reply.text).render()
+    return TextReply(message=msg, content=reply.text, time=reply.at or time.time()).render()
 
 
 @router.post("/wechat")
