@@ -34,6 +34,7 @@ async def book(wx, services, day: str, *, openid: str = U) -> str:
     *_, done = await walk(wx, openid, "预约洁牙", "本人", "北京", "北京洁牙门诊", day, "确认")
     number = bookings(services)[-1].number
     assert number in done, done
+    settle(services)
     return number
 
 
@@ -42,6 +43,26 @@ def job(services, name: str):
     sched = add_jobs(BackgroundScheduler(timezone=services.settings.tz), services.settings,
                      services=services)
     return sched.get_job(name).func
+
+
+def settle(services) -> None:
+    """Send what the outbox holds that is due now (the scheduler's dispatch job) and wait for
+    the rows kicked after each commit to be sent, so that nothing is in flight when the test
+    moves the clock on."""
+    import time as _time
+
+    out = Notification.__table__.c
+    for _ in range(250):
+        job(services, "dispatch")()
+        now = _time.time()
+        with services.engine.connect() as c:
+            busy = c.execute(sm_select(out.id).where(
+                (out.status == "sending") | ((out.status == "pending")
+                                             & (out.next_attempt_at <= now)))).first()
+        if busy is None:
+            return
+        _time.sleep(0.02)
+    raise AssertionError("the outbox did not drain")
 
 
 def reminder_rows(services, booking_id: int) -> list[tuple[str, dict]]:
@@ -142,6 +163,8 @@ async def test_a_same_date_reconfirmation_after_the_hour_sends_one_reminder(wx_p
     with time_machine.travel(at("2026-12-02 11:00:00"), tick=False):
         await wx_plain.say(SPEC, f"#确认 {number} 2026-12-03 09:30")
         assert len(reminder_rows(services, b.id)) == 2  # at once: template message and SMS
+        settle(services)
+    with time_machine.travel(at("2026-12-02 11:20:00"), tick=False):
         reply = await wx_plain.say(SPEC, f"#确认 {number} 2026-12-03 14:00")
         assert "改为" in reply and "14:00" in reply
         assert job(services, "reminders")() == 0  # the sweep finds nothing left to do
@@ -155,22 +178,6 @@ async def test_a_same_date_reconfirmation_after_the_hour_sends_one_reminder(wx_p
     assert len(to_customer) == 3  # two confirmations and one reminder
 
 
-def settle(services) -> None:
-    """Run the scheduler's dispatch job until nothing of the outbox is pending or in flight
-    (the rows kicked after each commit may still be on their way)."""
-    import time as _time
-
-    for _ in range(250):
-        job(services, "dispatch")()
-        with Session(services.engine) as s:
-            busy = s.exec(sm_select(Notification).where(
-                Notification.status.in_(("pending", "sending")))).first()
-        if busy is None:
-            return
-        _time.sleep(0.02)
-    raise AssertionError("the outbox did not drain")
-
-
 async def test_a_reminded_booking_moved_to_another_day_is_reminded_again(wx_plain, desk, services):
     """Reminded on 2 December for 3 December, then moved by staff to Saturday 5 December:
     the day before the new date the customer is reminded of the new date."""
@@ -179,12 +186,15 @@ async def test_a_reminded_booking_moved_to_another_day_is_reminded_again(wx_plai
     (b,) = bookings(services)
     with time_machine.travel(at("2026-12-01 15:00:00"), tick=False):
         await wx_plain.say(SPEC, f"#确认 {number} 2026-12-03 09:30")
+        settle(services)
     with time_machine.travel(at("2026-12-02 10:00:00"), tick=False):
         assert job(services, "reminders")() == 1
+        settle(services)
     assert reminded_times(services, b.id) == ["2026年12月3日 09:30"]
     with time_machine.travel(at("2026-12-02 15:00:00"), tick=False):
         reply = await wx_plain.say(SPEC, f"#确认 {number} 2026-12-05 10:00")
         assert "改为" in reply and "2026年12月5日" in reply
+        settle(services)
     with time_machine.travel(at("2026-12-03 10:00:00"), tick=False):
         assert job(services, "reminders")() == 0  # nothing is due on 4 December
     with time_machine.travel(at("2026-12-04 10:00:00"), tick=False):
@@ -201,6 +211,7 @@ async def confirmed_for_3_december(wx_plain, desk, services):
     with time_machine.travel(WED, tick=True):
         number = await book(wx_plain, services, "2026-12-03")
         await wx_plain.say(SPEC, f"#确认 {number} 2026-12-03 09:30")
+        settle(services)
     (b,) = bookings(services)
     assert b.status == BookingStatus.CONFIRMED
     return b
@@ -237,6 +248,7 @@ async def test_a_confirmation_for_tomorrow_is_reminded_at_once_from_the_hour(
     before, edge = _reminder_edge(services)
     with time_machine.travel(edge + timedelta(seconds=second), tick=False):
         await wx_plain.say(SPEC, f"#确认 {number} 2026-12-03 09:30")
+        settle(services)
     assert len(notes(services, "booking_confirmed")) == 1
     assert reminded_times(services, b.id) == (["2026年12月3日 09:30"] if at_once else [])
     with time_machine.travel(edge, tick=False):
