@@ -15,10 +15,10 @@ from sqlmodel import Session
 from sqlmodel import select as sm_select
 
 from bot.domain.vocab import BookingStatus
-from models import Notification
+from models import Booking, Notification
 from scheduler import add_jobs
 from tests import factories
-from tests.test_booking import WED, bookings, walk
+from tests.test_booking import MID, WED, bookings, walk
 from tests.test_staff import SPEC, STRANGER, U, desk, notes  # noqa: F401 (desk: a fixture)
 
 SH = "+08:00"
@@ -147,6 +147,27 @@ async def test_a_confirmation_into_a_year_already_spent_is_refused(wx_plain, des
         BookingStatus.CONFIRMED, date(2026, 12, 30), 2026)
     assert (second.status, second.quota_year) == (BookingStatus.SUBMITTED, 2027)
     assert len(notes(services, "booking_confirmed")) == 1  # only the confirmation that held
+
+
+async def test_a_use_recorded_outside_the_chat_counts_at_the_commit(wx_plain, desk, services):
+    """The uses of a quota are the bookings themselves (the quota_use row is only their
+    lock): a 2026 use staff record by phone while the customer is at the summary is seen
+    by the re-check at 确认, and nothing is booked."""
+    with time_machine.travel(MID, tick=True):
+        summary = (await walk(wx_plain, U, "预约洁牙", "本人", "北京", "北京洁牙门诊", "1"))[-1]
+        assert "确认" in summary
+        with Session(services.engine) as s:
+            now = services.now()
+            s.add(Booking(number="YY2606100099", request_key="phone-1", customer_id=desk.id,
+                          tier="gold", service="dental", preferred_date=date(2026, 6, 1),
+                          quota_year=2026, status=BookingStatus.COMPLETED, counted=True,
+                          created_at=now, updated_at=now))
+            s.commit()
+        refused = await wx_plain.say(U, "确认")
+        benefits = await wx_plain.say(U, "我的权益")
+    assert "2026年" in refused and "用完" in refused
+    assert [b.number for b in bookings(services)] == ["YY2606100099"]
+    assert "剩余 0/1" in benefits
 
 
 # --- 2, 5, 6. The day-before reminder ----------------------------------------------------------
