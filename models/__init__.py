@@ -284,13 +284,14 @@ class Booking(SQLModel, table=True):
 
 
 class QuotaUse(SQLModel, table=True):
-    """Uses of one yearly quota; the row is locked while a booking is checked and written."""
+    """The lock of one yearly quota: the row is locked while a booking that uses or gives
+    back one of its uses is checked and written. The uses themselves are counted from the
+    bookings (`booking.counted`, `booking.quota_year`), the one record of them."""
 
     __tablename__ = "quota_use"
     customer_id: int = Field(foreign_key="customer.id", primary_key=True)
     service: str = Field(max_length=32, primary_key=True)
     year: int = Field(primary_key=True)
-    used: int = 0
 
 
 class BookingDaySeq(SQLModel, table=True):

@@ -152,12 +152,31 @@ async def test_a_tier_without_the_service_is_told_which_tier_gives_it(wx_plain, 
     assert count_bookings(services) == 0
 
 
-async def test_the_service_list_offers_only_the_tiers_services(wx_plain, world):
+# DOMAIN, "Value-added services by tier": the services each tier may book (all for family too).
+TIER_SERVICES = {"diamond": {"洁牙", "健康体检", "专家门诊预约", "特种检查预约"},
+                 "platinum": {"洁牙", "健康体检", "专家门诊预约"}, "gold": {"洁牙"},
+                 "pearl": set(), "mass": set()}
+SERVICE_KEYS = {"洁牙": "BOOK_DENTAL", "健康体检": "BOOK_CHECKUP", "专家门诊预约": "BOOK_EXPERT",
+                "特种检查预约": "BOOK_SPECIAL"}
+
+
+@pytest.mark.parametrize("tier", list(TIER_SERVICES))
+async def test_the_service_list_offers_only_the_tiers_services(wx_plain, world, tier):
+    """Each service's menu entry: a service of the tier asks for whom, offering the
+    policyholder and their registered family member (masked); any other service is refused
+    with the list of the services the tier does give."""
     with time_machine.travel(WED, tick=True):
-        world("platinum")
-        reply = await wx_plain.click(U, "BOOK_DENTAL")
-        await wx_plain.say(U, "退出")
-    assert "本人" in reply
+        world(tier, family=[("spouse", "王芳", date(1982, 3, 4), "F")])
+        for service, key in SERVICE_KEYS.items():
+            reply = await wx_plain.click(U, key)
+            await wx_plain.say(U, "退出")
+            if service in TIER_SERVICES[tier]:
+                assert "本人（李*）" in reply and "配偶 王*" in reply, (service, reply)
+                assert "李四" not in reply and "王芳" not in reply
+            else:
+                assert "本人（" not in reply and "王*" not in reply, (service, reply)
+                offered = set(re.findall(r"([^：、\s]+)（今年剩余", reply))
+                assert offered == TIER_SERVICES[tier], (service, reply)
 
 
 async def test_tier_change_after_submitting_keeps_the_booking(wx_plain, world, services):
@@ -280,8 +299,16 @@ async def test_past_and_nonsense_dates_are_refused(wx_plain, world, services):
         world("gold")
         await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊")
         past = await wx_plain.say(U, "2026-11-20")
+        assert "过去" in past  # says why
+        after_past = await wx_plain.say(U, "确认")
         nonsense = await wx_plain.say(U, "13月45日")
+        assert "看懂" in nonsense and "过去" not in nonsense  # says why: not a date it can read
+        after_nonsense = await wx_plain.say(U, "确认")
         assert past != nonsense
+    for reply in (past, after_past, nonsense, after_nonsense):
+        # the date is asked for again, from the earliest bookable one (DOMAIN: Wednesday →
+        # Friday); nothing was booked, so no booking number is given
+        assert "11月27日" in reply and NUMBER.search(reply) is None, reply
     assert count_bookings(services) == 0
 
 
@@ -519,15 +546,19 @@ async def confirmed(wx_plain, world, services):
 async def test_cancellation_deadline(wx_plain, services, confirmed, moment, free):
     with time_machine.travel(moment, tick=False):
         reply = await wx_plain.say(U, f"取消预约 {confirmed}")
+        assert confirmed in reply
         if free:
+            assert "免费" in reply and "确认取消" not in reply  # a plain yes is enough
             done = await wx_plain.say(U, "确认")
+            assert "不计" in done and "2026" in done  # 2026's use is given back
         else:
-            assert "2026年12月2日 12:00" in reply
+            assert "2026年12月2日 12:00" in reply and "确认取消" in reply
             not_yet = await wx_plain.say(U, "确认")  # a plain yes is not enough when counted
-            assert NUMBER.search(not_yet) is None or "确认取消" in not_yet
+            assert "确认取消" in not_yet and "2026年12月2日 12:00" in not_yet  # asked again
             (b,) = bookings(services)
             assert b.status == BookingStatus.CONFIRMED
             done = await wx_plain.say(U, "确认取消")
+            assert "计入" in done and "2026" in done  # 2026's use stays spent
     (b,) = bookings(services)
     assert confirmed in done
     assert b.status == (BookingStatus.CANCELLED if free else BookingStatus.CANCELLED_LATE)

@@ -6,7 +6,8 @@ year) row of `quota_use` if it is missing (ON CONFLICT DO NOTHING), locks it wit
 FOR UPDATE (PostgreSQL; SQLite has one writer at a time, which serialises the same way),
 re-checks every rule with the uses counted under that lock, and inserts the booking in the
 same transaction. A second request for the same quota waits for the first to commit and
-then sees its booking.
+then sees its booking. The row is only the lock: the uses are always counted from the
+bookings (a use recorded another way, e.g. a booking taken by phone, counts at once).
 """
 from __future__ import annotations
 
@@ -125,8 +126,7 @@ def gather_facts(session: Connection | Session, customer_id: int, req: BookingRe
 
 def lock_quota(session: Session, customer_id: int, service: str, year: int) -> QuotaUse:
     key = dict(customer_id=customer_id, service=service, year=year)
-    session.execute(upsert(session, QuotaUse.__table__).values(**key, used=0)
-                    .on_conflict_do_nothing())
+    session.execute(upsert(session, QuotaUse.__table__).values(**key).on_conflict_do_nothing())
     return session.execute(select(QuotaUse).filter_by(**key).with_for_update()
                            .execution_options(populate_existing=True)).scalar_one()
 
@@ -185,7 +185,6 @@ def submit_booking(session: Session, new: NewBooking, rules: Rules, calendar: Ca
         created_at=now, updated_at=now)
     session.add(booking)
     session.flush()
-    _sync_quota(session, new.customer_id, req.service, req.date.year)
     return booking
 
 
@@ -211,18 +210,6 @@ def _next_seq(session: Session, day) -> int:
                            .values(last=table.c.last + 1).returning(table.c.last)).scalar_one()
 
 
-def _sync_quota(session: Session, customer_id: int, service: str, year: int) -> None:
-    used = quota_used(session, customer_id, service, year)
-    table = QuotaUse.__table__
-    res = session.execute(update(table).where(table.c.customer_id == customer_id,
-                                              table.c.service == service, table.c.year == year)
-                          .values(used=used))
-    if res.rowcount == 0:
-        session.execute(upsert(session, table).values(customer_id=customer_id, service=service,
-                                                        year=year, used=used)
-                        .on_conflict_do_nothing())
-
-
 def cancel_booking(session: Session, booking: Booking, now: datetime, calendar: Calendar,
                    rules: Rules) -> bool:
     """Cancel `booking` now: free (not counted) or late (counted, cancelled_late), as
@@ -236,7 +223,6 @@ def cancel_booking(session: Session, booking: Booking, now: datetime, calendar: 
     booking.cancelled_at = booking.updated_at = now
     session.add(booking)
     session.flush()
-    _sync_quota(session, booking.customer_id, booking.service, booking.quota_year)
     return free
 
 

@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from bot.domain import notify
 from bot.domain.accounts import keyed_digest
-from bot.domain.booking_store import (_sync_quota, beneficiary, gather_facts, lock_quota,
+from bot.domain.booking_store import (beneficiary, gather_facts, lock_quota,
                                       booking_by_number, uses)
 from bot.domain.bookings import (ACTIVE, BookingRequest, Place, booking_warnings,
                                  check_booking, remaining, service_date)
@@ -201,10 +201,8 @@ def confirm_booking(session: Session, who: str, number: str, day: date, at: str,
     booking.reminded_at = None
     session.add(booking)
     session.flush()
-    if old_year != day.year:
+    if old_year != day.year:  # the use moves: the old year's is given back under its lock
         lock_quota(session, booking.customer_id, booking.service, old_year)
-        _sync_quota(session, booking.customer_id, booking.service, old_year)
-    _sync_quota(session, booking.customer_id, booking.service, day.year)
     audit(session, who, "confirm" if outcome == "confirmed" else "reconfirm", booking.number,
           now, before=before, after=snapshot(booking))
     notify.booking_confirmed(session, booking, now)
@@ -245,7 +243,6 @@ def staff_cancel(session: Session, who: str, number: str, reason: str, now: date
     booking.cancelled_at = booking.updated_at = now
     session.add(booking)
     session.flush()
-    _sync_quota(session, booking.customer_id, booking.service, booking.quota_year)
     audit(session, who, "cancel", booking.number, now, before=before,
           after={**snapshot(booking), "reason": reason})
     notify.booking_cancelled(session, booking, now, counted=False, by_staff=True, reason=reason)
