@@ -261,3 +261,22 @@ def test_a_confirmation_that_died_does_not_hold_the_reminder_forever(services, w
     (confirmed,) = [r for r in rows(services, channel="wechat") if ":confirmed:" in r.dedupe_key]
     assert confirmed.status == "dead"
     assert [t["template_id"] for t in templates(sent)] == ["demo-booking-reminder"]
+
+
+# --- Template messages: an instant in a time field is Shanghai time --------------------------------
+
+
+def test_the_reply_notice_template_says_when_in_shanghai_time(services, sent):
+    """A staff reply to a customer outside WeChat's 48-hour window goes as the reply_notice
+    template; its time field is when the reply was written, as the customer's clock shows it."""
+    now = datetime.fromisoformat(EARLY)
+    seen = now - timedelta(days=3)  # the customer's last message: outside the window
+    booking = customer_with_booking(services, day=date(2026, 12, 8), seen=seen)
+    with Session(services.engine) as s:
+        openid = s.execute(select(models.WechatUser.openid).where(
+            models.WechatUser.customer_id == booking.customer_id)).scalar_one()
+        notify.text_message(s, openid, "您好，专员已为您查询", now, key="clock:reply")
+        s.commit()
+    dispatcher(services, Clock(now.timestamp())).drain()
+    (body,) = [t for t in templates(sent) if t["template_id"] == "demo-reply-notice"]
+    assert body["data"]["time2"]["value"] == "2026年12月3日 07:30", body

@@ -225,9 +225,9 @@ def booking_confirmed(session: Session, booking: Booking, now: datetime) -> list
         rows.append(sms(session, f.customer.phone, "booking_confirmed", params, now,
                         key=key + ":sms", expires_at=_starts(booking),
                         _text=text, _customer_id=booking.customer_id, _booking_id=booking.id))
-    local = now.astimezone(_config.tz)
-    if (booking.confirmed_date == local.date() + timedelta(days=1) and _config.reminder_time
-            and local.time() >= _config.reminder_time and booking.reminded_at is None):
+    here = now.astimezone(_config.tz)
+    if (booking.confirmed_date == here.date() + timedelta(days=1) and _config.reminder_time
+            and here.time() >= _config.reminder_time and booking.reminded_at is None):
         rows += reminder(session, booking, now)
     return [r for r in rows if r]
 
