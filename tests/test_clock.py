@@ -280,3 +280,26 @@ def test_the_reply_notice_template_says_when_in_shanghai_time(services, sent):
     dispatcher(services, Clock(now.timestamp())).drain()
     (body,) = [t for t in templates(sent) if t["template_id"] == "demo-reply-notice"]
     assert body["data"]["time2"]["value"] == "2026年12月3日 07:30", body
+
+
+async def test_a_confirmation_for_tomorrow_by_chat_reaches_the_customer_before_its_reminder(
+        wx_plain, desk, services, wechat_api):
+    """Staff confirm after the reminder hour for tomorrow: both messages leave at once, the
+    confirmation first, on WeChat and by SMS."""
+    import asyncio
+
+    with time_machine.travel("2026-12-02 10:30:00+08:00", tick=True):
+        await book_dental(wx_plain, U, day="1")  # Wednesday: the earliest date is Friday
+        (b,) = bookings(services)
+        reply = await wx_plain.say(SPEC, f"#确认 {b.number} 2026-12-03 09:30")  # tomorrow
+        assert "2026年12月3日" in reply, reply
+        for _ in range(250):
+            ids = [c["body"].get("template_id") for c in wechat_api.state.sent
+                   if c["api"] == "template" and c["body"].get("touser") == U]
+            if "demo-booking-reminder" in ids:
+                break
+            await asyncio.sleep(0.02)
+    assert ids == ["demo-booking-received", "demo-booking-confirmed", "demo-booking-reminder"], (
+        ids, [(r.id, r.kind, r.channel, r.status, r.tries, r.last_error) for r in rows(services)])
+    texts = [t for _, t in services.sms.provider.sent]
+    assert [("预约成功" in t, "温馨提醒" in t) for t in texts] == [(True, False), (False, True)], texts

@@ -281,15 +281,15 @@ class Dispatcher:
     def run_once(self, ids: Iterable[int] | None = None) -> Counter:
         return self._run(ids)[0]
 
-    def _run(self, ids: Iterable[int] | None = None) -> tuple[Counter, set[int]]:
+    def _run(self, ids: Iterable[int] | None = None) -> tuple[Counter, list]:
         now = self.clock()
         rows = claim(self.engine, now, self.batch, self.lease, ids)
         if not rows:
-            return Counter(), set()
+            return Counter(), []
         results = self.process(rows, now)
         return (mark(self.engine, results, self.clock(), self.max_tries, self.jitter,
                      base=self.settings.outbox_backoff_base, cap=self.settings.outbox_backoff_cap),
-                {r.id for r in rows})
+                rows)
 
     def drain(self, max_batches: int = 1_000_000) -> Counter:
         total: Counter = Counter()
@@ -311,8 +311,22 @@ class Dispatcher:
             if not claimed:
                 break
             total.update(done)
-            left -= claimed
+            left = (left - {r.id for r in claimed}) | self._waiting_behind(claimed)
         return total
+
+    def _waiting_behind(self, rows) -> set[int]:
+        """The due pending rows of the bookings of `rows` (just sent or given up): those that
+        waited for them, whichever transaction wrote them, go now rather than at the next
+        sweep (one still waiting for another is simply not claimed)."""
+        bookings = {r.booking_id for r in rows if r.booking_id is not None}
+        if not bookings:
+            return set()
+        c = OUTBOX.c
+        with self.engine.connect() as conn:  # on the same channels: each keeps to its lane
+            return set(conn.execute(select(c.id).where(
+                c.booking_id.in_(list(bookings)), c.channel.in_(list({r.channel for r in rows})),
+                c.status == PENDING,
+                c.next_attempt_at <= self.clock())).scalars())
 
     # --- One batch -------------------------------------------------------------------------
 
