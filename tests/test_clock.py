@@ -269,7 +269,7 @@ def test_a_confirmation_that_died_does_not_hold_the_reminder_forever(services, w
 def test_the_reply_notice_template_says_when_in_shanghai_time(services, sent):
     """A staff reply to a customer outside WeChat's 48-hour window goes as the reply_notice
     template; its time field is when the reply was written, as the customer's clock shows it."""
-    now = datetime.fromisoformat(EARLY)
+    now = datetime.fromisoformat(EARLY).astimezone(timezone.utc)  # an instant, in any zone
     seen = now - timedelta(days=3)  # the customer's last message: outside the window
     booking = customer_with_booking(services, day=date(2026, 12, 8), seen=seen)
     with Session(services.engine) as s:
@@ -303,3 +303,23 @@ async def test_a_confirmation_for_tomorrow_by_chat_reaches_the_customer_before_i
         ids, [(r.id, r.kind, r.channel, r.status, r.tries, r.last_error) for r in rows(services)])
     texts = [t for _, t in services.sms.provider.sent]
     assert [("预约成功" in t, "温馨提醒" in t) for t in texts] == [(True, False), (False, True)], texts
+
+
+def test_the_confirmation_sms_says_the_grace_deadline_in_shanghai_time(services):
+    """The booking as read back from the database (its instants in UTC): confirmed at 07:30 on
+    3 Dec for 4 Dec 09:30, free cancellation until 4 Dec 07:30 (DOMAIN: 24 hours after the
+    confirmation, as the 12:00 deadline of 3 Dec was less than 24 hours away)."""
+    booking = customer_with_booking(services, day=date(2026, 12, 4))
+    confirmed = datetime.fromisoformat(EARLY)
+    with Session(services.engine) as s:
+        b = s.get(Booking, booking.id)
+        b.confirmed_at = confirmed
+        s.add(b)
+        s.commit()
+    with Session(services.engine, expire_on_commit=False) as s:
+        b = s.get(Booking, booking.id)
+        assert b.confirmed_at.utcoffset() == timedelta(0)
+        notify.booking_confirmed(s, b, confirmed.astimezone(timezone.utc))
+        s.commit()
+    (row,) = [r for r in rows(services, channel="sms") if ":confirmed:" in r.dedupe_key]
+    assert "12月4日07:30前可免费取消" in json.loads(row.payload)["text"]
