@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -93,8 +95,27 @@ def server_options(settings: Settings) -> dict:
             "log_level": settings.log_level.lower()}
 
 
-def configure_logging(level: str, *secrets: str) -> None:
-    """Log to stderr at `level`; every record is redacted (bot.infra.redact)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class _IsoFormatter(logging.Formatter):
+    """Each line starts with its time in ISO 8601 with the offset, in TIMEZONE
+    (2026-12-02T22:30:05.250+08:00): never the host's unstated local time."""
+
+    def __init__(self, tz, fmt: str) -> None:
+        super().__init__(fmt)
+        self.tz = tz
+
+    def formatTime(self, record, datefmt=None) -> str:  # noqa: N802 (logging's name)
+        return datetime.fromtimestamp(record.created, self.tz).isoformat(timespec="milliseconds")
+
+
+def log_formatter(tz) -> logging.Formatter:
+    return _IsoFormatter(tz, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_logging(level: str, *secrets: str, tz=None) -> None:
+    """Log to stderr at `level`, time-stamped in `tz` (TIMEZONE); every record is redacted
+    (bot.infra.redact)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(log_formatter(tz or ZoneInfo("Asia/Shanghai")))
+    logging.basicConfig(level=level, handlers=[handler])
     redact.install(*secrets)
     redact.install_on_handlers()

@@ -9,7 +9,8 @@ from bot.infra.config import get_settings
 
 def make():
     settings = get_settings()
-    configure_logging(settings.log_level, settings.wechat_app_secret, settings.sms_gateway_token)
+    configure_logging(settings.log_level, settings.wechat_app_secret, settings.sms_gateway_token,
+                      tz=settings.tz)
     app = create_app(settings, mount_double=settings.wechat_double)
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector, and collect the young generation less often. Under load this halves p99

@@ -53,6 +53,14 @@ def settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def shown(value, s: Settings, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """An instant as the CLI prints it: the wall clock of TIMEZONE (the one conversion,
+    bot.infra.texts.local)."""
+    from bot.infra.texts import local
+
+    return local(value, s.tz).strftime(fmt)
+
+
 def upgrade_database(s: Settings) -> tuple[str | None, str]:
     """Apply every migration; return the revision before and after."""
     from alembic import command
@@ -469,7 +477,7 @@ def staff_invite(name: str = typer.Option(..., "--name"),
         code, invite = create_invite(session, s.secret_key, name, role, datetime.now(s.tz))
         session.commit()
     typer.echo(f"invitation for {name.strip()} ({role}), valid {INVITE_HOURS} hours "
-               f"(until {invite.expires_at:%Y-%m-%d %H:%M}), one use:\n"
+               f"(until {shown(invite.expires_at, s)}), one use:\n"
                f"  #注册 {code}\n"
                "Ask them to send that line to the service account from their own WeChat.")
 
@@ -568,7 +576,7 @@ def outbox_list(dead: bool = typer.Option(False, "--dead", help="Only dead lette
     for r in rows:
         who = mask_phone(r.recipient) if r.channel == "sms" else r.recipient[:8] + "…"
         typer.echo(f"#{r.id}\t{r.status}\t{r.kind}\t{r.channel}\t{who}\ttries {r.tries}\t"
-                   f"{r.created_at:%Y-%m-%d %H:%M}\t{r.last_error or ''}")
+                   f"{shown(r.created_at, s)}\t{r.last_error or ''}")
     if not rows:
         typer.echo("no dead messages" if dead else "nothing waiting")
 
@@ -607,7 +615,7 @@ def scheduler_cmd() -> None:
 
     s = settings()
     configure_logging(s.log_level, s.wechat_app_secret, s.sms_gateway_token,
-                      s.tencent_secret_key)
+                      s.tencent_secret_key, tz=s.tz)
     prepare_database(s, redis=True)
     run_forever(s)
 
@@ -621,8 +629,8 @@ def messages_list(open_only: bool = typer.Option(False, "--open", help="Only una
     with _session(s) as session:
         rows = list_messages(session, open_only=open_only)
         for m in rows:
-            state = f"closed {m.closed_at:%Y-%m-%d %H:%M} by {m.closed_by}" if m.closed_at else "open"
-            typer.echo(f"#{m.id}\t{m.created_at:%Y-%m-%d %H:%M}\t{m.openid}\t{state}\t{m.text}")
+            state = f"closed {shown(m.closed_at, s)} by {m.closed_by}" if m.closed_at else "open"
+            typer.echo(f"#{m.id}\t{shown(m.created_at, s)}\t{m.openid}\t{state}\t{m.text}")
     if not rows:
         typer.echo("no messages" + (" open" if open_only else ""))
 
@@ -738,8 +746,7 @@ def audit_list(since: str = typer.Option(None, "--since", help="From YYYY-MM-DD 
     with _session(s) as session:
         rows = audit_rows(session, since=day, staff=staff)
     for r in rows:
-        at = r.at.astimezone(s.tz) if r.at.tzinfo else r.at
-        typer.echo(f"{r.id}\t{at:%Y-%m-%d %H:%M:%S}\t{r.staff_openid}\t{r.action}\t{r.target}"
+        typer.echo(f"{r.id}\t{shown(r.at, s, '%Y-%m-%d %H:%M:%S')}\t{r.staff_openid}\t{r.action}\t{r.target}"
                    f"\tbefore={r.before or '-'}\tafter={r.after or '-'}")
     if not rows:
         typer.echo("no staff actions recorded" + (f" since {since}" if since else ""))

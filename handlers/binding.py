@@ -40,10 +40,6 @@ def _secret(ctx: Context) -> str:
     return ctx.services.settings.secret_key
 
 
-def _hhmm(ctx: Context, when) -> str:
-    return when.astimezone(ctx.now.tzinfo).strftime("%H:%M")
-
-
 def _minutes(ctx: Context, when) -> int:
     return max(1, math.ceil((when - ctx.now).total_seconds() / 60))
 
@@ -56,7 +52,7 @@ def locked_until(ctx: Context):
 
 
 def _locked(ctx: Context, until) -> Invalid:
-    return Invalid("binding/locked", end=True, minutes=_minutes(ctx, until), until=_hhmm(ctx, until))
+    return Invalid("binding/locked", end=True, minutes=_minutes(ctx, until), until=until)
 
 
 def fail(ctx: Context, template: str, *, goto: str | None = None,
@@ -81,7 +77,7 @@ def _customer_lock(ctx: Context, customer_id: int) -> Invalid | None:
     if until is None:
         return None
     return Invalid("binding/customer_locked", end=True, minutes=_minutes(ctx, until),
-                   until=_hhmm(ctx, until))
+                   until=until)
 
 
 # --- Steps -----------------------------------------------------------------------------------
@@ -225,7 +221,7 @@ def begin(ctx: Context) -> dict | Reply:
         return ctx.say("binding/already", name=mask_name(customer.name))
     until = locked_until(ctx)
     if until:
-        return ctx.say("binding/still_locked", until=_hhmm(ctx, until))
+        return ctx.say("binding/still_locked", until=until)
     return {}
 
 

@@ -7,7 +7,12 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Float, Index, Text, UniqueConstraint, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import UTCDateTime as UtcDateTime
 
+# Every instant (a `datetime` field) is stored through one column type, UtcDateTime, which
+# SQLModel gives each `datetime` field: `timestamptz` on PostgreSQL (migrations 0001-0007),
+# text on SQLite; it refuses a naive value and reads back an aware UTC datetime on both. A
+# person reads it in TIMEZONE through one conversion (bot.infra.texts.local).
 _FEN = Decimal("0.01")
 
 

@@ -122,7 +122,9 @@ async def test_wrong_codes_from_several_accounts_lock_the_customer(wx_plain, hol
         assert "暂停30分钟" in await wx_plain.say(B, wrong)  # the customer's fifth
         # a third account with every answer right is told how long to wait
         refused = await walk(wx_plain, C, NAME, holder.id_number, PHONE)
-        assert refused == render("binding/customer_locked", minutes=30, until="10:30")
+        until = datetime.fromisoformat("2026-11-25T02:30:00+00:00")  # 10:30 in Shanghai
+        assert refused == render("binding/customer_locked", minutes=30, until=until)
+        assert "10:30 后" in refused
         assert _sent(services, 3) == 2  # and no code was sent for it
         clock.shift(LOCK)
         await walk(wx_plain, C, NAME, holder.id_number, PHONE)

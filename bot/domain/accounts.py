@@ -179,7 +179,6 @@ def keyed_digest(secret: str, purpose: str, value: str) -> str:
 def openid_locked_until(conn: Connection, openid: str, now: datetime) -> datetime | None:
     until = conn.execute(select(_USER.c.bind_locked_until)
                          .where(_USER.c.openid == openid)).scalar()
-    until = _aware(until, now)
     return until if until is not None and until > now else None
 
 
@@ -256,8 +255,3 @@ def purge_limits(conn: Connection, now: float, longest_window: float) -> int:
     return res.rowcount
 
 
-def _aware(value: datetime | None, like: datetime) -> datetime | None:
-    """SQLite returns naive datetimes: they were written in the programme's time zone."""
-    if value is not None and value.tzinfo is None and like.tzinfo is not None:
-        return value.replace(tzinfo=like.tzinfo)
-    return value

@@ -264,8 +264,6 @@ def cancellation_terms(booking: Any, now: datetime, calendar: Calendar, *,
     grace = timedelta(hours=grace_hours)
     confirmed_at = booking.confirmed_at
     if confirmed_at is not None:
-        if confirmed_at.tzinfo is None:
-            confirmed_at = confirmed_at.replace(tzinfo=SHANGHAI)
         if deadline - confirmed_at < grace:
             deadline = max(deadline, min(confirmed_at + grace, service_start(booking)))
     return now < deadline, deadline

@@ -29,7 +29,7 @@ from sqlmodel import Session, select
 
 from bot.domain.vocab import BookingStatus
 from bot.infra import outbox
-from bot.infra.texts import render
+from bot.infra.texts import local, render
 from bot.infra.wxfields import template_data
 from models import Booking, Customer, FamilyMember, Institution, Notification, WechatUser
 
@@ -225,14 +225,14 @@ def booking_confirmed(session: Session, booking: Booking, now: datetime) -> list
         rows.append(sms(session, f.customer.phone, "booking_confirmed", params, now,
                         key=key + ":sms", expires_at=_starts(booking),
                         _text=text, _customer_id=booking.customer_id, _booking_id=booking.id))
-    local = now.astimezone(_config.tz)
-    if (booking.confirmed_date == local.date() + timedelta(days=1) and _config.reminder_time
-            and local.time() >= _config.reminder_time and booking.reminded_at is None):
+    here = now.astimezone(_config.tz)
+    if (booking.confirmed_date == here.date() + timedelta(days=1) and _config.reminder_time
+            and here.time() >= _config.reminder_time and booking.reminded_at is None):
         rows += reminder(session, booking, now)
     return [r for r in rows if r]
 
 
-def _free_until(booking: Booking, now: datetime) -> str | None:
+def _free_until(booking: Booking, now: datetime) -> datetime | None:
     """When a late confirmation leaves free cancellation open only for a grace period."""
     try:
         from bot.domain.bookings import calendar, cancellation_terms
@@ -245,8 +245,7 @@ def _free_until(booking: Booking, now: datetime) -> str | None:
         return None
     if not free or deadline is None:
         return None
-    local = deadline.astimezone(_config.tz)
-    return f"{local.month}月{local.day}日{local:%H:%M}"
+    return deadline
 
 
 def booking_cancelled(session: Session, booking: Booking, now: datetime, *, counted: bool,
@@ -280,8 +279,11 @@ def reminder(session: Session, booking: Booking, now: datetime) -> list[int]:
         params = [_when_text(booking), f.place.name if f.place else "",
                   f.place.address if f.place else "", _service_name(booking.service),
                   booking.number]
-        text = render("sms/reminder", when=booking.confirmed_time or "", place=params[1],
-                      address=params[2], service=params[3], number=booking.number)
+        today = now.astimezone(_config.tz).date()  # 明天 only when it is tomorrow here
+        text = render("sms/reminder", day=booking.confirmed_date, today=today,
+                      tomorrow=today + timedelta(days=1), when=booking.confirmed_time or "",
+                      place=params[1], address=params[2], service=params[3],
+                      number=booking.number)
         rows.append(sms(session, f.customer.phone, "reminder", params, now, key=key + ":sms",
                         expires_at=_starts(booking), _text=text,
                         _customer_id=booking.customer_id, _booking_id=booking.id))
@@ -292,10 +294,7 @@ def reminder(session: Session, booking: Booking, now: datetime) -> list[int]:
 
 def _last_seen(session: Session, openid: str) -> datetime | None:
     user = session.get(WechatUser, openid)
-    seen = user.last_seen_at if user is not None else None
-    if seen is not None and seen.tzinfo is None:
-        seen = seen.replace(tzinfo=timezone.utc)
-    return seen
+    return user.last_seen_at if user is not None else None
 
 
 def text_message(session: Session, openid: str, text: str, now: datetime, *, key: str,
@@ -308,7 +307,7 @@ def text_message(session: Session, openid: str, text: str, now: datetime, *, key
     expires = (seen + CS_WINDOW) if seen is not None else now
     payload: dict[str, Any] = {"text": text}
     fallback = template_body("reply_notice", {"summary": render("notify/reply_summary"),
-                                              "when": now.astimezone(_config.tz)})
+                                              "when": now})
     if fallback is not None:
         payload["fallback"] = {**fallback, "touser": openid}
         expires = max(expires, now + timedelta(days=2))
@@ -396,8 +395,8 @@ def messages_for(session: Session, openid: str, customer_id: int | None) -> list
         if payload.get("secret"):
             payload = {"template": payload.get("template"), "text": "******"}
         out.append({"id": r.id, "kind": r.kind, "channel": r.channel, "status": r.status,
-                    "created_at": r.created_at.isoformat() if r.created_at else None,
-                    "sent_at": r.sent_at.isoformat() if r.sent_at else None,
+                    "created_at": local(r.created_at).isoformat() if r.created_at else None,
+                    "sent_at": local(r.sent_at).isoformat() if r.sent_at else None,
                     "delivery": r.delivery, "payload": payload})
     return out
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
+from bot.infra.texts import local
 from models import (Booking, Customer, FamilyMember, FsmState, HospitalVisit, LeftMessage, Policy,
                     WechatUser)
 
@@ -17,7 +18,7 @@ def _plain(row) -> dict:
     out = {}
     for key, value in row.model_dump().items():
         if isinstance(value, (datetime, date)):
-            value = value.isoformat()
+            value = local(value).isoformat()  # an instant: TIMEZONE, with its offset
         elif isinstance(value, Decimal):
             value = str(value)
         out[key] = value

@@ -114,7 +114,7 @@ def redeem_invite(session: Session, secret: str, code: str, openid: str, now: da
         StaffInvite.code_hash == _code_hash(secret, code)).with_for_update()).first()
     if invite is None or invite.used_at is not None:
         raise StaffRefused("bad_invite")
-    if _aware(invite.expires_at) <= now:
+    if invite.expires_at <= now:
         raise StaffRefused("invite_expired")
     invite.used_at, invite.used_by = now, openid
     member = Staff(openid=openid, name=invite.name, role=invite.role, created_at=now)
@@ -123,10 +123,6 @@ def redeem_invite(session: Session, secret: str, code: str, openid: str, now: da
     session.flush()
     audit(session, openid, "register", f"invite:{invite.id}", now, after=snapshot(member))
     return member
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)
 
 
 # --- Bookings --------------------------------------------------------------------------------
@@ -320,7 +316,7 @@ def lookup(session: Session, key: str, today: date, rules: Rules) -> Summary | N
     last = user.last_seen_at if user else None
     message = session.exec(select(LeftMessage.created_at).where(LeftMessage.customer_id == c.id)
                            .order_by(LeftMessage.id.desc())).first()
-    if message is not None and (last is None or _aware(message) > _aware(last)):
+    if message is not None and (last is None or message > last):
         last = message
     return Summary(c, c.tier, int(count), quotas, last, matches=len(customers))
 

@@ -121,6 +121,15 @@ def claim(engine: Engine, now: float, limit: int, lease: float,
     else:
         due = or_(and_(c.status == PENDING, c.next_attempt_at <= now),
                   and_(c.status == SENDING, c.lease_until < now))
+    # A booking's messages on one channel go out in the order they were written: a row
+    # waits while an earlier one of its booking is still pending or being sent (the
+    # confirmation before the reminder, whatever retries the confirmation needs). Sent,
+    # dead, dropped and expired rows hold nothing up.
+    e = OUTBOX.alias("earlier").c
+    waits = (select(e.id).where(e.booking_id == c.booking_id, e.channel == c.channel,
+                                e.id < c.id, e.status.in_([PENDING, SENDING]))
+             .exists())
+    due = and_(due, or_(c.booking_id.is_(None), ~waits))
     pick = select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
     if engine.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
@@ -270,13 +279,17 @@ class Dispatcher:
     # --- Entry points ----------------------------------------------------------------------
 
     def run_once(self, ids: Iterable[int] | None = None) -> Counter:
+        return self._run(ids)[0]
+
+    def _run(self, ids: Iterable[int] | None = None) -> tuple[Counter, list]:
         now = self.clock()
         rows = claim(self.engine, now, self.batch, self.lease, ids)
         if not rows:
-            return Counter()
+            return Counter(), []
         results = self.process(rows, now)
-        return mark(self.engine, results, self.clock(), self.max_tries, self.jitter,
-                    base=self.settings.outbox_backoff_base, cap=self.settings.outbox_backoff_cap)
+        return (mark(self.engine, results, self.clock(), self.max_tries, self.jitter,
+                     base=self.settings.outbox_backoff_base, cap=self.settings.outbox_backoff_cap),
+                rows)
 
     def drain(self, max_batches: int = 1_000_000) -> Counter:
         total: Counter = Counter()
@@ -288,8 +301,32 @@ class Dispatcher:
         return total
 
     def send_ids(self, ids: list[int]) -> Counter:
-        """Send these rows now (the ones a message's transaction just wrote)."""
-        return self.run_once(ids=ids) if ids else Counter()
+        """Send these rows now (the ones a message's transaction just wrote); a row that
+        waited for an earlier one of its booking goes in the next round, once that one is
+        sent."""
+        total: Counter = Counter()
+        left = set(ids)
+        while left:
+            done, claimed = self._run(left)
+            if not claimed:
+                break
+            total.update(done)
+            left = (left - {r.id for r in claimed}) | self._waiting_behind(claimed)
+        return total
+
+    def _waiting_behind(self, rows) -> set[int]:
+        """The due pending rows of the bookings of `rows` (just sent or given up): those that
+        waited for them, whichever transaction wrote them, go now rather than at the next
+        sweep (one still waiting for another is simply not claimed)."""
+        bookings = {r.booking_id for r in rows if r.booking_id is not None}
+        if not bookings:
+            return set()
+        c = OUTBOX.c
+        with self.engine.connect() as conn:  # on the same channels: each keeps to its lane
+            return set(conn.execute(select(c.id).where(
+                c.booking_id.in_(list(bookings)), c.channel.in_(list({r.channel for r in rows})),
+                c.status == PENDING,
+                c.next_attempt_at <= self.clock())).scalars())
 
     # --- One batch -------------------------------------------------------------------------
 
@@ -351,14 +388,14 @@ class Dispatcher:
                 c.sent_at >= since)).all()
         out: dict[str, list[float]] = defaultdict(list)
         for r in rows:
-            out[r.recipient].append(_aware(r.sent_at).timestamp())
+            out[r.recipient].append(r.sent_at.timestamp())
         return out
 
     def _window(self, row, payload: dict, user, cs_sent: dict, now: float):
         """The payload to send inside WeChat's customer-service window (at most CS_LIMIT
         messages within 48 hours of the user's last message), else the template fallback,
         else a dead letter saying why."""
-        seen = _aware(user.last_seen_at).timestamp() if user is not None and user.last_seen_at else None
+        seen = user.last_seen_at.timestamp() if user is not None and user.last_seen_at else None
         why = None
         if seen is None or now - seen > CS_WINDOW:
             why = "outside WeChat's 48-hour customer-service window"
@@ -447,10 +484,6 @@ def _scrub(row) -> str | None:
     payload["params"] = ["******" if i == 0 else p for i, p in enumerate(payload.get("params", []))]
     payload["text"] = "******"
     return json.dumps(payload, ensure_ascii=False)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _int(value) -> int | None:

@@ -17,7 +17,7 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
-from bot.infra import redact
+from bot.infra import redact, texts
 from bot.infra.config import Settings
 from bot.infra.db import engine_for
 from bot.infra.sms import make_sms
@@ -73,6 +73,7 @@ class QueuedSms:
 class Services:
     def __init__(self, settings: Settings, rules, *, engine: Engine | None = None) -> None:
         self.settings = settings
+        texts.set_timezone(settings.tz)  # every time a person reads is TIMEZONE
         redact.install(settings.wechat_app_secret, settings.sms_gateway_token,
                        settings.wechat_token, settings.wechat_encoding_aes_key,
                        settings.tencent_secret_key)

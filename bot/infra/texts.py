@@ -1,7 +1,9 @@
 """Customer-facing text: every sentence comes from a Jinja2 template in bot/templates/."""
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
@@ -17,6 +19,26 @@ _env = Environment(
     auto_reload=False,  # templates ship with the code; no stat() per render
 )
 
+# The one place an instant becomes the time a person reads: TIMEZONE (set_timezone, called
+# when the services are built; Asia/Shanghai until then).
+_display_tz: tzinfo = ZoneInfo("Asia/Shanghai")
+
+
+def set_timezone(tz: tzinfo) -> None:
+    global _display_tz
+    _display_tz = tz
+
+
+def local(value, tz: tzinfo | None = None):
+    """`value` as the wall-clock time of TIMEZONE (or `tz`). An aware datetime (every stored
+    instant) is converted; a date, or a naive datetime (a service's date and time, which is
+    local by construction), is returned as it is."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(tz or _display_tz)
+    return value
+
+
+_env.filters["local"] = local
 _env.filters["money"] = lambda v: f"{v:,.2f}"
 # 吴女士 / 周先生: warm, and no full name on a screen someone else may read.
 _env.filters["honorific"] = lambda c: f"{c.name[:1]}{'先生' if c.sex == 'M' else '女士'}"

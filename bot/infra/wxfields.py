@@ -23,6 +23,8 @@ import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
+from bot.infra.texts import local
+
 ELLIPSIS = "…"
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _TYPE = re.compile(r"^([a-z_]+?)\d*$")
@@ -105,6 +107,7 @@ def phrase(value) -> str:
 
 def _when(value, with_time: bool) -> str:
     if isinstance(value, datetime):
+        value = local(value)  # an instant is shown in TIMEZONE
         d = f"{value.year}年{value.month}月{value.day}日"
         return f"{d} {value:%H:%M}" if with_time else d
     if isinstance(value, date):
