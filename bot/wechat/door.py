@@ -246,9 +246,12 @@ def decode(svc: Services, raw: bytes, q, timestamp: str, nonce: str) -> tuple[ob
 
 
 def dedup_key(msg) -> str:
+    """What identifies one message across WeChat's retries: its sender and MsgId (a MsgId
+    is unique only per sender: another follower's message may carry the same one), or for
+    an event without a MsgId its sender, time, event and key."""
     msg_id = getattr(msg, "id", None)
     if msg_id:
-        return f"m:{msg_id}"
+        return f"m:{msg.source}:{msg_id}"
     event = getattr(msg, "event", "") or ""
     key = getattr(msg, "key", None) or getattr(msg, "scene_id", None) or ""
     return f"e:{msg.source}:{int(msg.create_time.timestamp())}:{event}:{key}"[:160]
