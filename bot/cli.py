@@ -202,7 +202,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
     if demo:
         os.environ["WECHAT_DOUBLE"] = "1"
-        os.environ["WECHAT_API_BASE_URL"] = f"http://{host}:{port}/wechat-double"
+        loopback = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ["WECHAT_API_BASE_URL"] = f"http://{loopback}:{port}/wechat-double"
     s = settings()
     if not demo:
         refuse_demo_settings(s)
@@ -211,13 +212,27 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
                    "for --workers > 1", err=True)
         raise typer.Exit(2)
     prepare_database(s, redis=True)
-    typer.echo(f"Serving WeChat's server URL at http://{host}:{port}/wechat\n"
-               f"Talk to it from another terminal: {sys.executable} main.py chat "
-               f"--url http://{host}:{port}/wechat [--openid o_demo_gold]")
+    typer.echo(serving_banner(host, port, demo))
     from bot.app import server_options
 
     uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
                 **server_options(s))
+
+
+def serving_banner(host: str, port: int, demo: bool) -> str:
+    """What `serve` prints at start: every address it serves, and how to talk to it."""
+    base = f"http://{host}:{port}"
+    lines = [f"Serving WeChat's server URL at {base}/wechat",
+             f"  liveness  {base}/healthz",
+             f"  readiness {base}/readyz"]
+    if demo:
+        lines.append(f"  WeChat API double (demo) {base}/wechat-double")
+    if host in ("0.0.0.0", "::"):
+        lines.append("  (every interface: use this machine's address from elsewhere)")
+    chat_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/wechat"
+    lines.append(f"Talk to it from another terminal: {sys.executable} main.py chat "
+                 f"--url {chat_url} [--openid o_demo_gold]")
+    return "\n".join(lines)
 
 
 @app.command()
