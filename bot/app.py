@@ -95,6 +95,11 @@ def server_options(settings: Settings) -> dict:
             "log_level": settings.log_level.lower()}
 
 
+# Libraries that log every routine step at INFO: APScheduler two lines per job run (every
+# few seconds for the outbox), Alembic two per /readyz. Shown at DEBUG only.
+CHATTY_LOGGERS = ("apscheduler", "alembic.runtime.migration")
+
+
 class _IsoFormatter(logging.Formatter):
     """Each line starts with its time in ISO 8601 with the offset, in TIMEZONE
     (2026-12-02T22:30:05.250+08:00): never the host's unstated local time."""
@@ -117,5 +122,13 @@ def configure_logging(level: str, *secrets: str, tz=None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(log_formatter(tz or ZoneInfo("Asia/Shanghai")))
     logging.basicConfig(level=level, handlers=[handler])
+    quiet_chatty_loggers(level)
     redact.install(*secrets)
     redact.install_on_handlers()
+
+
+def quiet_chatty_loggers(level: str) -> None:
+    """The libraries' routine INFO lines off unless the bot logs at DEBUG."""
+    chatty = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)

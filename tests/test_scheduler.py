@@ -1,6 +1,7 @@
 """The daily tier job, on a real APScheduler with controlled time."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 
+import pytest
 import time_machine
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -82,3 +84,30 @@ def test_jobs_run_cli(db_url):
     res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-02-30"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "not a date" in res.stderr
+
+
+@pytest.mark.parametrize("level,shown", [("INFO", False), ("DEBUG", True)])
+def test_apscheduler_runs_are_quiet_at_info(caplog, level, shown):
+    """At LOG_LEVEL=INFO a job run every few seconds writes no line of its own; at DEBUG
+    APScheduler's lines are back."""
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from bot.app import CHATTY_LOGGERS, configure_logging
+
+    before = {n: logging.getLogger(n).level for n in CHATTY_LOGGERS}
+    configure_logging(level)
+    ran = threading.Event()
+    scheduler = BackgroundScheduler()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="bot"):
+            scheduler.add_job(ran.set, "interval", minutes=5, next_run_time=datetime.now())
+            scheduler.start()
+            assert ran.wait(5)
+            scheduler.shutdown(wait=True)
+    finally:
+        for name, lvl in before.items():
+            logging.getLogger(name).setLevel(lvl)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")]
+    assert any("executed successfully" in m for m in lines) is shown, lines
