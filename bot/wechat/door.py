@@ -165,6 +165,50 @@ def parse_fields(xml: str) -> dict:
     return fields
 
 
+# The fields of each event the bot reads, in the shape WeChat sends them (an event with a
+# field of another shape is refused at the door, never left to fail in its handler).
+_COUNT = re.compile(r"[0-9]{1,10}")
+_STATUS = re.compile(r"[^\x00-\x1f]{1,256}")
+_SCENE = re.compile(r"\S{1,64}")  # a QR code's scene: scene_id (32-bit) or scene_str (1-64)
+_TICKET = re.compile(r"\S{1,256}")
+_DEGREES = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,12})?")
+_MENU_KEY = re.compile(r"[^\x00-\x1f]{1,128}")  # a click's key: at most 128 bytes
+_URL = re.compile(r"\S{1,1024}")
+_EVENT_FIELDS: dict[str, dict[str, tuple[re.Pattern, bool]]] = {  # field: (shape, required)
+    "masssendjobfinish": {"MsgID": (_MSG_ID, False), "Status": (_STATUS, False),
+                          "TotalCount": (_COUNT, False), "FilterCount": (_COUNT, False),
+                          "SentCount": (_COUNT, False), "ErrorCount": (_COUNT, False)},
+    "templatesendjobfinish": {"MsgID": (_MSG_ID, False), "Status": (_STATUS, False)},
+    "subscribe": {"Ticket": (_TICKET, False)},
+    "scan": {"EventKey": (_SCENE, False), "Ticket": (_TICKET, False)},
+    "location": {"Latitude": (_DEGREES, False), "Longitude": (_DEGREES, False),
+                 "Precision": (re.compile(r"[0-9]{1,9}(\.[0-9]{1,12})?"), False)},
+    "click": {"EventKey": (_MENU_KEY, True)},
+    "view": {"EventKey": (_URL, True)},
+}
+_ANY_KEY = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f]{0,1024}")  # other events' keys
+# A subscribe event's key: none, a QR code's "qrscene_<scene>", or a product scan's.
+_SUBSCRIBE_KEY = re.compile(r"qrscene_\S{1,64}|(scanbarcode|scanimage)\|\S{0,1024}")
+
+
+def check_event(fields: dict) -> None:
+    """An event's fields in the shapes WeChat sends (`_EVENT_FIELDS`)."""
+    event = fields["Event"].lower()
+    key = fields.get("EventKey")
+    if event == "subscribe" and key and not _SUBSCRIBE_KEY.fullmatch(key):
+        raise Refused(400, "subscribe EventKey of an unknown form")
+    if key and len(key) > 1024 or key and not _ANY_KEY.fullmatch(key):
+        raise Refused(400, "EventKey too long or with control characters")
+    for name, (shape, required) in _EVENT_FIELDS.get(event, {}).items():
+        value = fields.get(name)
+        if value is None:
+            if required:
+                raise Refused(400, f"{fields['Event'][:32]} without {name}")
+            continue
+        if not isinstance(value, str) or not shape.fullmatch(value):
+            raise Refused(400, f"{fields['Event'][:32]} {name} is not of WeChat's form")
+
+
 def check_message(fields: dict) -> None:
     """The fields every message must have, in the shape WeChat sends them."""
     for name in ("FromUserName", "MsgType", "CreateTime"):
@@ -178,6 +222,10 @@ def check_message(fields: dict) -> None:
         raise Refused(400, "MsgId is not a positive number of at most 20 digits")
     if len(fields["MsgType"]) > 32 or len(fields.get("Event") or "") > 64:
         raise Refused(400, "MsgType or Event too long")
+    if fields["MsgType"].lower() == "event":
+        if not fields.get("Event"):
+            raise Refused(400, "event without Event")
+        check_event(fields)
 
 
 def message_of(fields: dict):
@@ -192,9 +240,9 @@ def message_of(fields: dict):
             event_type = f"device_{event_type}"
         key = fields.get("EventKey")
         if event_type == "subscribe" and key:
-            if key.startswith(("scanbarcode|", "scanimage|")):
-                event_type = fields["Event"] = "subscribe_scan_product"
-            elif key.startswith("qrscene_"):
+            # A follow from a product scan (scanbarcode|…, scanimage|…) is welcomed as any
+            # follow: the bot offers no product pages.
+            if key.startswith("qrscene_"):
                 event_type = fields["Event"] = "subscribe_scan"
                 fields["EventKey"] = key[len("qrscene_"):]
         return EVENT_TYPES.get(event_type, UnknownMessage)(fields)
