@@ -2,14 +2,22 @@
 mid-run."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
+import subprocess
+import time
 
+import httpx
 import pytest
 from sqlmodel import Session
 
+from bot.app import create_app
 from bot.domain.accounts import bind
+from bot.infra.texts import render
 from bot.wechat.simulator import event_xml, text_xml
 from tests import factories
+from tests.conftest import WeChat, _free_port
 
 ALICE = "oAlice000000000000000000001"
 BOB = "oBob00000000000000000000002"
@@ -81,3 +89,90 @@ async def test_events_of_wechats_shape_still_pass(wx_plain):
                                 ALICE)).text == "success"
     assert "欢迎关注" in (await wx_plain.event(ALICE, "subscribe", "qrscene_branch42",
                                                Ticket="gQH47joAAAAAAAAAASxodHRw"))["Content"]
+
+
+# --- Redis lost while running ------------------------------------------------------------------
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, to stop and start again."""
+
+    def __init__(self, tmp_path) -> None:
+        self.port, self.dir, self.proc = _free_port(), tmp_path, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server",
+                                      "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no",
+                                      "--dir", str(self.dir)], stdout=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        self.proc.kill()  # gone at once, its port closed, as a crashed Redis
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
+
+
+HELP_HEAD = "我可以帮您办理这些事"  # the first line of the help reply
+
+
+async def test_redis_lost_mid_run_falls_back_to_the_database(settings, own_redis, caplog):
+    app = create_app(settings.model_copy(update={"redis_url": own_redis.url}))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot.test") as http:
+            wx = WeChat(http, "plain")
+            assert (await wx.say(ALICE, "帮助")).startswith(HELP_HEAD)
+            assert (await http.get("/readyz")).status_code == 200
+
+            own_redis.stop()
+            with caplog.at_level(logging.INFO):
+                # Every message is answered, none with a 500 nor the apology; a flow keeps
+                # its state (in the database now) from one message to the next.
+                for n in range(3):
+                    assert (await wx.say(BOB, "帮助")).startswith(HELP_HEAD)
+                assert render("binding/privacy", url=settings.privacy_policy_url) in \
+                    await wx.say(ALICE, "绑定")
+                assert render("binding/ask_name") in await wx.say(ALICE, "同意")
+                # A retry is still de-duplicated: the same reply, the handler once.
+                xml = text_xml(BOB, "帮助", msg_id=987654321)
+                first = await wx.post(xml, BOB)
+                again = await wx.post(xml, BOB)
+                assert first.status_code == again.status_code == 200
+                assert again.content == first.content
+                ready = await http.get("/readyz")
+                assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
+            down = [r for r in caplog.records if "unreachable" in r.getMessage()
+                    and r.name == "bot.conversation.stores"]
+            assert len(down) == 1  # logged once, not once per message
+            assert not [r for r in caplog.records if r.exc_info]
+
+            caplog.clear()
+            own_redis.start()
+            await asyncio.sleep(2.1)  # the stores try Redis again every two seconds
+            with caplog.at_level(logging.INFO):
+                assert (await wx.say(BOB, "帮助")).startswith(HELP_HEAD)
+                assert (await wx.say(BOB, "帮助")).startswith(HELP_HEAD)
+            assert (await http.get("/readyz")).status_code == 200
+            assert len([r for r in caplog.records if "answers again" in r.getMessage()]) == 1
+            assert app.state.pipeline.dedup.failover.down is False
+    finally:
+        app.state.pipeline.close()

@@ -84,6 +84,8 @@ class Pipeline:
         self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
         # State kept outside the database (Redis) is written only after the commit.
         self.state_in_txn = isinstance(self.states, SqlStateStore)
+        # Redis with the database behind it: in the transaction while Redis is down.
+        self._failover = getattr(self.states, "failover", None)
         self._pending: deque = deque()
         self._drain_scheduled = False
 
@@ -159,7 +161,7 @@ class Pipeline:
         save = None
         if record.state is not None or before is None or record.dumps() != before:
             record.updated_at = time.time()
-            if self.state_in_txn:
+            if self.state_in_txn or (self._failover is not None and self._failover.down):
                 self.states.save(openid, record, conn)
             else:
                 save = lambda: self.states.save(openid, record, conn)  # noqa: E731

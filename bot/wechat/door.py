@@ -379,11 +379,6 @@ async def receive(request: Request) -> Response:
         raw = await read_body(request, svc.settings.max_body_bytes,
                               svc.settings.body_timeout_seconds)
         msg, encrypted = decode(svc, raw, q, timestamp, nonce)
-        # A (timestamp, nonce) pair is one request: the same pair again is WeChat's retry
-        # only with the same body (de-duplicated below by MsgId); with another body it is
-        # a replayed signature carrying a forged message.
-        if not await pipeline.first_sight(timestamp, nonce, body_digest(raw)):
-            raise Refused(403, "timestamp and nonce already used with another body")
     except Refused as exc:
         return _refuse(request, exc)
     except Disconnected:
@@ -392,8 +387,15 @@ async def receive(request: Request) -> Response:
         return Response(status_code=400)
 
     try:
+        # A (timestamp, nonce) pair is one request: the same pair again is WeChat's retry
+        # only with the same body (de-duplicated below by MsgId); with another body it is
+        # a replayed signature carrying a forged message.
+        if not await pipeline.first_sight(timestamp, nonce, body_digest(raw)):
+            return _refuse(request, Refused(403, "timestamp and nonce already used with "
+                                                 "another body"))
         reply = await pipeline.receive(msg, dedup_key(msg))
-    except Exception:  # a store or the database is down: apologise, never a 500
+    except Exception:  # every store call is in here: a store or the database is down,
+        # apologise, never a 500
         log.exception("could not handle a %s message", msg.type)
         reply = Reply(render("error"))
     xml = render_reply(msg, reply)
