@@ -176,3 +176,34 @@ async def test_redis_lost_mid_run_falls_back_to_the_database(settings, own_redis
             assert app.state.pipeline.dedup.failover.down is False
     finally:
         app.state.pipeline.close()
+
+
+# --- A late reply survives a crash right after the handler's commit ----------------------------
+
+
+@pytest.mark.settings(reply_deadline_seconds=0.5)
+@pytest.mark.survey
+async def test_a_late_reply_is_queued_with_the_handlers_commit(http, services, pipeline,
+                                                              monkeypatch, sent):
+    """The handler (the survey router's 我的预约: slower than the deadline) commits; the
+    process dies right after (the test patches the seam, `_finish`, to die there). Its reply
+    is in the outbox all the same, and goes out."""
+    from models import Notification
+
+    def crash(*_args, **_kw):
+        raise SystemExit("killed right after the handler's commit")
+
+    monkeypatch.setattr(pipeline, "_finish", crash)
+    wx = WeChat(http, "plain")
+    res = await wx.post(text_xml(ALICE, "我的预约", msg_id=31337), ALICE)
+    assert res.text == "success"  # WeChat was answered at the deadline
+    for _ in range(100):  # the handler finishes in the background, then "crashes"
+        with Session(services.engine) as s:
+            from sqlmodel import select
+            row = s.exec(select(Notification).where(Notification.recipient == ALICE)).first()
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and row.kind == "late_reply"
+    services.dispatcher.drain()
+    assert [m["body"]["text"]["content"] for m in sent if m["api"] == "custom"] == ["SLOW REPLY"]
