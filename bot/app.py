@@ -49,6 +49,8 @@ def create_app(settings: Settings, *, router: Router | None = None,
         yield
         if jobs is not None:
             jobs.stop()
+        if getattr(app.state, "double_engine", None) is not None:
+            app.state.double_engine.dispose()
         if pipeline is None:
             pipe.close()
 
@@ -80,10 +82,15 @@ def create_app(settings: Settings, *, router: Router | None = None,
         return JSONResponse({"status": "ready", "checks": checks})
 
     if mount_double:
+        from bot.infra.db import make_engine
         from bot.wechat.double import create_double
 
+        # Its state in the demo database (an engine of its own): every worker mounts the
+        # same double, and tags and the menu survive a restart.
+        app.state.double_engine = make_engine(settings.database_url)
         app.mount("/wechat-double", create_double(settings.wechat_app_id,
-                                                   settings.wechat_app_secret, echo=True))
+                                                   settings.wechat_app_secret, echo=True,
+                                                   engine=app.state.double_engine))
     return app
 
 

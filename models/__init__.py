@@ -392,3 +392,12 @@ class Broadcast(SQLModel, table=True):
     sent_count: int | None = None
     error_count: int | None = None
     finished_at: datetime | None = None
+
+
+class WechatDoubleState(SQLModel, table=True):
+    """Demo only: the state of the local WeChat API double (`serve --demo`: tokens, tags and
+    their members, the menu), so that every worker, the CLI and a restart share one double."""
+
+    __tablename__ = "wechat_double_state"
+    appid: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_type=Text)
