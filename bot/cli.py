@@ -167,6 +167,34 @@ def refuse_demo_settings(s: Settings) -> None:
         fail("WECHAT_DOUBLE", "is for the demo only; set WECHAT_DOUBLE=false (or run `serve --demo`)")
 
 
+def is_demo(s: Settings) -> bool:
+    """The demo's settings: WECHAT_DOUBLE, or the AppSecret placeholder of .env.example
+    (which WeChat would refuse anyway)."""
+    return s.wechat_double or s.wechat_app_secret == example_values().get("WECHAT_APP_SECRET")
+
+
+_local_double: str | None = None
+
+
+def wechat_settings(s: Settings) -> Settings:
+    """The settings of a command that calls WeChat's API. On the demo's settings the calls
+    go to the demo's WeChat double, as the server's do (its state is the demo database's,
+    so it is the very double `serve --demo` mounts), never to api.weixin.qq.com. Call it
+    after `prepare_database`."""
+    global _local_double
+    if not is_demo(s):
+        return s
+    if _local_double is None:
+        from bot.infra.db import make_engine
+        from bot.wechat.double import serve_local
+
+        _local_double = serve_local(s.wechat_app_id, s.wechat_app_secret,
+                                    make_engine(s.database_url))
+        typer.echo("demo settings: WeChat's API is the demo's local double, not "
+                   "api.weixin.qq.com", err=True)
+    return s.model_copy(update={"wechat_api_base_url": _local_double})
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (creates the SQLite file under data/ on first run)."""
@@ -418,6 +446,7 @@ def _sync_tags(s: Settings, openids: list[str] | None = None) -> str:
     from bot.infra.db import engine_for
     from bot.infra.wechat_api import make_client
 
+    s = wechat_settings(s)
     engine = engine_for(s, pool_timeout=30)
     try:
         text = sync_tags(engine, make_client(s, engine), load_rules(s.rules_file), openids).render()
@@ -579,7 +608,7 @@ def jobs_run(job: str = typer.Argument(..., help="reminders (for services on the
         raise typer.Exit(2)
     s = settings()
     prepare_database(s)
-    typer.echo(JOBS[job](s, parse_day(date, s)))
+    typer.echo(JOBS[job](wechat_settings(s), parse_day(date, s)))
 
 
 @outbox_app.command("list")
@@ -639,7 +668,7 @@ def scheduler_cmd() -> None:
     configure_logging(s.log_level, s.wechat_app_secret, s.sms_gateway_token,
                       s.tencent_secret_key, tz=s.tz)
     prepare_database(s, redis=True)
-    run_forever(s)
+    run_forever(wechat_settings(s))
 
 
 @messages_app.command("list")
@@ -715,6 +744,7 @@ def menu_push() -> None:
         typer.echo(f"menu not pushed: {exc}", err=True)
         raise typer.Exit(1) from None
     prepare_database(s)
+    s = wechat_settings(s)
     from bot.infra.db import engine_for
 
     try:
@@ -733,6 +763,7 @@ def menu_show() -> None:
 
     s = settings()
     prepare_database(s)
+    s = wechat_settings(s)
     from bot.infra.db import engine_for
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -63,3 +64,45 @@ def test_two_workers_share_one_double_and_it_survives_a_restart(worker):
     again, _ = worker()
     got = httpx.get(again + "tags/get", params={"access_token": token}).json()
     assert got == {"tags": [{"id": tag_id, "name": "VIP-钻石", "count": 1}]}
+
+
+def demo_cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
+    """The CLI on the demo's settings: .env.example's AppSecret, and WeChat's real host as
+    the API base (which this machine cannot reach: a call that went there would fail)."""
+    from bot.cli import example_values
+
+    env = {**cli_env(db_url), "WECHAT_APP_ID": APP_ID,
+           "WECHAT_APP_SECRET": example_values()["WECHAT_APP_SECRET"],
+           "WECHAT_API_BASE_URL": "https://api.weixin.qq.com"}
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_on_demo_settings_talks_to_the_demo_double(db_url, engine, worker):
+    from sqlmodel import Session
+
+    from bot.domain.accounts import bind
+    from tests import factories
+
+    with Session(engine) as s:
+        bind(s, "o_demo_gold", factories.customer(s, name="李四", tier="gold"),
+             datetime.now(timezone.utc))
+        s.commit()
+    pushed = demo_cli(db_url, "menu", "push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "menu pushed" in pushed.stdout and "local double" in pushed.stderr
+    shown = demo_cli(db_url, "menu", "show")
+    assert shown.returncode == 0, shown.stderr
+    synced = demo_cli(db_url, "tags", "sync")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    jobs = demo_cli(db_url, "jobs", "run", "dispatch")
+    assert jobs.returncode == 0, jobs.stderr
+    # What the CLI did is what the server's double holds.
+    base, _ = worker()
+    token = token_from(base)
+    menu = httpx.get(base + "menu/get", params={"access_token": token}).json()
+    names = [b["name"] for b in menu["menu"]["button"]]
+    assert names and all(name in shown.stdout for name in names)
+    tags = httpx.get(base + "tags/get", params={"access_token": token}).json()["tags"]
+    gold = [t for t in tags if "黄金" in t["name"]]
+    assert len(gold) == 1 and gold[0]["count"] == 1

@@ -408,3 +408,25 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False, engine=No
                 "msg_data_id": msg_id * 10}
 
     return app
+
+
+def serve_local(app_id: str, app_secret: str, engine) -> str:
+    """The double (its state in `engine`'s database) served on a free loopback port by a
+    daemon thread of this process, for the CLI on the demo's settings; returns its base
+    URL. It lives as long as the process."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_double(app_id, app_secret, engine=engine),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="wechat-double", daemon=True).start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{port}"
