@@ -52,6 +52,11 @@ class WechatUser(SQLModel, table=True):
     bound_at: datetime | None = None
     bind_failures: int = 0
     bind_locked_until: datetime | None = None
+    # WeChat's customer-service window: the customer-service messages reserved since the
+    # user's last message (`cs_window_from`, its epoch seconds), counted atomically across
+    # workers (bot.infra.outbox).
+    cs_window_from: float | None = Field(default=None, sa_type=Float)
+    cs_used: int = 0
 
 
 class Staff(SQLModel, table=True):
