@@ -103,8 +103,9 @@ def server_options(settings: Settings) -> dict:
 
 
 # Libraries that log every routine step at INFO: APScheduler two lines per job run (every
-# few seconds for the outbox), Alembic two per /readyz. Shown at DEBUG only.
-CHATTY_LOGGERS = ("apscheduler", "alembic.runtime.migration")
+# few seconds for the outbox), Alembic two per /readyz and a dozen at start. Shown at
+# DEBUG only.
+CHATTY_LOGGERS = ("apscheduler", "alembic.runtime.migration", "alembic.runtime.plugins")
 
 
 class _IsoFormatter(logging.Formatter):
