@@ -2,14 +2,14 @@
 the count of customer-service messages in each user's 48-hour window
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0014
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0013"
-down_revision = "0008"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
