@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Where `make run` serves: `make run PORT=8080`, `make run HOST=0.0.0.0 PORT=8080`.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: run test bench bench-outbox install clean
 
@@ -20,7 +23,7 @@ install: $(STAMP)
 run: $(STAMP) .env
 	$(BIN)/python main.py db upgrade
 	$(BIN)/python main.py demo load --if-empty
-	$(BIN)/python main.py serve --demo
+	$(BIN)/python main.py serve --demo --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache

@@ -49,6 +49,8 @@ def create_app(settings: Settings, *, router: Router | None = None,
         yield
         if jobs is not None:
             jobs.stop()
+        if getattr(app.state, "double_engine", None) is not None:
+            app.state.double_engine.dispose()
         if pipeline is None:
             pipe.close()
 
@@ -80,10 +82,15 @@ def create_app(settings: Settings, *, router: Router | None = None,
         return JSONResponse({"status": "ready", "checks": checks})
 
     if mount_double:
+        from bot.infra.db import make_engine
         from bot.wechat.double import create_double
 
+        # Its state in the demo database (an engine of its own): every worker mounts the
+        # same double, and tags and the menu survive a restart.
+        app.state.double_engine = make_engine(settings.database_url)
         app.mount("/wechat-double", create_double(settings.wechat_app_id,
-                                                   settings.wechat_app_secret, echo=True))
+                                                   settings.wechat_app_secret, echo=True,
+                                                   engine=app.state.double_engine))
     return app
 
 
@@ -93,6 +100,12 @@ def server_options(settings: Settings) -> dict:
     request headers: production runs behind nginx (README, Deployment)."""
     return {"timeout_keep_alive": settings.keep_alive_seconds, "access_log": False,
             "log_level": settings.log_level.lower()}
+
+
+# Libraries that log every routine step at INFO: APScheduler two lines per job run (every
+# few seconds for the outbox), Alembic two per /readyz and a dozen at start. Shown at
+# DEBUG only.
+CHATTY_LOGGERS = ("apscheduler", "alembic.runtime.migration", "alembic.runtime.plugins")
 
 
 class _IsoFormatter(logging.Formatter):
@@ -117,5 +130,13 @@ def configure_logging(level: str, *secrets: str, tz=None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(log_formatter(tz or ZoneInfo("Asia/Shanghai")))
     logging.basicConfig(level=level, handlers=[handler])
+    quiet_chatty_loggers(level)
     redact.install(*secrets)
     redact.install_on_handlers()
+
+
+def quiet_chatty_loggers(level: str) -> None:
+    """The libraries' routine INFO lines off unless the bot logs at DEBUG."""
+    chatty = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)

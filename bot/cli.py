@@ -167,6 +167,34 @@ def refuse_demo_settings(s: Settings) -> None:
         fail("WECHAT_DOUBLE", "is for the demo only; set WECHAT_DOUBLE=false (or run `serve --demo`)")
 
 
+def is_demo(s: Settings) -> bool:
+    """The demo's settings: WECHAT_DOUBLE, or the AppSecret placeholder of .env.example
+    (which WeChat would refuse anyway)."""
+    return s.wechat_double or s.wechat_app_secret == example_values().get("WECHAT_APP_SECRET")
+
+
+_local_double: str | None = None
+
+
+def wechat_settings(s: Settings) -> Settings:
+    """The settings of a command that calls WeChat's API. On the demo's settings the calls
+    go to the demo's WeChat double, as the server's do (its state is the demo database's,
+    so it is the very double `serve --demo` mounts), never to api.weixin.qq.com. Call it
+    after `prepare_database`."""
+    global _local_double
+    if not is_demo(s):
+        return s
+    if _local_double is None:
+        from bot.infra.db import make_engine
+        from bot.wechat.double import serve_local
+
+        _local_double = serve_local(s.wechat_app_id, s.wechat_app_secret,
+                                    make_engine(s.database_url))
+        typer.echo("demo settings: WeChat's API is the demo's local double, not "
+                   "api.weixin.qq.com", err=True)
+    return s.model_copy(update={"wechat_api_base_url": _local_double})
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (creates the SQLite file under data/ on first run)."""
@@ -202,7 +230,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
     if demo:
         os.environ["WECHAT_DOUBLE"] = "1"
-        os.environ["WECHAT_API_BASE_URL"] = f"http://{host}:{port}/wechat-double"
+        loopback = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ["WECHAT_API_BASE_URL"] = f"http://{loopback}:{port}/wechat-double"
     s = settings()
     if not demo:
         refuse_demo_settings(s)
@@ -211,22 +240,42 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
                    "for --workers > 1", err=True)
         raise typer.Exit(2)
     prepare_database(s, redis=True)
-    typer.echo(f"Serving WeChat's server URL at http://{host}:{port}/wechat\n"
-               f"Talk to it from another terminal: {sys.executable} main.py chat "
-               f"--url http://{host}:{port}/wechat [--openid o_demo_gold]")
+    typer.echo(serving_banner(host, port, demo))
     from bot.app import server_options
 
     uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
                 **server_options(s))
 
 
+def serving_banner(host: str, port: int, demo: bool) -> str:
+    """What `serve` prints at start: every address it serves, and how to talk to it."""
+    base = f"http://{host}:{port}"
+    lines = [f"Serving WeChat's server URL at {base}/wechat",
+             f"  liveness  {base}/healthz",
+             f"  readiness {base}/readyz"]
+    if demo:
+        lines.append(f"  WeChat API double (demo) {base}/wechat-double")
+    if host in ("0.0.0.0", "::"):
+        lines.append("  (every interface: use this machine's address from elsewhere)")
+    chat_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/wechat"
+    lines.append(f"Talk to it from another terminal: {sys.executable} main.py chat "
+                 f"--url {chat_url} [--openid o_demo_gold]")
+    return "\n".join(lines)
+
+
 @app.command()
 def chat(openid: str = typer.Option("", help="Whose account to speak from (default: new)."),
          url: str = "http://127.0.0.1:8000/wechat",
          mode: str = typer.Option("", help="plain | compatible | safe (default: the "
-                                           "WECHAT_MESSAGE_MODE setting, as the bot expects)")) -> None:
-    """Chat with a running bot from the terminal; each line is signed as WeChat signs it."""
-    from bot.wechat.chat import random_openid, run_chat
+                                           "WECHAT_MESSAGE_MODE setting, as the bot expects)"),
+         subscribe: bool = typer.Option(False, "--subscribe",
+                                        help="Start with a subscribe event even for someone "
+                                             "who already follows (a new follower gets one "
+                                             "anyway).")) -> None:
+    """Chat with a running bot from the terminal; each line is signed as WeChat signs it.
+    A new follower (no --openid, or one the bot's database does not know as following)
+    starts with the subscribe event WeChat sends on 关注."""
+    from bot.wechat.chat import follows, random_openid, run_chat
 
     if mode not in ("", "plain", "compatible", "safe"):
         raise typer.BadParameter("mode must be plain, compatible or safe")
@@ -235,7 +284,8 @@ def chat(openid: str = typer.Option("", help="Whose account to speak from (defau
     if mode != "plain" and not s.wechat_encoding_aes_key:
         typer.echo("Setting WECHAT_ENCODING_AES_KEY is required for safe mode", err=True)
         raise typer.Exit(2)
-    raise typer.Exit(run_chat(s, url, openid or random_openid(), mode))
+    new = not openid or follows(s, openid) is False
+    raise typer.Exit(run_chat(s, url, openid or random_openid(), mode, subscribe=subscribe or new))
 
 
 def parse_day(value: str | None, s: Settings):
@@ -396,6 +446,7 @@ def _sync_tags(s: Settings, openids: list[str] | None = None) -> str:
     from bot.infra.db import engine_for
     from bot.infra.wechat_api import make_client
 
+    s = wechat_settings(s)
     engine = engine_for(s, pool_timeout=30)
     try:
         text = sync_tags(engine, make_client(s, engine), load_rules(s.rules_file), openids).render()
@@ -557,7 +608,7 @@ def jobs_run(job: str = typer.Argument(..., help="reminders (for services on the
         raise typer.Exit(2)
     s = settings()
     prepare_database(s)
-    typer.echo(JOBS[job](s, parse_day(date, s)))
+    typer.echo(JOBS[job](wechat_settings(s), parse_day(date, s)))
 
 
 @outbox_app.command("list")
@@ -617,7 +668,7 @@ def scheduler_cmd() -> None:
     configure_logging(s.log_level, s.wechat_app_secret, s.sms_gateway_token,
                       s.tencent_secret_key, tz=s.tz)
     prepare_database(s, redis=True)
-    run_forever(s)
+    run_forever(wechat_settings(s))
 
 
 @messages_app.command("list")
@@ -693,6 +744,7 @@ def menu_push() -> None:
         typer.echo(f"menu not pushed: {exc}", err=True)
         raise typer.Exit(1) from None
     prepare_database(s)
+    s = wechat_settings(s)
     from bot.infra.db import engine_for
 
     try:
@@ -711,6 +763,7 @@ def menu_show() -> None:
 
     s = settings()
     prepare_database(s)
+    s = wechat_settings(s)
     from bot.infra.db import engine_for
 
     try:

@@ -52,6 +52,11 @@ class WechatUser(SQLModel, table=True):
     bound_at: datetime | None = None
     bind_failures: int = 0
     bind_locked_until: datetime | None = None
+    # WeChat's customer-service window: the customer-service messages reserved since the
+    # user's last message (`cs_window_from`, its epoch seconds), counted atomically across
+    # workers (bot.infra.outbox).
+    cs_window_from: float | None = Field(default=None, sa_type=Float)
+    cs_used: int = 0
 
 
 class Staff(SQLModel, table=True):
@@ -392,3 +397,12 @@ class Broadcast(SQLModel, table=True):
     sent_count: int | None = None
     error_count: int | None = None
     finished_at: datetime | None = None
+
+
+class WechatDoubleState(SQLModel, table=True):
+    """Demo only: the state of the local WeChat API double (`serve --demo`: tokens, tags and
+    their members, the menu), so that every worker, the CLI and a restart share one double."""
+
+    __tablename__ = "wechat_double_state"
+    appid: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_type=Text)

@@ -83,7 +83,7 @@ def test_chat_follows_the_mode_setting(monkeypatch):
     from bot.cli import app
 
     seen = []
-    monkeypatch.setattr(bot.wechat.chat, "run_chat", lambda s, url, openid, mode: seen.append(mode))
+    monkeypatch.setattr(bot.wechat.chat, "run_chat", lambda s, url, openid, mode, **_: seen.append(mode))
     env = {"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok",
            "SECRET_KEY": "a-secret-key-0123456789", "WECHAT_ENCODING_AES_KEY": AES_KEY}
     for mode, args in (("safe", []), ("compatible", []), ("plain", ["--mode", "plain"])):

@@ -495,3 +495,38 @@ def test_mass_send_is_one_row_and_deduplicated_by_wechat(services, wechat_api, s
     [mass] = [m["body"] for m in sent if m["api"] == "mass"]
     assert mass["filter"] == {"is_to_all": False, "tag_id": 101} and mass["clientmsgid"]
     assert len(wechat_api.state.duplicates) == 1
+
+
+def test_the_five_message_window_holds_across_concurrent_senders(services, wechat_api, sent,
+                                                                 migrated_db, db_url):
+    """Two workers' dispatchers (engines of their own) send one user's ten customer-service
+    messages at once, each taking one row at a time while WeChat is slow: still no more
+    than five customer-service messages since the user's last message (DOMAIN: WeChat's
+    limit); the others fall back to the reply-notice template."""
+    openid = "oWindowRace00001"
+    with Session(services.engine) as s:
+        s.add(WechatUser(openid=openid, following=True, last_seen_at=NOW, bind_failures=0))
+        for i in range(10):
+            notify.text_message(s, openid, f"第{i + 1}条", NOW, key=f"race:{i}")
+        s.commit()
+    wechat_api.state.delay = 0.05  # every send takes a while: the other worker reads meanwhile
+    engines = [make_engine(db_url) for _ in range(2)]
+    workers = [dispatcher(services, Clock(), engine=e, outbox_batch_size=1) for e in engines]
+    barrier = threading.Barrier(2)
+
+    def run(d):
+        barrier.wait()
+        d.drain()
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    wechat_api.state.delay = 0.0
+    for e in engines:
+        e.dispose()
+    custom = [m for m in sent if m["api"] == "custom" and m["body"]["touser"] == openid]
+    assert len(custom) == 5
+    assert len([t for t in templates(sent) if t["touser"] == openid]) == 5
+    assert {r.status for r in rows(services, recipient=openid)} == {"sent"}

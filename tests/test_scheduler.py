@@ -1,13 +1,16 @@
 """The daily tier job, on a real APScheduler with controlled time."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import date, datetime
 from pathlib import Path
 
+import pytest
 import time_machine
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -16,6 +19,7 @@ from sqlmodel import Session
 from models import Customer
 from scheduler import add_jobs
 from tests import factories
+from tests.conftest import USE_PG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +86,117 @@ def test_jobs_run_cli(db_url):
     res = subprocess.run([sys.executable, "main.py", "jobs", "run", "tiers", "--date", "2026-02-30"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "not a date" in res.stderr
+
+
+@pytest.mark.parametrize("level,shown", [("INFO", False), ("DEBUG", True)])
+def test_apscheduler_runs_are_quiet_at_info(caplog, level, shown):
+    """At LOG_LEVEL=INFO a job run every few seconds writes no line of its own; at DEBUG
+    APScheduler's lines are back."""
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from bot.app import CHATTY_LOGGERS, configure_logging
+
+    before = {n: logging.getLogger(n).level for n in CHATTY_LOGGERS}
+    configure_logging(level)
+    ran = threading.Event()
+    scheduler = BackgroundScheduler()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="bot"):
+            scheduler.add_job(ran.set, "interval", minutes=5, next_run_time=datetime.now())
+            scheduler.start()
+            assert ran.wait(5)
+            scheduler.shutdown(wait=True)
+    finally:
+        for name, lvl in before.items():
+            logging.getLogger(name).setLevel(lvl)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")]
+    assert any("executed successfully" in m for m in lines) is shown, lines
+
+
+if USE_PG:  # the scheduler's lock is PostgreSQL's (on SQLite one process by construction)
+
+    class SchedulerProcess:
+        """`python main.py scheduler` as an operator starts it; its log read as it comes."""
+
+        def __init__(self, env: dict) -> None:
+            self.lines: list[str] = []
+            self.proc = subprocess.Popen([sys.executable, "main.py", "scheduler"], cwd=ROOT,
+                                         env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+
+        def _read(self) -> None:
+            for line in self.proc.stdout:
+                self.lines.append(line)
+
+        def said(self, text: str) -> bool:
+            return any(text in line for line in self.lines)
+
+        def wait_for(self, text: str, seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if self.said(text):
+                    return True
+                time.sleep(0.1)
+            return False
+
+        def kill(self) -> None:
+            if self.proc.poll() is None:
+                self.proc.kill()  # SIGKILL: no cleanup, the lock goes with the connection
+            self.proc.wait(10)
+
+    def _queue_text(engine, openid: str, text: str, key: str) -> None:
+        from datetime import timezone
+
+        from bot.domain import notify
+        from models import WechatUser
+
+        now = datetime.now(timezone.utc)
+        with Session(engine) as s:
+            if s.get(WechatUser, openid) is None:
+                s.add(WechatUser(openid=openid, following=True, last_seen_at=now,
+                                 bind_failures=0))
+            notify.text_message(s, openid, text, now, key=key)
+            s.commit()
+
+    def _sent_texts(sent) -> list[str]:
+        return [m["body"]["text"]["content"] for m in sent if m["api"] == "custom"]
+
+    def test_two_scheduler_processes_one_active_the_other_takes_over(db_url, engine,
+                                                                      wechat_api, sent):
+        from tests.test_importer import cli_env
+
+        env = {**cli_env(db_url), "WECHAT_API_BASE_URL": wechat_api.state.base_url,
+               "WECHAT_APP_ID": "wx1234567890abcdef", "WECHAT_APP_SECRET": "test-secret",
+               "OUTBOX_POLL_SECONDS": "0.5", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+        first = SchedulerProcess(env)
+        second = None
+        try:
+            assert first.wait_for("scheduler started", 60), "".join(first.lines)
+            second = SchedulerProcess(env)
+            assert second.wait_for("standing by", 60), "".join(second.lines)
+            _queue_text(engine, "oSched0000000001", "第一条", "sched:1")
+            for _ in range(100):
+                if _sent_texts(sent):
+                    break
+                time.sleep(0.1)
+            assert _sent_texts(sent) == ["第一条"]  # sent by the active one, once
+            assert not second.said("scheduler started")  # the standby runs nothing
+
+            first.kill()
+            _queue_text(engine, "oSched0000000001", "第二条", "sched:2")
+            assert second.wait_for("scheduler started", 30), "".join(second.lines)
+            for _ in range(100):
+                if len(_sent_texts(sent)) == 2:
+                    break
+                time.sleep(0.1)
+            assert _sent_texts(sent) == ["第一条", "第二条"]
+            # At INFO, APScheduler's lines for each run stay out of the log.
+            assert not any("Running job" in line or "executed successfully" in line
+                           for line in first.lines + second.lines)
+        finally:
+            first.kill()
+            if second is not None:
+                second.kill()

@@ -56,6 +56,11 @@ class Handoff:
                 return True
             return False
 
+    def settle(self, outcome: str) -> str:
+        """`outcome` unless the other was claimed first; the outcome either way."""
+        self.claim(outcome)
+        return self.outcome
+
 
 class Pipeline:
     def __init__(self, services: Services, router: Router, *, states: StateStore | None = None,
@@ -84,6 +89,8 @@ class Pipeline:
         self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
         # State kept outside the database (Redis) is written only after the commit.
         self.state_in_txn = isinstance(self.states, SqlStateStore)
+        # Redis with the database behind it: in the transaction while Redis is down.
+        self._failover = getattr(self.states, "failover", None)
         self._pending: deque = deque()
         self._drain_scheduled = False
 
@@ -93,22 +100,26 @@ class Pipeline:
 
     # --- One transaction ----------------------------------------------------------------
 
-    def process_batch(self, msgs: list) -> list[tuple[Reply, list]]:
+    def process_batch(self, msgs: list, late: list | None = None) -> list[tuple[Reply, list, bool]]:
         """Run the router for each message, in order, in one database transaction: each
         message in its own SAVEPOINT when there are several, so one failing handler loses
-        only its own writes. Returns (reply, after-commit actions) per message; replies and
-        actions are released only after the commit."""
-        results: list[tuple[Reply, list]] = []
+        only its own writes. Returns (reply, after-commit actions, queued late) per message;
+        replies and actions are released only after the commit. `late` gives each message's
+        (Handoff, dedup key): a reply whose HTTP response was given up on by then is queued
+        as a customer-service message in the handler's own transaction (so no crash after
+        the commit can lose it)."""
+        results: list[tuple[Reply, list, bool]] = []
         written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
             with self.engine.connect() as conn, conn.begin() as txn:
                 savepoints = len(msgs) > 1
-                for msg in msgs:
+                for i, msg in enumerate(msgs):
                     if savepoints:
                         driver_execute(conn, "SAVEPOINT message")
                     with self.states.lock(msg.source, conn):
                         try:
-                            reply, actions, save, touched = self._handle(conn, msg)
+                            reply, actions, save, touched, queued_late = self._handle(
+                                conn, msg, late[i] if late else None)
                         except Exception:
                             log.exception("handler failed for %s message", msg.type)
                             if not savepoints:
@@ -124,7 +135,7 @@ class Pipeline:
                                 save()  # state outside the database: only once committed
                     if savepoints:
                         driver_execute(conn, "RELEASE SAVEPOINT message")
-                    results.append((reply, actions))
+                    results.append((reply, actions, queued_late))
                     if touched:
                         written.append(touched)
                 if txn.is_active:
@@ -135,10 +146,12 @@ class Pipeline:
         self._remember_touched(written)  # only what was committed
         return results
 
-    def _handle(self, conn: Connection, msg):
+    def _handle(self, conn: Connection, msg, late=None):
         """One message on `conn`, inside the caller's transaction and the user's lock.
-        Returns the reply, the after-commit actions, and the state write to make after the
-        commit when the state lives outside the database."""
+        Returns the reply, the after-commit actions, the state write to make after the
+        commit when the state lives outside the database, the openid whose last_seen_at
+        was written, and whether the reply was queued as a late one (`late`: the message's
+        Handoff and dedup key)."""
         openid = msg.source
         record = self.states.load(openid, conn)
         # What to compare with afterwards: needed only for a record without a state (one
@@ -147,8 +160,14 @@ class Pipeline:
         now = self.services.now()
         ctx = Context(self.services, self.router, msg, Inbound.of(msg), conn, record, now)
         touched = self._touch(conn, openid, now)
+        queued_late = False
         try:
             reply = handle(ctx)
+            if late is not None and late[0].settle("replied") == "late" and reply.text:
+                # Too slow for WeChat's window: the reply follows as a customer-service
+                # message, queued with the handler's writes.
+                notify.late_reply(ctx.session, openid, reply.text, now, key=f"late:{late[1]}")
+                queued_late = True
             ctx.flush()
             queued = ctx._session.info.pop("outbox", None) if ctx._session is not None else None
             if queued:  # what this message queued goes out right after the commit
@@ -159,11 +178,11 @@ class Pipeline:
         save = None
         if record.state is not None or before is None or record.dumps() != before:
             record.updated_at = time.time()
-            if self.state_in_txn:
+            if self.state_in_txn or (self._failover is not None and self._failover.down):
                 self.states.save(openid, record, conn)
             else:
                 save = lambda: self.states.save(openid, record, conn)  # noqa: E731
-        return reply, ctx.after_commit, save, touched
+        return reply, ctx.after_commit, save, touched, queued_late
 
     def _touch(self, conn: Connection, openid: str, now) -> str | None:
         """Write when the user last wrote (WeChat's 48-hour customer-service window), at
@@ -242,7 +261,7 @@ class Pipeline:
             self.executor.submit(self._drain)
 
     def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
-        return self._finish([(msg, key, handoff)], self.process_batch([msg]))[0]
+        return self._finish([(msg, key, handoff)], self.process_batch([msg], [(handoff, key)]))[0]
 
     def _drain(self) -> None:
         """Take every message waiting (up to a batch) and answer them with one commit."""
@@ -255,7 +274,9 @@ class Pipeline:
         if not items:
             return
         try:
-            replies = self._finish([i[:3] for i in items], self.process_batch([i[0] for i in items]))
+            replies = self._finish([i[:3] for i in items],
+                                   self.process_batch([i[0] for i in items],
+                                                      [(i[2], i[1]) for i in items]))
         except Exception:
             log.exception("message batch failed")
             replies = [Reply(render("error")) for _ in items]
@@ -270,10 +291,10 @@ class Pipeline:
         """Record each reply for retries, and hand it to the HTTP response or, when that
         was too slow, to a customer-service message."""
         out = []
-        for (msg, key, handoff), (reply, actions) in zip(items, results):
+        for (msg, key, handoff), (reply, actions, queued_late) in zip(items, results):
             for action in actions:
                 self.services.run_after_commit(action)
-            if handoff.claim("replied"):
+            if handoff.settle("replied") == "replied":
                 if reply.text or reply.transfer:
                     reply.at = reply.at or int(time.time())
                 self.dedup.complete(key, reply.dumps())
@@ -281,15 +302,16 @@ class Pipeline:
                 continue
             # Too late for the HTTP response: WeChat already got "success".
             self.dedup.complete(key, NO_REPLY.dumps())
-            if reply.text:
+            if reply.text and not queued_late:  # the apology of a failed transaction
                 self._late_reply(msg.source, reply.text, key)
             out.append(NO_REPLY)
         return out
 
 
     def _late_reply(self, openid: str, text: str, key: str) -> None:
-        """The reply of a handler too slow for WeChat's window, as a customer-service
-        message through the outbox (retried; it dies with WeChat's 48-hour window)."""
+        """A late reply queued on its own (the apology, when the handler's transaction
+        failed after WeChat was answered "success"), as a customer-service message through
+        the outbox (retried; it dies with WeChat's 48-hour window)."""
         from sqlmodel import Session
 
         try:
@@ -302,9 +324,9 @@ class Pipeline:
             log.exception("late reply to %s… could not be queued", openid[:6])
 
 
-def _error() -> tuple[Reply, list]:
+def _error() -> tuple[Reply, list, bool]:
     """The apology for a message whose handler or transaction failed (rendered only then)."""
-    return Reply(render("error")), []
+    return Reply(render("error")), [], False
 
 
 def _resolve(done: list[tuple[asyncio.Future, Reply]]) -> None:

@@ -1,4 +1,5 @@
-"""Pluggable stores, each in three flavours (memory, SQL, Redis):
+"""Pluggable stores, each in three flavours (memory, SQL, Redis; Redis with the database
+behind it, for when Redis goes away while the bot runs):
 
 * `StateStore` keeps each user's conversation record (flow state, collected data, pages);
 * `DedupStore` remembers every inbound message and the reply it got, so that WeChat's
@@ -10,6 +11,7 @@ handler's writes commit together); the others ignore the connection they are giv
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import zlib
@@ -308,6 +310,124 @@ class RedisDedupStore:
         return stored is None or stored == digest
 
 
+# --- Redis with the database behind it -------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+
+class Failover:
+    """Which store answers: the primary (Redis) until a call to it fails, then the fallback
+    (the database) until the primary answers again. While it is down every call goes
+    straight to the fallback, and the primary is tried again every RETRY_SECONDS. Each
+    switch is logged once. Shared by the state and the de-duplication store."""
+
+    RETRY_SECONDS = 2.0
+
+    def __init__(self, errors: tuple[type[BaseException], ...], what: str = "Redis") -> None:
+        self.errors = errors
+        self.what = what
+        self.down = False
+        self._next_try = 0.0
+        self._lock = threading.Lock()
+
+    def call(self, primary, fallback):
+        if not self.down or time.monotonic() >= self._next_try:
+            try:
+                result = primary()
+            except self.errors as exc:
+                self.failed(exc)
+            else:
+                if self.down:
+                    self._back()
+                return result
+        return fallback()
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._next_try = time.monotonic() + self.RETRY_SECONDS
+            if self.down:
+                return
+            self.down = True
+        log.error("%s unreachable (%s): conversation state and message de-duplication use "
+                  "the database until it answers again", self.what, _one_line(exc))
+
+    def _back(self) -> None:
+        with self._lock:
+            if not self.down:
+                return
+            self.down = False
+        log.warning("%s answers again: conversation state and message de-duplication are "
+                    "back on it", self.what)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+class FailoverDedupStore:
+    def __init__(self, primary, fallback, failover: Failover) -> None:
+        self.primary, self.fallback, self.failover = primary, fallback, failover
+
+    def claim(self, key: str) -> bool:
+        return self.failover.call(lambda: self.primary.claim(key), lambda: self.fallback.claim(key))
+
+    def complete(self, key: str, reply: str) -> None:
+        self.failover.call(lambda: self.primary.complete(key, reply),
+                           lambda: self.fallback.complete(key, reply))
+
+    def reply(self, key: str) -> str | None:
+        return self.failover.call(lambda: self.primary.reply(key), lambda: self.fallback.reply(key))
+
+    def request_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
+        return self.failover.call(
+            lambda: self.primary.request_seen(timestamp, nonce, digest, ttl),
+            lambda: self.fallback.request_seen(timestamp, nonce, digest, ttl))
+
+
+class FailoverStateStore:
+    """State in Redis, or in the database while Redis is down (a conversation started in
+    one is not seen in the other: at a switch, a half-done flow starts afresh). Saved after
+    the handler's commit while on Redis, in the handler's transaction while on the database
+    (`in_transaction`)."""
+
+    def __init__(self, primary, fallback: SqlStateStore, failover: Failover) -> None:
+        self.primary, self.fallback, self.failover = primary, fallback, failover
+
+    @contextmanager
+    def lock(self, key: str, conn: Connection) -> Iterator[None]:
+        def enter(store):
+            cm = store.lock(key, conn)
+            cm.__enter__()
+            return cm
+
+        cm = self.failover.call(lambda: enter(self.primary), lambda: enter(self.fallback))
+        try:
+            yield
+        finally:
+            try:
+                cm.__exit__(None, None, None)
+            except self.failover.errors as exc:  # Redis gone while held: its lock expires
+                self.failover.failed(exc)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.failover.down
+
+    def load(self, key: str, conn: Connection) -> Record:
+        return self.failover.call(lambda: self.primary.load(key, conn),
+                                  lambda: self.fallback.load(key, conn))
+
+    def save(self, key: str, record: Record, conn: Connection) -> None:
+        """While Redis is down the pipeline saves in the handler's transaction (as with the
+        SQL store); a save after the commit that finds Redis just gone commits on its own."""
+        def on_database():
+            self.fallback.save(key, record, conn)
+            if not conn.in_transaction():
+                conn.connection.dbapi_connection.commit()
+
+        self.failover.call(lambda: self.primary.save(key, record, conn), on_database)
+
+
 STATE_MARGIN_SECONDS = 300  # abandoned state outlives the flow timeout by at most this
 
 
@@ -331,10 +451,18 @@ def build_stores(settings, engine: Engine):
     if settings.redis_url:
         import redis
 
-        client = redis.Redis.from_url(settings.redis_url)
+        # Short timeouts: a Redis that stops answering costs a message a second or two once,
+        # then the database takes over (Failover).
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1,
+                                      socket_timeout=2)
         prefix = settings.redis_prefix
-        return (RedisStateStore(client, prefix + "state:", state_ttl_seconds(settings)),
-                RedisDedupStore(client, settings.dedup_ttl_seconds, prefix + "dedup:"))
+        failover = Failover((redis.exceptions.RedisError, OSError))
+        return (FailoverStateStore(RedisStateStore(client, prefix + "state:",
+                                                   state_ttl_seconds(settings)),
+                                   SqlStateStore(engine), failover),
+                FailoverDedupStore(RedisDedupStore(client, settings.dedup_ttl_seconds,
+                                                   prefix + "dedup:"),
+                                   SqlDedupStore(engine, settings.dedup_ttl_seconds), failover))
     dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if engine.dialect.name == "sqlite"
              else SqlDedupStore(engine, settings.dedup_ttl_seconds))
     return SqlStateStore(engine), dedup

@@ -40,7 +40,6 @@ from tqdm import tqdm
 
 from bot.infra.config import Settings
 from bot.infra.db import engine_for
-from bot.infra.faults import crash_point
 from bot.domain.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
                           validate_id_number)
 from bot.domain import accounts
@@ -693,7 +692,6 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
                           disable=not progress, leave=False) as bar:
                     _import_rows(engine, spec, layout, records, report,
                                  lambda: bar.update(lines.bytes - bar.n))
-                crash_point("import-committed")
                 if report.written and tiers:
                     report.tier_changes = tiers(engine, report.affected_customers)
             finally:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, update
 
 from bot.infra.db import upsert
 from bot.infra.privacy import mask_phone
@@ -340,7 +340,7 @@ class Dispatcher:
             else:
                 live.append(row)
         users = self._users({r.recipient for r in live if r.channel == WECHAT})
-        cs_sent = self._cs_sent({r.recipient for r in live if r.kind in CS_KINDS}, now)
+        reserved: dict[int, tuple[str, float]] = {}  # row id: the window slot it holds
         jobs = []
         for row in live:
             payload = json.loads(row.payload or "{}")
@@ -356,7 +356,7 @@ class Dispatcher:
                     results[row.id] = Outcome(DROPPED, "unsubscribed (wechat_user.following is false)")
                     continue
                 if row.kind in CS_KINDS:
-                    verdict = self._window(row, payload, user, cs_sent, now)
+                    verdict = self._window(row, payload, user, reserved, now)
                     if isinstance(verdict, Outcome):
                         results[row.id] = verdict
                         continue
@@ -365,6 +365,8 @@ class Dispatcher:
         futures = [(row, self.pool.submit(self._send_one, row, payload)) for row, payload in jobs]
         for row, fut in futures:
             results[row.id] = fut.result()
+            if row.id in reserved and results[row.id].status != SENT:
+                self._release(*reserved[row.id])  # not sent: its slot is free again
         return [(row, results[row.id]) for row in rows]
 
     def _users(self, openids: set[str]) -> dict:
@@ -376,22 +378,28 @@ class Dispatcher:
                                 .where(u.openid.in_(list(openids)))).all()
         return {r.openid: r for r in rows}
 
-    def _cs_sent(self, openids: set[str], now: float) -> dict[str, list[float]]:
-        """When each recipient's customer-service messages of the last 48 hours were sent."""
-        if not openids:
-            return {}
-        c = OUTBOX.c
-        since = datetime.fromtimestamp(now - CS_WINDOW, timezone.utc)
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(c.recipient, c.sent_at).where(
-                c.recipient.in_(list(openids)), c.status == SENT, c.kind.in_(list(CS_KINDS)),
-                c.sent_at >= since)).all()
-        out: dict[str, list[float]] = defaultdict(list)
-        for r in rows:
-            out[r.recipient].append(r.sent_at.timestamp())
-        return out
+    def _reserve(self, openid: str, seen: float) -> bool:
+        """Take one of the CS_LIMIT slots of the window opened by the user's message at
+        `seen`, in one conditional UPDATE (atomic across workers: no check-then-send race).
+        A newer message restarts the count; a reservation made under a newer one than
+        `seen` counts in that newer window."""
+        u = USERS.c
+        fresh = or_(u.cs_window_from.is_(None), u.cs_window_from < seen)
+        with self.engine.begin() as conn:
+            res = conn.execute(update(USERS).where(
+                u.openid == openid, or_(fresh, u.cs_used < CS_LIMIT)).values(
+                cs_used=case((fresh, 1), else_=u.cs_used + 1),
+                cs_window_from=case((fresh, seen), else_=u.cs_window_from)))
+        return res.rowcount == 1
 
-    def _window(self, row, payload: dict, user, cs_sent: dict, now: float):
+    def _release(self, openid: str, seen: float) -> None:
+        u = USERS.c
+        with self.engine.begin() as conn:
+            conn.execute(update(USERS).where(u.openid == openid, u.cs_used > 0,
+                                             u.cs_window_from >= seen)
+                         .values(cs_used=u.cs_used - 1))
+
+    def _window(self, row, payload: dict, user, reserved: dict, now: float):
         """The payload to send inside WeChat's customer-service window (at most CS_LIMIT
         messages within 48 hours of the user's last message), else the template fallback,
         else a dead letter saying why."""
@@ -400,11 +408,10 @@ class Dispatcher:
         if seen is None or now - seen > CS_WINDOW:
             why = "outside WeChat's 48-hour customer-service window"
         else:
-            used = [t for t in cs_sent.get(row.recipient, []) if t >= seen]
-            if len(used) >= CS_LIMIT:
+            if not self._reserve(row.recipient, seen):
                 why = f"{CS_LIMIT} customer-service messages already sent since the user's last message"
             else:
-                cs_sent.setdefault(row.recipient, []).append(now)  # counts for this batch too
+                reserved[row.id] = (row.recipient, seen)
         if why is None:
             return payload
         if payload.get("fallback"):

@@ -165,6 +165,50 @@ def parse_fields(xml: str) -> dict:
     return fields
 
 
+# The fields of each event the bot reads, in the shape WeChat sends them (an event with a
+# field of another shape is refused at the door, never left to fail in its handler).
+_COUNT = re.compile(r"[0-9]{1,10}")
+_STATUS = re.compile(r"[^\x00-\x1f]{1,256}")
+_SCENE = re.compile(r"\S{1,64}")  # a QR code's scene: scene_id (32-bit) or scene_str (1-64)
+_TICKET = re.compile(r"\S{1,256}")
+_DEGREES = re.compile(r"-?[0-9]{1,3}(\.[0-9]{1,12})?")
+_MENU_KEY = re.compile(r"[^\x00-\x1f]{1,128}")  # a click's key: at most 128 bytes
+_URL = re.compile(r"\S{1,1024}")
+_EVENT_FIELDS: dict[str, dict[str, tuple[re.Pattern, bool]]] = {  # field: (shape, required)
+    "masssendjobfinish": {"MsgID": (_MSG_ID, False), "Status": (_STATUS, False),
+                          "TotalCount": (_COUNT, False), "FilterCount": (_COUNT, False),
+                          "SentCount": (_COUNT, False), "ErrorCount": (_COUNT, False)},
+    "templatesendjobfinish": {"MsgID": (_MSG_ID, False), "Status": (_STATUS, False)},
+    "subscribe": {"Ticket": (_TICKET, False)},
+    "scan": {"EventKey": (_SCENE, False), "Ticket": (_TICKET, False)},
+    "location": {"Latitude": (_DEGREES, False), "Longitude": (_DEGREES, False),
+                 "Precision": (re.compile(r"[0-9]{1,9}(\.[0-9]{1,12})?"), False)},
+    "click": {"EventKey": (_MENU_KEY, True)},
+    "view": {"EventKey": (_URL, True)},
+}
+_ANY_KEY = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f]{0,1024}")  # other events' keys
+# A subscribe event's key: none, a QR code's "qrscene_<scene>", or a product scan's.
+_SUBSCRIBE_KEY = re.compile(r"qrscene_\S{1,64}|(scanbarcode|scanimage)\|\S{0,1024}")
+
+
+def check_event(fields: dict) -> None:
+    """An event's fields in the shapes WeChat sends (`_EVENT_FIELDS`)."""
+    event = fields["Event"].lower()
+    key = fields.get("EventKey")
+    if event == "subscribe" and key and not _SUBSCRIBE_KEY.fullmatch(key):
+        raise Refused(400, "subscribe EventKey of an unknown form")
+    if key and not _ANY_KEY.fullmatch(key):
+        raise Refused(400, "EventKey too long or with control characters")
+    for name, (shape, required) in _EVENT_FIELDS.get(event, {}).items():
+        value = fields.get(name)
+        if value is None:
+            if required:
+                raise Refused(400, f"{fields['Event'][:32]} without {name}")
+            continue
+        if not isinstance(value, str) or not shape.fullmatch(value):
+            raise Refused(400, f"{fields['Event'][:32]} {name} is not of WeChat's form")
+
+
 def check_message(fields: dict) -> None:
     """The fields every message must have, in the shape WeChat sends them."""
     for name in ("FromUserName", "MsgType", "CreateTime"):
@@ -178,6 +222,10 @@ def check_message(fields: dict) -> None:
         raise Refused(400, "MsgId is not a positive number of at most 20 digits")
     if len(fields["MsgType"]) > 32 or len(fields.get("Event") or "") > 64:
         raise Refused(400, "MsgType or Event too long")
+    if fields["MsgType"].lower() == "event":
+        if not fields.get("Event"):
+            raise Refused(400, "event without Event")
+        check_event(fields)
 
 
 def message_of(fields: dict):
@@ -192,9 +240,9 @@ def message_of(fields: dict):
             event_type = f"device_{event_type}"
         key = fields.get("EventKey")
         if event_type == "subscribe" and key:
-            if key.startswith(("scanbarcode|", "scanimage|")):
-                event_type = fields["Event"] = "subscribe_scan_product"
-            elif key.startswith("qrscene_"):
+            # A follow from a product scan (scanbarcode|…, scanimage|…) is welcomed as any
+            # follow: the bot offers no product pages.
+            if key.startswith("qrscene_"):
                 event_type = fields["Event"] = "subscribe_scan"
                 fields["EventKey"] = key[len("qrscene_"):]
         return EVENT_TYPES.get(event_type, UnknownMessage)(fields)
@@ -246,9 +294,12 @@ def decode(svc: Services, raw: bytes, q, timestamp: str, nonce: str) -> tuple[ob
 
 
 def dedup_key(msg) -> str:
+    """What identifies one message across WeChat's retries: its sender and MsgId (a MsgId
+    is unique only per sender: another follower's message may carry the same one), or for
+    an event without a MsgId its sender, time, event and key."""
     msg_id = getattr(msg, "id", None)
     if msg_id:
-        return f"m:{msg_id}"
+        return f"m:{msg.source}:{msg_id}"
     event = getattr(msg, "event", "") or ""
     key = getattr(msg, "key", None) or getattr(msg, "scene_id", None) or ""
     return f"e:{msg.source}:{int(msg.create_time.timestamp())}:{event}:{key}"[:160]
@@ -328,11 +379,6 @@ async def receive(request: Request) -> Response:
         raw = await read_body(request, svc.settings.max_body_bytes,
                               svc.settings.body_timeout_seconds)
         msg, encrypted = decode(svc, raw, q, timestamp, nonce)
-        # A (timestamp, nonce) pair is one request: the same pair again is WeChat's retry
-        # only with the same body (de-duplicated below by MsgId); with another body it is
-        # a replayed signature carrying a forged message.
-        if not await pipeline.first_sight(timestamp, nonce, body_digest(raw)):
-            raise Refused(403, "timestamp and nonce already used with another body")
     except Refused as exc:
         return _refuse(request, exc)
     except Disconnected:
@@ -341,8 +387,15 @@ async def receive(request: Request) -> Response:
         return Response(status_code=400)
 
     try:
+        # A (timestamp, nonce) pair is one request: the same pair again is WeChat's retry
+        # only with the same body (de-duplicated below by MsgId); with another body it is
+        # a replayed signature carrying a forged message.
+        if not await pipeline.first_sight(timestamp, nonce, body_digest(raw)):
+            return _refuse(request, Refused(403, "timestamp and nonce already used with "
+                                                 "another body"))
         reply = await pipeline.receive(msg, dedup_key(msg))
-    except Exception:  # a store or the database is down: apologise, never a 500
+    except Exception:  # every store call is in here: a store or the database is down,
+        # apologise, never a 500
         log.exception("could not handle a %s message", msg.type)
         reply = Reply(render("error"))
     xml = render_reply(msg, reply)

@@ -8,6 +8,11 @@ breaks them; implemented here from WeChat's documentation, independently of the 
 formatter), de-duplicates a template's `client_msg_id` and a mass send's `clientmsgid` for
 ten minutes, and answers 43004 for users who unsubscribed (`unfollowed`).
 
+With an `engine` (`serve --demo`, and the CLI on the demo's settings) the state WeChat would
+hold (tokens, tags and their members, the menu, who unfollowed) lives in the demo database
+(`wechat_double_state`): loaded before each call and saved after it, so every worker, the
+CLI and a restart see one double. Without one (the tests), it lives in memory.
+
 Told to fail: `fail_next` takes errcodes (40001, 45009, -1, 43004, 47003 …), "500" (an
 HTTP 500) or "timeout" (no answer for `timeout_seconds`), first in first out; `outage_until`
 (epoch seconds) answers -1 to every send until then; `delay` adds seconds to every send.
@@ -83,7 +88,54 @@ FORCE_TOO_OFTEN = {"errcode": 45011,
                    "errmsg": "api minute-quota reach limit  mustslower  retry next minute"}
 
 
-def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAPI:
+def _dump_state(state) -> str:
+    """What the double shares through the database, as JSON."""
+    return json.dumps({
+        "tokens": sorted(state.tokens), "stable": state.stable, "last_forced": state.last_forced,
+        "tags": {str(k): v for k, v in state.tags.items()},
+        "members": {str(k): sorted(v) for k, v in state.tag_members.items()},
+        "menu": state.menu, "unfollowed": sorted(state.unfollowed)},
+        ensure_ascii=False, sort_keys=True)
+
+
+def _load_state(state, raw: str) -> None:
+    value = json.loads(raw)
+    state.tokens = set(value.get("tokens") or [])
+    stable = value.get("stable")
+    state.stable = tuple(stable) if stable else None
+    state.last_forced = float(value.get("last_forced") or 0.0)
+    state.tags = {int(k): v for k, v in (value.get("tags") or {}).items()}
+    state.tag_members = {int(k): set(v) for k, v in (value.get("members") or {}).items()}
+    state.menu = value.get("menu")
+    state.unfollowed = set(value.get("unfollowed") or [])
+
+
+class SharedState:
+    """The double's state in the database (one row per app id)."""
+
+    def __init__(self, engine, app_id: str) -> None:
+        from models import WechatDoubleState
+
+        self.engine, self.app_id = engine, app_id
+        self.table = WechatDoubleState.__table__
+
+    def read(self) -> str | None:
+        from sqlalchemy import select
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(self.table.c.value)
+                                .where(self.table.c.appid == self.app_id)).scalar()
+
+    def write(self, value: str) -> None:
+        from bot.infra.db import upsert
+
+        with self.engine.begin() as conn:
+            conn.execute(upsert(self.engine, self.table).values(appid=self.app_id, value=value)
+                         .on_conflict_do_update(index_elements=[self.table.c.appid],
+                                                set_={"value": value}))
+
+
+def create_double(app_id: str, app_secret: str, *, echo: bool = False, engine=None) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.tokens = set()
     app.state.sent = []  # every accepted call: {"api": ..., "body": ...}
@@ -103,11 +155,32 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
     app.state.delay = 0.0
     app.state.timeout_seconds = 8.0
     app.state.calls = 0  # every send call received, failed or not
-    ids = itertools.count(1000)
+    # Message ids unique across workers and restarts (the bot matches reports by them).
+    ids = itertools.count(int(time.time() * 1000) % 10**12)
     # User tags: {tag_id: name} and {tag_id: set of openids}; the menu as created.
     app.state.tags, app.state.tag_members = {}, {}
     app.state.menu = None
-    tag_ids = itertools.count(100)
+
+    def next_tag_id() -> int:
+        return max(app.state.tags, default=99) + 1
+
+    if engine is not None:
+        from starlette.concurrency import run_in_threadpool
+
+        shared = SharedState(engine, app_id)
+
+        @app.middleware("http")
+        async def through_the_database(request: Request, call_next):
+            """Every call sees what any worker (or the CLI) left, and leaves what it changed."""
+            raw = await run_in_threadpool(shared.read)
+            if raw:
+                _load_state(app.state, raw)
+            before = raw or _dump_state(app.state)
+            response = await call_next(request)
+            after = _dump_state(app.state)
+            if after != before:
+                await run_in_threadpool(shared.write, after)
+            return response
 
     def authorised(request: Request) -> bool:
         return (not app.state.reject_all
@@ -276,7 +349,7 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
             return JSONResponse({"errcode": 45158, "errmsg": "tag name too long"})
         if name in app.state.tags.values():
             return JSONResponse({"errcode": 45157, "errmsg": "invalid tag name"})
-        tag_id = next(tag_ids)
+        tag_id = next_tag_id()
         app.state.tags[tag_id] = name
         app.state.tag_members[tag_id] = set()
         return {"tag": {"id": tag_id, "name": name}}
@@ -335,3 +408,25 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False) -> FastAP
                 "msg_data_id": msg_id * 10}
 
     return app
+
+
+def serve_local(app_id: str, app_secret: str, engine) -> str:
+    """The double (its state in `engine`'s database) served on a free loopback port by a
+    daemon thread of this process, for the CLI on the demo's settings; returns its base
+    URL. It lives as long as the process."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_double(app_id, app_secret, engine=engine),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="wechat-double", daemon=True).start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{port}"

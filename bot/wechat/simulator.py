@@ -86,6 +86,12 @@ class WeChatSide:
             body = xml.replace("</xml>", f"<Encrypt>{cdata(enc['Encrypt'])}</Encrypt></xml>")
         return params, body.encode()
 
+    def verification(self, echostr: str) -> dict:
+        """The query of WeChat's server-URL check (GET /wechat), signed."""
+        ts, nonce = str(int(time.time())), secrets.token_hex(5)
+        return {"signature": signature(self.token, ts, nonce), "timestamp": ts,
+                "nonce": nonce, "echostr": echostr}
+
     def read_reply(self, body: bytes | str, params: dict | None = None) -> dict:
         """Parse (and in safe mode check and decrypt) the bot's reply; {} for "success"."""
         text = body.decode() if isinstance(body, bytes) else body
