@@ -120,6 +120,15 @@ def window(policy: PolicyLike, rules: Rules) -> tuple[date, date]:
     return counts_from(policy), counts_until(policy, rules)
 
 
+def window_of(effective: date, cooling_off_end: date, payment_mode: str, years: int,
+              rules: Rules) -> tuple[date, date]:
+    """`window` of a policy given as its four dates and terms (an import's row)."""
+    if payment_mode == SINGLE:
+        years = rules.contribution.single_premium_payment_years
+    return (max(effective, cooling_off_end + timedelta(days=1)),
+            add_years(effective, years + rules.contribution.tail_years) - timedelta(days=1))
+
+
 def window_digest(rules: Rules) -> str:
     """What the stored windows depend on in the rules (the tail and a single premium's
     period); when it changes, every policy's window is computed again."""
