@@ -192,27 +192,61 @@ def liabilities(v: str) -> str:
     return ";".join(x for x in LIABILITIES if x in given)
 
 
+# --- Remembered answers -----------------------------------------------------------------------
+
+_MEMOS: list[dict] = []  # emptied after each import: nothing personal outlives it
+
+
+def memo(parse: Parser, limit: int = 500_000) -> Parser:
+    """`parse`, remembering its answers for the current import: amounts, dates, codes and
+    holders' ID numbers repeat across a file's rows, and a lookup is cheaper than a parse."""
+    known: dict[str, tuple[bool, Any]] = {}
+    _MEMOS.append(known)
+
+    def remembered(v: str) -> Any:
+        hit = known.get(v)
+        if hit is None:
+            try:
+                hit = (True, parse(v))
+            except ValueError as exc:
+                hit = (False, str(exc))
+            if len(known) < limit:
+                known[v] = hit
+        if hit[0]:
+            return hit[1]
+        raise ValueError(hit[1])
+    return remembered
+
+
+def forget() -> None:
+    for known in _MEMOS:
+        known.clear()
+
+
+_money, _date, _years, _flag = memo(money), memo(iso_date), memo(years), memo(flag)
+
+
 # --- Row specifications ----------------------------------------------------------------------
 
 POLICY_COLUMNS: dict[str, Parser] = {
     "policy_no": policy_no,
-    "holder_id_number": id_number,
+    "holder_id_number": memo(id_number),
     "holder_name": required_text(64),
     "holder_phone": phone,
-    "product_name": required_text(128),
-    "liabilities": liabilities,
-    "payment_mode": choice(PAYMENT_MODES, "payment mode"),
-    "annualized_basic_premium": money,
-    "single_premium": money,
-    "annual_regular_topup": money,
-    "initial_lump_sum_topup": money,
-    "irregular_topup": money,
-    "effective_date": iso_date,
-    "payment_years": years,
-    "status": choice(STATUSES, "status"),
-    "cooling_off_end_date": iso_date,
-    "pledged": flag,
-    "policy_loan": flag,
+    "product_name": memo(required_text(128)),
+    "liabilities": memo(liabilities),
+    "payment_mode": memo(choice(PAYMENT_MODES, "payment mode")),
+    "annualized_basic_premium": _money,
+    "single_premium": _money,
+    "annual_regular_topup": _money,
+    "initial_lump_sum_topup": _money,
+    "irregular_topup": _money,
+    "effective_date": _date,
+    "payment_years": _years,
+    "status": memo(choice(STATUSES, "status")),
+    "cooling_off_end_date": _date,
+    "pledged": _flag,
+    "policy_loan": _flag,
 }
 HOLDER_FIELDS = ("holder_id_number", "holder_name", "holder_phone")
 POLICY_FIELDS = tuple(c for c in POLICY_COLUMNS if c not in HOLDER_FIELDS)
@@ -673,36 +707,7 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
     report = ImportReport(kind, path, skip_bad=skip_bad)
     started = time.monotonic()
     try:
-        spec = (institutions_kind(settings) if kind == "institutions"
-                else bindings_kind(settings) if kind == "bindings" else KINDS[kind])
-        tiers = _tier_recompute(settings) if kind == "policies" else None
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(0)
-            if size == 0:
-                raise FileError(1, "the file is empty (0 bytes); expected a header row")
-            lines = _Lines(fh)
-            records = _records(lines)
-            first = next(records, None)
-            if first is None or first[0] != 1:
-                raise FileError(1, "no header row on line 1")
-            layout = read_header(first[1], spec.columns, spec.optional)
-            report.ignored_columns = list(layout.ignored)
-            engine = engine_for(settings, pool_timeout=30)
-            try:
-                with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
-                          disable=not progress, leave=False) as bar:
-                    advance = lambda: bar.update(lines.bytes - bar.n)  # noqa: E731
-                    if kind == "policies":
-                        _import_policies(engine, spec, layout, records, report, advance,
-                                         load_rules(settings.rules_file))
-                    else:
-                        _import_rows(engine, spec, layout, records, report, advance)
-                crash_point("import-committed")
-                if report.written and tiers:
-                    report.tier_changes = tiers(engine, report.affected_customers)
-            finally:
-                engine.dispose()
+        _import_file(settings, kind, path, report, progress)
     except FileError as exc:
         report.abort(exc.line, exc.reason)
     except RulesError as exc:
@@ -713,8 +718,44 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
         # The driver's message may quote personal data: name the error class only.
         report.abort(None, f"the database refused the import ({type(exc.orig).__name__}); "
                            f"run it again")
+    finally:
+        forget()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _import_file(settings: Settings, kind: str, path: Path, report: ImportReport,
+                 progress: bool) -> None:
+    spec = (institutions_kind(settings) if kind == "institutions"
+            else bindings_kind(settings) if kind == "bindings" else KINDS[kind])
+    tiers = _tier_recompute(settings) if kind == "policies" else None
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(0)
+        if size == 0:
+            raise FileError(1, "the file is empty (0 bytes); expected a header row")
+        lines = _Lines(fh)
+        records = _records(lines)
+        first = next(records, None)
+        if first is None or first[0] != 1:
+            raise FileError(1, "no header row on line 1")
+        layout = read_header(first[1], spec.columns, spec.optional)
+        report.ignored_columns = list(layout.ignored)
+        engine = engine_for(settings, pool_timeout=30)
+        try:
+            with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
+                      disable=not progress, leave=False) as bar:
+                advance = lambda: bar.update(lines.bytes - bar.n)  # noqa: E731
+                if kind == "policies":
+                    _import_policies(engine, spec, layout, records, report, advance,
+                                     load_rules(settings.rules_file))
+                else:
+                    _import_rows(engine, spec, layout, records, report, advance)
+            crash_point("import-committed")
+            if report.written and tiers:
+                report.tier_changes = tiers(engine, report.affected_customers)
+        finally:
+            engine.dispose()
 
 
 def _import_rows(engine: Engine, spec: Kind, layout: Layout,
