@@ -66,3 +66,38 @@ def test_an_import_without_a_crash_leaves_no_flag(db_url, engine, tmp_path):
     assert "left unevaluated" not in res.stdout
     row = holder(engine)
     assert (row.tier, row.needs_recompute) == ("pearl", False)
+
+
+def test_a_crash_between_two_sqlite_batches_converges_on_the_same_file(tmp_path):
+    """SQLite writes a policy file in batches of BATCH_ROWS (2,000) rows, each its own
+    transaction: killed after the first, the import leaves that batch written and its
+    customer flagged; the same file again writes the rest and evaluates the tier."""
+    from sqlalchemy import create_engine, func
+
+    from bot.domain.importer import BATCH_ROWS
+    from models import Policy
+
+    url = f"sqlite:///{tmp_path / 'batches.db'}"
+    assert cli(url, "db", "upgrade").returncode == 0
+    path = tmp_path / "policies.csv"
+    rows = [policy(f"P{i:05d}", annualized_basic_premium="10") for i in range(BATCH_ROWS + 500)]
+    path.write_text(to_csv(rows), encoding="utf-8")
+    engine = create_engine(url)
+
+    def policies() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(Policy.__table__)).scalar()
+
+    crashed = cli(url, "import", "policies", str(path), BOT_CRASH_AT="import-batch-committed")
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    assert policies() == BATCH_ROWS
+    stale = holder(engine)
+    assert (stale.tier, stale.needs_recompute) == ("mass", True)
+
+    again = cli(url, "import", "policies", str(path))
+    assert again.returncode == 0, again.stderr
+    assert "inserted   500" in again.stdout and f"unchanged  {BATCH_ROWS}" in again.stdout
+    assert policies() == BATCH_ROWS + 500
+    fixed = holder(engine)  # 2,500 policies of 10 CNY: 25,000, still 大众 but evaluated
+    assert (fixed.contribution, fixed.needs_recompute) == (Decimal("25000.00"), False)
+    engine.dispose()
