@@ -4,16 +4,18 @@ A file is UTF-8 (with or without BOM) with a header row; column order is free, c
 are matched case-insensitively, and columns the import does not know are ignored (the report
 names them). Blank lines are skipped. Empty amount cells count as 0.
 
-The file is streamed: each row is validated in Python (pure functions below), then written in
-batches with SQLAlchemy Core (one SELECT per batch to tell new, changed and unchanged rows
-apart, then executemany INSERT and UPDATE), all in one transaction. Without `skip_bad`,
-nothing is written when any row is rejected (the rest of the file is still checked so the
-report lists every bad line); with it, the good rows are imported. A policy number (or a
-family member of one holder) twice in one file is an error on its second line. A policy
-import flags the customers it touched (`needs_recompute`) in its transaction; after it
-commits, the tier engine re-evaluates them, and any flagged by an earlier import that was
-interrupted before its tier run, in its own transaction (new policies can upgrade a customer
-at once), clearing the flags. The daily job evaluates everyone, so a crash always converges.
+The file is streamed: each row is validated in Python (pure functions below). Family members,
+institutions and bindings are then written in batches with SQLAlchemy Core (one SELECT per
+batch to tell new, changed and unchanged rows apart, then executemany INSERT and UPDATE), all
+in one transaction. Policies are staged and written set-based once the whole file is checked
+("Policies at scale" below). Without `skip_bad`, nothing is written when any row is rejected
+(the rest of the file is still checked so the report lists every bad line); with it, the good
+rows are imported. A policy number (or a family member of one holder) twice in one file is an
+error on its second line. A policy import flags the customers it touched (`needs_recompute`)
+in the transaction that writes their policies; after it commits, the tier engine
+re-evaluates them, and any flagged by an earlier import that was interrupted before its tier
+run, in its own transaction (new policies can upgrade a customer at once), clearing the
+flags. The daily job evaluates every flagged customer too, so a crash always converges.
 
 Messages name the file line (the header is line 1) and never show a whole ID or phone number.
 """
@@ -508,36 +510,15 @@ def _customer_ids(conn: Connection, id_numbers: Iterable[str]) -> dict[str, int]
                                                             CUSTOMER_T.c.id).where(where))}
 
 
-def write_policies(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,
-                   *, dry: bool) -> None:
-    """Upsert the holders (the last row wins for name and phone), then the policies."""
-    if dry:
-        return
-    holders = {v["holder_id_number"]: v for _, v in batch}
-    customers = sync_rows(conn, CUSTOMER_T, ("id_number",), [
-        {"id_number": n, "name": v["holder_name"], "phone": v["holder_phone"],
-         "sex": id_sex(n), "birth_date": id_birth_date(n)} for n, v in holders.items()],
-        want_ids=True)
-    report.customers_inserted += len(customers.inserted)
-    report.customers_updated += len(customers.updated)
-    policies = sync_rows(conn, POLICY_T, ("policy_no",), [
-        {**{c: v[c] for c in POLICY_FIELDS}, "customer_id": customers.ids[(v["holder_id_number"],)]}
-        for _, v in batch])
-    _count(report, policies)
-    affected = {r["customer_id"] for r in policies.inserted}
-    for old, new in policies.updated:
-        affected.update((old.customer_id, new["customer_id"]))
-    report.affected_customers |= affected
-    mark_for_recompute(conn, affected)
-
-
 def mark_for_recompute(conn: Connection, customer_ids: set[int]) -> None:
     """Flag customers whose policies changed, in the import's own transaction: the tier run
     after the commit clears the flag, and if it never runs (a crash), the next import or the
     daily job still finds them."""
     if customer_ids:
-        conn.execute(update(CUSTOMER_T).where(CUSTOMER_T.c.id.in_(sorted(customer_ids)),
-                                              ~CUSTOMER_T.c.needs_recompute)
+        ids = CUSTOMER_T.c.id
+        which = (ids == any_(bindparam("ids", sorted(customer_ids), type_=ARRAY(ids.type)))
+                 if conn.dialect.name == "postgresql" else ids.in_(sorted(customer_ids)))
+        conn.execute(update(CUSTOMER_T).where(which, ~CUSTOMER_T.c.needs_recompute)
                      .values(needs_recompute=True))
 
 
@@ -606,7 +587,7 @@ def _count(report: ImportReport, synced: Synced) -> None:
 @dataclass(frozen=True)
 class Kind:
     columns: dict[str, Parser]
-    write: Callable[..., None]
+    write: Callable[..., None] | None  # a batch's writer (None: policies, staged and set-based)
     key: tuple[str, ...]  # columns whose values are unique within one file
     check: Callable[[Values], str | None] | None = None  # a rule across columns
     optional: tuple[str, ...] = ()  # columns a file may leave out
@@ -614,7 +595,7 @@ class Kind:
 
 
 KINDS = {
-    "policies": Kind(POLICY_COLUMNS, write_policies, ("policy_no",)),
+    "policies": Kind(POLICY_COLUMNS, None, ("policy_no",)),  # staged: _import_policies
     "family": Kind(FAMILY_COLUMNS, write_family, ("holder_id_number", "id_number"), not_self),
 }
 
@@ -827,6 +808,7 @@ class _Stage:
         self.rows = 0
         self.lines: list[int] = []  # the line of every BATCH_ROWS-th staged row
         self._holders: dict[str, tuple] = {}
+        self._windows: dict[tuple, tuple[date, date]] = {}
         self._buffer: list[tuple] = []
         self._copy_cm = None
         key = "" if self.pg else " PRIMARY KEY"
@@ -850,8 +832,14 @@ class _Stage:
         holder = self._holders.get(number)
         if holder is None:
             holder = self._holders[number] = (id_sex(number), id_birth_date(number))
-        start, until = window_of(v["effective_date"], v["cooling_off_end_date"],
-                                 v["payment_mode"], v["payment_years"], self.rules)
+        terms = (v["effective_date"], v["cooling_off_end_date"], v["payment_mode"],
+                 v["payment_years"])
+        span = self._windows.get(terms)
+        if span is None:
+            span = window_of(*terms, self.rules)
+            if len(self._windows) < 200_000:
+                self._windows[terms] = span
+        start, until = span
         row = (line, v["policy_no"], number, v["holder_name"], v["holder_phone"], *holder,
                *(int(v[c].scaleb(2)) if c in MONEY_FIELDS else v[c] for c in _COMPARED),
                start, until)
