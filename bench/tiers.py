@@ -191,7 +191,7 @@ def timed(label: str, fn):
     started = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - started
-    print(f"  {label:<44} {seconds:8.1f} s", flush=True)
+    print(f"  {label:<44} {seconds:8.2f} s", flush=True)
     return result, seconds
 
 

@@ -978,6 +978,8 @@ def _import_policies(engine: Engine, spec: Kind, layout: Layout,
     with engine.connect() as conn:
         pg = conn.dialect.name == "postgresql"
         tx = conn.begin() if pg else None  # SQLite: no transaction on the file while staging
+        if pg:  # the set-based writes hash and sort the whole file in memory
+            conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
         stage = None
         try:
             stage = _Stage(conn, rules)
