@@ -5,14 +5,14 @@ The windows are left NULL here (they depend on rules.toml); the first daily tier
 upgrade fills them and evaluates everyone.
 
 Revision ID: 0015
-Revises: 0008
+Revises: 0014
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0015"
-down_revision = "0008"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
