@@ -192,7 +192,8 @@ def test_the_daily_job_holds_a_review_it_missed(settings, engine, book):
 def changes(n_customers: int):
     """An import between two runs: one customer's policies surrendered, pledged or restored."""
     return st.tuples(st.integers(0, n_customers - 1),
-                     st.sampled_from([dict(status="surrendered"), dict(status="in_force"),
+                     st.sampled_from([dict(status="surrendered"), dict(status="surrendered"),
+                                      dict(status="in_force"), dict(pledged=True),
                                       dict(pledged=True), dict(pledged=False),
                                       dict(policy_loan=True)]))
 
