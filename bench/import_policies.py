@@ -7,6 +7,14 @@ Generates the CSV in a temporary directory (three policies per customer on avera
 it into a fresh database (a temporary SQLite file; a PostgreSQL database created for the run
 and dropped afterwards), imports it again (nothing changes the second time), and prints
 rows/s and the total time of each run.
+
+    .venv/bin/python bench/import_policies.py --during [--rows 100000]
+
+The bot's messages during an import, on SQLite: a bot server (one worker, plain mode) with
+100 bound customers sitting at the date step of a booking (each message reads and writes
+their flow state) answers 10 connections' messages, first alone, then while `import
+policies` of N rows runs in another process; prints p50/p99/max of each, and the messages
+not answered in time (WeChat's 5 s: the bot then answers "success" and replies later).
 """
 from __future__ import annotations
 
@@ -69,12 +77,83 @@ def run(label: str, url: str, csv_path: Path, rows: int) -> None:
               f"{report.tier_changes})", flush=True)
 
 
+def during(rows: int, seconds: float = 10.0) -> None:
+    import asyncio
+    import os
+    import signal
+    import subprocess
+
+    from bench.data import set_up
+    from bench.loadgen import _run
+    from bench.run import ENV, ROOT, SCENARIOS, _batch, build, free_port, start_server, users_of
+
+    scenario = SCENARIOS["booking"]
+    connections, per_user = 10, 10
+    with tempfile.TemporaryDirectory(prefix="import-during-") as tmp:
+        env = dict(ENV, DATABASE_URL=f"sqlite:///{tmp}/bench.db", REDIS_URL="",
+                   WECHAT_MESSAGE_MODE="plain")
+        full_env = {**os.environ, **env}
+        subprocess.run([sys.executable, "main.py", "db", "upgrade"], cwd=ROOT, check=True,
+                       env=full_env, stdout=subprocess.DEVNULL)
+        users = [users_of("booking", "plain", c, per_user, False) for c in range(connections)]
+        set_up(full_env, Path(tmp), [u for conn in users for u in conn])
+        csv_path = Path(tmp) / "import.csv"
+        write_csv(csv_path, rows)
+        port = free_port()
+        server = start_server("bot.asgi:make", env, port, None, wait=120)
+        try:
+            _batch(port, build(port, "plain", connections, 0, users, scenario.prepare, once=True),
+                   None)
+
+            def load_until(done) -> tuple[list[float], int, int]:
+                latencies, failures, batches = [], 0, 0
+                while not done() or not batches:
+                    reqs = build(port, "plain", connections, 20, users, scenario.script)
+                    lat, fail, _, _ = asyncio.run(_run("127.0.0.1", port, reqs,
+                                                       lambda b: b.startswith(b"<xml>")))
+                    latencies += lat
+                    failures += len(fail)
+                    batches += 1
+                return sorted(latencies), failures, batches
+
+            def show(label: str, latencies: list[float], failures: int, extra: str = "") -> None:
+                n = len(latencies)
+                print(f"{label:28} {n:6} messages  p50 {latencies[n // 2] * 1000:7.1f} ms  "
+                      f"p99 {latencies[min(n - 1, int(n * 0.99))] * 1000:7.1f} ms  "
+                      f"max {latencies[-1] * 1000:7.1f} ms  late/failed {failures}{extra}",
+                      flush=True)
+
+            stop = time.monotonic() + seconds
+            show("alone", *load_until(lambda: time.monotonic() > stop)[:2])
+            started = time.monotonic()
+            proc = subprocess.Popen([sys.executable, "main.py", "import", "policies",
+                                     str(csv_path)], cwd=ROOT, env=full_env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            latencies, failures, _ = load_until(lambda: proc.poll() is not None)
+            took = time.monotonic() - started
+            out = proc.stdout.read()
+            if proc.returncode != 0:
+                raise SystemExit(f"the import failed:\n{out}")
+            show(f"during a {rows:,}-row import", latencies, failures,
+                 f"  (the import took {took:.1f} s)")
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=None,
+                    help="default 1,000,000 (100,000 with --during)")
+    ap.add_argument("--during", action="store_true",
+                    help="the p99 of /wechat messages during an import, on SQLite")
     ap.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     args = ap.parse_args()
+    if args.during:
+        during(args.rows or 100_000)
+        return
+    args.rows = args.rows or 1_000_000
 
     with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:
         csv_path = Path(tmp) / "policies.csv"

@@ -75,14 +75,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(app: str, env: dict, port: int, cpu: int | None) -> subprocess.Popen:
+def start_server(app: str, env: dict, port: int, cpu: int | None,
+                 wait: float = 15.0) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", "--no-access-log", "--log-level", "warning"]
     if app.endswith(":make"):
         cmd.append("--factory")
     pre = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, preexec_fn=pre)
-    for _ in range(300):
+    for _ in range(int(wait / 0.05)):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
             return proc

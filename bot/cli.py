@@ -355,12 +355,16 @@ def calendar_check(year: list[int] = typer.Argument(None, help="Years (default: 
 
 @tiers_app.command("recompute")
 def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as of YYYY-MM-DD."),
+                    everyone: bool = typer.Option(False, "--all",
+                                                  help="Evaluate every customer (default: those "
+                                                       "with an event since the last run)."),
                     yes: bool = typer.Option(False, "--yes", help="Run a date after today without asking.")) -> None:
-    """Fast up every day; slow down on 30 June and 31 December; drop when no policy is left."""
+    """Fast up every day; slow down on 30 June and 31 December; drop when no policy is left.
+    Evaluates the customers with an event since the last run (everyone on a review day)."""
     from datetime import datetime
 
     from bot.domain.rules import load_rules
-    from bot.domain.tier_engine import recompute
+    from bot.domain.tier_engine import recompute_due
 
     s = settings()
     day = parse_day(date, s)
@@ -372,7 +376,8 @@ def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as o
     from bot.infra.db import engine_for
 
     engine = engine_for(s, pool_timeout=30)
-    report = recompute(engine, load_rules(s.rules_file), day)
+    report = recompute_due(engine, load_rules(s.rules_file), day, everyone=everyone,
+                           notice_days=s.tier_notice_days)
     typer.echo(report.render())
     _sync_tags(s)
 

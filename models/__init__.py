@@ -141,6 +141,24 @@ class Policy(SQLModel, table=True):
     cooling_off_end_date: date
     pledged: bool = False
     policy_loan: bool = False
+    # The first and last day the policy can count (`bot.domain.tiers.window`), written with the
+    # policy: the daily tier job looks up the customers whose contribution changes on a day by
+    # these dates. NULL until computed (rows written before migration 0015, or by hand); the
+    # daily job fills them and evaluates those customers.
+    counts_from: date | None = Field(default=None, index=True)
+    counts_until: date | None = Field(default=None, index=True)
+
+
+class TierRun(SQLModel, table=True):
+    """The daily tier job's progress: every customer's tier is up to date as of `evaluated_on`
+    (events up to that day applied), under the rules whose digests are stored here."""
+
+    __tablename__ = "tier_run"
+    name: str = Field(primary_key=True, max_length=16)  # "daily"
+    evaluated_on: date
+    rules_digest: str = Field(max_length=64)
+    window_digest: str = Field(max_length=64)
+    finished_at: datetime
 
 
 class FamilyMember(SQLModel, table=True):

@@ -24,22 +24,27 @@ log = logging.getLogger("scheduler")
 
 
 def run_tiers(settings: Settings, day: date) -> str:
-    """The daily tier run, early on `day`: first, when yesterday was a review day
-    (30 June, 31 December), that review's downgrades, effective today; then today's
-    upgrades and drops. So a customer keeps their tier for the whole review day."""
-    from bot.domain.tier_engine import recompute
-    from bot.domain.tiers import is_review_day
+    """The daily tier run, early on `day`: first each review (30 June, 31 December) that ended
+    since the last run and was not held yet, its downgrades effective the day after it (so a
+    customer keeps their tier for the whole review day); then today's upgrades and drops, for
+    the customers with an event since the last run (a missed day is caught up)."""
+    from bot.domain.tier_engine import last_run, recompute_due
+    from bot.domain.tiers import is_review_day, review_days_between
 
     rules = load_rules(settings.rules_file)
     engine = engine_for(settings, pool_timeout=30)
     reports = []
     try:
         yesterday = day - timedelta(days=1)
-        if is_review_day(yesterday, rules):
-            reports.append(recompute(engine, rules, yesterday, review=True,
+        last = last_run(engine)
+        # The run early on a review day evaluates without the review; the run after it holds it.
+        reviews = (review_days_between(last, yesterday, rules) if last is not None
+                   else [yesterday] if is_review_day(yesterday, rules) else [])
+        for review_day in reviews:
+            reports.append(recompute_due(engine, rules, review_day, review=True,
+                                         notice_days=settings.tier_notice_days))
+        reports.append(recompute_due(engine, rules, day, review=False,
                                      notice_days=settings.tier_notice_days))
-        reports.append(recompute(engine, rules, day, review=False,
-                                 notice_days=settings.tier_notice_days))
         reports.append(sync_tier_tags(settings, engine, rules))
     finally:
         engine.dispose()

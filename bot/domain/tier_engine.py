@@ -11,6 +11,13 @@ It applies the rules of `bot.domain.tiers`, read from the same `Rules`, in scrat
 Then each change adds a `tier_history` row and queues a `tier_changed` notification (its dedupe
 key makes a re-run queue nothing twice), and the customers are updated. A second run for the
 same day writes nothing.
+
+The daily job (`recompute_due`) evaluates only the customers whose contribution can have
+changed since its last run (`tier_run`): a policy starting or stopping to count (its window,
+`policy.counts_from` / `counts_until`, indexed) on a day since then, or a customer an import
+flagged (`needs_recompute`). Everyone else's tier is a fixed point of `decide` outside a review,
+so a full run would leave them alone. Everyone is evaluated on a review, on the first run, after
+a gap of more than a year, and when the tier rules changed (their digest is kept in `tier_run`).
 """
 from __future__ import annotations
 
@@ -21,8 +28,8 @@ from datetime import date, datetime, timezone
 from itertools import islice
 
 from sqlalchemy import (BigInteger, Column, Connection, Date, Engine, Integer, MetaData,
-                        String, Table, Text, and_, case, cast, func, literal,
-                        select, type_coerce, update)
+                        String, Table, Text, and_, bindparam, case, cast, func, literal, or_,
+                        select, type_coerce, union, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
@@ -30,8 +37,9 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from bot.domain.rules import Rules
 from bot.domain.tiers import (IN_FORCE, NO_POLICY_DROP, REVIEW_DOWNGRADE, SINGLE, UPGRADE, decide,
-                       effective_date, is_review_day, window_key)
-from models import Customer, Money, Notification, Policy, TierHistory, WechatUser
+                       effective_date, is_review_day, rules_digest, window, window_digest,
+                       window_key)
+from models import Customer, Money, Notification, Policy, TierHistory, TierRun, WechatUser
 
 NOTIFICATION_KIND = "tier_changed"
 WEIGHT_SCALE = 10_000  # weights have at most 4 decimal places (checked by bot.domain.rules)
@@ -43,6 +51,7 @@ policy = Policy.__table__
 history = TierHistory.__table__
 notification = Notification.__table__
 wechat_user = WechatUser.__table__
+tier_run = TierRun.__table__
 
 # --- Scratch tables (temporary, dropped at the end of the run) ----------------------------
 
@@ -126,6 +135,7 @@ class RecomputeReport:
     upgrades: int
     downgrades: int
     drops: int
+    scope: str = ""  # who was evaluated, when the daily job chose (empty: as asked)
 
     @property
     def unchanged(self) -> int:
@@ -135,7 +145,8 @@ class RecomputeReport:
         review = " (downgrade review)" if self.review_day else ""
         return (f"Tiers as of {self.on}{review}: {self.evaluated} customers evaluated; "
                 f"{self.upgrades} upgraded, {self.downgrades} downgraded at the review, "
-                f"{self.drops} dropped with no policy in force, {self.unchanged} unchanged.")
+                f"{self.drops} dropped with no policy in force, {self.unchanged} unchanged."
+                + (f" ({self.scope})" if self.scope else ""))
 
 
 # --- The run ------------------------------------------------------------------------------
@@ -146,29 +157,139 @@ def recompute(engine: Engine, rules: Rules, on: date, customer_ids: list[int] | 
               notice_days: int = 3) -> RecomputeReport:
     """Evaluate customers as of `on` (all, or `customer_ids`) and apply the tier changes.
     `review` (default: whether `on` is a review day) allows the review's downgrades."""
+    with engine.begin() as conn:
+        return _recompute(conn, rules, on, customer_ids, now=now, review=review,
+                          notice_days=notice_days)
+
+
+def _recompute(conn: Connection, rules: Rules, on: date, customer_ids: list[int] | None, *,
+               now: datetime | None, review: bool | None, notice_days: int,
+               scope: str = "") -> RecomputeReport:
     now = now or datetime.now(timezone.utc)
     review = is_review_day(on, rules) if review is None else review
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # one hash table of all customers, no JIT
-            conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
-            conn.exec_driver_sql("SET LOCAL jit = off")
-        _clear_marks(conn, customer_ids)
-        for table in SCRATCH:
-            table.drop(conn, checkfirst=True)
-            table.create(conn)
-        for ids in _chunks(customer_ids):
-            _sum_policies(conn, rules, on, ids)
-            _tabulate_decisions(conn, rules, on, review, ids)
-            _evaluate(conn, rules, ids)
-        _apply(conn, on, now, rules, notice_days)
-        counts = dict(conn.execute(select(evaluations.c.reason, func.count())
-                                   .group_by(evaluations.c.reason)).all())
-        for table in reversed(SCRATCH):
-            table.drop(conn)
+    if conn.dialect.name == "postgresql":  # one hash table of all customers, no JIT
+        conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        conn.exec_driver_sql("SET LOCAL jit = off")
+    _clear_marks(conn, customer_ids)
+    for table in SCRATCH:
+        table.drop(conn, checkfirst=True)
+        table.create(conn)
+    for ids in _chunks(customer_ids):
+        _sum_policies(conn, rules, on, ids)
+        _tabulate_decisions(conn, rules, on, review, ids)
+        _evaluate(conn, rules, ids)
+    _apply(conn, on, now, rules, notice_days)
+    counts = dict(conn.execute(select(evaluations.c.reason, func.count())
+                               .group_by(evaluations.c.reason)).all())
+    for table in reversed(SCRATCH):
+        table.drop(conn)
     return RecomputeReport(on=on, review_day=review, evaluated=sum(counts.values()),
                            upgrades=counts.get(UPGRADE, 0),
                            downgrades=counts.get(REVIEW_DOWNGRADE, 0),
-                           drops=counts.get(NO_POLICY_DROP, 0))
+                           drops=counts.get(NO_POLICY_DROP, 0), scope=scope)
+
+
+# --- The daily job: only the customers with an event ----------------------------------------
+
+DAILY = "daily"  # tier_run.name of the daily job's progress
+FULL_AFTER_DAYS = 366  # a longer gap since the last run: everyone is evaluated
+FILL_BATCH = 20_000  # policies per transaction when their windows are filled
+
+
+def last_run(engine: Engine) -> date | None:
+    """The day the daily job last evaluated as of (None: it never ran)."""
+    with engine.connect() as conn:
+        return conn.execute(select(tier_run.c.evaluated_on)
+                            .where(tier_run.c.name == DAILY)).scalar()
+
+
+def fill_windows(engine: Engine, rules: Rules, *, flag: bool = True) -> int:
+    """Compute the counting window of every policy that has none (written before migration
+    0015, or by a path that does not set it), in short transactions, flagging each one's
+    customer for evaluation in the same transaction (`flag`). Returns how many policies."""
+    p = policy.c
+    filled = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(p.id, p.customer_id, p.payment_mode, p.payment_years, p.effective_date,
+                       p.cooling_off_end_date)
+                .where(or_(p.counts_from.is_(None), p.counts_until.is_(None)))
+                .limit(FILL_BATCH)).all()
+            if not rows:
+                return filled
+            conn.execute(update(policy).where(p.id == bindparam("b_id")).values(
+                counts_from=bindparam("b_from"), counts_until=bindparam("b_until")),
+                [dict(zip(("b_id", "b_from", "b_until"), (r.id, *window(r, rules))))
+                 for r in rows])
+            if flag:
+                ids = sorted({r.customer_id for r in rows})
+                for chunk in _chunks(ids):
+                    conn.execute(update(customer).where(customer.c.id.in_(chunk),
+                                                        ~customer.c.needs_recompute)
+                                 .values(needs_recompute=True))
+            filled += len(rows)
+
+
+def due_customers(conn: Connection, since: date, on: date) -> list[int]:
+    """Customers whose contribution on `on` may differ from the one on `since`: a policy that
+    starts or stops counting on a day between them (the later one included), and every
+    customer an import flagged (`needs_recompute`: a new or changed policy, a policy no longer
+    in force). A policy counts from `counts_from` through `counts_until`, so its changes fall on
+    `counts_from` and on the day after `counts_until`."""
+    lo, hi = sorted((since, on))
+    p = policy.c
+    counting = and_(p.status == IN_FORCE, ~p.pledged, ~p.policy_loan)
+    starts = select(p.customer_id).where(p.counts_from > lo, p.counts_from <= hi, counting)
+    stops = select(p.customer_id).where(p.counts_until >= lo, p.counts_until < hi, counting)
+    flagged = select(customer.c.id).where(customer.c.needs_recompute)
+    return sorted(conn.execute(union(starts, stops, flagged)).scalars())
+
+
+def recompute_due(engine: Engine, rules: Rules, on: date, *, everyone: bool = False,
+                  now: datetime | None = None, review: bool | None = None,
+                  notice_days: int = 3) -> RecomputeReport:
+    """The daily job's evaluation as of `on`: only the customers with an event since the last
+    run (`due_customers`), or everyone when asked (`everyone`), on a review (`review`, default:
+    whether `on` is a review day), on the first run, after a gap of more than a year, or when
+    the rules of tiers changed since the last run. Records the run in the same transaction."""
+    now = now or datetime.now(timezone.utc)
+    review = is_review_day(on, rules) if review is None else review
+    digest, windows = rules_digest(rules), window_digest(rules)
+    with engine.connect() as conn:
+        state = conn.execute(select(tier_run).where(tier_run.c.name == DAILY)).first()
+        conn.rollback()
+    if state is not None and state.window_digest != windows:
+        with engine.begin() as conn:  # the tail or a single premium's period changed
+            conn.execute(update(policy).values(counts_from=None, counts_until=None))
+        state = None  # and everyone is evaluated
+    fill_windows(engine, rules, flag=state is not None)
+    if everyone:
+        reason = "everyone, as asked"
+    elif review:
+        reason = "everyone, at the review"
+    elif state is None:
+        reason = "everyone, as the first run"
+    elif state.rules_digest != digest:
+        reason = "everyone, as the rules of tiers changed"
+    elif abs((on - state.evaluated_on).days) > FULL_AFTER_DAYS:
+        reason = f"everyone, as the last run was as of {state.evaluated_on}"
+    else:
+        reason = ""
+    with engine.begin() as conn:
+        if reason:
+            ids, scope = None, reason
+        else:
+            ids = due_customers(conn, state.evaluated_on, on)
+            scope = f"customers with an event since {state.evaluated_on}"
+        report = _recompute(conn, rules, on, ids, now=now, review=review,
+                            notice_days=notice_days, scope=scope)
+        values = dict(evaluated_on=on, rules_digest=digest, window_digest=windows,
+                      finished_at=now)
+        if conn.execute(update(tier_run).where(tier_run.c.name == DAILY)
+                        .values(**values)).rowcount == 0:
+            conn.execute(tier_run.insert().values(name=DAILY, **values))
+    return report
 
 
 def _clear_marks(conn: Connection, ids: list[int] | None) -> None:
@@ -217,7 +338,8 @@ def _sum_policies(conn: Connection, rules: Rules, on: date, ids: list[int] | Non
     owner = policy.c.customer_id
     # SQLite would walk the customer_id index and fetch rows at random; grouping by an
     # expression makes it scan the table and sort, several times faster.
-    group = owner + 0 if conn.dialect.name == "sqlite" else owner
+    # With a few customers, the index is the way.
+    group = owner + 0 if conn.dialect.name == "sqlite" and ids is None else owner
     rows = select(group, func.sum(case((_counts(rules, on), _weighted_units(rules)), else_=0)),
                   func.max(case((policy.c.status == IN_FORCE, 1), else_=0))).group_by(group)
     if ids is not None:

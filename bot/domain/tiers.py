@@ -108,6 +108,45 @@ def counts_until(policy: PolicyLike, rules: Rules) -> date:
     return add_years(policy.effective_date, years) - timedelta(days=1)
 
 
+def counts_from(policy: PolicyLike) -> date:
+    """The first day a policy can count: its effective date, or the day after its cooling-off
+    period when that ends later."""
+    return max(policy.effective_date, policy.cooling_off_end_date + timedelta(days=1))
+
+
+def window(policy: PolicyLike, rules: Rules) -> tuple[date, date]:
+    """(first, last) day the policy can count: what `policy.counts_from` and
+    `policy.counts_until` hold, so that the daily job finds the days a contribution changes."""
+    return counts_from(policy), counts_until(policy, rules)
+
+
+def window_of(effective: date, cooling_off_end: date, payment_mode: str, years: int,
+              rules: Rules) -> tuple[date, date]:
+    """`window` of a policy given as its four dates and terms (an import's row)."""
+    if payment_mode == SINGLE:
+        years = rules.contribution.single_premium_payment_years
+    return (max(effective, cooling_off_end + timedelta(days=1)),
+            add_years(effective, years + rules.contribution.tail_years) - timedelta(days=1))
+
+
+def window_digest(rules: Rules) -> str:
+    """What the stored windows depend on in the rules (the tail and a single premium's
+    period); when it changes, every policy's window is computed again."""
+    c = rules.contribution
+    return f"tail={c.tail_years};single={c.single_premium_payment_years}"
+
+
+def rules_digest(rules: Rules) -> str:
+    """What a customer's tier depends on in the rules: the windows, the weights and the tiers.
+    When it changes, the daily job evaluates everyone again."""
+    import hashlib
+
+    parts = [window_digest(rules),
+             ";".join(f"{k}={w}" for k, w in rules.contribution.weights.items()),
+             ";".join(f"{t.code}>={t.threshold}" for t in rules.tiers)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
 def date_key(d: date) -> int:
     """The date as the integer YYYYMMDD."""
     return d.year * 10000 + d.month * 100 + d.day
@@ -133,6 +172,18 @@ def _is_leap(year: int) -> bool:
 def is_review_day(d: date, rules: Rules) -> bool:
     """Whether `d` is a downgrade review day (30 June and 31 December by default)."""
     return (d.month, d.day) in rules.reviews.month_days
+
+
+def review_days_between(first: date, last: date, rules: Rules) -> list[date]:
+    """The review days d with first <= d <= last, in order."""
+    days = []
+    d = first
+    while d <= last:
+        d = next_review_date(d, rules)
+        if d <= last:
+            days.append(d)
+        d += timedelta(days=1)
+    return days
 
 
 def next_review_date(d: date, rules: Rules) -> date:
