@@ -30,6 +30,16 @@ def test_labelled_set_is_big_and_labels_exist(f):
     # Labelled phrasings are not copies of the FAQ's own phrasings.
     own = {faq.normalize(p) for e in f.entries for p in (e.title, *e.phrasings)}
     assert not [t for t, _ in LABELLED["cases"] if faq.normalize(t) in own]
+    assert not [t for t, _ in LABELLED["held_out"] if faq.normalize(t) in own]
+
+
+def test_labelled_set_has_an_honest_held_out_part(f):
+    """Issue 14: at least 200 phrasings, at least 30% held out, every entry held out once."""
+    tuning, held = LABELLED["cases"], LABELLED["held_out"]
+    assert len(tuning) + len(held) >= 200
+    assert len(held) >= 0.3 * (len(tuning) + len(held))
+    assert {want for _, want in held} == {e.id for e in f.entries}
+    assert not {faq.normalize(t) for t, _ in held} & {faq.normalize(t) for t, _ in tuning}
 
 
 def test_top1_accuracy(f, capsys):
