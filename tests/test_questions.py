@@ -154,4 +154,13 @@ async def test_unanswered_questions_are_kept_without_identity(wx_plain, world, s
     columns = {c["name"] for c in inspect(services.engine).get_columns("unanswered_question")}
     assert columns == {"id", "text", "tier", "asked_at"}  # no openid, no customer id
     stored = " ".join(str(v) for r in rows for v in r.model_dump().values())
-    assert U not in stored and str(customer.id_number) not in stored
+    assert U not in stored and customer.id_number not in stored
+
+
+async def test_an_id_number_or_phone_typed_in_an_unanswered_question_is_not_kept(wx_plain,
+                                                                                   services):
+    await wx_plain.say(U, "我身份证是110101199003071234 电话13812345678 年会在哪")
+    with Session(services.engine) as s:
+        (row,) = s.exec(select(UnansweredQuestion)).all()
+    assert "110101199003071234" not in row.text and "13812345678" not in row.text
+    assert "1381234" not in row.text and "年会在哪" in row.text

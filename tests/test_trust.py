@@ -344,6 +344,10 @@ async def test_unbinding_understands_no_and_erases_chat_data(wx_plain, customer,
     assert "结束解除绑定" in await wx_plain.say(U, "取消")  # a bare 取消 only leaves the flow
     assert "黄金" in await wx_plain.say(U, "我的等级")
     await wx_plain.say(U, "解除绑定")
+    for bare_yes in ("确认", "是", "好的"):  # destroying takes its distinct phrase only
+        assert "确认解除" in await wx_plain.say(U, bare_yes)
+    assert "黄金" in await wx_plain.say(U, "我的等级")  # still bound (我的等级 leaves the flow)
+    await wx_plain.say(U, "解除绑定")
     done = await wx_plain.say(U, "确认解除")
     assert "已解除绑定" in done and "删除" in done
     with Session(services.engine) as s:

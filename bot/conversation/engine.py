@@ -29,10 +29,9 @@ from bot.conversation.intents import Universal, exact, is_question, match, unive
 from bot.conversation.message import Kind
 from bot.conversation.reply import Invalid, Reply
 from bot.conversation.router import BadArgs
-from bot.domain import booking_store
+from bot.domain import booking_store, unanswered
 from bot.infra.texts import render
 from menus import INTENT_LABEL, NOT_IN_FLOWS, SERVICE_OF, Key
-from models import UnansweredQuestion
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +215,7 @@ def understand(ctx: Context, text: str) -> Reply:
         return Reply(with_offer(answer_faq(ctx, best, text), offer))
     if key is not None and key not in SERVICE_OF:
         return run_key(ctx, key)  # 请问我的预约呢: not a service, so nothing starts
-    ctx.session.add(UnansweredQuestion(text=text[:500], tier=tier, asked_at=ctx.now))
+    unanswered.record(ctx.session, text, tier, ctx.now)  # for staff to grow the FAQ
     hits = [entry for entry, _ in book.search(text, k=3, tier=tier)]
     suggest = ctx.router.flows.get("faq_suggest")
     if hits and suggest is not None:
