@@ -164,3 +164,34 @@ async def test_an_id_number_or_phone_typed_in_an_unanswered_question_is_not_kept
         (row,) = s.exec(select(UnansweredQuestion)).all()
     assert "110101199003071234" not in row.text and "13812345678" not in row.text
     assert "1381234" not in row.text and "年会在哪" in row.text
+
+
+async def test_at_a_free_text_step_a_question_the_faq_answers_is_answered(wx_plain, world):
+    with time_machine.travel(WED, tick=True):
+        world("platinum")
+        for m in ("专家门诊", "本人", "心内科"):
+            at_hospital = await wx_plain.say(U, m)
+        assert "对医院有偏好吗" in at_hospital
+        reply = await wx_plain.say(U, "专家门诊挂号费谁出？")
+        assert "自行承担" in reply and "对医院有偏好吗" in reply  # answered, then asked again
+        assert PICK_CITY in await wx_plain.say(U, "不限")  # the question was not the hospital
+
+
+async def test_at_the_symptoms_step_a_question_is_the_symptoms(wx_plain, world, services):
+    with time_machine.travel(WED, tick=True):
+        world("platinum")
+        await wx_plain.say(U, "专家门诊")
+        await wx_plain.say(U, "本人")
+        reply = await wx_plain.say(U, "反复胃疼，要不要做胃镜？")  # the FAQ would answer it
+        assert "对医院有偏好吗" in reply  # taken as what to see the expert about
+        for m in ("不限", "北京", "北京三甲医院", "1", "确认"):
+            await wx_plain.say(U, m)
+        (b,) = bookings(services)
+        assert b.department == "反复胃疼，要不要做胃镜？"
+
+
+async def test_a_new_question_at_the_suggestions_gets_its_own_answer(wx_plain):
+    suggestions = await wx_plain.say(U, "那个服务的事情怎么弄")
+    assert "您是不是想问" in suggestions
+    reply = await wx_plain.say(U, "洗牙要钱吗")
+    assert "免费" in reply and "您是不是想问" not in reply and "我们接着" not in reply

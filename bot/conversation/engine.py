@@ -166,7 +166,7 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
     if key is not None and key in ctx.router.keys:
         if not parses(ctx, flow, step):  # not an answer here: the customer asked for something else
             return run_key(ctx, key)
-    if is_question(ctx.text):
+    if flow.sticky and not step.symptoms and is_question(ctx.text):
         answered = answer_at_step(ctx, flow, step)
         if answered is not None:
             return answered
@@ -186,7 +186,9 @@ def parses(ctx: Context, flow: Flow, step: Step) -> bool:
 def answer_at_step(ctx: Context, flow: Flow, step: Step) -> Reply | None:
     """A question at a step that is not the step's answer: the FAQ's answer, then the step
     again. None (the step reads it) when the FAQ has no confident answer or, at a step that
-    does not take any text, when the step's parser reads it (下周三可以吗 at the date step)."""
+    does not take any text, when the step's parser reads it (下周三可以吗 at the date step).
+    A step that takes symptoms reads questions too (胃疼是不是要做胃镜 describes them), and a
+    flow that is not sticky (the FAQ's suggestions) lets the message go."""
     entry = faq.default().best(ctx.text, tier=held_tier_code(ctx))
     if entry is None or (not step.free_text and parses(ctx, flow, step)):
         return None
