@@ -195,3 +195,12 @@ async def test_a_new_question_at_the_suggestions_gets_its_own_answer(wx_plain):
     assert "您是不是想问" in suggestions
     reply = await wx_plain.say(U, "洗牙要钱吗")
     assert "免费" in reply and "您是不是想问" not in reply and "我们接着" not in reply
+
+
+async def test_a_service_word_asked_at_a_step_does_not_switch_flows(wx_plain, world):
+    with time_machine.travel(WED, tick=True):
+        world("platinum")
+        await wx_plain.say(U, "预约体检")
+        reply = await wx_plain.say(U, "洗牙？")
+        assert "您正在" not in reply and FOR_WHOM in reply  # still the checkup, asked again
+        assert "体检" in reply and "洁牙可由" not in reply

@@ -146,8 +146,9 @@ SWITCH = "_switch"  # flow data key: the intent the customer may leave the flow 
 
 
 def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
-    """The current step's answer. A whole-message intent at a free-text step asks before
-    leaving the flow; at other steps it switches when the text is not an answer."""
+    """The current step's answer (precedence 4); a whole-message intent (5): at a free-text
+    step it asks before leaving the flow, at other steps it switches when the text is not an
+    answer; a question that is not the step's answer: the FAQ's (6), then the step again."""
     data = ctx.record.data
     pending = data.pop(SWITCH, None)
     if pending:
@@ -157,16 +158,17 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
         if choice is False:
             return Reply(render("flow/stay", title=flow.title,
                                 prompt=step.ask(ctx, flow.load(data))))
+    question = is_question(ctx.text)
     key = exact(ctx.text)
-    if key in NOT_IN_FLOWS:  # 确认 inside a flow is the step's, never the reminder's
-        key = None
+    if key in NOT_IN_FLOWS or (question and key in SERVICE_OF):
+        key = None  # 确认 inside a flow is the step's, never the reminder's; 洗牙？ asks
     if key is not None and key in ctx.router.keys and step.free_text:
         data[SWITCH] = key.value
         return Reply(render("flow/switch_ask", title=flow.title, label=INTENT_LABEL[key]))
     if key is not None and key in ctx.router.keys:
         if not parses(ctx, flow, step):  # not an answer here: the customer asked for something else
             return run_key(ctx, key)
-    if flow.sticky and not step.symptoms and is_question(ctx.text):
+    if question and flow.sticky and not step.symptoms:
         answered = answer_at_step(ctx, flow, step)
         if answered is not None:
             return answered
