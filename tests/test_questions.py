@@ -204,3 +204,42 @@ async def test_a_service_word_asked_at_a_step_does_not_switch_flows(wx_plain, wo
         reply = await wx_plain.say(U, "洗牙？")
         assert "您正在" not in reply and FOR_WHOM in reply  # still the checkup, asked again
         assert "体检" in reply and "洁牙可由" not in reply
+
+
+# --- The gaps of issue 14, answered from DOMAIN.md's facts ------------------------------------
+
+
+async def test_will_i_be_notified_says_template_message_and_sms(wx_plain):
+    reply = await wx_plain.say(U, "预约成功会通知我吗")
+    assert "模板消息" in reply and "短信" in reply  # DOMAIN: confirmed -> template message + SMS
+
+
+async def test_someone_else_using_my_checkup_is_immediate_family_only(wx_plain):
+    reply = await wx_plain.say(U, "我的体检能给朋友用吗")
+    assert all(w in reply for w in ("配偶", "父母", "子女", "同意"))
+    assert "次数属于投保人" in reply or "计入您" in reply  # the quota is the policyholder's
+
+
+async def test_how_long_until_the_report_invents_no_number(wx_plain):
+    import re
+
+    reply = await wx_plain.say(U, "体检报告多久能出来")
+    assert "机构" in reply and "人工" in reply  # the institution gives it; ask staff
+    assert not re.search(r"\d+\s*(?:个)?(?:天|工作日|周|小时)", reply)  # the handbook is silent
+
+
+async def test_a_complaint_is_handed_to_a_person(wx_plain):
+    reply = await wx_plain.say(U, "我要投诉你们的专员")
+    assert "人工" in reply and "留言" in reply
+
+
+async def test_asked_whether_it_is_a_person_the_bot_says_it_is_not(wx_plain):
+    reply = await wx_plain.say(U, "这个是人工在回复吗")
+    assert "助手" in reply and "人工" in reply
+
+
+async def test_which_hospital_lists_the_city_with_the_kind(wx_plain, world):
+    world("platinum")
+    reply = await wx_plain.say(U, "北京有哪些体检机构")
+    assert "北京商业体检中心（商业机构）" in reply and "北京三甲医院（三甲医院）" in reply
+    assert "上海洁牙门诊" not in reply and "北京洁牙门诊" not in reply
