@@ -817,7 +817,7 @@ def audit_list(since: str = typer.Option(None, "--since", help="From YYYY-MM-DD 
 def faq_unanswered(since: str = typer.Option(None, "--since", help="From YYYY-MM-DD on (local date).")) -> None:
     """Questions that got the fallback, oldest first: when (local time), the asker's tier, the
     text. Who asked is never stored."""
-    from datetime import date, timezone
+    from datetime import date
 
     from bot.domain.unanswered import list_unanswered, since_local
 
@@ -831,8 +831,7 @@ def faq_unanswered(since: str = typer.Option(None, "--since", help="From YYYY-MM
     with _session(s) as session:
         rows = list_unanswered(session, since=start)
     for r in rows:
-        at = (r.asked_at if r.asked_at.tzinfo else r.asked_at.replace(tzinfo=timezone.utc)).astimezone(s.tz)
-        typer.echo(f"{at:%Y-%m-%d %H:%M}\t{r.tier or '-'}\t{r.text}")
+        typer.echo(f"{shown(r.asked_at, s)}\t{r.tier or '-'}\t{r.text}")
     if not rows:
         typer.echo("no unanswered questions" + (f" since {since}" if since else ""))
 
