@@ -1,7 +1,7 @@
 """questions the FAQ could not answer, kept without the identity for staff to grow the FAQ
 
 Revision ID: 0010
-Revises: 0014
+Revises: 0015
 """
 from alembic import op
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ import sqlmodel
 
 
 revision = "0010"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
