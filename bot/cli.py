@@ -25,6 +25,9 @@ app.add_typer(outbox_app, name="outbox")
 calendar_app = typer.Typer(help="China's working-day calendar.", no_args_is_help=True)
 menu_app = typer.Typer(help="The service account's menu.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log of staff actions.", no_args_is_help=True)
+faq_app = typer.Typer(help="The FAQ: what customers asked that it could not answer.",
+                      no_args_is_help=True)
+app.add_typer(faq_app, name="faq")
 tags_app = typer.Typer(help="Tier tags on WeChat (for broadcasts).", no_args_is_help=True)
 app.add_typer(menu_app, name="menu")
 app.add_typer(audit_app, name="audit")
@@ -808,6 +811,29 @@ def audit_list(since: str = typer.Option(None, "--since", help="From YYYY-MM-DD 
                    f"\tbefore={r.before or '-'}\tafter={r.after or '-'}")
     if not rows:
         typer.echo("no staff actions recorded" + (f" since {since}" if since else ""))
+
+
+@faq_app.command("unanswered")
+def faq_unanswered(since: str = typer.Option(None, "--since", help="From YYYY-MM-DD on (local date).")) -> None:
+    """Questions that got the fallback, oldest first: when (local time), the asker's tier, the
+    text. Who asked is never stored."""
+    from datetime import date
+
+    from bot.domain.unanswered import list_unanswered, since_local
+
+    s = settings()
+    start = None
+    if since:
+        try:
+            start = since_local(date.fromisoformat(since), s.tz)
+        except ValueError:
+            raise typer.BadParameter(f"{since!r} is not a date (YYYY-MM-DD)") from None
+    with _session(s) as session:
+        rows = list_unanswered(session, since=start)
+    for r in rows:
+        typer.echo(f"{shown(r.asked_at, s)}\t{r.tier or '-'}\t{r.text}")
+    if not rows:
+        typer.echo("no unanswered questions" + (f" since {since}" if since else ""))
 
 
 def main() -> None:

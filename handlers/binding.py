@@ -266,15 +266,17 @@ class UnbindData(FlowData):
     confirm: bool | None = None
 
 
+UNBIND_PHRASE = "确认解除"
+
+
 def _confirm(ctx: Context, text: str, data: UnbindData) -> bool:
-    """Unbinding destroys the binding and what the bot stored: it takes 确认解除 (or a yes
-    word); a no word keeps everything."""
-    answer = True if normalize(text) == "确认解除" else yes_no(text)
-    if answer is None:
-        raise Invalid("binding/unbind_confirm_again")
-    if not answer:
+    """Unbinding destroys the binding and what the bot stored: it takes only its distinct
+    phrase 确认解除 (DOMAIN.md); a bare yes (确认, 是) asks again, a no word keeps everything."""
+    if normalize(text) == UNBIND_PHRASE:
+        return True
+    if yes_no(text) is False:
         raise Invalid("binding/unbind_kept", end=True)
-    return True
+    raise Invalid("binding/unbind_confirm_again")
 
 
 def _unbind_begin(ctx: Context) -> dict | Reply:

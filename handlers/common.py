@@ -34,6 +34,7 @@ def help_(ctx: Context) -> Reply:
 class SuggestData(FlowData):
     suggested: list[str] = []
     entry: str | None = None
+    asked: str = ""  # the question the suggestions answer (its tiers and service shape the answer)
 
 
 def _suggested(ctx: Context, data: SuggestData) -> list[Option]:
@@ -44,7 +45,7 @@ def _suggested(ctx: Context, data: SuggestData) -> list[Option]:
 faq_suggest = router.flow(Flow(
     name="faq_suggest", title="常见问题",
     steps=[Choice("entry", "faq/suggest", options=_suggested)],
-    finish=lambda ctx, data: Reply(answer_faq(ctx, data.entry)),
+    finish=lambda ctx, data: Reply(answer_faq(ctx, data.entry, data.asked)),
     model=SuggestData, intro=False, sticky=False,
 ))
 

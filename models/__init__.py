@@ -224,6 +224,18 @@ class Notification(SQLModel, table=True):
 Outbox = Notification
 
 
+class UnansweredQuestion(SQLModel, table=True):
+    """A message the FAQ could not answer (it got the fallback), kept for staff to grow the
+    FAQ: the text, when, and the tier of the customer who asked; never who asked (no openid,
+    no customer id)."""
+
+    __tablename__ = "unanswered_question"
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = Field(sa_type=Text)
+    tier: str | None = Field(default=None, max_length=32)
+    asked_at: datetime = Field(index=True)
+
+
 class LeftMessage(SQLModel, table=True):
     """A message a customer left for a human agent (人工 outside service hours)."""
 

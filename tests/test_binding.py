@@ -122,7 +122,7 @@ async def test_one_customer_one_wechat_account(wx_plain, holder, services, codes
     assert reply == render("binding/bound_elsewhere")
     # after unbinding on the first account, the second may bind
     assert "确定要解除" in await wx_plain.say(U, "解除绑定")
-    assert await wx_plain.say(U, "确认") == render("binding/unbound")
+    assert await wx_plain.say(U, "确认解除") == render("binding/unbound")
     await walk(wx_plain, OTHER, "王小明", holder.id_number, "13912345678")
     assert "绑定成功" in await wx_plain.say(OTHER, codes.next())
 

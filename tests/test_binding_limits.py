@@ -147,7 +147,7 @@ async def test_bound_elsewhere_counts_against_the_customer(wx_plain, holder, cod
     for _ in range(5):
         assert await walk(wx_plain, B, NAME, holder.id_number, PHONE) == render("binding/bound_elsewhere")
     assert await wx_plain.say(A, "解除绑定")
-    assert await wx_plain.say(A, "确认") == render("binding/unbound")
+    assert await wx_plain.say(A, "确认解除") == render("binding/unbound")
     refused = await walk(wx_plain, B, NAME, holder.id_number, PHONE)
     assert "暂停" in refused and "分钟" in refused
 

@@ -13,6 +13,8 @@ from bot.infra.texts import render
 CASES = tomllib.loads((Path(__file__).with_name("emergency_labelled.toml")).read_text("utf-8"))
 EMERGENCY: list[str] = CASES["emergency"]
 NOT_EMERGENCY: list[str] = CASES["not_emergency"]
+HELD_OUT: list[str] = CASES["held_out_emergency"]
+HELD_OUT_NOT: list[str] = CASES["held_out_not_emergency"]
 
 
 def test_sets_are_big_enough():
@@ -22,6 +24,16 @@ def test_sets_are_big_enough():
 @pytest.mark.parametrize("text", EMERGENCY)
 def test_emergency_is_detected(text):
     assert is_emergency(text), text
+
+
+@pytest.mark.parametrize("text", HELD_OUT)
+def test_held_out_emergency_is_detected(text):
+    assert is_emergency(text), text
+
+
+@pytest.mark.parametrize("text", HELD_OUT_NOT)
+def test_held_out_look_alike_is_not_an_emergency(text):
+    assert not is_emergency(text), (text, matches(text))
 
 
 @pytest.mark.parametrize("text", NOT_EMERGENCY)

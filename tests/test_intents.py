@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from bot.conversation.intents import Universal, match, normalize, universal
+from bot.conversation.intents import Universal, is_question, match, normalize, universal
 from menus import INTENTS, MENU, Key, menu_json
 
 
@@ -46,3 +46,20 @@ def test_menu_and_intents_share_one_set_of_keys():
     assert len(MENU) <= 3 and all(len(entries) <= 5 for _, entries in MENU)
     clicks = [b["key"] for top in menu_json()["button"] for b in top["sub_button"]]
     assert all(Key(k) for k in clicks)
+
+
+@pytest.mark.parametrize("text", [
+    "专家门诊挂号费谁出", "洁牙疼不疼", "怎么查洁牙机构", "洗牙要钱吗", "体检在哪做", "一年几次",
+    "这些服务收费不？", "CT能预约不", "是不是要提前约", "有没有陪诊", "洗牙？", "能约嘛", "体检呢",
+    "多少钱", "为啥要身份证",
+])
+def test_questions_are_questions(text):
+    assert is_question(text)
+
+
+@pytest.mark.parametrize("text", [
+    "预约洁牙", "我要洗牙", "帮我约体检", "我想约洁牙", "取消预约", "确认取消", "确认解除", "1",
+    "北京", "12月4号", "不", "不要", "不不不", "好的", "张三", "心内科",
+])
+def test_commands_and_answers_are_not_questions(text):
+    assert not is_question(text)

@@ -103,3 +103,23 @@ def test_the_documented_example_files_import_cleanly(db_url):
     for kind in ("policies", "family", "institutions"):
         res = main(db_url, "import", kind, str(ROOT / "docs" / "examples" / f"{kind}.csv"))
         assert res.returncode == 0, (kind, res.stdout, res.stderr)
+
+
+def test_faq_unanswered_lists_questions_in_local_time_without_identity(db_url, engine):
+    from models import UnansweredQuestion
+
+    # 22:30 in Shanghai on 1 December is 14:30 UTC: the list shows the local time and date.
+    late = datetime(2026, 12, 1, 14, 30, tzinfo=timezone.utc)
+    with Session(engine) as s:
+        s.add(UnansweredQuestion(text="年会在哪里开", tier="gold", asked_at=late))
+        s.add(UnansweredQuestion(text="积分能换什么", tier=None, asked_at=late - timedelta(days=2)))
+        s.commit()
+    res = main(db_url, "faq", "unanswered")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines == ["2026-11-29 22:30\t-\t积分能换什么", "2026-12-01 22:30\tgold\t年会在哪里开"]
+    # --since is a local date: 1 December from 00:00 Shanghai (16:00 UTC on 30 November).
+    since = main(db_url, "faq", "unanswered", "--since", "2026-12-01").stdout
+    assert "年会在哪里开" in since and "积分能换什么" not in since
+    assert "no unanswered questions" in main(db_url, "faq", "unanswered", "--since", "2026-12-02").stdout
+    assert main(db_url, "faq", "unanswered", "--since", "12/01").returncode != 0

@@ -73,6 +73,17 @@ async def test_emergency_inside_a_free_text_step_and_the_flow_waits(wx_plain):
     assert "身份证" in await wx_plain.say(U, "吴敏")
 
 
+@pytest.mark.parametrize("text", ["快叫120", "帮我打120", "呼叫 120", "120！", "我妈晕了，快拨120"])
+async def test_a_call_for_120_gets_the_advice(wx_plain, text):
+    assert advice(await wx_plain.say(U, text))
+
+
+@pytest.mark.parametrize("text", ["我的保单号是120开头的吗", "客服电话是不是120", "120是什么号码",
+                                  "我家门牌号是120"])
+async def test_120_in_a_question_about_numbers_is_not_an_emergency(wx_plain, text):
+    assert not advice(await wx_plain.say(U, text))
+
+
 async def test_120_inside_an_id_number_is_not_an_emergency(wx_plain):
     await wx_plain.say(U, "绑定")
     await wx_plain.say(U, "同意")  # the privacy notice comes first
@@ -332,6 +343,10 @@ async def test_unbinding_understands_no_and_erases_chat_data(wx_plain, customer,
     await wx_plain.say(U, "解除绑定")
     assert "结束解除绑定" in await wx_plain.say(U, "取消")  # a bare 取消 only leaves the flow
     assert "黄金" in await wx_plain.say(U, "我的等级")
+    await wx_plain.say(U, "解除绑定")
+    for bare_yes in ("确认", "是", "好的"):  # destroying takes its distinct phrase only
+        assert "确认解除" in await wx_plain.say(U, bare_yes)
+    assert "黄金" in await wx_plain.say(U, "我的等级")  # still bound (我的等级 leaves the flow)
     await wx_plain.say(U, "解除绑定")
     done = await wx_plain.say(U, "确认解除")
     assert "已解除绑定" in done and "删除" in done

@@ -2,9 +2,11 @@
 "call 120 / go to A&E now" advice before anything else?
 
 The vocabulary is data (emergency.toml). Decisions, erring on the side of safety:
-- "120" counts only when it stands alone: not touching another digit (spaces and dashes
-  between digits join them, so "138 120 5678" is one number), not a quantity ("120万",
-  "120元", "120天") and not after an identifier word ("保单号120", "尾号120"). At a step that
+- "120" (in digits or spoken, 幺二零) counts only as a call for help (DOMAIN.md): the whole
+  message ("120", "１２０！！"), or after a call word of the vocabulary ("快叫120", "帮我打120",
+  "呼叫120", "急救120"). Never inside a longer number (spaces and dashes between digits join
+  them, so "138 120 5678" is one number), never as a quantity ("打120元"), and never in a
+  question about numbers ("客服电话是不是120", "我的保单号是120开头的吗"). At a step that
   expects an ID number, phone or code (`digits_step=True`) digits never count; words still do.
 - Distress and self-harm words ("救命", "想自杀") always count.
 - A symptom word does not count inside an exclusion span: a department in a booking question
@@ -34,11 +36,10 @@ _QUANTITY_AFTER = re.compile(
     r"\s*(?:万|千|百|亿|元|块|圆|rmb|cny|%|％|分|秒|天|日|周|年|月|岁|斤|公斤|kg|克|g|米|cm|mm|"
     r"次|个|只|件|张|份|平|号|楼|室|页|条|多|左右|以上|以下|度|ml|毫升|mg|毫克|/)"
 )
-# Before "120": an identifier or a quantity context.
-_IDENTIFIER_BEFORE = re.compile(
-    r"(?:号|码|编号|单号|保单|尾号|卡号|账号|手机|电话|证|第|共|约|大约|花了|交了|付了|保费|金额|"
-    r"保额|价格|价|¥|￥|\$|:|：|#)\s*$"
-)
+# What may stand between a call word and "120": 打个120, 打一下120, 拨打电话120, 快叫120.
+_CALL_FILLER = r"(?:一下|一个|个|下|电话|了|给|快|赶紧|马上)?"
+# The whole message is the number, with punctuation or spaces around it.
+_ALONE_120 = re.compile(r"[\W_]*120[\W_]*")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class _Vocabulary:
     words: re.Pattern            # symptom + typo words (+ fuzzy variants)
     distress: re.Pattern | None  # never excluded
     spoken_120: re.Pattern | None
+    call_120: re.Pattern | None  # a call word, then 120
     exclusions: tuple[re.Pattern, ...]
     acute: re.Pattern | None
 
@@ -72,6 +74,7 @@ def _vocabulary(path: Path = VOCABULARY) -> _Vocabulary:
                        for p in data.get("exclusions", {}).get("patterns", []))
     return _Vocabulary(words=words, distress=_alternation(data.get("distress", [])),
                        spoken_120=_alternation(data.get("spoken_120", [])),
+                       call_120=_call_pattern(data.get("call_words", [])),
                        exclusions=exclusions, acute=_alternation(data.get("acute_markers", [])))
 
 
@@ -80,15 +83,29 @@ def _norm(text: str) -> str:
     return _SPACES.sub("", unicodedata.normalize("NFKC", text or "").lower())
 
 
-def _has_standalone_120(text: str) -> bool:
-    folded = unicodedata.normalize("NFKC", text or "").lower()
+def _call_pattern(words: list[str]) -> re.Pattern | None:
+    words = sorted({_norm(w) for w in words if w.strip()}, key=len, reverse=True)
+    if not words:
+        return None
+    return re.compile(f"(?:{'|'.join(map(re.escape, words))}){_CALL_FILLER}$")
+
+
+def _calls_120(text: str, vocab: _Vocabulary) -> bool:
+    """Whether the message is 120 alone or asks to call it (see the module docstring)."""
+    folded = _SPACES.sub(" ", unicodedata.normalize("NFKC", text or "").lower().strip())
     folded = _DIGIT_GAP.sub("", folded)  # "138 120 5678" is one number
+    if vocab.spoken_120:
+        folded = vocab.spoken_120.sub("120", folded)
+    if _ALONE_120.fullmatch(folded):
+        return True
+    if vocab.call_120 is None:
+        return False
     for m in _NUMBER_120.finditer(folded):
         if _QUANTITY_AFTER.match(folded, m.end()):
             continue
-        if _IDENTIFIER_BEFORE.search(folded, 0, m.start()):
-            continue
-        return True
+        before = _SPACES.sub("", folded[:m.start()])
+        if vocab.call_120.search(before):
+            return True
     return False
 
 
@@ -113,9 +130,7 @@ def matches(text: str, *, digits_step: bool = False) -> list[str]:
     found: list[str] = []
     if vocab.distress:
         found += [m.group() for m in vocab.distress.finditer(norm)]
-    if vocab.spoken_120:
-        found += [m.group() for m in vocab.spoken_120.finditer(norm)]
-    if not digits_step and _has_standalone_120(text):
+    if not digits_step and _calls_120(text, vocab):
         found.append("120")
     hits = list(vocab.words.finditer(norm))
     if hits:

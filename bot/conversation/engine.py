@@ -5,10 +5,14 @@ Precedence for text (DOMAIN.md, "What a message means"):
 2. emergency words: the advice at once (at a symptoms step the flow goes on);
 3. a universal command (更多, 退出/取消, 返回, 帮助, 人工) that is the whole message;
 4. the mode (hand-over) or flow step in progress, where its answer parses; at a free-text
-   step a whole-message intent asks whether to leave the flow first;
-5. a menu intent that is the whole message, or one inside a request (我想约洁牙);
-6. small talk, the FAQ, then "I did not understand" with the FAQ's closest questions.
-A question (什么是保费贡献值) goes to the FAQ before a word inside it is taken as a command.
+   step a whole-message intent asks whether to leave the flow first; a question that is not
+   the step's answer gets the FAQ's answer and the step is asked again;
+5. a menu intent that is the whole message, or a command form with one inside it (我想约洁牙);
+6. small talk, the FAQ, then "I did not understand" with the FAQ's closest questions (the
+   message is kept, without the identity, for staff to grow the FAQ).
+Asking is not commanding: a question (`intents.is_question`: 洁牙疼不疼, 专家门诊挂号费谁出)
+goes to the FAQ and never starts a service; when it names a service the customer's tier may
+book, the answer ends with the offer to book it.
 The engine also ends idle flows, prepends notices and pages long replies.
 """
 from __future__ import annotations
@@ -25,8 +29,9 @@ from bot.conversation.intents import Universal, exact, is_question, match, unive
 from bot.conversation.message import Kind
 from bot.conversation.reply import Invalid, Reply
 from bot.conversation.router import BadArgs
+from bot.domain import booking_store, unanswered
 from bot.infra.texts import render
-from menus import INTENT_LABEL, NOT_IN_FLOWS, Key
+from menus import INTENT_LABEL, NOT_IN_FLOWS, SERVICE_OF, Key
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +146,9 @@ SWITCH = "_switch"  # flow data key: the intent the customer may leave the flow 
 
 
 def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
-    """The current step's answer. A whole-message intent at a free-text step asks before
-    leaving the flow; at other steps it switches when the text is not an answer."""
+    """The current step's answer (precedence 4); a whole-message intent (5): at a free-text
+    step it asks before leaving the flow, at other steps it switches when the text is not an
+    answer; a question that is not the step's answer: the FAQ's (6), then the step again."""
     data = ctx.record.data
     pending = data.pop(SWITCH, None)
     if pending:
@@ -152,50 +158,87 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
         if choice is False:
             return Reply(render("flow/stay", title=flow.title,
                                 prompt=step.ask(ctx, flow.load(data))))
+    question = is_question(ctx.text)
     key = exact(ctx.text)
-    if key in NOT_IN_FLOWS:  # 确认 inside a flow is the step's, never the reminder's
-        key = None
+    if key in NOT_IN_FLOWS or (question and key in SERVICE_OF):
+        key = None  # 确认 inside a flow is the step's, never the reminder's; 洗牙？ asks
     if key is not None and key in ctx.router.keys and step.free_text:
         data[SWITCH] = key.value
         return Reply(render("flow/switch_ask", title=flow.title, label=INTENT_LABEL[key]))
     if key is not None and key in ctx.router.keys:
-        probe = flow.load(data)
-        try:
-            step.answer(ctx, probe)
-        except Exception:  # not an answer here: the customer asked for something else
-            ctx.discard()
+        if not parses(ctx, flow, step):  # not an answer here: the customer asked for something else
             return run_key(ctx, key)
+    if question and flow.sticky and not step.symptoms:
+        answered = answer_at_step(ctx, flow, step)
+        if answered is not None:
+            return answered
     return flow.input(ctx, step)
 
 
+def parses(ctx: Context, flow: Flow, step: Step) -> bool:
+    """Whether the message is the step's own answer (its writes, if any, are undone when not)."""
+    try:
+        step.answer(ctx, flow.load(ctx.record.data))
+    except Exception:
+        ctx.discard()
+        return False
+    return True
+
+
+def answer_at_step(ctx: Context, flow: Flow, step: Step) -> Reply | None:
+    """A question at a step that is not the step's answer: the FAQ's answer, then the step
+    again. None (the step reads it) when the FAQ has no confident answer or, at a step that
+    does not take any text, when the step's parser reads it (下周三可以吗 at the date step).
+    A step that takes symptoms reads questions too (胃疼是不是要做胃镜 describes them), and a
+    flow that is not sticky (the FAQ's suggestions) lets the message go."""
+    entry = faq.default().best(ctx.text, tier=held_tier_code(ctx))
+    if entry is None or (not step.free_text and parses(ctx, flow, step)):
+        return None
+    return Reply(render("flow/answered", answer=answer_faq(ctx, entry, ctx.text),
+                        title=flow.title, prompt=flow.ask_again(ctx, step)))
+
+
 def understand(ctx: Context, text: str) -> Reply:
-    """Outside any flow: intents, small talk and the FAQ (precedence 5 and 6)."""
-    key = exact(text)
-    if key is not None:
-        return run_key(ctx, key)
-    book = faq.default()
+    """Outside any flow: intents, small talk and the FAQ (precedence 5 and 6). A question
+    never starts a service (asking is not commanding)."""
     question = is_question(text)
-    if not question:
-        key = match(text)
-        if key is not None:
-            return run_key(ctx, key)
+    key = exact(text)
+    if key is not None and not (question and key in SERVICE_OF):
+        return run_key(ctx, key)
+    key = match(text)
+    if key is not None and not question:
+        return run_key(ctx, key)  # a command form: 我要洗牙, 帮我约体检
+    book = faq.default()
     talk = book.smalltalk(text)
     if talk is not None:
         return Reply(faq.smalltalk_answer(talk))
     tier = held_tier_code(ctx)
+    offer = booking_offer(ctx, key)
     best = book.best(text, tier=tier)
     if best is not None:
-        return Reply(answer_faq(ctx, best))
-    if question:
-        key = match(text)
-        if key is not None:
-            return run_key(ctx, key)
+        return Reply(with_offer(answer_faq(ctx, best, text), offer))
+    if key is not None and key not in SERVICE_OF:
+        return run_key(ctx, key)  # 请问我的预约呢: not a service, so nothing starts
+    unanswered.record(ctx.session, text, tier, ctx.now)  # for staff to grow the FAQ
     hits = [entry for entry, _ in book.search(text, k=3, tier=tier)]
     suggest = ctx.router.flows.get("faq_suggest")
     if hits and suggest is not None:
-        reply = ctx.start(suggest, suggested=hits)
-        return Reply(render("unknown", has_suggestions=True) + "\n" + reply.text)
-    return Reply(render("unknown", has_suggestions=False))
+        reply = ctx.start(suggest, suggested=hits, asked=text)
+        return Reply(with_offer(render("unknown", has_suggestions=True) + "\n" + reply.text, offer))
+    return Reply(with_offer(render("unknown", has_suggestions=False), offer))
+
+
+def booking_offer(ctx: Context, key: Key | None) -> str | None:
+    """The booking a question names (洁牙疼不疼: 预约洁牙), when the customer's held tier has it."""
+    tier = held_tier_code(ctx)
+    if key not in SERVICE_OF or tier is None or key not in ctx.router.keys:
+        return None
+    service = ctx.services.rules.service(SERVICE_OF[key])
+    return INTENT_LABEL[key] if service.per_year and tier in service.tiers else None
+
+
+def with_offer(text: str, offer: str | None) -> str:
+    return f"{text}\n\n{render('faq/offer', label=offer)}" if offer else text
 
 
 def held_tier_code(ctx: Context) -> str | None:
@@ -203,8 +246,33 @@ def held_tier_code(ctx: Context) -> str | None:
     return customer.tier if customer is not None else None
 
 
-def answer_faq(ctx: Context, entry_id: str) -> str:
-    return faq.default().answer(entry_id, **faq_facts(ctx.services.settings.rules_file))
+def answer_faq(ctx: Context, entry_id: str, text: str = "") -> str:
+    """The entry's answer, with the rules' facts, what the question names (tiers, a service,
+    a city) and, for the entries that list them, the institutions."""
+    book = faq.default()
+    facts = dict(faq_facts(ctx.services.settings.rules_file))
+    key = match(text) if text else None
+    facts.update(faq.asked(text, facts, held=held_tier_code(ctx), service=SERVICE_OF.get(key)))
+    start, end = ctx.services.settings.service_hours
+    facts["hours"] = f"{start:%H:%M}–{end:%H:%M}"
+    if "institutions" in book.entry(entry_id).lookups:
+        places = institution_rows(ctx)
+        cities = [c for c in dict.fromkeys(p["city"] for p in places) if c in text]
+        service = facts["asked_service"]
+        facts["asked_cities"] = cities
+        facts["institutions"] = [p for p in places if (not cities or p["city"] in cities)
+                                 and (service is None or service in p["services"])]
+    return book.answer(entry_id, **facts)
+
+
+def institution_rows(ctx: Context) -> list[dict]:
+    """Every institution giving a bookable service, by city and name."""
+    rows: dict[str, dict] = {}
+    for service in SERVICE_OF.values():
+        for p in booking_store.institutions(ctx.conn, service):
+            rows.setdefault(p.code, {"name": p.name, "city": p.city, "kind": p.kind,
+                                     "services": sorted(p.services)})
+    return sorted(rows.values(), key=lambda r: (r["city"], r["name"]))
 
 
 @lru_cache(maxsize=4)

@@ -128,6 +128,18 @@ class Entry:
     tier: tuple[str, ...] = ()
     template: str = ""
     facts: tuple[str, ...] = ()
+    lookups: tuple[str, ...] = ()  # what the caller reads from the database for the answer
+    # The entry answers only a question with a word of each group and none of `excludes`
+    # (a yes/no about a tier's service names a tier and a service); such a question favours it.
+    requires: tuple[tuple[str, ...], ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    def fits(self, text: str) -> bool | None:
+        """For an entry with `requires`: whether the (normalised, synonym-read) text fits it."""
+        if not self.requires:
+            return None
+        return (all(any(w in text for w in group) for group in self.requires)
+                and not any(w in text for w in self.excludes))
 
 
 @dataclass
@@ -148,6 +160,7 @@ class Faq:
     BIGRAM_WEIGHT = 0.4
     THRESHOLD = 0.22
     TIER_BOOST = 1.1
+    FIT_BOOST = 1.5  # a question of the shape an entry `requires`
     UNKNOWN_WEIGHT = 1.0  # share of the highest idf a word the index never saw costs
 
     def __init__(self, path: Path = DATA):
@@ -155,7 +168,9 @@ class Faq:
         self.entries: list[Entry] = [
             Entry(id=e["id"], title=e["title"], phrasings=tuple(e.get("phrasings", ())),
                   tier=tuple(e.get("tier", ())), template=e.get("template", f"faq/{e['id']}"),
-                  facts=tuple(e.get("facts", ())))
+                  facts=tuple(e.get("facts", ())), lookups=tuple(e.get("lookups", ())),
+                  requires=tuple(tuple(normalize(w) for w in g) for g in e.get("requires", ())),
+                  excludes=tuple(normalize(w) for w in e.get("excludes", ())))
             for e in data.get("entry", [])
         ]
         ids = [e.id for e in self.entries]
@@ -220,10 +235,13 @@ class Faq:
             score = self.BM25_WEIGHT * min(bm25[d] / ceiling, 1.0) + self.BIGRAM_WEIGHT * overlap
             if score > best[entry_i]:
                 best[entry_i] = score
-        if tier:
-            for i, entry in enumerate(self.entries):
-                if tier in entry.tier:
-                    best[i] *= self.TIER_BOOST
+        read = self.synonyms.text(norm)
+        for i, entry in enumerate(self.entries):
+            if tier and tier in entry.tier:
+                best[i] *= self.TIER_BOOST
+            fits = entry.fits(read)
+            if fits is not None:
+                best[i] *= self.FIT_BOOST if fits else 0.0
         ranked = sorted(range(idx.entry_count), key=lambda i: -best[i])[:k]
         return [(self.entries[i].id, round(float(best[i]), 4)) for i in ranked if best[i] > 0]
 
@@ -270,7 +288,8 @@ class Faq:
         missing = [f for f in entry.facts if f not in facts]
         if missing:
             raise KeyError(f"FAQ {entry_id} needs facts {missing}")
-        return render(entry.template, entry_tiers=list(entry.tier), **facts)
+        return render(entry.template, entry_tiers=list(entry.tier),
+                      **{**asked("", facts), **facts})
 
 
 def smalltalk_answer(smalltalk_id: str, **ctx) -> str:
@@ -305,6 +324,22 @@ def rules_facts(rules: Mapping) -> dict:
         "services": services,
         "basic_services": {"tiers": list(basic.get("tiers", [])), "items": list(basic.get("items", []))},
     }
+
+
+_CAN = re.compile(r"能|可以|可不可以|可否|让不让|允许")
+
+
+def asked(text: str, facts: Mapping, *, held: str | None = None,
+          service: str | None = None) -> dict:
+    """What a question names, for the answers that depend on it (a tier has a service,
+    tiers compared): the tier codes in the order the text names them (黄金, 铂金…), the held
+    tier, the service code the caller read from it, and whether it asks "can" (能/可以:
+    the answer then starts with 可以/不可以 rather than 有/没有)."""
+    norm = normalize(text)
+    found = sorted(((norm.find(t["name"]), t["code"]) for t in facts.get("tiers", [])
+                    if t["name"] and t["name"] in norm), key=lambda hit: hit[0])
+    return {"asked_tiers": [code for _, code in found], "held_tier": held,
+            "asked_service": service, "asked_can": bool(_CAN.search(norm))}
 
 
 @lru_cache(maxsize=1)

@@ -206,6 +206,10 @@ class Flow:
         name = state.split(SEP, 1)[1]
         return self.steps[self._index[name]] if name in self._index else None
 
+    def ask_again(self, ctx: "Context", step: Step) -> str:
+        """The current step's prompt once more (a choice step re-records what it offers)."""
+        return self._ask(ctx, self.load(ctx.record.data), step)
+
     def input(self, ctx: "Context", step: Step) -> Reply | None:
         """The reply to an answer at `step`; None when a non-sticky flow's step does not
         take it (the flow has then ended and the message is the engine's again)."""

@@ -53,13 +53,18 @@ def exact(text: str) -> Key | None:
     return _table().get(normalize(text))
 
 
-_QUESTION = re.compile(r"[?？吗么呢]$|什么|怎么|怎样|如何|多少|几[次个天年月号]|哪|是否|是不是|能不能|"
-                       r"可不可以|可以.*吗|有没有|为啥|为什么|啥")
+# What makes a message a question (DOMAIN.md "Asking is not commanding"): a question mark;
+# 吗 anywhere, or a closing particle (呢, 么, 嘛, and 不/没 after a verb: 收费不); a question word
+# (什么, 怎么, 多少, 谁, 几, 哪, 啥 …); or an "X不X" / "X没X" pair (疼不疼, 是不是, 有没有).
+_QUESTION = re.compile(
+    r"[?？]|吗|(?:呢|么|嘛)[\W_]*$|[^\W\d_不没]{2}[不没][\W_]*$|什么|怎么|怎样|咋|如何|多少|多久|多长|多大|谁|几|哪|"
+    r"是否|能否|为啥|为什么|啥|可不可以|([^\W\d_不没])[不没]\1")
 
 
 def is_question(text: str) -> bool:
-    """Whether the message asks about something (什么是保费贡献值) rather than asks for it
-    (我想约洁牙): questions go to the FAQ before a word inside them is taken as a command."""
+    """Whether the message asks about something (洁牙疼不疼, 专家门诊挂号费谁出) rather than
+    asks for it (预约洁牙, 我要洗牙, 帮我约体检). The one place that decides it: a question gets
+    the FAQ's answer before a word inside it is taken as a command."""
     return bool(_QUESTION.search(unicodedata.normalize("NFKC", text or "").strip()))
 
 

@@ -57,6 +57,8 @@ def _wan(v) -> str:
 
 
 _env.filters["wan"] = _wan
+# `services | selectattr("tiers", "contains", code)`: the services a tier has.
+_env.tests["contains"] = lambda seq, item: item in seq
 
 
 _templates: dict[str, Template] = {}
