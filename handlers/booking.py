@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
-from bot.conversation.flow import OPTIONS, pick
+from bot.conversation.flow import offered_of
 from bot.conversation.intents import match, normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
@@ -212,11 +212,12 @@ def check_service(ctx: Context, code: str, data: BookingData) -> str:
 
 def beneficiary_options(ctx: Context, data: BookingData) -> list[Option]:
     customer = _customer(ctx)
-    options = [Option(SELF, label("self", name=mask_name(customer.name)), words=("自己", "我"))]
+    options = [Option(SELF, label("self", name=mask_name(customer.name)),
+                      words=("本人", "自己", "我", "我自己"))]
     for m in store.family_of(ctx.session, customer.id):
         options.append(Option(f"{MEMBER}{m.id}",
                               label("relative", relation=m.relation, name=mask_name(m.name))))
-    options.append(Option(NEW, label("add_family")))
+    options.append(Option(NEW, label("add_family"), words=("添加家人", "添加", "新增家人", "新家人")))
     return options
 
 
@@ -329,20 +330,17 @@ def check_institution(ctx: Context, code: str, data: BookingData) -> str:
     return code
 
 
-class DateChoice(Choice):
-    """The next bookable dates as options; a typed date is read with `parse_date`."""
-
-    def answer(self, ctx: Context, data: Any) -> Any:
-        offered = [tuple(o) for o in (getattr(data, OPTIONS, None) or [])]
-        code = pick(offered, ctx.text, ctx.inbound.menu_id)
-        if code is not None:
-            return self.check(ctx, code, data)
-        parsed = parse_date(ctx.text, ctx.now, calendar())
-        if not parsed.ok:
-            if parsed.reason == "past":
-                raise refusal(ctx, Refusal.PAST, _request(ctx, data))
-            raise Invalid(f"booking/refusal/{parsed.reason}")
-        return self.check(ctx, parsed.date.isoformat(), data)
+def parse_typed_date(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The date step's own parser: a typed date is that date (never an offered one near it),
+    judged by the rules in `check_date`; a bare small number is not a date (None)."""
+    if normalize(text).isdigit() and len(normalize(text)) <= 2:
+        return None
+    parsed = parse_date(text, ctx.now, calendar())
+    if parsed.ok:
+        return parsed.date.isoformat()
+    if parsed.reason == "past":
+        raise refusal(ctx, Refusal.PAST, _request(ctx, data))
+    raise Invalid(f"booking/refusal/{parsed.reason}")
 
 
 def date_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -355,9 +353,20 @@ def date_options(ctx: Context, data: BookingData) -> list[Option]:
 def date_context(ctx: Context, data: BookingData) -> dict:
     rules = ctx.services.rules
     note, data.date_note = data.date_note, ""
-    return {"note": note, "offered": bool(getattr(data, OPTIONS, None)),
-            "earliest": calendar().earliest_bookable(ctx.now, rules.booking.lead_workdays),
-            "latest": ctx.today + timedelta(days=rules.booking.window_days)}
+    earliest = calendar().earliest_bookable(ctx.now, rules.booking.lead_workdays)
+    offered = [date.fromisoformat(code) for code, *_ in offered_of(data)]
+    # The year said aloud: this year's uses are spent and only next year's dates are offered.
+    spent = None
+    if offered and all(d.year > ctx.today.year for d in offered):
+        service = _service(ctx, data)
+        facts = _facts(ctx, _request(ctx, data, date=None))
+        if service.per_year is not None and facts.used.get(ctx.today.year, 0) >= service.per_year:
+            spent = ctx.today.year
+            earliest = max(earliest, offered[0])
+    return {"note": note, "offered": bool(offered), "earliest": earliest,
+            "latest": ctx.today + timedelta(days=rules.booking.window_days),
+            "spent_year": spent, "next_year": offered[0].year if offered else None,
+            "service": _service(ctx, data)}
 
 
 def check_date(ctx: Context, code: str, data: BookingData) -> date:
@@ -378,7 +387,8 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
                 place=req.institution, date=req.date,
                 escorted=req.service in ESCORT_SERVICES and escorted(req.institution),
                 provisional=calendar().is_provisional(req.date), deadline=deadline,
-                fees=req.service in FEE_SERVICES, family=not person.is_self)
+                fees=req.service in FEE_SERVICES, family=not person.is_self,
+                quota_year=req.date.year if req.date.year != ctx.today.year else None)
 
 
 def person_label(person: Person) -> str:
@@ -454,8 +464,8 @@ booking_flow = router.flow(Flow(
         Choice("city", "booking/ask_city", options=city_options, check=check_city),
         Choice("institution", "booking/ask_institution", options=institution_options,
                check=check_institution, context=institution_context),
-        DateChoice("date", "booking/ask_date", options=date_options, check=check_date,
-                   context=date_context),
+        Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,
+               check=check_date, context=date_context, unread="booking/refusal/nonsense"),
         Step("confirm", "booking/summary", parse_confirm, context=summary_context),
     ],
     finish=finish, model=BookingData,
