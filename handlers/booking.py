@@ -23,9 +23,11 @@ from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookabl
                                  calendar, cancel_refusal, cancellation_terms, check_booking,
                                  escorted, packages_for, quota_years, remaining, service_date)
 from bot.domain.dates import parse_date, validate_service_date
-from bot.domain.identity import id_sex, mask_name, normalize_id_number, validate_id_number
+from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
+                                 validate_id_number)
 from bot.domain.rules import Service
-from bot.domain.vocab import Relation
+from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, Relation
+from bot.infra.sealed import seal, unseal
 from bot.infra.texts import render
 from handlers.binding import require_customer
 from handlers.tiers import held_tier
@@ -47,13 +49,11 @@ RELATIONS = (Relation.SPOUSE, Relation.PARENT, Relation.CHILD)
 def label(kind: str, **kw: Any) -> str:
     """A short option label of this flow (bot/templates/booking/label.j2)."""
     return render("booking/label", kind=kind, **kw)
-# Words in an entry message that name the beneficiary: (relation, sex or None).
-WHO = [(("老婆", "妻子", "爱人", "太太", "媳妇"), Relation.SPOUSE, "F"),
-       (("老公", "丈夫", "先生"), Relation.SPOUSE, "M"),
-       (("妈妈", "母亲", "我妈", "老妈"), Relation.PARENT, "F"),
-       (("爸爸", "父亲", "我爸", "老爸"), Relation.PARENT, "M"),
-       (("儿子",), Relation.CHILD, "M"), (("女儿",), Relation.CHILD, "F"),
-       (("孩子", "小孩"), Relation.CHILD, None)]
+# Words inside a sentence that name the beneficiary (帮我妈妈约体检): (word, relation, sex or
+# None), longest first; one-character words (妈) count only as a whole answer.
+WHO = sorted(((w, rel, sex) for w, (rel, sex) in RELATION_WORDS.items() if len(w) >= 2),
+             key=lambda hit: -len(hit[0]))
+SEALED = "booking:new_member"  # the purpose the new member's name and ID number are sealed for
 _FILLER = re.compile(r"帮我|给我|替我|我想|我要|想要|预约|约个|约一下|一下|的|去|做个|做|约")
 _NUMBER = re.compile(r"YY\d{10}", re.IGNORECASE)
 
@@ -66,8 +66,9 @@ class BookingData(FlowData):
     service: str | None = None
     beneficiary: str | None = None  # self | new | fm:<family member id>
     new_relation: str | None = None
-    new_name: str | None = None
-    new_id_number: str | None = None
+    new_name: str | None = None  # sealed (bot.infra.sealed): nothing readable at rest
+    new_id_number: str | None = None  # sealed
+    age_pending: str = ""  # sealed ID number whose birth date is being questioned
     package: str | None = None
     exam: str | None = None
     department: str | None = None
@@ -99,11 +100,20 @@ def _person(ctx: Context, data: BookingData) -> Person | None:
     if who == SELF:
         return store.me(customer)
     if who == NEW:
-        if not (data.new_id_number and data.new_relation):
+        number = _unseal(ctx, data.new_id_number)
+        if not (number and data.new_relation):
             return None
-        return Person(name=data.new_name or "", id_number=data.new_id_number,
-                      sex=id_sex(data.new_id_number), relation=data.new_relation, registered=False)
+        return Person(name=_unseal(ctx, data.new_name), id_number=number,
+                      sex=id_sex(number), relation=data.new_relation, registered=False)
     return store.beneficiary(ctx.session, customer, int(who.removeprefix(MEMBER)))
+
+
+def _seal(ctx: Context, value: str) -> str:
+    return seal(ctx.services.settings.secret_key, SEALED, value)
+
+
+def _unseal(ctx: Context, token: str | None) -> str:
+    return unseal(ctx.services.settings.secret_key, SEALED, token) or ""
 
 
 def _package(ctx: Context, data: BookingData) -> str | None:
@@ -149,6 +159,9 @@ def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | Non
                   next_year=spare[0] if spare else None)
     if code in (Refusal.PACKAGE_SEX, Refusal.VENUE):
         kw["package"] = next(p for p in service.packages if p.code == req.package)
+    if code == Refusal.PACKAGE_SEX:
+        kw.update(person=req.beneficiary,
+                  fits=[p.name for p in packages_for(service, req.tier, req.beneficiary)])
     if code == Refusal.NOT_ENTITLED:
         kw.update(entitlement(ctx, req.tier, service))
     return Invalid(f"booking/refusal/{code}", goto=goto, end=end, **kw)
@@ -228,8 +241,43 @@ def check_beneficiary(ctx: Context, code: str, data: BookingData) -> str:
     return code
 
 
+def _not_family(text: str) -> None:
+    """Refuse, saying why, a relative who is not immediate family (我哥哥)."""
+    norm = normalize(text)
+    word = next((w for w in NOT_FAMILY_WORDS if w in norm), None)
+    if word is not None:
+        raise Invalid("booking/refusal/not_immediate_family", word=word)
+
+
+def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The beneficiary step's own parser: a relation word (老公, 我妈) names the one family
+    member on file it fits, or a new member of that relation when there is none."""
+    _not_family(text)
+    norm = normalize(text)
+    hit = RELATION_WORDS.get(norm) or next(
+        ((rel, sex) for w, rel, sex in WHO if w in norm), None)
+    if hit is None:
+        return None
+    relation, sex = hit
+    members = [m for m in store.family_of(ctx.session, _customer(ctx).id)
+               if m.relation == relation and (sex is None or id_sex(m.id_number) == sex)]
+    if len(members) == 1:
+        return f"{MEMBER}{members[0].id}"
+    if members:
+        return None  # several fit: the customer picks one from the list
+    data.new_relation = relation.value
+    return NEW
+
+
 def relation_options(ctx: Context, data: BookingData) -> list[Option]:
-    return [Option(r.value, label("relation", relation=r.value)) for r in RELATIONS]
+    return [Option(r.value, label("relation", relation=r.value),
+                   words=tuple(w for w, (rel, _) in RELATION_WORDS.items() if rel == r))
+            for r in RELATIONS]
+
+
+def parse_relation(ctx: Context, text: str, data: BookingData) -> None:
+    _not_family(text)
+    return None
 
 
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
@@ -238,19 +286,45 @@ _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
 def parse_new_name(ctx: Context, text: str, data: BookingData) -> str:
     if not _NAME.fullmatch(text.strip()):
         raise Invalid("booking/bad_name")
-    return text.strip()
+    return _seal(ctx, text.strip())
+
+
+def _same_name(a: str, b: str) -> bool:
+    return compact(a).casefold() == compact(b).casefold()
 
 
 def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
-    try:
-        number = validate_id_number(normalize_id_number(text), today=ctx.today)
-    except ValueError:
-        raise Invalid("booking/bad_id_number") from None
-    if number == _customer(ctx).id_number:
+    """The new member's ID number: valid, not the policyholder's own, under the name on file
+    when it belongs to a known person; a parent younger than the policyholder (or a child
+    older) is questioned first."""
+    customer = _customer(ctx)
+    questioned, data.age_pending = _unseal(ctx, data.age_pending), ""
+    said = yes_no(text) if questioned else None
+    if said is False:
+        raise Invalid("booking/age_reenter")
+    if said is True:
+        number = questioned
+    else:
+        try:
+            number = validate_id_number(normalize_id_number(text), today=ctx.today)
+        except ValueError:
+            raise Invalid("booking/bad_id_number") from None
+    if number == customer.id_number:
         raise Invalid("booking/own_id_number")
-    data.new_id_number = number
+    name = _unseal(ctx, data.new_name)
+    on_file = store.names_on_file(ctx.session, number)
+    if on_file and not any(_same_name(name, known) for known in on_file):
+        raise Invalid("booking/id_number_other_name", goto="new_name")
+    if said is not True:
+        theirs, mine = id_birth_date(number), id_birth_date(customer.id_number)
+        if (data.new_relation == Relation.PARENT and theirs >= mine) or \
+                (data.new_relation == Relation.CHILD and theirs <= mine):
+            data.age_pending = _seal(ctx, number)
+            raise Invalid("booking/age_check", again=False, relation=data.new_relation,
+                          name=mask_name(name))
+    data.new_id_number = _seal(ctx, number)
     _check(ctx, data)
-    return number
+    return data.new_id_number
 
 
 def package_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -261,6 +335,14 @@ def package_options(ctx: Context, data: BookingData) -> list[Option]:
 
 def wants_package(ctx: Context, data: BookingData) -> bool:
     return len(package_options(ctx, data)) > 1
+
+
+def parse_package(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The package step's own parser: any of the service's packages named exactly, so that
+    one the rules refuse (the other sex's, another tier's) is explained, not swapped."""
+    said = normalize(text)
+    found = [p.code for p in _service(ctx, data).packages if normalize(p.name) == said]
+    return found[0] if len(found) == 1 else None
 
 
 def check_package(ctx: Context, code: str, data: BookingData) -> str:
@@ -315,6 +397,19 @@ def institution_options(ctx: Context, data: BookingData) -> list[Option]:
 def institution_context(ctx: Context, data: BookingData) -> dict:
     return {"city": data.city, "escort_note": data.service in ESCORT_SERVICES
             and any(escorted(p) for p in _places(ctx, data, data.city))}
+
+
+def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The institution step's own parser: any institution named exactly, so that one the
+    rules refuse (not giving the service, not for the package) is explained, and one in
+    another city that the rules allow is taken (with its city)."""
+    said = normalize(text)
+    found = [p for p in store.institutions(ctx.conn, None) if normalize(p.name) == said]
+    if len(found) != 1:
+        return None
+    if found[0].offers(data.service):
+        data.city = found[0].city
+    return found[0].code
 
 
 def check_institution(ctx: Context, code: str, data: BookingData) -> str:
@@ -441,17 +536,18 @@ booking_flow = router.flow(Flow(
         Choice("service", "booking/ask_service", options=service_options, check=check_service,
                context=service_context),
         Choice("beneficiary", "booking/ask_beneficiary", options=beneficiary_options,
-               check=check_beneficiary, when=lambda ctx, d: _service(ctx, d).family,
+               parse=parse_beneficiary, check=check_beneficiary,
+               when=lambda ctx, d: _service(ctx, d).family,
                context=lambda ctx, d: {"service": _service(ctx, d)}),
         Choice("new_relation", "booking/ask_relation", options=relation_options,
-               when=lambda ctx, d: d.beneficiary == NEW),
+               parse=parse_relation, when=lambda ctx, d: d.beneficiary == NEW),
         Step("new_name", "booking/ask_new_name", parse_new_name, free_text=True,
              when=lambda ctx, d: d.beneficiary == NEW),
         Step("new_id_number", "booking/ask_new_id", parse_new_id, digits=True,
              when=lambda ctx, d: d.beneficiary == NEW,
-             context=lambda ctx, d: {"name": mask_name(d.new_name)}),
-        Choice("package", "booking/ask_package", options=package_options, check=check_package,
-               when=wants_package),
+             context=lambda ctx, d: {"name": mask_name(_unseal(ctx, d.new_name))}),
+        Choice("package", "booking/ask_package", options=package_options, parse=parse_package,
+               check=check_package, when=wants_package),
         Choice("exam", "booking/ask_exam", options=exam_options,
                when=lambda ctx, d: bool(_service(ctx, d).choices)),
         Step("department", "booking/ask_department", parse_free(64), free_text=True,
@@ -463,7 +559,7 @@ booking_flow = router.flow(Flow(
              .may_name_expert(held_tier(ctx, _customer(ctx)).code)),
         Choice("city", "booking/ask_city", options=city_options, check=check_city),
         Choice("institution", "booking/ask_institution", options=institution_options,
-               check=check_institution, context=institution_context),
+               parse=parse_institution, check=check_institution, context=institution_context),
         Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,
                check=check_date, context=date_context, unread="booking/refusal/nonsense"),
         Step("confirm", "booking/summary", parse_confirm, context=summary_context),
@@ -499,9 +595,8 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
     out: dict[str, Any] = {}
     rest = text
     service = ctx.services.rules.service(service_code)
-    for words, relation, sex in WHO:
-        hit = next((w for w in words if w in text), None)
-        if hit is None:
+    for hit, relation, sex in WHO:
+        if hit not in text:
             continue
         rest = rest.replace(hit, "")
         members = [m for m in store.family_of(ctx.session, customer.id) if m.relation == relation
