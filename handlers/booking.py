@@ -39,6 +39,7 @@ router = Router()
 SERVICE_OF_KEY = {Key.BOOK_DENTAL: "dental", Key.BOOK_CHECKUP: "checkup",
                   Key.BOOK_EXPERT: "expert_outpatient", Key.BOOK_SPECIAL: "special_exam"}
 EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
+SPECIAL = "special_exam"  # asks the symptoms or the doctor's referral (the handbook's basis)
 FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
 ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
 SELF, NEW, MEMBER = "self", "new", "fm:"
@@ -71,6 +72,7 @@ class BookingData(FlowData):
     age_pending: str = ""  # sealed ID number whose birth date is being questioned
     package: str | None = None
     exam: str | None = None
+    symptoms: str | None = None  # 特种检查: the symptoms or the doctor's referral
     department: str | None = None
     hospital: str | None = None
     expert: str | None = None
@@ -360,8 +362,10 @@ def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
         text = text.strip()
         if normalize(text) in skip_words:
             return ""
-        if not text or len(text) > max_len:
-            raise Invalid("booking/refusal/empty" if not text else "booking/refusal/nonsense")
+        if not text:
+            raise Invalid("booking/free_empty")
+        if len(text) > max_len:
+            raise Invalid("booking/free_too_long", max_len=max_len)
         return text
     return parse
 
@@ -477,7 +481,8 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
     package = next((p for p in service.packages if p.code == req.package), None)
     person = req.beneficiary
     deadline = calendar().free_cancel_deadline(req.date, cutoff=rules.booking.cancel_cutoff)
-    return dict(service=service, package=package, exam=data.exam, department=data.department,
+    return dict(service=service, package=package, exam=data.exam, symptoms=data.symptoms,
+                department=data.department,
                 hospital=data.hospital, expert=data.expert, person=person_label(person),
                 place=req.institution, date=req.date,
                 escorted=req.service in ESCORT_SERVICES and escorted(req.institution),
@@ -513,7 +518,8 @@ def finish(ctx: Context, data: BookingData) -> Reply:
     new = store.NewBooking(customer_id=customer.id, request=req, request_key=data.key,
                            new_member=new_member, department=data.department,
                            hospital_preference=data.hospital or None,
-                           expert=data.expert or None, exam=data.exam)
+                           expert=data.expert or None, exam=data.exam,
+                           visit_note=data.symptoms or None)
     try:
         booking = store.submit_booking(ctx.session, new, rules, calendar(), ctx.now)
     except store.BookingRefused as exc:
@@ -550,6 +556,8 @@ booking_flow = router.flow(Flow(
                check=check_package, when=wants_package),
         Choice("exam", "booking/ask_exam", options=exam_options,
                when=lambda ctx, d: bool(_service(ctx, d).choices)),
+        Step("symptoms", "booking/ask_symptoms", parse_free(200), free_text=True, symptoms=True,
+             when=_is(SPECIAL)),
         Step("department", "booking/ask_department", parse_free(64), free_text=True,
              symptoms=True, when=_is(EXPERT)),
         Step("hospital", "booking/ask_hospital", parse_free(128, ("不限", "无", "没有", "都可以")),

@@ -90,3 +90,190 @@ async def test_a_summary_in_another_year_says_which_years_use_it_spends(wx_plain
         this_year = await walk(wx_plain, U, "返回", "12月7日")
     assert "将使用2027年的洁牙" in summary
     assert "将使用" not in this_year[-1] and "2026年12月7日" in this_year[-1]
+
+
+# --- Every choice step kind: tap, number, exact text, near text (asked back), garbage -------------
+
+SPOUSE = ("spouse", "王芳", date(1982, 3, 4), "F")
+
+# kind: (tier, family, messages to reach the step, option code, a keyword/exact text,
+#        near text, the label the bot must ask back about, something in the next prompt)
+KINDS = {
+    "beneficiary": ("gold", [SPOUSE], ["预约洁牙"], "new", "添加家人", "添加家里人",
+                    "添加家人（配偶、父母、子女）", "请选择这位家人和您的关系"),
+    "relation": ("gold", [], ["预约洁牙", "添加家人"], "child", "子女", "孩子们", "子女",
+                 "请输入家人的姓名"),
+    "city": ("gold", [], ["预约洁牙", "本人"], "北京", "北京", "北京市", "北京",
+             "请选择北京的服务机构"),
+    "institution": ("gold", [], ["预约洁牙", "本人", "北京"], "D1", "北京洁牙门诊", "北京洁牙",
+                    "北京洁牙门诊", "请选择服务日期"),
+    "package": ("diamond", [], ["预约体检", "本人"], "checkup_diamond_cardio",
+                "钻石特色套餐(心脑血管套餐)", "心脑血管套餐", "钻石特色套餐(心脑血管套餐)",
+                "请选择就近的城市"),
+    "exam": ("diamond", [], ["特种检查", "本人"], "CT检查", "CT检查", "CT", "CT检查", None),
+}
+
+
+def _number_of(ask: str, label: str) -> str:
+    """The number the bot put before `label` in its list."""
+    import re as _re
+
+    found = _re.search(r">(\d+)\. " + _re.escape(label) + "<", ask)
+    assert found, (label, ask)
+    return found.group(1)
+
+
+def _next_marker(kind: str, reply: str) -> None:
+    marker = KINDS[kind][7]
+    if marker is None:  # the exam step leads to the symptoms question
+        assert "症状" in reply, reply
+    else:
+        assert marker in reply, reply
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("how", ["tap", "number", "exact", "near_yes", "near_no", "garbage"])
+async def test_each_choice_step_kind(wx_plain, world, kind, how):
+    tier, family, reach, code, exact, near, asked, _ = KINDS[kind]
+    with time_machine.travel(NOW, tick=False):
+        world(tier, family=family)
+        *_, ask = await walk(wx_plain, U, *reach)
+        label = {"new": "添加家人（配偶、父母、子女）", "child": "子女", "D1": "北京洁牙门诊",
+                 "checkup_diamond_cardio": "钻石特色套餐(心脑血管套餐)"}.get(code, code)
+        if how == "tap":
+            reply = (await wx_plain.send(U, "text", Content="随便", bizmsgmenuid=code))["Content"]
+            _next_marker(kind, reply)
+        elif how == "number":
+            _next_marker(kind, await wx_plain.say(U, _number_of(ask, label)))
+        elif how == "exact":
+            _next_marker(kind, await wx_plain.say(U, exact))
+        elif how == "near_yes":
+            asked_back = await wx_plain.say(U, near)
+            assert f"您是指『{asked}』吗" in asked_back, asked_back
+            assert "1. " not in asked_back  # a short question, not the whole list
+            _next_marker(kind, await wx_plain.say(U, "是"))
+        elif how == "near_no":
+            await wx_plain.say(U, near)
+            again = await wx_plain.say(U, "否")
+            assert f"{_number_of(ask, label)}. {label}" in again  # the options again
+            assert "您是指" not in again
+            # and the step still takes an answer
+            _next_marker(kind, await wx_plain.say(U, exact))
+        else:
+            reply = await wx_plain.say(U, "火星文abc")
+            assert "没能对上您的选择" in reply and f"{label}</a>" in reply, reply
+            assert "您是指" not in reply
+
+
+@pytest.mark.parametrize("how", ["tap", "number", "exact", "garbage"])
+async def test_the_date_step_by_tap_number_label_and_garbage(wx_plain, world, services, how):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await at_date_step(wx_plain)
+        if how == "tap":
+            reply = (await wx_plain.send(U, "text", Content="x", bizmsgmenuid="2026-12-06"))["Content"]
+        elif how == "number":
+            reply = await wx_plain.say(U, "3")
+        elif how == "exact":
+            reply = await wx_plain.say(U, "12月6日 周日")
+        else:
+            reply = await wx_plain.say(U, "随便哪天")
+            assert "没能看懂这个日期" in reply and "1. 12月4日" in reply
+            assert "请核对预约信息" not in reply
+            return
+        assert "2026年12月6日" in reply and "请核对预约信息" in reply
+        await wx_plain.say(U, "确认")
+    (b,) = bookings(services)
+    assert b.preferred_date == date(2026, 12, 6)
+
+
+# --- A tap is what the bot offered (issue 15 #1) -----------------------------------------------------
+
+
+async def test_a_tap_on_a_line_never_offered_is_read_as_typed_text(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        _, (theirs,) = world("gold", openid="oOtherCustomer00000000001", family=[SPOUSE])
+        world("gold")
+        await wx_plain.say(U, "预约洁牙")
+        # Another customer's family member as the tapped id, 本人 as the text: 本人 it is.
+        reply = (await wx_plain.send(U, "text", Content="本人",
+                                     bizmsgmenuid=f"fm:{theirs.id}"))["Content"]
+        assert "请选择就近的城市" in reply
+        # An id offered at an earlier step is not an option now: the text (上海) decides.
+        reply = (await wx_plain.send(U, "text", Content="上海", bizmsgmenuid="self"))["Content"]
+        assert "请选择上海的服务机构" in reply
+        await wx_plain.say(U, "上海洁牙门诊")
+        # A date never offered as a tap id, with an offered date's number as text.
+        summary = (await wx_plain.send(U, "text", Content="1",
+                                       bizmsgmenuid="2026-12-25"))["Content"]
+        assert "2026年12月4日" in summary and "12月25日" not in summary
+        await wx_plain.say(U, "确认")
+    (b,) = bookings(services)
+    assert b.family_member_id is None and b.preferred_date == date(2026, 12, 4)
+
+
+async def test_a_tapped_staff_command_that_was_never_offered_is_not_run(wx_plain, world,
+                                                                        services):
+    from datetime import datetime, timezone
+
+    from models import Staff
+
+    staff = "oTypedStaff00000000000001"
+    with Session(services.engine) as s:
+        s.add(Staff(openid=staff, name="王专员", role="specialist",
+                    created_at=datetime.now(timezone.utc)))
+        s.commit()
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, *TO_DATES, "1", "确认")
+        (b,) = bookings(services)
+        forged = f"#取消 {b.number} 点这里查看附件"
+        reply = (await wx_plain.send(staff, "text", Content=forged,
+                                     bizmsgmenuid="x"))["Content"]
+        assert "没有执行" in reply
+        assert bookings(services)[0].status == "submitted"
+        typed = await wx_plain.say(staff, f"#取消 {b.number} 机构停诊")  # typed: it runs
+    assert bookings(services)[0].status == "cancelled" and b.number in typed
+
+
+# --- A package, person or institution the rules refuse is explained, not swapped ----------------
+
+
+async def test_the_other_sexs_package_typed_is_explained_not_swapped(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        world("diamond", sex="F", family=[("spouse", "王强", date(1979, 1, 2), "M")])
+        *_, ask = await walk(wx_plain, U, "预约体检", "2")  # for her husband
+        assert "钻石健康体检套餐(男性)" in ask and "钻石健康体检套餐(女性)" not in ask
+        reply = await wx_plain.say(U, "钻石健康体检套餐(女性)")
+        assert "钻石健康体检套餐(女性)只适用于女性" in reply and "丈夫" in reply, reply
+        assert "请选择就近的城市" not in reply  # still at the package step
+        assert "钻石健康体检套餐(男性)" in reply.split("只适用于女性")[1]  # what fits is named
+        other_tier = await wx_plain.say(U, "铂金健康体检套餐(男性)")
+        assert "不在您层级" in other_tier and "请选择就近的城市" not in other_tier
+        await walk(wx_plain, U, "钻石健康体检套餐(男性)", "北京", "北京三甲医院", "1", "确认")
+    (b,) = bookings(services)
+    assert b.package == "checkup_diamond_male"
+
+
+async def test_an_institution_the_rules_refuse_is_explained(wx_plain, world, services):
+    """DOMAIN: 铂金 checkups at commercial centres only; a 三甲 hospital typed is refused
+    with the reason, not replaced by the commercial centre."""
+    with time_machine.travel(NOW, tick=False):
+        world("platinum")
+        *_, ask = await walk(wx_plain, U, "预约体检", "本人", "北京")
+        assert "北京三甲医院" not in ask
+        reply = await wx_plain.say(U, "北京三甲医院")
+        assert "商业体检机构" in reply and "请选择服务日期" not in reply, reply
+        no_dental = await walk(wx_plain, U, "北京洁牙门诊")  # gives no checkups
+        assert "不提供健康体检" in no_dental[0]
+    assert bookings(services) == []
+
+
+async def test_an_institution_in_another_city_the_rules_allow_is_taken(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "本人", "北京", "上海洁牙门诊", "1", "确认")
+    (b,) = bookings(services)
+    with Session(services.engine) as s:
+        from models import Institution
+        assert s.get(Institution, b.institution_id).code == "S1"

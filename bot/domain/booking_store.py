@@ -167,6 +167,7 @@ class NewBooking:
     hospital_preference: str | None = None
     expert: str | None = None
     exam: str | None = None
+    visit_note: str | None = None
 
 
 def submit_booking(session: Session, new: NewBooking, rules: Rules, calendar: Calendar,
@@ -189,7 +190,7 @@ def submit_booking(session: Session, new: NewBooking, rules: Rules, calendar: Ca
         customer_id=new.customer_id, family_member_id=member_id, tier=req.tier,
         service=req.service, package=req.package, institution_id=req.institution.id,
         department=new.department, hospital_preference=new.hospital_preference,
-        expert=new.expert, exam=new.exam, preferred_date=req.date, quota_year=req.date.year,
+        expert=new.expert, exam=new.exam, visit_note=new.visit_note, preferred_date=req.date, quota_year=req.date.year,
         status=BookingStatus.SUBMITTED, counted=True,
         consent_at=now if not req.beneficiary.is_self else None,
         created_at=now, updated_at=now)
