@@ -26,7 +26,7 @@ from bot.domain.dates import parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
                                  validate_id_number)
 from bot.domain.rules import Service
-from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, Relation
+from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, BookingStatus, Relation
 from bot.infra.sealed import seal, unseal
 from bot.infra.texts import render
 from handlers.binding import require_customer
@@ -666,6 +666,18 @@ def _who(ctx: Context, customer: Customer, booking) -> str:
     return person_label(store.person_of(member)) if member else ""
 
 
+def upcoming_first(bookings: list, today: date) -> list:
+    """Bookings still to come (submitted or confirmed, from today on), soonest first; then
+    the others, most recent first."""
+    def ahead(b) -> bool:
+        return b.status in (BookingStatus.SUBMITTED, BookingStatus.CONFIRMED) and \
+            service_date(b) >= today
+    coming = sorted((b for b in bookings if ahead(b)), key=lambda b: (service_date(b), b.id))
+    rest = sorted((b for b in bookings if not ahead(b)), key=lambda b: (service_date(b), b.id),
+                  reverse=True)
+    return coming + rest
+
+
 @router.key(Key.MY_BOOKINGS)
 def my_bookings(ctx: Context) -> Reply:
     customer = require_customer(ctx)
@@ -673,7 +685,7 @@ def my_bookings(ctx: Context) -> Reply:
         return customer
     rules = ctx.services.rules
     items = []
-    for b in store.bookings_of(ctx.session, customer.id):
+    for b in upcoming_first(store.bookings_of(ctx.session, customer.id), ctx.today):
         cancellable = cancel_refusal(b, ctx.now) is None
         free, until = _terms(ctx, b) if cancellable else (False, None)
         place = ctx.session.get(Institution, b.institution_id) if b.institution_id else None
@@ -681,7 +693,8 @@ def my_bookings(ctx: Context) -> Reply:
                           person=_who(ctx, customer, b), date=service_date(b),
                           time=b.confirmed_time, status=b.status,
                           place=place.name if place else "", cancellable=cancellable,
-                          free=cancellable and free, free_until=until if cancellable and free else None))
+                          free=cancellable and free, free_until=until if cancellable and free else None,
+                          attending=b.attendance_confirmed_at is not None))
     if not items:
         return ctx.say("booking/no_bookings")
     return ctx.say("booking/my_bookings", items=items)

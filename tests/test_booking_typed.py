@@ -277,3 +277,239 @@ async def test_an_institution_in_another_city_the_rules_allow_is_taken(wx_plain,
     with Session(services.engine) as s:
         from models import Institution
         assert s.get(Institution, b.institution_id).code == "S1"
+
+
+# --- A new family member: nothing readable at rest; the name on file; relation words -------------
+
+
+def _id(birth: date, sex: str, seq: int = 7) -> str:
+    from bot.domain.identity import make_id_number
+
+    return make_id_number("310101", birth, seq, sex)
+
+
+def raw_state(services, settings) -> str:
+    """Everything the conversation stores hold at rest: the fsm_state rows, and with Redis
+    every value under this run's prefix."""
+    from sqlalchemy import text
+
+    from tests.conftest import REDIS_URL
+
+    with services.engine.connect() as c:
+        rows = [r[0] for r in c.execute(text("SELECT value FROM fsm_state"))]
+    if REDIS_URL:
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        for key in r.scan_iter(settings.redis_prefix + "*"):
+            kind = r.type(key)
+            if kind == b"hash":
+                rows += [v.decode(errors="replace") for v in r.hvals(key)]
+            elif kind == b"string":
+                rows.append((r.get(key) or b"").decode(errors="replace"))
+        assert any(settings.redis_prefix.encode() in k for k in r.scan_iter(
+            settings.redis_prefix + "*")), "the state did not reach Redis"
+    return "\n".join(rows)
+
+
+async def test_a_new_members_name_and_id_number_are_not_readable_in_the_state(
+        wx_plain, world, services, settings):
+    child = _id(date(2012, 6, 1), "M")
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "添加家人", "子女", "李小明")
+        at_rest = raw_state(services, settings)
+        assert at_rest and "李小明" not in at_rest and "小明" not in at_rest
+        ask_city = await wx_plain.say(U, child)
+        assert "请选择就近的城市" in ask_city
+        at_rest = raw_state(services, settings)
+        assert child not in at_rest and child[:14] not in at_rest and "小明" not in at_rest
+        summary = await walk(wx_plain, U, "上海", "上海洁牙门诊", "1")
+        assert "李**" in summary[-1]
+        await wx_plain.say(U, "确认")
+    (b,) = bookings(services)
+    from models import FamilyMember
+
+    with Session(services.engine) as s:
+        member = s.get(FamilyMember, b.family_member_id)
+    assert (member.name, member.id_number, member.relation) == ("李小明", child, "child")
+
+
+async def test_a_known_persons_id_number_needs_their_name(wx_plain, world, services):
+    """Issue 15 #9: an ID number on file (a policyholder's, or anyone's family member's) is
+    registered only under the name on file."""
+    with time_machine.travel(NOW, tick=False):
+        other, (their_child,) = world("gold", openid="oOtherCustomer00000000002",
+                                      family=[("child", "赵小红", date(2011, 2, 3), "F")])
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "添加家人", "配偶", "张冒名")
+        refused = await wx_plain.say(U, other.id_number)
+        assert "另一个姓名" in refused and "请输入家人的姓名" in refused, refused
+        assert other.name not in refused  # nothing of the person on file is shown
+        await walk(wx_plain, U, "返回", "返回", "子女", "李冒名")
+        assert "另一个姓名" in await wx_plain.say(U, their_child.id_number)
+        await wx_plain.say(U, "赵小红")
+        assert "请选择就近的城市" in await wx_plain.say(U, their_child.id_number)
+    assert bookings(services) == []
+
+
+@pytest.mark.parametrize("word,relation,birth,sex", [
+    ("爸", "parent", date(1950, 1, 1), "M"), ("妈", "parent", date(1952, 1, 1), "F"),
+    ("父亲", "parent", date(1950, 1, 1), "M"), ("母亲", "parent", date(1952, 1, 1), "F"),
+    ("老公", "spouse", date(1979, 1, 1), "M"), ("老婆", "spouse", date(1982, 1, 1), "F"),
+    ("丈夫", "spouse", date(1979, 1, 1), "M"), ("妻子", "spouse", date(1982, 1, 1), "F"),
+    ("爱人", "spouse", date(1982, 1, 1), "F"), ("儿子", "child", date(2010, 1, 1), "M"),
+    ("女儿", "child", date(2012, 1, 1), "F"), ("孩子", "child", date(2012, 1, 1), "F"),
+])
+async def test_everyday_relation_words_at_the_relation_step(wx_plain, world, services, word,
+                                                            relation, birth, sex):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")  # born 17 May 1980
+        await walk(wx_plain, U, "预约洁牙", "添加家人")
+        assert "请输入家人的姓名" in await wx_plain.say(U, word)
+        await walk(wx_plain, U, "李家人", _id(birth, sex), "上海", "上海洁牙门诊", "1", "确认")
+    (b,) = bookings(services)
+    from models import FamilyMember
+
+    with Session(services.engine) as s:
+        assert s.get(FamilyMember, b.family_member_id).relation == relation
+
+
+async def test_a_relative_who_is_not_immediate_family_is_explained(wx_plain, world):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "添加家人")
+        reply = await wx_plain.say(U, "我哥哥")
+        assert "配偶、父母、子女" in reply and "哥哥" in reply
+        assert "请输入家人的姓名" not in reply
+        assert "请输入家人的姓名" in await wx_plain.say(U, "父母")
+
+
+async def test_a_relation_word_at_the_beneficiary_step_names_the_member(wx_plain, world,
+                                                                        services):
+    with time_machine.travel(NOW, tick=False):
+        _, (husband,) = world("gold", sex="F", family=[("spouse", "王强", date(1979, 1, 2), "M")])
+        assert "请选择就近的城市" in (await walk(wx_plain, U, "预约洁牙", "老公"))[-1]
+        await walk(wx_plain, U, "上海", "上海洁牙门诊", "1", "确认")
+        # no mother on file: 我妈 adds one, the relation already known
+        assert "请输入家人的姓名" in (await walk(wx_plain, U, "预约体检", "退出", "预约洁牙",
+                                               "我妈"))[-1]
+    (b,) = bookings(services)
+    assert b.family_member_id == husband.id
+
+
+@pytest.mark.parametrize("relation,birth", [("parent", date(1990, 1, 1)),
+                                            ("child", date(1970, 1, 1)),
+                                            ("parent", date(1980, 5, 17))])  # same day: odd too
+async def test_a_parent_younger_or_a_child_older_is_questioned(wx_plain, world, services,
+                                                               settings, relation, birth):
+    word = {"parent": "父母", "child": "子女"}[relation]
+    odd = _id(birth, "F")
+    with time_machine.travel(NOW, tick=False):
+        world("gold")  # born 17 May 1980
+        await walk(wx_plain, U, "预约洁牙", "添加家人", word, "李家人")
+        asked = await wx_plain.say(U, odd)
+        assert ("比您年轻" if relation == "parent" else "比您年长") in asked, asked
+        assert "请选择就近的城市" not in asked
+        assert odd not in raw_state(services, settings)  # the questioned number is sealed too
+        again = await wx_plain.say(U, "否")
+        assert "身份证" in again and "请选择就近的城市" not in again
+        await wx_plain.say(U, odd)
+        assert "请选择就近的城市" in await wx_plain.say(U, "是")  # confirmed as it is
+        await walk(wx_plain, U, "上海", "上海洁牙门诊", "1", "确认")
+    (b,) = bookings(services)
+    assert b.family_member_id is not None
+
+
+@pytest.mark.parametrize("relation,birth", [("parent", date(1980, 5, 16)),
+                                            ("child", date(1980, 5, 18))])
+async def test_a_parent_older_or_a_child_younger_by_a_day_is_not_questioned(wx_plain, world,
+                                                                            relation, birth):
+    word = {"parent": "父母", "child": "子女"}[relation]
+    with time_machine.travel(NOW, tick=False):
+        world("gold")  # born 17 May 1980
+        *_, reply = await walk(wx_plain, U, "预约洁牙", "添加家人", word, "李家人",
+                               _id(birth, "M"))
+    assert "请选择就近的城市" in reply
+
+
+# --- Used-up services, 我的预约, consent, 特种检查 ----------------------------------------------------
+
+
+async def test_a_used_up_service_is_never_offered_as_bookable_without_saying_so(wx_plain, world):
+    with time_machine.travel("2026-06-10 10:00:00+08:00", tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "1", "确认")
+        refused = await wx_plain.say(U, "预约体检")  # gold has no checkup: says what it can book
+        benefits = await wx_plain.say(U, "我的权益")
+    assert "您可以预约" in refused and "洁牙（今年次数已用完）" in refused
+    assert "剩余0次" not in refused
+    assert "剩余 0/1" in benefits and "今年已用完" in benefits
+    assert "「预约洁牙」即可预约" not in benefits and "次数已用完" in benefits
+
+
+async def test_my_bookings_lists_upcoming_soonest_first_and_shows_attendance(wx_plain, world,
+                                                                             services):
+    from sqlalchemy import update
+
+    with time_machine.travel(NOW, tick=False):
+        world("platinum")
+        await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "12月20日", "确认")
+        await walk(wx_plain, U, "预约体检", "本人", "北京", "北京商业体检中心", "12月10日", "确认")
+    later, sooner = bookings(services)
+    with Session(services.engine) as s:
+        s.execute(update(Booking).where(Booking.id == sooner.id).values(
+            status="confirmed", confirmed_date=date(2026, 12, 10), confirmed_time="09:30"))
+        s.commit()
+    with time_machine.travel("2026-12-09 18:00:00+08:00", tick=False):
+        before = await wx_plain.say(U, "我的预约")
+        assert before.index(sooner.number) < before.index(later.number)  # 10th before 20th
+        assert "确认按时到场" not in before
+        await wx_plain.say(U, "确认")  # the answer to the day-before reminder
+        after = await wx_plain.say(U, "我的预约")
+    first, second = after.split(f"· {later.number}")
+    assert sooner.number in first and "确认按时到场" in first
+    assert "确认按时到场" not in second
+
+
+async def test_the_consent_step_re_asks_briefly(wx_plain, services):
+    from bot.infra.texts import render
+
+    notice = await wx_plain.say(U, "绑定")
+    assert "隐私政策" in notice
+    again = await wx_plain.say(U, "这是什么")
+    assert "同意" in again and "隐私政策" not in again and len(again) < len(notice) / 2
+    assert "姓名" in await wx_plain.say(U, "同意")
+
+
+async def test_special_exam_asks_the_symptoms_and_staff_see_them_escaped(wx_plain, world,
+                                                                         services):
+    from datetime import datetime, timezone
+
+    from models import Staff
+
+    staff = "oTypedStaff00000000000002"
+    with Session(services.engine) as s:
+        s.add(Staff(openid=staff, name="王专员", role="specialist",
+                    created_at=datetime.now(timezone.utc)))
+        s.commit()
+    note = '胃痛两个月<a href="http://x.test">医生建议</a>做胃肠镜'
+    with time_machine.travel(NOW, tick=False):
+        world("diamond")
+        ask = (await walk(wx_plain, U, "特种检查", "本人", "胃肠镜检查"))[-1]
+        assert "症状" in ask and "医生" in ask
+        summary = (await walk(wx_plain, U, note, "北京", "北京三甲医院", "1"))[-1]
+        assert "胃痛两个月" in summary
+        await wx_plain.say(U, "确认")
+        queue = await wx_plain.say(staff, "#预约")
+    (b,) = bookings(services)
+    assert b.visit_note == note and b.exam == "胃肠镜检查"
+    assert "胃痛两个月&lt;a href" in queue and "<a href" not in queue
+
+
+async def test_an_emergency_at_the_symptoms_step_gets_the_advice_and_goes_on(wx_plain, world):
+    with time_machine.travel(NOW, tick=False):
+        world("diamond")
+        await walk(wx_plain, U, "特种检查", "本人", "CT检查")
+        reply = await wx_plain.say(U, "胸口疼得厉害")
+    assert "120" in reply and "请选择就近的城市" in reply
