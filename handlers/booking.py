@@ -354,7 +354,9 @@ def check_package(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def exam_options(ctx: Context, data: BookingData) -> list[Option]:
-    return [Option(c, c) for c in _service(ctx, data).choices]
+    # The exam's own name without 检查 (核磁共振, CT) is a keyword: it is also how a
+    # customer asks for the service, so it must be an answer here, not a restart.
+    return [Option(c, c, words=(c.removesuffix("检查"),)) for c in _service(ctx, data).choices]
 
 
 def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
@@ -384,7 +386,7 @@ def city_options(ctx: Context, data: BookingData) -> list[Option]:
     cities: dict[str, int] = {}
     for place in _places(ctx, data):
         cities[place.city] = cities.get(place.city, 0) + 1
-    return [Option(c, c, note=label("city", count=n)) for c, n in cities.items()]
+    return [Option(c, c, note=label("city", count=n), words=(f"{c}市",)) for c, n in cities.items()]
 
 
 def check_city(ctx: Context, code: str, data: BookingData) -> str:
@@ -718,7 +720,8 @@ def which_options(ctx: Context, data: CancelData) -> list[Option]:
     customer = _customer(ctx)
     rules = ctx.services.rules
     return [Option(b.number, label("booking", number=b.number, service=rules.service(b.service).name),
-                   note=label("booking_note", day=service_date(b), who=_who(ctx, customer, b)))
+                   note=label("booking_note", day=service_date(b), who=_who(ctx, customer, b)),
+                   words=(b.number,))
             for b in _own_active(ctx, customer)]
 
 
@@ -847,7 +850,7 @@ def attend_options(ctx: Context, data: AttendData) -> list[Option]:
     customer = _customer(ctx)
     rules = ctx.services.rules
     return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
-                   note=f"{b.confirmed_time or ''}，{_who(ctx, customer, b)}")
+                   note=f"{b.confirmed_time or ''}，{_who(ctx, customer, b)}", words=(b.number,))
             for b in _tomorrow(ctx, customer)]
 
 

@@ -400,7 +400,8 @@ async def test_a_relation_word_at_the_beneficiary_step_names_the_member(wx_plain
 
 @pytest.mark.parametrize("relation,birth", [("parent", date(1990, 1, 1)),
                                             ("child", date(1970, 1, 1)),
-                                            ("parent", date(1980, 5, 17))])  # same day: odd too
+                                            ("parent", date(1980, 5, 17)),  # same day: odd too
+                                            ("child", date(1980, 5, 17))])
 async def test_a_parent_younger_or_a_child_older_is_questioned(wx_plain, world, services,
                                                                settings, relation, birth):
     word = {"parent": "父母", "child": "子女"}[relation]
@@ -513,3 +514,16 @@ async def test_an_emergency_at_the_symptoms_step_gets_the_advice_and_goes_on(wx_
         await walk(wx_plain, U, "特种检查", "本人", "CT检查")
         reply = await wx_plain.say(U, "胸口疼得厉害")
     assert "120" in reply and "请选择就近的城市" in reply
+
+
+@pytest.mark.parametrize("typed", ["核磁共振", "胃肠镜"])
+async def test_an_exams_own_name_at_the_exam_step_is_the_answer(wx_plain, world, services, typed):
+    """核磁共振 and 胃肠镜 also start the service from outside; at the exam step they answer it
+    (the flow goes on, the beneficiary chosen is kept)."""
+    with time_machine.travel(NOW, tick=False):
+        world("diamond", family=[SPOUSE])
+        await walk(wx_plain, U, "特种检查", "2")
+        assert "症状" in await wx_plain.say(U, typed)
+        await walk(wx_plain, U, "胃痛", "北京", "北京三甲医院", "1", "确认")
+    (b,) = bookings(services)
+    assert b.exam.startswith(typed) and b.family_member_id is not None
