@@ -441,7 +441,7 @@ def parse_typed_date(ctx: Context, text: str, data: BookingData) -> str | None:
         return parsed.date.isoformat()
     if parsed.reason == "past":
         raise refusal(ctx, Refusal.PAST, _request(ctx, data))
-    raise Invalid(f"booking/refusal/{parsed.reason}")
+    raise Invalid(f"booking/refusal/{parsed.reason}", said=text if len(text) <= 20 else "")
 
 
 def date_options(ctx: Context, data: BookingData) -> list[Option]:

@@ -161,7 +161,7 @@ async def test_each_choice_step_kind(wx_plain, world, kind, how):
             _next_marker(kind, await wx_plain.say(U, exact))
         else:
             reply = await wx_plain.say(U, "火星文abc")
-            assert "没能对上您的选择" in reply and f"{label}</a>" in reply, reply
+            assert "「火星文abc」没能对上您的选择" in reply and f"{label}</a>" in reply, reply
             assert "您是指" not in reply
 
 
@@ -178,7 +178,7 @@ async def test_the_date_step_by_tap_number_label_and_garbage(wx_plain, world, se
             reply = await wx_plain.say(U, "12月6日 周日")
         else:
             reply = await wx_plain.say(U, "随便哪天")
-            assert "没能看懂这个日期" in reply and "1. 12月4日" in reply
+            assert "没能看懂「随便哪天」这个日期" in reply and "1. 12月4日" in reply
             assert "请核对预约信息" not in reply
             return
         assert "2026年12月6日" in reply and "请核对预约信息" in reply

@@ -135,7 +135,7 @@ class Choice(Step):
             setattr(data, GUESS, near)
             label = next(lab for code, lab, *_ in offered if code == near)
             raise Invalid("flow/did_you_mean", again=False, label=label)
-        raise Invalid(self.unread, count=len(offered))
+        raise Invalid(self.unread, count=len(offered), said=_shown(text))
 
     def take(self, ctx: "Context", code: str, data: Any) -> Any:
         return self.check(ctx, code, data) if self.check else code
@@ -151,6 +151,12 @@ def offered_tap(ctx: "Context") -> bool:
     menu_id = ctx.inbound.menu_id
     offered = (ctx.record.data or {}).get(OPTIONS) or []
     return bool(menu_id) and any(o and o[0] == menu_id for o in offered)
+
+
+def _shown(text: str, limit: int = 20) -> str:
+    """What the customer typed, short enough to quote back."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _plain(text: str) -> str:
