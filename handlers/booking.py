@@ -252,8 +252,13 @@ def _not_family(text: str) -> None:
 
 
 def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
-    """The beneficiary step's own parser: a relation word (老公, 我妈) names the one family
-    member on file it fits, or a new member of that relation when there is none."""
+    """The beneficiary step's own parser: a family member's full name on file (the list shows
+    it masked), or a relation word (老公, 我妈) naming the one member on file it fits, or a
+    new member of that relation when there is none."""
+    family = store.family_of(ctx.session, _customer(ctx).id)
+    named = [m for m in family if _same_name(m.name, text)]  # the full name, as on file
+    if len(named) == 1:
+        return f"{MEMBER}{named[0].id}"
     _not_family(text)
     norm = normalize(text)
     hit = RELATION_WORDS.get(norm) or next(
@@ -261,7 +266,7 @@ def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
     if hit is None:
         return None
     relation, sex = hit
-    members = [m for m in store.family_of(ctx.session, _customer(ctx).id)
+    members = [m for m in family
                if m.relation == relation and (sex is None or id_sex(m.id_number) == sex)]
     if len(members) == 1:
         return f"{MEMBER}{members[0].id}"

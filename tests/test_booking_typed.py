@@ -398,6 +398,19 @@ async def test_a_relation_word_at_the_beneficiary_step_names_the_member(wx_plain
     assert b.family_member_id == husband.id
 
 
+async def test_a_family_members_full_name_at_the_beneficiary_step_names_them(wx_plain, world,
+                                                                             services):
+    with time_machine.travel(NOW, tick=False):
+        _, (mum, dad) = world("gold", family=[("parent", "赵桂兰", date(1955, 1, 1), "F"),
+                                              ("parent", "李建国", date(1953, 1, 1), "M")])
+        ask = (await walk(wx_plain, U, "预约洁牙"))[-1]
+        assert "赵桂兰" not in ask  # the list shows names masked
+        assert "请选择就近的城市" in await wx_plain.say(U, "李建国")
+        await walk(wx_plain, U, "上海", "上海洁牙门诊", "1", "确认")
+    (b,) = bookings(services)
+    assert b.family_member_id == dad.id
+
+
 @pytest.mark.parametrize("relation,birth", [("parent", date(1990, 1, 1)),
                                             ("child", date(1970, 1, 1)),
                                             ("parent", date(1980, 5, 17)),  # same day: odd too
