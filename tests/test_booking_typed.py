@@ -236,6 +236,31 @@ async def test_a_tapped_staff_command_that_was_never_offered_is_not_run(wx_plain
     assert bookings(services)[0].status == "cancelled" and b.number in typed
 
 
+async def test_a_command_riding_on_an_offered_tap_id_is_the_option_not_the_command(
+        wx_plain, world, services):
+    """A forged link may reuse an id the bot did offer (self): the tap is that option, and
+    the command in its text is not run, even for a staff member who is also a customer."""
+    from datetime import datetime, timezone
+
+    from models import Staff
+
+    staff = "oTypedStaff00000000000003"
+    with Session(services.engine) as s:
+        s.add(Staff(openid=staff, name="王专员", role="specialist",
+                    created_at=datetime.now(timezone.utc)))
+        s.commit()
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, *TO_DATES, "1", "确认")
+        (b,) = bookings(services)
+        world("gold", openid=staff, family=[SPOUSE])
+        await wx_plain.say(staff, "预约洁牙")
+        reply = (await wx_plain.send(staff, "text", Content=f"#取消 {b.number} 附件",
+                                     bizmsgmenuid="self"))["Content"]
+        assert "请选择就近的城市" in reply, reply
+    assert [x.status for x in bookings(services)] == ["submitted"]
+
+
 # --- A package, person or institution the rules refuse is explained, not swapped ----------------
 
 

@@ -98,9 +98,10 @@ def dispatch_text(ctx: Context) -> Reply:
     text = ctx.text
     if text.lstrip().startswith(("#", "＃")):
         # The bot never offers a command as a tappable line: a tap carrying one came from
-        # someone else's markup (issue 15 #1) and is never run.
-        if ctx.inbound.menu_id and not offered_tap(ctx):
-            if ctx.staff is not None:
+        # someone else's markup (issue 15 #1) and is never run. A tap on a line the bot did
+        # offer is that option, whatever text came with it (the step reads it by its id).
+        if ctx.inbound.menu_id:
+            if not offered_tap(ctx) and ctx.staff is not None:
                 return Reply(render("staff/tapped_command"))
         elif ctx.staff is not None or public_command(ctx) is not None:
             return run_command(ctx)
