@@ -258,6 +258,12 @@ async def test_a_command_riding_on_an_offered_tap_id_is_the_option_not_the_comma
         reply = (await wx_plain.send(staff, "text", Content=f"#取消 {b.number} 附件",
                                      bizmsgmenuid="self"))["Content"]
         assert "请选择就近的城市" in reply, reply
+        # Options offered two replies ago are not "offered in the last reply": at the name
+        # step after the relation step, a tap reusing 子女's id is a tap never offered.
+        await walk(wx_plain, staff, "退出", "预约洁牙", "添加家人", "子女")
+        stale = (await wx_plain.send(staff, "text", Content=f"#取消 {b.number} 附件",
+                                     bizmsgmenuid="child"))["Content"]
+        assert "没有执行" in stale, stale
     assert [x.status for x in bookings(services)] == ["submitted"]
 
 

@@ -248,6 +248,8 @@ class Flow:
         return None
 
     def _ask(self, ctx: "Context", data: FlowData, step: Step) -> str:
+        if not isinstance(step, Choice):  # only the last reply's options may be tapped
+            setattr(data, OPTIONS, None)
         prompt = step.ask(ctx, data)  # may record the options it offered
         rec = ctx.record
         rec.state = f"{self.name}{SEP}{step.name}"
