@@ -33,6 +33,9 @@ async def at_date_step(wx) -> str:
     ("12月16号", date(2026, 12, 16)),
     ("12月24号", date(2026, 12, 24)),
     ("12月5日", date(2026, 12, 5)),  # inside the offered list, typed rather than numbered
+    ("12月6号", date(2026, 12, 6)),
+    ("2026-12-07", date(2026, 12, 7)),
+    ("8号", date(2026, 12, 8)),
     ("5号", date(2026, 12, 5)),
     ("10号", date(2026, 12, 10)),
     ("下周三", date(2026, 12, 9)),
