@@ -69,7 +69,8 @@ class BookingData(FlowData):
     new_relation: str | None = None
     new_name: str | None = None  # sealed (bot.infra.sealed): nothing readable at rest
     new_id_number: str | None = None  # sealed
-    age_pending: str = ""  # sealed ID number whose birth date is being questioned
+    age_pending: str = ""  # sealed ID number whose birth date or sex is being questioned
+    new_sex_said: str | None = None  # the sex the relation word implied (老公: M)
     package: str | None = None
     exam: str | None = None
     symptoms: str | None = None  # 特种检查: the symptoms or the doctor's referral
@@ -287,6 +288,13 @@ def parse_relation(ctx: Context, text: str, data: BookingData) -> None:
     return None
 
 
+def check_relation(ctx: Context, code: str, data: BookingData) -> str:
+    """Remember the sex the word implied (老公, 妈), to question an ID number of the other."""
+    said = RELATION_WORDS.get(normalize(ctx.text))
+    data.new_sex_said = said[1] if said and said[0] == code else None
+    return code
+
+
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
 
 
@@ -324,11 +332,14 @@ def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
         raise Invalid("booking/id_number_other_name", goto="new_name")
     if said is not True:
         theirs, mine = id_birth_date(number), id_birth_date(customer.id_number)
-        if (data.new_relation == Relation.PARENT and theirs >= mine) or \
-                (data.new_relation == Relation.CHILD and theirs <= mine):
+        odd_age = (data.new_relation == Relation.PARENT and theirs >= mine) or \
+            (data.new_relation == Relation.CHILD and theirs <= mine)
+        odd_sex = data.new_sex_said is not None and id_sex(number) != data.new_sex_said
+        if odd_age or odd_sex:
             data.age_pending = _seal(ctx, number)
             raise Invalid("booking/age_check", again=False, relation=data.new_relation,
-                          name=mask_name(name))
+                          name=mask_name(name), odd_age=odd_age, said_sex=data.new_sex_said,
+                          sex=id_sex(number))
     data.new_id_number = _seal(ctx, number)
     _check(ctx, data)
     return data.new_id_number
@@ -553,7 +564,8 @@ booking_flow = router.flow(Flow(
                when=lambda ctx, d: _service(ctx, d).family,
                context=lambda ctx, d: {"service": _service(ctx, d)}),
         Choice("new_relation", "booking/ask_relation", options=relation_options,
-               parse=parse_relation, when=lambda ctx, d: d.beneficiary == NEW),
+               parse=parse_relation, check=check_relation,
+               when=lambda ctx, d: d.beneficiary == NEW),
         Step("new_name", "booking/ask_new_name", parse_new_name, free_text=True,
              when=lambda ctx, d: d.beneficiary == NEW),
         Step("new_id_number", "booking/ask_new_id", parse_new_id, digits=True,

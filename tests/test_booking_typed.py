@@ -574,3 +574,19 @@ async def test_an_exams_own_name_at_the_exam_step_is_the_answer(wx_plain, world,
         await walk(wx_plain, U, "胃痛", "北京", "北京三甲医院", "1", "确认")
     (b,) = bookings(services)
     assert b.exam.startswith(typed) and b.family_member_id is not None
+
+
+@pytest.mark.parametrize("word,sex,questioned", [("老公", "F", True), ("老公", "M", False),
+                                                 ("妈", "M", True), ("妈", "F", False),
+                                                 ("配偶", "F", False)])
+async def test_an_id_number_of_the_other_sex_than_the_word_said_is_questioned(
+        wx_plain, world, services, word, sex, questioned):
+    birth = {"老公": date(1979, 1, 1), "妈": date(1950, 1, 1), "配偶": date(1982, 1, 1)}[word]
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        *_, reply = await walk(wx_plain, U, "预约洁牙", "添加家人", word, "李家人",
+                               _id(birth, sex))
+        if questioned:
+            assert ("男性" if sex == "M" else "女性") in reply and "请选择就近的城市" not in reply
+            reply = await wx_plain.say(U, "是")
+        assert "请选择就近的城市" in reply, reply
