@@ -273,7 +273,7 @@ def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
         return f"{MEMBER}{members[0].id}"
     if members:
         return None  # several fit: the customer picks one from the list
-    data.new_relation = relation.value
+    data.new_relation, data.new_sex_said = relation.value, sex
     return NEW
 
 

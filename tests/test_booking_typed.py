@@ -428,6 +428,9 @@ async def test_a_relation_word_at_the_beneficiary_step_names_the_member(wx_plain
         # no mother on file: 我妈 adds one, the relation already known
         assert "请输入家人的姓名" in (await walk(wx_plain, U, "预约体检", "退出", "预约洁牙",
                                                "我妈"))[-1]
+        asked = (await walk(wx_plain, U, "王某", _id(date(1950, 1, 1), "M")))[-1]
+        assert "男性" in asked and "母亲" in asked  # 我妈 said a woman
+        await wx_plain.say(U, "退出")
     (b,) = bookings(services)
     assert b.family_member_id == husband.id
 
