@@ -713,7 +713,7 @@ def my_bookings(ctx: Context) -> Reply:
                           time=b.confirmed_time, status=b.status,
                           place=place.name if place else "", cancellable=cancellable,
                           free=cancellable and free, free_until=until if cancellable and free else None,
-                          attending=b.attendance_confirmed_at is not None))
+                          attended_at=b.attendance_confirmed_at))
     if not items:
         return ctx.say("booking/no_bookings")
     return ctx.say("booking/my_bookings", items=items)

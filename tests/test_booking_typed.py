@@ -519,7 +519,7 @@ async def test_my_bookings_lists_upcoming_soonest_first_and_shows_attendance(wx_
         await wx_plain.say(U, "确认")  # the answer to the day-before reminder
         after = await wx_plain.say(U, "我的预约")
     first, second = after.split(f"· {later.number}")
-    assert sooner.number in first and "确认按时到场" in first
+    assert sooner.number in first and "12月9日 18:00确认按时到场" in first  # Shanghai time
     assert "确认按时到场" not in second
 
 
