@@ -1,14 +1,14 @@
 """bookings keep a visit note: the symptoms or the doctor's referral (特种检查)
 
 Revision ID: 0009
-Revises: 0014
+Revises: 0015
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0009"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
