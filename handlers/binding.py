@@ -209,7 +209,7 @@ def parse_consent(ctx: Context, text: str, data: BindingData) -> bool:
     norm = normalize(text)
     answer = True if norm in ("同意", "我同意") else False if norm in ("不同意", "拒绝") else yes_no(text)
     if answer is None:
-        raise Invalid("binding/consent_again")
+        raise Invalid("binding/consent_again", again=False)  # a short re-ask, not the notice again
     if not answer:
         raise Invalid("binding/consent_declined", end=True)
     return True

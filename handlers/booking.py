@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
-from bot.conversation.flow import OPTIONS, pick
+from bot.conversation.flow import offered_of
 from bot.conversation.intents import match, normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
@@ -23,9 +23,11 @@ from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookabl
                                  calendar, cancel_refusal, cancellation_terms, check_booking,
                                  escorted, packages_for, quota_years, remaining, service_date)
 from bot.domain.dates import parse_date, validate_service_date
-from bot.domain.identity import id_sex, mask_name, normalize_id_number, validate_id_number
+from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
+                                 validate_id_number)
 from bot.domain.rules import Service
-from bot.domain.vocab import Relation
+from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, BookingStatus, Relation
+from bot.infra.sealed import seal, unseal
 from bot.infra.texts import render
 from handlers.binding import require_customer
 from handlers.tiers import held_tier
@@ -37,6 +39,7 @@ router = Router()
 SERVICE_OF_KEY = {Key.BOOK_DENTAL: "dental", Key.BOOK_CHECKUP: "checkup",
                   Key.BOOK_EXPERT: "expert_outpatient", Key.BOOK_SPECIAL: "special_exam"}
 EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
+SPECIAL = "special_exam"  # asks the symptoms or the doctor's referral (the handbook's basis)
 FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
 ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
 SELF, NEW, MEMBER = "self", "new", "fm:"
@@ -47,13 +50,11 @@ RELATIONS = (Relation.SPOUSE, Relation.PARENT, Relation.CHILD)
 def label(kind: str, **kw: Any) -> str:
     """A short option label of this flow (bot/templates/booking/label.j2)."""
     return render("booking/label", kind=kind, **kw)
-# Words in an entry message that name the beneficiary: (relation, sex or None).
-WHO = [(("老婆", "妻子", "爱人", "太太", "媳妇"), Relation.SPOUSE, "F"),
-       (("老公", "丈夫", "先生"), Relation.SPOUSE, "M"),
-       (("妈妈", "母亲", "我妈", "老妈"), Relation.PARENT, "F"),
-       (("爸爸", "父亲", "我爸", "老爸"), Relation.PARENT, "M"),
-       (("儿子",), Relation.CHILD, "M"), (("女儿",), Relation.CHILD, "F"),
-       (("孩子", "小孩"), Relation.CHILD, None)]
+# Words inside a sentence that name the beneficiary (帮我妈妈约体检): (word, relation, sex or
+# None), longest first; one-character words (妈) count only as a whole answer.
+WHO = sorted(((w, rel, sex) for w, (rel, sex) in RELATION_WORDS.items() if len(w) >= 2),
+             key=lambda hit: -len(hit[0]))
+SEALED = "booking:new_member"  # the purpose the new member's name and ID number are sealed for
 _FILLER = re.compile(r"帮我|给我|替我|我想|我要|想要|预约|约个|约一下|一下|的|去|做个|做|约")
 _NUMBER = re.compile(r"YY\d{10}", re.IGNORECASE)
 
@@ -66,10 +67,13 @@ class BookingData(FlowData):
     service: str | None = None
     beneficiary: str | None = None  # self | new | fm:<family member id>
     new_relation: str | None = None
-    new_name: str | None = None
-    new_id_number: str | None = None
+    new_name: str | None = None  # sealed (bot.infra.sealed): nothing readable at rest
+    new_id_number: str | None = None  # sealed
+    age_pending: str = ""  # sealed ID number whose birth date or sex is being questioned
+    new_sex_said: str | None = None  # the sex the relation word implied (老公: M)
     package: str | None = None
     exam: str | None = None
+    symptoms: str | None = None  # 特种检查: the symptoms or the doctor's referral
     department: str | None = None
     hospital: str | None = None
     expert: str | None = None
@@ -99,11 +103,20 @@ def _person(ctx: Context, data: BookingData) -> Person | None:
     if who == SELF:
         return store.me(customer)
     if who == NEW:
-        if not (data.new_id_number and data.new_relation):
+        number = _unseal(ctx, data.new_id_number)
+        if not (number and data.new_relation):
             return None
-        return Person(name=data.new_name or "", id_number=data.new_id_number,
-                      sex=id_sex(data.new_id_number), relation=data.new_relation, registered=False)
+        return Person(name=_unseal(ctx, data.new_name), id_number=number,
+                      sex=id_sex(number), relation=data.new_relation, registered=False)
     return store.beneficiary(ctx.session, customer, int(who.removeprefix(MEMBER)))
+
+
+def _seal(ctx: Context, value: str) -> str:
+    return seal(ctx.services.settings.secret_key, SEALED, value)
+
+
+def _unseal(ctx: Context, token: str | None) -> str:
+    return unseal(ctx.services.settings.secret_key, SEALED, token) or ""
 
 
 def _package(ctx: Context, data: BookingData) -> str | None:
@@ -149,6 +162,9 @@ def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | Non
                   next_year=spare[0] if spare else None)
     if code in (Refusal.PACKAGE_SEX, Refusal.VENUE):
         kw["package"] = next(p for p in service.packages if p.code == req.package)
+    if code == Refusal.PACKAGE_SEX:
+        kw.update(person=req.beneficiary,
+                  fits=[p.name for p in packages_for(service, req.tier, req.beneficiary)])
     if code == Refusal.NOT_ENTITLED:
         kw.update(entitlement(ctx, req.tier, service))
     return Invalid(f"booking/refusal/{code}", goto=goto, end=end, **kw)
@@ -212,11 +228,12 @@ def check_service(ctx: Context, code: str, data: BookingData) -> str:
 
 def beneficiary_options(ctx: Context, data: BookingData) -> list[Option]:
     customer = _customer(ctx)
-    options = [Option(SELF, label("self", name=mask_name(customer.name)), words=("自己", "我"))]
+    options = [Option(SELF, label("self", name=mask_name(customer.name)),
+                      words=("本人", "自己", "我", "我自己"))]
     for m in store.family_of(ctx.session, customer.id):
         options.append(Option(f"{MEMBER}{m.id}",
                               label("relative", relation=m.relation, name=mask_name(m.name))))
-    options.append(Option(NEW, label("add_family")))
+    options.append(Option(NEW, label("add_family"), words=("添加家人", "添加", "新增家人", "新家人")))
     return options
 
 
@@ -227,8 +244,55 @@ def check_beneficiary(ctx: Context, code: str, data: BookingData) -> str:
     return code
 
 
+def _not_family(text: str) -> None:
+    """Refuse, saying why, a relative who is not immediate family (我哥哥)."""
+    norm = normalize(text)
+    word = next((w for w in NOT_FAMILY_WORDS if w in norm), None)
+    if word is not None:
+        raise Invalid("booking/refusal/not_immediate_family", word=word)
+
+
+def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The beneficiary step's own parser: a family member's full name on file (the list shows
+    it masked), or a relation word (老公, 我妈) naming the one member on file it fits, or a
+    new member of that relation when there is none."""
+    family = store.family_of(ctx.session, _customer(ctx).id)
+    named = [m for m in family if _same_name(m.name, text)]  # the full name, as on file
+    if len(named) == 1:
+        return f"{MEMBER}{named[0].id}"
+    _not_family(text)
+    norm = normalize(text)
+    hit = RELATION_WORDS.get(norm) or next(
+        ((rel, sex) for w, rel, sex in WHO if w in norm), None)
+    if hit is None:
+        return None
+    relation, sex = hit
+    members = [m for m in family
+               if m.relation == relation and (sex is None or id_sex(m.id_number) == sex)]
+    if len(members) == 1:
+        return f"{MEMBER}{members[0].id}"
+    if members:
+        return None  # several fit: the customer picks one from the list
+    data.new_relation, data.new_sex_said = relation.value, sex
+    return NEW
+
+
 def relation_options(ctx: Context, data: BookingData) -> list[Option]:
-    return [Option(r.value, label("relation", relation=r.value)) for r in RELATIONS]
+    return [Option(r.value, label("relation", relation=r.value),
+                   words=tuple(w for w, (rel, _) in RELATION_WORDS.items() if rel == r))
+            for r in RELATIONS]
+
+
+def parse_relation(ctx: Context, text: str, data: BookingData) -> None:
+    _not_family(text)
+    return None
+
+
+def check_relation(ctx: Context, code: str, data: BookingData) -> str:
+    """Remember the sex the word implied (老公, 妈), to question an ID number of the other."""
+    said = RELATION_WORDS.get(normalize(ctx.text))
+    data.new_sex_said = said[1] if said and said[0] == code else None
+    return code
 
 
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
@@ -237,19 +301,48 @@ _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
 def parse_new_name(ctx: Context, text: str, data: BookingData) -> str:
     if not _NAME.fullmatch(text.strip()):
         raise Invalid("booking/bad_name")
-    return text.strip()
+    return _seal(ctx, text.strip())
+
+
+def _same_name(a: str, b: str) -> bool:
+    return compact(a).casefold() == compact(b).casefold()
 
 
 def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
-    try:
-        number = validate_id_number(normalize_id_number(text), today=ctx.today)
-    except ValueError:
-        raise Invalid("booking/bad_id_number") from None
-    if number == _customer(ctx).id_number:
+    """The new member's ID number: valid, not the policyholder's own, under the name on file
+    when it belongs to a known person; a parent younger than the policyholder (or a child
+    older) is questioned first."""
+    customer = _customer(ctx)
+    questioned, data.age_pending = _unseal(ctx, data.age_pending), ""
+    said = yes_no(text) if questioned else None
+    if said is False:
+        raise Invalid("booking/age_reenter")
+    if said is True:
+        number = questioned
+    else:
+        try:
+            number = validate_id_number(normalize_id_number(text), today=ctx.today)
+        except ValueError:
+            raise Invalid("booking/bad_id_number") from None
+    if number == customer.id_number:
         raise Invalid("booking/own_id_number")
-    data.new_id_number = number
+    name = _unseal(ctx, data.new_name)
+    on_file = store.names_on_file(ctx.session, number)
+    if on_file and not any(_same_name(name, known) for known in on_file):
+        raise Invalid("booking/id_number_other_name", goto="new_name")
+    if said is not True:
+        theirs, mine = id_birth_date(number), id_birth_date(customer.id_number)
+        odd_age = (data.new_relation == Relation.PARENT and theirs >= mine) or \
+            (data.new_relation == Relation.CHILD and theirs <= mine)
+        odd_sex = data.new_sex_said is not None and id_sex(number) != data.new_sex_said
+        if odd_age or odd_sex:
+            data.age_pending = _seal(ctx, number)
+            raise Invalid("booking/age_check", again=False, relation=data.new_relation,
+                          name=mask_name(name), odd_age=odd_age, said_sex=data.new_sex_said,
+                          sex=id_sex(number))
+    data.new_id_number = _seal(ctx, number)
     _check(ctx, data)
-    return number
+    return data.new_id_number
 
 
 def package_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -262,6 +355,14 @@ def wants_package(ctx: Context, data: BookingData) -> bool:
     return len(package_options(ctx, data)) > 1
 
 
+def parse_package(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The package step's own parser: any of the service's packages named exactly, so that
+    one the rules refuse (the other sex's, another tier's) is explained, not swapped."""
+    said = normalize(text)
+    found = [p.code for p in _service(ctx, data).packages if normalize(p.name) == said]
+    return found[0] if len(found) == 1 else None
+
+
 def check_package(ctx: Context, code: str, data: BookingData) -> str:
     data.package = code
     _check(ctx, data, goto="package")
@@ -269,7 +370,9 @@ def check_package(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def exam_options(ctx: Context, data: BookingData) -> list[Option]:
-    return [Option(c, c) for c in _service(ctx, data).choices]
+    # The exam's own name without 检查 (核磁共振, CT) is a keyword: it is also how a
+    # customer asks for the service, so it must be an answer here, not a restart.
+    return [Option(c, c, words=(c.removesuffix("检查"),)) for c in _service(ctx, data).choices]
 
 
 def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
@@ -277,8 +380,10 @@ def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
         text = text.strip()
         if normalize(text) in skip_words:
             return ""
-        if not text or len(text) > max_len:
-            raise Invalid("booking/refusal/empty" if not text else "booking/refusal/nonsense")
+        if not text:
+            raise Invalid("booking/free_empty")
+        if len(text) > max_len:
+            raise Invalid("booking/free_too_long", max_len=max_len)
         return text
     return parse
 
@@ -297,7 +402,7 @@ def city_options(ctx: Context, data: BookingData) -> list[Option]:
     cities: dict[str, int] = {}
     for place in _places(ctx, data):
         cities[place.city] = cities.get(place.city, 0) + 1
-    return [Option(c, c, note=label("city", count=n)) for c, n in cities.items()]
+    return [Option(c, c, note=label("city", count=n), words=(f"{c}市",)) for c, n in cities.items()]
 
 
 def check_city(ctx: Context, code: str, data: BookingData) -> str:
@@ -316,6 +421,19 @@ def institution_context(ctx: Context, data: BookingData) -> dict:
             and any(escorted(p) for p in _places(ctx, data, data.city))}
 
 
+def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The institution step's own parser: any institution named exactly, so that one the
+    rules refuse (not giving the service, not for the package) is explained, and one in
+    another city that the rules allow is taken (with its city)."""
+    said = normalize(text)
+    found = [p for p in store.institutions(ctx.conn, None) if normalize(p.name) == said]
+    if len(found) != 1:
+        return None
+    if found[0].offers(data.service):
+        data.city = found[0].city
+    return found[0].code
+
+
 def check_institution(ctx: Context, code: str, data: BookingData) -> str:
     data.institution = code
     place = store.institution(ctx.conn, code)
@@ -329,20 +447,17 @@ def check_institution(ctx: Context, code: str, data: BookingData) -> str:
     return code
 
 
-class DateChoice(Choice):
-    """The next bookable dates as options; a typed date is read with `parse_date`."""
-
-    def answer(self, ctx: Context, data: Any) -> Any:
-        offered = [tuple(o) for o in (getattr(data, OPTIONS, None) or [])]
-        code = pick(offered, ctx.text, ctx.inbound.menu_id)
-        if code is not None:
-            return self.check(ctx, code, data)
-        parsed = parse_date(ctx.text, ctx.now, calendar())
-        if not parsed.ok:
-            if parsed.reason == "past":
-                raise refusal(ctx, Refusal.PAST, _request(ctx, data))
-            raise Invalid(f"booking/refusal/{parsed.reason}")
-        return self.check(ctx, parsed.date.isoformat(), data)
+def parse_typed_date(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The date step's own parser: a typed date is that date (never an offered one near it),
+    judged by the rules in `check_date`; a bare small number is not a date (None)."""
+    if normalize(text).isdigit() and len(normalize(text)) <= 2:
+        return None
+    parsed = parse_date(text, ctx.now, calendar())
+    if parsed.ok:
+        return parsed.date.isoformat()
+    if parsed.reason == "past":
+        raise refusal(ctx, Refusal.PAST, _request(ctx, data))
+    raise Invalid(f"booking/refusal/{parsed.reason}", said=text if len(text) <= 20 else "")
 
 
 def date_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -355,9 +470,20 @@ def date_options(ctx: Context, data: BookingData) -> list[Option]:
 def date_context(ctx: Context, data: BookingData) -> dict:
     rules = ctx.services.rules
     note, data.date_note = data.date_note, ""
-    return {"note": note, "offered": bool(getattr(data, OPTIONS, None)),
-            "earliest": calendar().earliest_bookable(ctx.now, rules.booking.lead_workdays),
-            "latest": ctx.today + timedelta(days=rules.booking.window_days)}
+    earliest = calendar().earliest_bookable(ctx.now, rules.booking.lead_workdays)
+    offered = [date.fromisoformat(code) for code, *_ in offered_of(data)]
+    # The year said aloud: this year's uses are spent and only next year's dates are offered.
+    spent = None
+    if offered and all(d.year > ctx.today.year for d in offered):
+        service = _service(ctx, data)
+        facts = _facts(ctx, _request(ctx, data, date=None))
+        if service.per_year is not None and facts.used.get(ctx.today.year, 0) >= service.per_year:
+            spent = ctx.today.year
+            earliest = max(earliest, offered[0])
+    return {"note": note, "offered": bool(offered), "earliest": earliest,
+            "latest": ctx.today + timedelta(days=rules.booking.window_days),
+            "spent_year": spent, "next_year": offered[0].year if offered else None,
+            "service": _service(ctx, data)}
 
 
 def check_date(ctx: Context, code: str, data: BookingData) -> date:
@@ -373,12 +499,14 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
     package = next((p for p in service.packages if p.code == req.package), None)
     person = req.beneficiary
     deadline = calendar().free_cancel_deadline(req.date, cutoff=rules.booking.cancel_cutoff)
-    return dict(service=service, package=package, exam=data.exam, department=data.department,
+    return dict(service=service, package=package, exam=data.exam, symptoms=data.symptoms,
+                department=data.department,
                 hospital=data.hospital, expert=data.expert, person=person_label(person),
                 place=req.institution, date=req.date,
                 escorted=req.service in ESCORT_SERVICES and escorted(req.institution),
                 provisional=calendar().is_provisional(req.date), deadline=deadline,
-                fees=req.service in FEE_SERVICES, family=not person.is_self)
+                fees=req.service in FEE_SERVICES, family=not person.is_self,
+                quota_year=req.date.year if req.date.year != ctx.today.year else None)
 
 
 def person_label(person: Person) -> str:
@@ -408,7 +536,8 @@ def finish(ctx: Context, data: BookingData) -> Reply:
     new = store.NewBooking(customer_id=customer.id, request=req, request_key=data.key,
                            new_member=new_member, department=data.department,
                            hospital_preference=data.hospital or None,
-                           expert=data.expert or None, exam=data.exam)
+                           expert=data.expert or None, exam=data.exam,
+                           visit_note=data.symptoms or None)
     try:
         booking = store.submit_booking(ctx.session, new, rules, calendar(), ctx.now)
     except store.BookingRefused as exc:
@@ -431,19 +560,23 @@ booking_flow = router.flow(Flow(
         Choice("service", "booking/ask_service", options=service_options, check=check_service,
                context=service_context),
         Choice("beneficiary", "booking/ask_beneficiary", options=beneficiary_options,
-               check=check_beneficiary, when=lambda ctx, d: _service(ctx, d).family,
+               parse=parse_beneficiary, check=check_beneficiary,
+               when=lambda ctx, d: _service(ctx, d).family,
                context=lambda ctx, d: {"service": _service(ctx, d)}),
         Choice("new_relation", "booking/ask_relation", options=relation_options,
+               parse=parse_relation, check=check_relation,
                when=lambda ctx, d: d.beneficiary == NEW),
         Step("new_name", "booking/ask_new_name", parse_new_name, free_text=True,
              when=lambda ctx, d: d.beneficiary == NEW),
         Step("new_id_number", "booking/ask_new_id", parse_new_id, digits=True,
              when=lambda ctx, d: d.beneficiary == NEW,
-             context=lambda ctx, d: {"name": mask_name(d.new_name)}),
-        Choice("package", "booking/ask_package", options=package_options, check=check_package,
-               when=wants_package),
+             context=lambda ctx, d: {"name": mask_name(_unseal(ctx, d.new_name))}),
+        Choice("package", "booking/ask_package", options=package_options, parse=parse_package,
+               check=check_package, when=wants_package),
         Choice("exam", "booking/ask_exam", options=exam_options,
                when=lambda ctx, d: bool(_service(ctx, d).choices)),
+        Step("symptoms", "booking/ask_symptoms", parse_free(200), free_text=True, symptoms=True,
+             when=_is(SPECIAL)),
         Step("department", "booking/ask_department", parse_free(64), free_text=True,
              symptoms=True, when=_is(EXPERT)),
         Step("hospital", "booking/ask_hospital", parse_free(128, ("不限", "无", "没有", "都可以")),
@@ -453,9 +586,9 @@ booking_flow = router.flow(Flow(
              .may_name_expert(held_tier(ctx, _customer(ctx)).code)),
         Choice("city", "booking/ask_city", options=city_options, check=check_city),
         Choice("institution", "booking/ask_institution", options=institution_options,
-               check=check_institution, context=institution_context),
-        DateChoice("date", "booking/ask_date", options=date_options, check=check_date,
-                   context=date_context),
+               parse=parse_institution, check=check_institution, context=institution_context),
+        Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,
+               check=check_date, context=date_context, unread="booking/refusal/nonsense"),
         Step("confirm", "booking/summary", parse_confirm, context=summary_context),
     ],
     finish=finish, model=BookingData,
@@ -489,9 +622,8 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
     out: dict[str, Any] = {}
     rest = text
     service = ctx.services.rules.service(service_code)
-    for words, relation, sex in WHO:
-        hit = next((w for w in words if w in text), None)
-        if hit is None:
+    for hit, relation, sex in WHO:
+        if hit not in text:
             continue
         rest = rest.replace(hit, "")
         members = [m for m in store.family_of(ctx.session, customer.id) if m.relation == relation
@@ -553,6 +685,18 @@ def _who(ctx: Context, customer: Customer, booking) -> str:
     return person_label(store.person_of(member)) if member else ""
 
 
+def upcoming_first(bookings: list, today: date) -> list:
+    """Bookings still to come (submitted or confirmed, from today on), soonest first; then
+    the others, most recent first."""
+    def ahead(b) -> bool:
+        return b.status in (BookingStatus.SUBMITTED, BookingStatus.CONFIRMED) and \
+            service_date(b) >= today
+    coming = sorted((b for b in bookings if ahead(b)), key=lambda b: (service_date(b), b.id))
+    rest = sorted((b for b in bookings if not ahead(b)), key=lambda b: (service_date(b), b.id),
+                  reverse=True)
+    return coming + rest
+
+
 @router.key(Key.MY_BOOKINGS)
 def my_bookings(ctx: Context) -> Reply:
     customer = require_customer(ctx)
@@ -560,7 +704,7 @@ def my_bookings(ctx: Context) -> Reply:
         return customer
     rules = ctx.services.rules
     items = []
-    for b in store.bookings_of(ctx.session, customer.id):
+    for b in upcoming_first(store.bookings_of(ctx.session, customer.id), ctx.today):
         cancellable = cancel_refusal(b, ctx.now) is None
         free, until = _terms(ctx, b) if cancellable else (False, None)
         place = ctx.session.get(Institution, b.institution_id) if b.institution_id else None
@@ -568,7 +712,8 @@ def my_bookings(ctx: Context) -> Reply:
                           person=_who(ctx, customer, b), date=service_date(b),
                           time=b.confirmed_time, status=b.status,
                           place=place.name if place else "", cancellable=cancellable,
-                          free=cancellable and free, free_until=until if cancellable and free else None))
+                          free=cancellable and free, free_until=until if cancellable and free else None,
+                          attended_at=b.attendance_confirmed_at))
     if not items:
         return ctx.say("booking/no_bookings")
     return ctx.say("booking/my_bookings", items=items)
@@ -592,7 +737,8 @@ def which_options(ctx: Context, data: CancelData) -> list[Option]:
     customer = _customer(ctx)
     rules = ctx.services.rules
     return [Option(b.number, label("booking", number=b.number, service=rules.service(b.service).name),
-                   note=label("booking_note", day=service_date(b), who=_who(ctx, customer, b)))
+                   note=label("booking_note", day=service_date(b), who=_who(ctx, customer, b)),
+                   words=(b.number,))
             for b in _own_active(ctx, customer)]
 
 
@@ -721,7 +867,7 @@ def attend_options(ctx: Context, data: AttendData) -> list[Option]:
     customer = _customer(ctx)
     rules = ctx.services.rules
     return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
-                   note=f"{b.confirmed_time or ''}，{_who(ctx, customer, b)}")
+                   note=f"{b.confirmed_time or ''}，{_who(ctx, customer, b)}", words=(b.number,))
             for b in _tomorrow(ctx, customer)]
 
 

@@ -137,7 +137,7 @@ def booking_queue(ctx: Context, statuses, service, city) -> Reply:
     rows = [dict(number=q.booking.number, service=names.get(q.booking.service, q.booking.service),
                  person=mask_name(q.person), city=q.city, preferred=q.booking.preferred_date,
                  confirmed=q.booking.confirmed_date, at=q.booking.confirmed_time,
-                 status=q.booking.status) for q in lines]
+                 status=q.booking.status, note=q.booking.visit_note) for q in lines]
     return ctx.say("staff/queue", rows=rows)
 
 

@@ -133,8 +133,11 @@ def my_benefits(ctx: Context, customer: Customer, tier: Tier) -> Reply:
     mine = {s.code for s in rules.services_for(tier.code)}
     extra = [s for s in rules.services_for(above.code) if s.code not in mine] if above else []
     offered = {s.code for s in rules.services_for(tier.code)}
-    bookable = [INTENT_LABEL[k] for k, code in SERVICE_OF.items()
+    left = {s["service"].code: s["left"] for s in services}
+    bookable = [(INTENT_LABEL[k], left.get(code)) for k, code in SERVICE_OF.items()
                 if code in offered and rules.service(code).per_year and k in ctx.router.keys]
     return ctx.say("tier/benefits", tier=tier, basic=rules.basic_services_for(tier.code),
                    services=services, year=ctx.today.year, above=above, extra=extra,
-                   bookable=bookable, advisor="health_advisor" in offered)
+                   bookable=[name for name, n in bookable if n != 0],
+                   spent=[name for name, n in bookable if n == 0],
+                   advisor="health_advisor" in offered)

@@ -308,6 +308,7 @@ class Booking(SQLModel, table=True):
     hospital_preference: str | None = Field(default=None, max_length=128)
     expert: str | None = Field(default=None, max_length=64)
     exam: str | None = Field(default=None, max_length=32)
+    visit_note: str | None = Field(default=None, max_length=200)  # symptoms or referral (特种检查)
     preferred_date: date
     confirmed_date: date | None = None
     confirmed_time: str | None = Field(default=None, max_length=5)  # HH:MM

@@ -91,7 +91,8 @@ async def book_dental(wx, openid=U, *, city="北京", place="北京洁牙门诊"
      "expert_outpatient"),
     ("diamond", "专家门诊", ["本人", "心内科", "不限", "张医生", "北京", "北京三甲医院", "1"],
      "expert_outpatient"),
-    ("diamond", "特种检查", ["本人", "核磁共振检查", "北京", "北京三甲医院", "1"], "special_exam"),
+    ("diamond", "特种检查", ["本人", "核磁共振检查", "腰痛三个月，医生建议做核磁", "北京", "北京三甲医院",
+                          "1"], "special_exam"),
 ])
 async def test_a_bound_customer_books_sees_and_cancels(wx_plain, world, services, tier, entry,
                                                         steps, service):
@@ -484,7 +485,7 @@ async def test_an_entry_date_the_institution_cannot_take_is_asked_again(wx_plain
 async def test_special_exam_entry_names_the_exam(wx_plain, world, services):
     with time_machine.travel(WED, tick=True):
         world("diamond")
-        await walk(wx_plain, U, "预约核磁共振", "本人", "北京", "北京三甲医院", "1", "确认")
+        await walk(wx_plain, U, "预约核磁共振", "本人", "腰痛三个月", "北京", "北京三甲医院", "1", "确认")
     (b,) = bookings(services)
     assert b.exam == "核磁共振检查"
 

@@ -23,7 +23,7 @@ import tomllib
 from functools import lru_cache
 
 from bot.conversation.context import Context
-from bot.conversation.flow import SEP, Flow, Step
+from bot.conversation.flow import SEP, Flow, Step, offered_tap
 from bot.conversation import emergency, faq
 from bot.conversation.intents import Universal, exact, is_question, match, universal, yes_no
 from bot.conversation.message import Kind
@@ -101,9 +101,15 @@ def run_key(ctx: Context, key: Key) -> Reply:
 
 def dispatch_text(ctx: Context) -> Reply:
     text = ctx.text
-    if text.lstrip().startswith(("#", "＃")) and (ctx.staff is not None
-                                                  or public_command(ctx) is not None):
-        return run_command(ctx)
+    if text.lstrip().startswith(("#", "＃")):
+        # The bot never offers a command as a tappable line: a tap carrying one came from
+        # someone else's markup (issue 15 #1) and is never run. A tap on a line the bot did
+        # offer is that option, whatever text came with it (the step reads it by its id).
+        if ctx.inbound.menu_id:
+            if not offered_tap(ctx) and ctx.staff is not None:
+                return Reply(render("staff/tapped_command"))
+        elif ctx.staff is not None or public_command(ctx) is not None:
+            return run_command(ctx)
     in_flow = current(ctx)
     step = in_flow[1] if in_flow else None
     if emergency.is_emergency(text, digits_step=bool(step and step.digits)):

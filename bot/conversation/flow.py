@@ -14,13 +14,14 @@ customer is put back at that step.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.conversation.intents import normalize
+from bot.conversation.intents import normalize, yes_no
 from bot.conversation.reply import Invalid, Reply
 from bot.infra.texts import render
 
@@ -67,24 +68,43 @@ class Option:
     code: str
     label: str
     note: str = ""  # shown after the label, e.g. the year's remaining quota
-    words: tuple[str, ...] = ()  # other words a customer may type for it
+    words: tuple[str, ...] = ()  # other words a customer may type for it (exact, whole message)
+
+
+GUESS = "guess_"  # the data key holding the option a near match proposed, awaiting 是/否
+# Polite padding around an answer (要咖啡, 我选北京吧): dropped before an exact comparison.
+_PADDING = re.compile(r"^(?:我想要|我想|我要|想要|我选|选择|要|选|就)|(?:吧|啊|呀|就行|就好|即可)$")
 
 
 @dataclass
 class Choice(Step):
-    """A step answered from a list: by number, by the option's text (tolerant, as the
-    intents are) or by tapping one of the tappable lines WeChat renders from
-    `weixin://bizmsgmenu` links. The list is built once by `options(ctx, data)` and kept
-    with the flow's data, so the answer is read against exactly what was shown. The
-    option's code is stored, never its index. `check(ctx, code, data)` may refuse it."""
+    """A step answered from a list, shown as numbered tappable lines (WeChat renders
+    `weixin://bizmsgmenu` links). The list is built once by `options(ctx, data)` and kept
+    with the flow's data, so the answer is read against exactly what was shown; the
+    option's code is stored, never its index. An answer is read in this order (DOMAIN.md,
+    "A typed answer is never silently swapped"):
 
-    parse: Callable = None  # type: ignore[assignment]  # answered by the options
+    1. a tap on a line the bot offered this user in its last reply (its `bizmsgmenuid`; a
+       tap on anything else is read as typed text), or the option's number;
+    2. the option's exact label, or a keyword (`Option.words`) that only one option has;
+    3. the step's own parser `parse(ctx, text, data)`, when it has one (a typed date is a
+       date): it returns an option code, possibly one not offered, which `check` then
+       judges; None when the text is not of its kind; or raises `Invalid` with the reason;
+    4. a near match, never taken silently: the bot asks 「您是指『…』吗？」 and keeps the
+       guess with the data; 是 takes it, 否 shows the options again.
+
+    Anything else gets `unread` (what could not be read) and the options again.
+    `check(ctx, code, data)` may refuse the code with a reason."""
+
+    parse: Callable | None = None  # type: ignore[assignment]  # the step's own parser, tier 3
     options: Callable[["Context", Any], list[Option]] = None  # type: ignore[assignment]
     check: Callable[["Context", str, Any], Any] | None = None
+    unread: str = "flow/pick_one"
 
     def ask(self, ctx: "Context", data: Any) -> str:
         offered = self.options(ctx, data)
-        setattr(data, OPTIONS, [[o.code, o.label] for o in offered])
+        setattr(data, OPTIONS, [[o.code, o.label, *o.words] for o in offered])
+        setattr(data, GUESS, None)
         lines = render("flow/options", options=[
             {"n": i, "label": o.label, "note": o.note,
              "href": f"weixin://bizmsgmenu?msgmenucontent={quote(o.label)}&msgmenuid={quote(o.code)}"}
@@ -92,31 +112,92 @@ class Choice(Step):
         return f"{super().ask(ctx, data)}\n{lines}".strip()
 
     def answer(self, ctx: "Context", data: Any) -> Any:
-        offered = [tuple(o) for o in (getattr(data, OPTIONS, None) or [])]
-        code = pick(offered, ctx.text, ctx.inbound.menu_id)
-        if code is None:
-            raise Invalid("flow/pick_one", count=len(offered))
+        offered = offered_of(data)
+        text = ctx.text
+        guess = getattr(data, GUESS, None)
+        if guess is not None:
+            setattr(data, GUESS, None)
+            said = yes_no(text)
+            if said is True and guess in {code for code, *_ in offered}:
+                return self.take(ctx, guess, data)
+            if said is False:
+                raise Invalid("flow/guess_declined")
+            # anything else is read afresh
+        code = pick(offered, text, ctx.inbound.menu_id)
+        if code is not None:
+            return self.take(ctx, code, data)
+        if self.parse is not None:
+            code = self.parse(ctx, text.strip(), data)
+            if code is not None:
+                return self.take(ctx, code, data)
+        near = near_match(offered, text)
+        if near is not None:
+            setattr(data, GUESS, near)
+            label = next(lab for code, lab, *_ in offered if code == near)
+            raise Invalid("flow/did_you_mean", again=False, label=label)
+        raise Invalid(self.unread, count=len(offered), said=_shown(text))
+
+    def take(self, ctx: "Context", code: str, data: Any) -> Any:
         return self.check(ctx, code, data) if self.check else code
 
 
-def pick(offered: list[tuple[str, str]], text: str, menu_id: str = "") -> str | None:
-    """The code of the option the text (or tapped menu id) chooses, or None."""
-    codes = {code for code, _ in offered}
+def offered_of(data: Any) -> list[tuple[str, ...]]:
+    """The options (code, label, *words) the step last offered, as kept with the data."""
+    return [tuple(o) for o in (getattr(data, OPTIONS, None) or [])]
+
+
+def offered_tap(ctx: "Context") -> bool:
+    """Whether the message is a tap on a line the bot offered this user in its last reply."""
+    menu_id = ctx.inbound.menu_id
+    offered = (ctx.record.data or {}).get(OPTIONS) or []
+    return bool(menu_id) and any(o and o[0] == menu_id for o in offered)
+
+
+def _shown(text: str, limit: int = 20) -> str:
+    """What the customer typed, short enough to quote back."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _plain(text: str) -> str:
+    return _PADDING.sub("", normalize(text)) or normalize(text)
+
+
+def pick(offered: list[tuple[str, ...]], text: str, menu_id: str = "") -> str | None:
+    """The option chosen for certain (tiers 1 and 2 of `Choice`): a tap on an offered line,
+    the option's number, its exact label or a keyword only it has; else None."""
+    codes = [o[0] for o in offered]
     if menu_id and menu_id in codes:
         return menu_id
     norm = normalize(text)
-    if norm.isdigit() and 1 <= int(norm) <= len(offered):
-        return offered[int(norm) - 1][0]
-    labels = {normalize(label): code for code, label in offered}
-    if norm in labels:
-        return labels[norm]
-    inside = [lab for lab in labels if norm and (norm in lab or lab in norm)]
-    if len(inside) == 1:
-        return labels[inside[0]]
-    close = difflib.get_close_matches(norm, list(labels), n=2, cutoff=0.6)
-    if len(close) == 1 or (close and difflib.SequenceMatcher(None, norm, close[0]).ratio() > 0.85):
-        return labels[close[0]]
+    if norm.isdigit():
+        return offered[int(norm) - 1][0] if 1 <= int(norm) <= len(offered) else None
+    for said in dict.fromkeys((norm, _plain(text))):
+        labels = [o[0] for o in offered if normalize(o[1]) == said]
+        if len(labels) == 1:
+            return labels[0]
+        keyed = {o[0] for o in offered if said in {normalize(w) for w in o[2:]}}
+        if len(keyed) == 1:
+            return keyed.pop()
     return None
+
+
+def near_match(offered: list[tuple[str, ...]], text: str) -> str | None:
+    """The one option the text is close to (a label it is part of, or nearly the same), or
+    None when none or several are: only ever proposed, never taken silently."""
+    said = _plain(text)
+    if not said or said.isdigit():
+        return None
+    names: dict[str, set[str]] = {}
+    for code, label, *words in offered:
+        for name in (label, *words):
+            names.setdefault(normalize(name), set()).add(code)
+    hits = {c for name, cs in names.items() if len(said) >= 2 and (said in name or name in said)
+            and len(name) >= 2 for c in cs}
+    if not hits:
+        for name in difflib.get_close_matches(said, list(names), n=3, cutoff=0.6):
+            hits |= names[name]
+    return hits.pop() if len(hits) == 1 else None
 
 
 @dataclass
@@ -167,6 +248,8 @@ class Flow:
         return None
 
     def _ask(self, ctx: "Context", data: FlowData, step: Step) -> str:
+        if not isinstance(step, Choice):  # only the last reply's options may be tapped
+            setattr(data, OPTIONS, None)
         prompt = step.ask(ctx, data)  # may record the options it offered
         rec = ctx.record
         rec.state = f"{self.name}{SEP}{step.name}"
@@ -240,6 +323,9 @@ class Flow:
                 return Reply(exc.render())
             return Reply(render("flow/invalid", reason=exc.render(),
                                 prompt=self._ask(ctx, data, again)))
+        if not exc.again:  # a short re-ask (「您是指…吗」): the reason alone, the data kept
+            ctx.record.data = self.dump(data)
+            return Reply(exc.render())
         return Reply(render("flow/invalid", reason=exc.render(), prompt=self._ask(ctx, data, step)))
 
     def _finish(self, ctx: "Context", data: FlowData) -> Reply:

@@ -37,14 +37,16 @@ class Reply:
 class Invalid(Exception):
     """The input is refused and `template` says why. `goto` re-asks from an earlier step
     (also from a flow's `finish`, whose writes are then rolled back); `end` closes the flow
-    with the reason."""
+    with the reason; `again=False` says only the reason (a short re-ask, e.g. 「您是指…吗」),
+    without the step's whole prompt."""
 
     def __init__(self, template: str, *, goto: str | None = None, end: bool = False,
-                 **ctx: Any) -> None:
+                 again: bool = True, **ctx: Any) -> None:
         super().__init__(template)
         self.template = template
         self.goto = goto
         self.end = end
+        self.again = again
         self.ctx = ctx
 
     def render(self) -> str:

@@ -75,11 +75,12 @@ def uses(db: Connection | Session, customer_id: int, service: str,
     return {int(y): int(n) for y, n in rows}
 
 
-def institutions(db: Connection | Session, service: str, city: str | None = None) -> list[Place]:
-    """Institutions giving `service` (in `city`), by city and name."""
+def institutions(db: Connection | Session, service: str | None,
+                 city: str | None = None) -> list[Place]:
+    """Institutions giving `service` (any service when None) (in `city`), by city and name."""
     rows = _INSTITUTIONS_IN.all(_conn(db), {"city": city}) if city else \
         _INSTITUTIONS.all(_conn(db), {})
-    return [p for p in map(Place.of, rows) if p.offers(service)]
+    return [p for p in map(Place.of, rows) if service is None or p.offers(service)]
 
 
 def institution(db: Connection | Session, code: str) -> Place | None:
@@ -94,6 +95,15 @@ def me(customer: Customer) -> Person:
 def family_of(session: Session, customer_id: int) -> list[FamilyMember]:
     return list(session.exec(select(FamilyMember).where(FamilyMember.customer_id == customer_id)
                              .order_by(FamilyMember.id)).all())
+
+
+def names_on_file(session: Session, id_number: str) -> set[str]:
+    """The names a known person with this ID number has on file (as a policyholder or as
+    anyone's family member); empty when nobody has it."""
+    customers = session.exec(select(Customer.name).where(Customer.id_number == id_number)).all()
+    members = session.exec(select(FamilyMember.name)
+                           .where(FamilyMember.id_number == id_number)).all()
+    return {*customers, *members}
 
 
 def person_of(member: FamilyMember) -> Person:
@@ -157,6 +167,7 @@ class NewBooking:
     hospital_preference: str | None = None
     expert: str | None = None
     exam: str | None = None
+    visit_note: str | None = None
 
 
 def submit_booking(session: Session, new: NewBooking, rules: Rules, calendar: Calendar,
@@ -179,7 +190,7 @@ def submit_booking(session: Session, new: NewBooking, rules: Rules, calendar: Ca
         customer_id=new.customer_id, family_member_id=member_id, tier=req.tier,
         service=req.service, package=req.package, institution_id=req.institution.id,
         department=new.department, hospital_preference=new.hospital_preference,
-        expert=new.expert, exam=new.exam, preferred_date=req.date, quota_year=req.date.year,
+        expert=new.expert, exam=new.exam, visit_note=new.visit_note, preferred_date=req.date, quota_year=req.date.year,
         status=BookingStatus.SUBMITTED, counted=True,
         consent_at=now if not req.beneficiary.is_self else None,
         created_at=now, updated_at=now)

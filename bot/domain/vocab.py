@@ -60,3 +60,25 @@ class BookingStatus(StrEnum):
 
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+# The everyday words customers use for a relation (DOMAIN.md, "Relation words"), with the
+# sex they imply (None: either). The formal words come first.
+RELATION_WORDS: dict[str, tuple[Relation, str | None]] = {
+    "配偶": (Relation.SPOUSE, None), "爱人": (Relation.SPOUSE, None),
+    "老公": (Relation.SPOUSE, "M"), "丈夫": (Relation.SPOUSE, "M"), "先生": (Relation.SPOUSE, "M"),
+    "老婆": (Relation.SPOUSE, "F"), "妻子": (Relation.SPOUSE, "F"), "太太": (Relation.SPOUSE, "F"),
+    "媳妇": (Relation.SPOUSE, "F"),
+    "父母": (Relation.PARENT, None),
+    "爸": (Relation.PARENT, "M"), "爸爸": (Relation.PARENT, "M"), "父亲": (Relation.PARENT, "M"),
+    "老爸": (Relation.PARENT, "M"), "我爸": (Relation.PARENT, "M"),
+    "妈": (Relation.PARENT, "F"), "妈妈": (Relation.PARENT, "F"), "母亲": (Relation.PARENT, "F"),
+    "老妈": (Relation.PARENT, "F"), "我妈": (Relation.PARENT, "F"),
+    "子女": (Relation.CHILD, None), "孩子": (Relation.CHILD, None), "小孩": (Relation.CHILD, None),
+    "儿子": (Relation.CHILD, "M"), "女儿": (Relation.CHILD, "F"),
+}
+# Relatives and others who are not immediate family (直系亲属 = spouse, parents, children).
+NOT_FAMILY_WORDS: tuple[str, ...] = (
+    "哥哥", "姐姐", "弟弟", "妹妹", "兄弟", "姐妹", "爷爷", "奶奶", "外公", "外婆", "姥姥", "姥爷",
+    "孙子", "孙女", "外孙", "外孙女", "岳父", "岳母", "公公", "婆婆", "叔叔", "阿姨", "舅舅", "姑姑",
+    "侄子", "侄女", "朋友", "同事", "亲戚", "女婿", "儿媳")
