@@ -241,7 +241,7 @@ def finish(ctx: Context, data: BindingData) -> Reply:
 binding = router.flow(Flow(
     name="binding", title="身份绑定",
     steps=[
-        Step("consent", "binding/privacy", parse_consent,
+        Step("consent", "binding/privacy", parse_consent, reask="binding/consent_again",
              context=lambda ctx, data: {"url": ctx.services.settings.privacy_policy_url}),
         Step("name", "binding/ask_name", parse_name, free_text=True),
         Step("id_number", "binding/ask_id_number", parse_id_number, digits=True),

@@ -528,8 +528,12 @@ async def test_the_consent_step_re_asks_briefly(wx_plain, services):
 
     notice = await wx_plain.say(U, "绑定")
     assert "隐私政策" in notice
-    again = await wx_plain.say(U, "这是什么")
+    again = await wx_plain.say(U, "嗯嗯我看看")
     assert "同意" in again and "隐私政策" not in again and len(again) < len(notice) / 2
+    # A question answered by the FAQ is followed by the short re-ask, not the notice again.
+    asked = await wx_plain.say(U, "客服电话多少")
+    assert "95359" in asked and "隐私政策" not in asked
+    assert "请回复「同意」继续绑定" in asked
     assert "姓名" in await wx_plain.say(U, "同意")
 
 

@@ -52,6 +52,7 @@ class Step:
     free_text: bool = False  # takes any text (a name, a hospital): commands are asked about
     digits: bool = False  # expects an ID number, phone or code: digits are never an emergency
     symptoms: bool = False  # takes symptoms: emergency advice is shown and the flow goes on
+    reask: str = ""  # a short template to ask again with (after a question was answered)
 
     def applies(self, ctx: "Context", data: Any) -> bool:
         return self.when is None or self.when(ctx, data)
@@ -290,7 +291,10 @@ class Flow:
         return self.steps[self._index[name]] if name in self._index else None
 
     def ask_again(self, ctx: "Context", step: Step) -> str:
-        """The current step's prompt once more (a choice step re-records what it offers)."""
+        """The current step's prompt once more (a choice step re-records what it offers), or
+        its short re-ask when it declares one (a long notice is not repeated)."""
+        if step.reask:
+            return render(step.reask)
         return self._ask(ctx, self.load(ctx.record.data), step)
 
     def input(self, ctx: "Context", step: Step) -> Reply | None:
