@@ -303,14 +303,17 @@ def parse_day(value: str | None, s: Settings):
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _import(kind: str, file: Path, skip_bad: bool) -> None:
+def _import(kind: str, file: Path, skip_bad: bool, *, exit: bool = True):
     from bot.domain.importer import import_csv
 
     s = settings()
     prepare_database(s)
-    report = import_csv(s, kind, file, skip_bad=skip_bad, progress=sys.stderr.isatty())
+    report = import_csv(s, kind, file, skip_bad=skip_bad, progress=sys.stderr.isatty(),
+                        actor=operator())
     typer.echo(report.render())
-    raise typer.Exit(1 if report.rejected else 0)
+    if exit:
+        raise typer.Exit(1 if report.rejected else 0)
+    return report
 
 
 @import_app.command("policies")
@@ -364,17 +367,12 @@ def tiers_recompute(date: str = typer.Option(None, "--date", help="Evaluate as o
                     yes: bool = typer.Option(False, "--yes", help="Run a date after today without asking.")) -> None:
     """Fast up every day; slow down on 30 June and 31 December; drop when no policy is left.
     Evaluates the customers with an event since the last run (everyone on a review day)."""
-    from datetime import datetime
-
     from bot.domain.rules import load_rules
     from bot.domain.tier_engine import recompute_due
 
     s = settings()
     day = parse_day(date, s)
-    if day > datetime.now(s.tz).date() and not yes:
-        typer.echo(f"{day} is after today: evaluating live data as of a future date may run a "
-                   "review and downgrade customers. Add --yes to run it.", err=True)
-        raise typer.Exit(2)
+    refuse_future_without_yes(day, s, yes)
     prepare_database(s)
     from bot.infra.db import engine_for
 
@@ -394,6 +392,17 @@ def _session(s: Settings):
     return Session(engine_for(s, pool_timeout=30), expire_on_commit=False)
 
 
+def operator() -> str:
+    """Who runs the command: the operating-system user, the actor of the audit rows the CLI
+    writes (in the one audit log `audit list` shows)."""
+    import getpass
+
+    try:
+        return (getpass.getuser() or "unknown")[:64]
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
+        return "unknown"
+
+
 @app.command()
 def bind(openid: str = typer.Argument(None, help="The WeChat openid (without --file)"),
          id_number: str = typer.Argument(None, help="The policyholder's ID number (without --file)"),
@@ -408,10 +417,16 @@ def bind(openid: str = typer.Argument(None, help="The WeChat openid (without --f
     from bot.domain import accounts
     from bot.domain.identity import mask_id_number, normalize_id_number
 
+    from bot.domain.staff_desk import audit
+    from models import WechatUser
+
     if file is not None:
         if openid is not None or id_number is not None:
             raise typer.BadParameter("give either OPENID ID_NUMBER or --file, not both")
-        _import("bindings", file, skip_bad)
+        report = _import("bindings", file, skip_bad, exit=False)
+        if report.written and report.inserted + report.updated:
+            _sync_tags(settings())  # the new users join their tags
+        raise typer.Exit(1 if report.rejected else 0)
     if openid is None or id_number is None:
         raise typer.BadParameter("give OPENID and ID_NUMBER, or --file FILE.csv")
     s = settings()
@@ -421,26 +436,42 @@ def bind(openid: str = typer.Argument(None, help="The WeChat openid (without --f
         if customer is None:
             typer.echo(f"no policyholder with ID number {mask_id_number(number)}", err=True)
             raise typer.Exit(1)
+        now = datetime.now(s.tz)
+        user = session.get(WechatUser, openid)
+        before = {"customer_id": user.customer_id} if user is not None else None
         try:
-            accounts.bind(session, openid, customer, datetime.now(s.tz))
+            accounts.bind(session, openid, customer, now)
         except accounts.BoundElsewhere:
             typer.echo(f"{mask_id_number(number)} is bound to another openid; unbind it first",
                        err=True)
             raise typer.Exit(1) from None
+        session.flush()
+        audit(session, operator(), "bind", openid, now, before=before,
+              after={"customer_id": customer.id})
         session.commit()
     typer.echo(f"bound {openid} to {mask_id_number(number)}")
+    _sync_tags(s, [openid])  # into the tier's WeChat tag at once, as binding in chat does
 
 
 @app.command()
 def unbind(openid: str) -> None:
     """Detach a WeChat openid from its policyholder."""
+    from datetime import datetime
+
     from bot.domain import accounts
+    from bot.domain.staff_desk import audit
+    from models import WechatUser
 
     s = settings()
     with _session(s) as session:
+        user = session.get(WechatUser, openid)
+        before = {"customer_id": user.customer_id} if user is not None else None
         if not accounts.unbind(session, openid):
             typer.echo(f"{openid} is not bound", err=True)
             raise typer.Exit(1)
+        session.flush()
+        audit(session, operator(), "unbind", openid, datetime.now(s.tz), before=before,
+              after={"customer_id": None})
         session.commit()
     typer.echo(f"unbound {openid}")
     _sync_tags(s, [openid])
@@ -504,7 +535,7 @@ def staff_add(openid: str, name: str = typer.Option(..., "--name"),
             member.password_hash = hash_password(pw)
         session.add(member)
         session.flush()
-        audit(session, "cli", "staff_add", openid, now, before=_no_hash(before),
+        audit(session, operator(), "staff_add", openid, now, before=_no_hash(before),
               after=_no_hash(snapshot(member)))
         user = session.get(WechatUser, openid)
         session.commit()
@@ -533,7 +564,8 @@ def staff_invite(name: str = typer.Option(..., "--name"),
         raise typer.BadParameter("name must be 1-64 characters")
     s = settings()
     with _session(s) as session:
-        code, invite = create_invite(session, s.secret_key, name, role, datetime.now(s.tz))
+        code, invite = create_invite(session, s.secret_key, name, role, datetime.now(s.tz),
+                                     who=operator())
         session.commit()
     typer.echo(f"invitation for {name.strip()} ({role}), valid {INVITE_HOURS} hours "
                f"(until {shown(invite.expires_at, s)}), one use:\n"
@@ -572,7 +604,7 @@ def staff_remove(openid: str) -> None:
 
         from bot.domain.staff_desk import audit, snapshot
 
-        audit(session, "cli", "staff_remove", openid, datetime.now(s.tz),
+        audit(session, operator(), "staff_remove", openid, datetime.now(s.tz),
               before=_no_hash(snapshot(member)))
         session.delete(member)
         session.commit()
@@ -598,16 +630,33 @@ def staff_passwd(openid: str) -> None:
 
         from bot.domain.staff_desk import audit
 
-        audit(session, "cli", "staff_passwd", openid, datetime.now(s.tz))
+        audit(session, operator(), "staff_passwd", openid, datetime.now(s.tz))
         session.commit()
     typer.echo(f"password of {openid} set")
+
+
+FUTURE_NEEDS_YES = ("tiers", "daily")  # jobs that evaluate tiers: a future date may downgrade
+
+
+def refuse_future_without_yes(day, s: Settings, yes: bool) -> None:
+    """A tier evaluation as of a date after today (a review of live data) runs only with
+    --yes: `tiers recompute` and `jobs run tiers|daily` alike."""
+    from datetime import datetime
+
+    if day > datetime.now(s.tz).date() and not yes:
+        typer.echo(f"{day} is after today: evaluating live data as of a future date may run a "
+                   "review and downgrade customers. Add --yes to run it.", err=True)
+        raise typer.Exit(2)
 
 
 @jobs_app.command("run")
 def jobs_run(job: str = typer.Argument(..., help="reminders (for services on the next day, then "
                                                "send) | tiers | dispatch (send what is due) "
                                                "| cleanup | daily (tiers, then cleanup)"),
-             date: str = typer.Option(None, "--date", help="Run as if today were YYYY-MM-DD.")) -> None:
+             date: str = typer.Option(None, "--date", help="Run as if today were YYYY-MM-DD."),
+             yes: bool = typer.Option(False, "--yes",
+                                      help="Run tiers or daily for a date after today without asking.")
+             ) -> None:
     """Run one scheduled job now."""
     from scheduler import JOBS
 
@@ -615,8 +664,11 @@ def jobs_run(job: str = typer.Argument(..., help="reminders (for services on the
         typer.echo(f"unknown job {job!r}; available: {', '.join(JOBS)}", err=True)
         raise typer.Exit(2)
     s = settings()
+    day = parse_day(date, s)
+    if job in FUTURE_NEEDS_YES:
+        refuse_future_without_yes(day, s, yes)
     prepare_database(s)
-    typer.echo(JOBS[job](wechat_settings(s), parse_day(date, s)))
+    typer.echo(JOBS[job](wechat_settings(s), day))
 
 
 @outbox_app.command("list")
@@ -717,12 +769,20 @@ def privacy_export(openid: str) -> None:
     """Print, as JSON, everything the bot holds about one WeChat user."""
     import json
 
+    from datetime import datetime
+
     from bot.domain.privacy import export
+    from bot.domain.staff_desk import audit
 
     s = settings()
     with _session(s) as session:
         data = export(session, openid)
-    if data["wechat_user"] is None and not data["left_messages"]:
+        found = not (data["wechat_user"] is None and not data["left_messages"])
+        # Reading one person's data is audited, found or not (who looked, for whom).
+        audit(session, operator(), "privacy_export", openid, datetime.now(s.tz),
+              after={"found": found})
+        session.commit()
+    if not found:
         typer.echo(f"nothing is stored about {openid}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))

@@ -27,7 +27,7 @@ from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, norm
                                  validate_id_number)
 from bot.domain.rules import Service
 from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, BookingStatus, Relation
-from bot.infra.sealed import seal, unseal
+from bot.infra.sealed import seal, unseal_or_none
 from bot.infra.texts import render
 from handlers.binding import require_customer
 from handlers.tiers import held_tier
@@ -116,7 +116,7 @@ def _seal(ctx: Context, value: str) -> str:
 
 
 def _unseal(ctx: Context, token: str | None) -> str:
-    return unseal(ctx.services.settings.secret_key, SEALED, token) or ""
+    return unseal_or_none(ctx.services.settings.secret_key, SEALED, token) or ""
 
 
 def _package(ctx: Context, data: BookingData) -> str | None:
@@ -713,7 +713,8 @@ def my_bookings(ctx: Context) -> Reply:
                           time=b.confirmed_time, status=b.status,
                           place=place.name if place else "", cancellable=cancellable,
                           free=cancellable and free, free_until=until if cancellable and free else None,
-                          attended_at=b.attendance_confirmed_at))
+                          attended_at=b.attendance_confirmed_at,
+                          cancel_reason=b.cancel_reason))
     if not items:
         return ctx.say("booking/no_bookings")
     return ctx.say("booking/my_bookings", items=items)

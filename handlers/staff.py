@@ -9,6 +9,7 @@ from datetime import date
 
 from bot.conversation import Arg, Context, Reply, Router
 from bot.domain import broadcasts
+from bot.domain.accounts import BindRules
 from bot.domain import staff_desk as desk
 from bot.domain.bookings import calendar
 from bot.domain.staff_desk import StaffRefused
@@ -116,7 +117,7 @@ def staff_help(ctx: Context) -> Reply:
 def register(ctx: Context, code: str) -> Reply:
     try:
         member = desk.redeem_invite(ctx.session, ctx.services.settings.secret_key, code,
-                                    ctx.openid, ctx.now)
+                                    ctx.openid, ctx.now, BindRules.of(ctx.services.settings))
     except StaffRefused as exc:
         return refused(ctx, exc)
     ctx._staff = member
@@ -129,7 +130,7 @@ def register(ctx: Context, code: str) -> Reply:
 @router.command("#预约", Arg("状态", _status, optional=True, key="statuses"),
                 Arg("服务", service_word, optional=True, with_ctx=True, key="service"),
                 Arg("城市", optional=True, key="city"),
-                summary="预约队列，最早的在前（默认：受理和已确认；“全部”不限）")
+                summary="预约队列，按服务日期最近的在前（默认：受理和已确认；“全部”不限）")
 def booking_queue(ctx: Context, statuses, service, city) -> Reply:
     lines = desk.queue(ctx.session, statuses or OPEN_STATUSES, service or None, city)
     rules = ctx.services.rules
@@ -137,7 +138,8 @@ def booking_queue(ctx: Context, statuses, service, city) -> Reply:
     rows = [dict(number=q.booking.number, service=names.get(q.booking.service, q.booking.service),
                  person=mask_name(q.person), city=q.city, preferred=q.booking.preferred_date,
                  confirmed=q.booking.confirmed_date, at=q.booking.confirmed_time,
-                 status=q.booking.status, note=q.booking.visit_note) for q in lines]
+                 status=q.booking.status, notes=q.notes,
+                 note=q.booking.visit_note) for q in lines]
     return ctx.say("staff/queue", rows=rows)
 
 
@@ -147,7 +149,8 @@ def booking_queue(ctx: Context, statuses, service, city) -> Reply:
 def confirm(ctx: Context, no: str, on: date, at: str, place: str | None) -> Reply:
     try:
         done = desk.confirm_booking(ctx.session, who(ctx), no, on, at, place, ctx.now,
-                                    ctx.services.rules, calendar())
+                                    ctx.services.rules, calendar(),
+                                    version=desk.booking_version(ctx.session, no))
     except StaffRefused as exc:
         return refused(ctx, exc)
     b = done.booking
@@ -157,7 +160,8 @@ def confirm(ctx: Context, no: str, on: date, at: str, place: str | None) -> Repl
 
 def _close(ctx: Context, no: str, status: BookingStatus) -> Reply:
     try:
-        b = desk.close_booking(ctx.session, who(ctx), no, status, ctx.now)
+        b = desk.close_booking(ctx.session, who(ctx), no, status, ctx.now,
+                               version=desk.booking_version(ctx.session, no))
     except StaffRefused as exc:
         return refused(ctx, exc)
     return ctx.say("staff/closed", number=b.number, status=b.status)
@@ -177,7 +181,8 @@ def no_show(ctx: Context, no: str) -> Reply:
                 summary="由专员取消预约（不计次），并告知客户原因")
 def cancel(ctx: Context, no: str, reason: str) -> Reply:
     try:
-        b = desk.staff_cancel(ctx.session, who(ctx), no, reason, ctx.now)
+        b = desk.staff_cancel(ctx.session, who(ctx), no, reason, ctx.now,
+                              version=desk.booking_version(ctx.session, no))
     except StaffRefused as exc:
         return refused(ctx, exc)
     return ctx.say("staff/cancelled", number=b.number, reason=reason)
@@ -199,13 +204,21 @@ def lookup(ctx: Context, key: str) -> Reply:
                    last=found.last_contact, matches=found.matches)
 
 
-@router.command("#留言", Arg("未处理", unhandled, optional=True, key="open_only"),
-                summary="客户留言（“未处理”只看未回复的）")
-def messages(ctx: Context, open_only: bool | None) -> Reply:
-    from bot.domain.messages import list_messages
+def _caller(row: desk.CallBack) -> dict:
+    """Who to call back: the masked name, and the phone (in full when the desk reveals it)."""
+    c = row.customer
+    if c is None:
+        return dict(name=None, phone=None)
+    return dict(name=mask_name(c.name), phone=c.phone if row.reveal else mask_phone(c.phone))
 
-    rows = [dict(id=m.id, at=m.created_at, text=m.text, closed=m.closed_at is not None)
-            for m in list_messages(ctx.session, open_only=bool(open_only))]
+
+@router.command("#留言", Arg("未处理", unhandled, optional=True, key="open_only"),
+                summary="客户留言和回电号码（“未处理”只看未回复的）")
+def messages(ctx: Context, open_only: bool | None) -> Reply:
+    rows = [dict(id=r.item.id, at=r.item.created_at, text=r.item.text,
+                 closed=r.item.closed_at is not None, **_caller(r))
+            for r in desk.left_messages(ctx.session, who(ctx), ctx.now,
+                                        open_only=bool(open_only))]
     return ctx.say("staff/messages", rows=rows)
 
 
@@ -222,9 +235,9 @@ def reply(ctx: Context, message_id: int, text: str) -> Reply:
 @router.command("#探视", Arg("未处理", unhandled, optional=True, key="open_only"),
                 summary="理赔住院探视申请（“未处理”只看待探视的）")
 def visits(ctx: Context, open_only: bool | None) -> Reply:
-    rows = [dict(id=v.id, name=mask_name(c.name), hospital=v.hospital, ward=v.ward,
-                 admission=v.admission_date, done=v.status == "done")
-            for v, c in desk.visits(ctx.session, open_only=bool(open_only))]
+    rows = [dict(id=r.item.id, hospital=r.item.hospital, ward=r.item.ward,
+                 admission=r.item.admission_date, done=r.item.status == "done", **_caller(r))
+            for r in desk.visits(ctx.session, who(ctx), ctx.now, open_only=bool(open_only))]
     return ctx.say("staff/visits", rows=rows)
 
 
@@ -248,16 +261,22 @@ def broadcast(ctx: Context, words: list[str], content: str) -> Reply:
     tiers = broadcasts.parse_tiers(words, rules)
     if tiers is None:
         return ctx.say("staff/refused", code="bad_tiers")
-    left = broadcasts.remaining(ctx.session, tiers, ctx.now)
-    sizes = broadcasts.audience(ctx.session, tiers)
-    rows = [dict(name=rules.tier(t).name, audience=sizes[t], left=left[t]) for t in tiers]
-    spent = [r["name"] for r in rows if r["left"] <= 0]
-    if spent:
-        return ctx.say("staff/refused", code="allowance_spent", tiers=spent,
-                       limit=broadcasts.MONTHLY_LIMIT)
+    try:
+        found = broadcasts.preview(ctx.session, tiers, ctx.now)
+    except StaffRefused as exc:
+        return _broadcast_refused(ctx, exc)
+    rows = [dict(name=rules.tier(p.tier).name, audience=p.audience, left=p.left) for p in found]
     ctx.enter(BROADCAST, tiers=tiers, content=content, at=time.time())
-    return ctx.say("staff/broadcast_preview", rows=rows, total=sum(sizes.values()),
+    return ctx.say("staff/broadcast_preview", rows=rows, total=sum(p.audience for p in found),
                    content=content, limit=broadcasts.MONTHLY_LIMIT)
+
+
+def _broadcast_refused(ctx: Context, exc: StaffRefused) -> Reply:
+    """A refusal naming tiers by their names (the domain gives codes)."""
+    facts = dict(exc.facts)
+    if "tiers" in facts:
+        facts["tiers"] = [ctx.services.rules.tier(t).name for t in facts["tiers"]]
+    return ctx.say("staff/refused", code=exc.code, **facts)
 
 
 @router.command("#确认群发", roles=ADMIN, summary="发送待发送的群发")
@@ -273,7 +292,7 @@ def broadcast_confirm(ctx: Context) -> Reply:
         rows = broadcasts.send(ctx.session, who(ctx), tiers, content, ctx.now)
     except StaffRefused as exc:
         ctx.record.clear()
-        return refused(ctx, exc)
+        return _broadcast_refused(ctx, exc)
     ctx.record.clear()
     rules = ctx.services.rules
     return ctx.say("staff/broadcast_sent", names=[rules.tier(r.tier).name for r in rows],

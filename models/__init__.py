@@ -322,6 +322,10 @@ class Booking(SQLModel, table=True):
     cancelled_at: datetime | None = None
     reminded_at: datetime | None = None
     attendance_confirmed_at: datetime | None = None
+    # Optimistic version: every staff action (and a customer's cancellation) adds one, in an
+    # UPDATE whose WHERE names the version the actor saw (`booking_store.bump`).
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    cancel_reason: str | None = Field(default=None, max_length=200)  # a staff cancellation's
 
 
 class QuotaUse(SQLModel, table=True):
@@ -365,7 +369,7 @@ class StaffAudit(SQLModel, table=True):
     __tablename__ = "staff_audit"
     __table_args__ = (Index("ix_staff_audit_at", "at"),)
     id: int | None = Field(default=None, primary_key=True)
-    staff_openid: str = Field(max_length=64, index=True)  # or "cli" for the command line
+    staff_openid: str = Field(max_length=64, index=True)  # or the OS user running the CLI
     action: str = Field(max_length=32)  # confirm | complete | no_show | cancel | reply …
     target: str = Field(default="", max_length=64)  # booking number, customer id, message id …
     before: str | None = Field(default=None, sa_type=Text)
@@ -403,6 +407,17 @@ class TagMember(SQLModel, table=True):
     openid: str = Field(primary_key=True, max_length=64)
     tier: str = Field(max_length=16)
     tag_id: int = Field(index=True)
+
+
+class BroadcastAllowance(SQLModel, table=True):
+    """Broadcasts to one tier in one month (Asia/Shanghai): the row every send locks
+    (SELECT … FOR UPDATE) before it counts and adds, so concurrent sends never pass the
+    monthly limit."""
+
+    __tablename__ = "broadcast_allowance"
+    tier: str = Field(primary_key=True, max_length=16)
+    month: str = Field(primary_key=True, max_length=7)  # YYYY-MM
+    used: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Broadcast(SQLModel, table=True):

@@ -82,12 +82,13 @@ UNCHANGED = "unchanged"  # already bound to that customer
 
 
 def bind_many(conn: Connection, pairs: list[tuple[str, str]], now: datetime, *,
-              write: bool = True) -> list[str]:
+              write: bool = True, changes: list | None = None) -> list[str]:
     """Bind each (openid, ID number) of `pairs`, set-based in the caller's transaction (the
     bulk `bind --file`): one SELECT per table for the batch, then executemany INSERT and
     UPDATE. Returns one outcome per pair: BOUND_NEW, BOUND, UNCHANGED or the refusal of
     `binding_refusal` (nothing is written for a refused pair). With `write` off, only
-    checks. The pairs' openids and ID numbers are each unique (the caller checks)."""
+    checks. The pairs' openids and ID numbers are each unique (the caller checks). When
+    `changes` is a list, each binding written adds (openid, old customer id, new one)."""
     if not pairs:
         return []
     numbers = sorted({n for _, n in pairs})
@@ -113,6 +114,8 @@ def bind_many(conn: Connection, pairs: list[tuple[str, str]], now: datetime, *,
                 why = BOUND
                 known.append({"who": openid, "cid": customer_id, "now": now})
         outcomes.append(why)
+        if write and changes is not None and why in (BOUND_NEW, BOUND):
+            changes.append((openid, users.get(openid), customer_id))
     if write and new:
         conn.execute(insert(_USER), new)
     if write and known:
@@ -211,11 +214,7 @@ def _count(conn: Connection, key: str, now: float, window: float) -> tuple[int, 
 
 def customer_locked_until(conn: Connection, customer_id: int, now: datetime) -> datetime | None:
     """When the binding of this customer (from any WeChat account) unlocks, if locked."""
-    until = conn.execute(select(_LIMIT.c.locked_until)
-                         .where(_LIMIT.c.key == f"cf:{customer_id}")).scalar()
-    if until is None or until <= now.timestamp():
-        return None
-    return datetime.fromtimestamp(until, now.tzinfo)
+    return _locked_until(conn, f"cf:{customer_id}", now)
 
 
 def count_customer_failure(conn: Connection, customer_id: int, now: datetime,
@@ -223,14 +222,43 @@ def count_customer_failure(conn: Connection, customer_id: int, now: datetime,
     """One failure against this customer (a wrong code, or trying to bind a customer bound
     to another WeChat account), whichever account it came from. The last one allowed within
     the window locks the customer's binding."""
-    key = f"cf:{customer_id}"
-    count, _ = _count(conn, key, now.timestamp(), rules.customer_window_minutes * 60)
-    if count < rules.customer_max_failures:
-        return Failure(rules.customer_max_failures - count)
-    until = now + timedelta(minutes=rules.lock_minutes)
+    return _failure_in_window(conn, f"cf:{customer_id}", now, rules.customer_max_failures,
+                              rules.customer_window_minutes, rules.lock_minutes)
+
+
+def _failure_in_window(conn: Connection, key: str, now: datetime, limit: int, window_minutes: int,
+                       lock_minutes: int) -> Failure:
+    count, _ = _count(conn, key, now.timestamp(), window_minutes * 60)
+    if count < limit:
+        return Failure(limit - count)
+    until = now + timedelta(minutes=lock_minutes)
     conn.execute(update(_LIMIT).where(_LIMIT.c.key == key)
                  .values(count=0, window_start=now.timestamp(), locked_until=until.timestamp()))
     return Failure(0, until)
+
+
+def _locked_until(conn: Connection, key: str, now: datetime) -> datetime | None:
+    until = conn.execute(select(_LIMIT.c.locked_until).where(_LIMIT.c.key == key)).scalar()
+    if until is None or until <= now.timestamp():
+        return None
+    return datetime.fromtimestamp(until, now.tzinfo)
+
+
+# Staff registration (#注册 <code>) guesses: counted per WeChat account like binding's
+# failures (the same numbers: BIND_MAX_FAILURES within BIND_CUSTOMER_WINDOW_MINUTES lock the
+# account's registration for BIND_LOCK_MINUTES).
+
+
+def register_locked_until(conn: Connection, openid: str, now: datetime) -> datetime | None:
+    return _locked_until(conn, f"rf:{openid}", now)
+
+
+def count_register_failure(conn: Connection, openid: str, now: datetime,
+                           rules: BindRules) -> Failure:
+    """One wrong or expired invitation code from this WeChat account; the last one allowed
+    within the window locks its registration."""
+    return _failure_in_window(conn, f"rf:{openid}", now, rules.max_failures,
+                              rules.customer_window_minutes, rules.lock_minutes)
 
 
 def claim_code_sms(conn: Connection, secret: str, phone: str, now: datetime,

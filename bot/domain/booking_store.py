@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from bot.domain.bookings import (BookingFacts, BookingRequest, Person, Place, Refusal,
@@ -221,6 +222,24 @@ def _next_seq(session: Session, day) -> int:
                            .values(last=table.c.last + 1).returning(table.c.last)).scalar_one()
 
 
+class Stale(Exception):
+    """The booking changed since its version was read (another actor's UPDATE won)."""
+
+
+def bump(session: Session, booking: Booking, seen: int | None = None) -> int:
+    """Claim the change of `booking`: one UPDATE that adds one to its version WHERE the
+    version is still `seen` (the one the actor was shown; None: the one loaded). A
+    concurrent change committed in between makes it match no row: `Stale`."""
+    seen = booking.version if seen is None else seen
+    res = session.execute(update(BOOKING_T).where(BOOKING_T.c.id == booking.id,
+                                                  BOOKING_T.c.version == seen)
+                          .values(version=seen + 1))
+    if res.rowcount != 1:
+        raise Stale(booking.number)
+    set_committed_value(booking, "version", seen + 1)
+    return seen + 1
+
+
 def cancel_booking(session: Session, booking: Booking, now: datetime, calendar: Calendar,
                    rules: Rules) -> bool:
     """Cancel `booking` now: free (not counted) or late (counted, cancelled_late), as
@@ -229,6 +248,8 @@ def cancel_booking(session: Session, booking: Booking, now: datetime, calendar: 
                                  grace_hours=rules.booking.confirm_grace_hours)
     if booking.quota_year:
         lock_quota(session, booking.customer_id, booking.service, booking.quota_year)
+    session.refresh(booking, with_for_update=True)  # the version as it is now, locked
+    bump(session, booking)
     booking.status = BookingStatus.CANCELLED if free else BookingStatus.CANCELLED_LATE
     booking.counted = not free
     booking.cancelled_at = booking.updated_at = now

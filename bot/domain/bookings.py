@@ -242,11 +242,16 @@ def service_date(booking: Any) -> date:
 
 def service_start(booking: Any) -> datetime:
     """When the service starts (midnight of the service date when no time was fixed)."""
+    return starts_at(service_date(booking), booking.confirmed_time)
+
+
+def starts_at(day: date, hhmm: str | None) -> datetime:
+    """The moment `day` at `hhmm` (HH:MM; midnight when None) in Asia/Shanghai."""
     at = time(0, 0)
-    if booking.confirmed_time:
-        hh, mm = booking.confirmed_time.split(":")
+    if hhmm:
+        hh, mm = hhmm.split(":")
         at = time(int(hh), int(mm))
-    return datetime.combine(service_date(booking), at, tzinfo=SHANGHAI)
+    return datetime.combine(day, at, tzinfo=SHANGHAI)
 
 
 def cancellation_terms(booking: Any, now: datetime, calendar: Calendar, *,

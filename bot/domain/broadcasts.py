@@ -31,7 +31,8 @@ from bot.domain import notify
 from bot.domain.rules import Rules
 from bot.domain.staff_desk import StaffRefused, audit
 from bot.domain.workdays import SHANGHAI
-from models import Broadcast, Customer, Notification, TagMember, TierTag, WechatUser
+from bot.infra.db import upsert
+from models import Broadcast, BroadcastAllowance, Customer, Notification, TagMember, TierTag, WechatUser
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +196,47 @@ def audience(session: Session, tiers: list[str]) -> dict[str, int]:
     return {t: found.get(t, 0) for t in tiers}
 
 
+@dataclass
+class Preview:
+    tier: str
+    audience: int  # bound followers holding the tier now (an estimate of who it reaches)
+    left: int  # broadcasts left this month to the tier
+
+
+def preview(session: Session, tiers: list[str], now: datetime) -> list[Preview]:
+    """What a broadcast to `tiers` would reach, and the month's allowance left; refused as
+    `allowance_spent` when a tier has none left (nothing pending is kept then)."""
+    left = remaining(session, tiers, now)
+    sizes = audience(session, tiers)
+    spent = [t for t in tiers if left[t] <= 0]
+    if spent:
+        raise StaffRefused("allowance_spent", tiers=spent, limit=MONTHLY_LIMIT)
+    return [Preview(t, sizes[t], left[t]) for t in tiers]
+
+
+def lock_allowance(session: Session, tiers: list[str], now: datetime
+                   ) -> dict[str, BroadcastAllowance]:
+    """The month's allowance rows of `tiers`, created if missing and locked (SELECT … FOR
+    UPDATE, in tier order) until the transaction ends: a concurrent send of any of these
+    tiers waits here, and then counts the broadcasts this one made."""
+    month = month_of(now)
+    table = BroadcastAllowance.__table__
+    for tier in sorted(tiers):
+        session.execute(upsert(session, table).values(tier=tier, month=month, used=0)
+                        .on_conflict_do_nothing())
+    rows = session.execute(select(BroadcastAllowance).where(
+        BroadcastAllowance.month == month, BroadcastAllowance.tier.in_(tiers))
+        .order_by(BroadcastAllowance.tier).with_for_update()
+        .execution_options(populate_existing=True)).scalars().all()
+    return {r.tier: r for r in rows}
+
+
 def send(session: Session, who: str, tiers: list[str], content: str, now: datetime
          ) -> list[Broadcast]:
     """Enqueue one mass send per tier tag; refused when a tier's allowance is spent or its
-    tag does not exist yet."""
+    tag does not exist yet. The allowance is counted with the tiers' rows of the month
+    locked (`lock_allowance`), so two admins confirming at once never pass the limit."""
+    allowance = lock_allowance(session, tiers, now)
     left = remaining(session, tiers, now)
     spent = [t for t in tiers if left[t] <= 0]
     if spent:
@@ -216,6 +254,8 @@ def send(session: Session, who: str, tiers: list[str], content: str, now: dateti
         session.add(row)
         session.flush()
         notify.mass_send(session, row.tag_id, content, now, key=row.dedupe_key)
+        allowance[tier].used = MONTHLY_LIMIT - left[tier] + 1
+        session.add(allowance[tier])
         rows.append(row)
     audit(session, who, "broadcast", f"broadcast:{batch[:12]}", now,
           after={"tiers": tiers, "content": content, "tag_ids": [r.tag_id for r in rows],

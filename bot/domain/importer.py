@@ -45,6 +45,7 @@ from bot.infra.db import engine_for
 from bot.domain.identity import (id_birth_date, id_sex, is_valid_phone, mask_id_number, mask_phone,
                           validate_id_number)
 from bot.domain import accounts
+from bot.domain.staff_desk import audit_many
 from bot.domain.rules import RulesError, load_rules
 from bot.domain.tier_engine import recompute
 from bot.domain.tiers import window_of
@@ -557,11 +558,16 @@ BINDING_REFUSALS = {
 
 
 def write_bindings(conn: Connection, batch: list[tuple[int, Values]], report: ImportReport,
-                   *, dry: bool, tz=None) -> None:
+                   *, dry: bool, tz=None, actor: str = "cli") -> None:
     """Bind each row's openid to the customer with its ID number (`accounts.bind_many`, the
-    rules of the single `bind`); reject the rows it refuses. Checked even when `dry`."""
+    rules of the single `bind`); reject the rows it refuses. Checked even when `dry`. Each
+    binding written is audited (`actor` binds, in the transaction of the import)."""
+    now = datetime.now(tz)
+    changes: list = []
     outcomes = accounts.bind_many(conn, [(v["openid"], v["id_number"]) for _, v in batch],
-                                  datetime.now(tz), write=not dry)
+                                  now, write=not dry, changes=changes)
+    audit_many(conn, actor, "bind", [(o, {"customer_id": old}, {"customer_id": new})
+                                     for o, old, new in changes], now)
     for (line, v), outcome in zip(batch, outcomes):
         if outcome == accounts.BOUND_NEW:
             report.inserted += 1
@@ -599,10 +605,10 @@ KINDS = {
 }
 
 
-def bindings_kind(settings: Settings) -> Kind:
+def bindings_kind(settings: Settings, actor: str = "cli") -> Kind:
     """`bind --file`: one openid per customer and one customer per openid, in the file too;
     bound_at in the programme's time zone."""
-    return Kind(BINDING_COLUMNS, partial(write_bindings, tz=settings.tz), ("openid",),
+    return Kind(BINDING_COLUMNS, partial(write_bindings, tz=settings.tz, actor=actor), ("openid",),
                 unique=(("id_number",),))
 
 
@@ -681,13 +687,13 @@ def institutions_kind(settings: Settings) -> Kind:
 
 
 def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
-               progress: bool) -> ImportReport:
+               progress: bool, actor: str = "cli") -> ImportReport:
     """Import one CSV file of `kind` ("policies", "family", "institutions" or "bindings");
     see the module docstring."""
     report = ImportReport(kind, path, skip_bad=skip_bad)
     started = time.monotonic()
     try:
-        _import_file(settings, kind, path, report, progress)
+        _import_file(settings, kind, path, report, progress, actor)
     except FileError as exc:
         report.abort(exc.line, exc.reason)
     except RulesError as exc:
@@ -705,9 +711,9 @@ def import_csv(settings: Settings, kind: str, path: Path, *, skip_bad: bool,
 
 
 def _import_file(settings: Settings, kind: str, path: Path, report: ImportReport,
-                 progress: bool) -> None:
+                 progress: bool, actor: str) -> None:
     spec = (institutions_kind(settings) if kind == "institutions"
-            else bindings_kind(settings) if kind == "bindings" else KINDS[kind])
+            else bindings_kind(settings, actor) if kind == "bindings" else KINDS[kind])
     tiers = _tier_recompute(settings) if kind == "policies" else None
     with open(path, "rb") as fh:
         size = fh.seek(0, 2)

@@ -29,6 +29,7 @@ from sqlmodel import Session, select
 
 from bot.domain.vocab import BookingStatus
 from bot.infra import outbox
+from bot.infra.sealed import seal
 from bot.infra.texts import local, render
 from bot.infra.wxfields import template_data
 from models import Booking, Customer, FamilyMember, Institution, Notification, WechatUser
@@ -57,6 +58,7 @@ class Config:
     tier_notice_days: int = 3
     reminder_time: Any = None
     tz: Any = timezone(timedelta(hours=8))
+    secret_key: str = ""  # seals a binding code in the outbox (bot.infra.sealed)
 
 
 _config = Config()
@@ -86,7 +88,8 @@ def configure(settings, rules) -> Config:
                      url_base=settings.template_url_base.rstrip("/"),
                      bind_code_ttl=settings.bind_code_ttl_seconds,
                      tier_notice_days=settings.tier_notice_days,
-                     reminder_time=settings.reminder_time, tz=settings.tz)
+                     reminder_time=settings.reminder_time, tz=settings.tz,
+                     secret_key=settings.secret_key)
     return _config
 
 
@@ -250,13 +253,31 @@ def _free_until(booking: Booking, now: datetime) -> datetime | None:
 
 def booking_cancelled(session: Session, booking: Booking, now: datetime, *, counted: bool,
                       by_staff: bool = False, reason: str | None = None) -> list[int]:
-    """预约已取消 (whether the use was counted). Queued reminders of the booking are dropped."""
+    """预约已取消 (whether the use was counted). Queued reminders of the booking are dropped.
+    A cancellation by staff goes by SMS too when the confirmation did (the customer may rely
+    on the SMS alone)."""
     drop_reminders(session, booking, "booking cancelled")
     f = _facts(session, booking)
     note = render("notify/cancelled_note", counted=counted, by_staff=by_staff, reason=reason)
-    row = _template(session, f, "booking_cancelled", now, f"booking:{booking.id}:cancelled",
-                    _values(f, note=note), now + timedelta(days=2))
-    return [r for r in (row,) if r]
+    key = f"booking:{booking.id}:cancelled"
+    rows = [_template(session, f, "booking_cancelled", now, key, _values(f, note=note),
+                      now + timedelta(days=2))]
+    if by_staff and f.customer is not None and f.customer.phone and _confirmed_by_sms(session, booking):
+        params = [_service_name(booking.service), _when_text(booking), booking.number,
+                  reason or ""]
+        text = render("sms/booking_cancelled", service=params[0], when=params[1],
+                      number=booking.number, reason=reason)
+        rows.append(sms(session, f.customer.phone, "booking_cancelled", params, now,
+                        key=key + ":sms", expires_at=now + timedelta(days=2), _text=text,
+                        _customer_id=booking.customer_id, _booking_id=booking.id))
+    return [r for r in rows if r]
+
+
+def _confirmed_by_sms(session: Session, booking: Booking) -> bool:
+    c = Notification.__table__.c
+    return session.execute(sa_select(c.id).where(
+        c.booking_id == booking.id, c.channel == outbox.SMS,
+        c.dedupe_key.like(f"booking:{booking.id}:confirmed:%:sms")).limit(1)).first() is not None
 
 
 def drop_reminders(session: Session, booking: Booking, reason: str) -> int:
@@ -333,15 +354,12 @@ def mass_send(session: Session, tag_id: int, content: str, now: datetime, *, key
 
 def sms(session: Session, phone: str, template: str, params: list, now: datetime, *,
         key: str, expires_at: datetime | None = None, _text: str | None = None,
-        _customer_id: int | None = None, _booking_id: int | None = None,
-        _secret: bool = False) -> int:
+        _customer_id: int | None = None, _booking_id: int | None = None) -> int:
     """A text message through the SMS provider: `template` names the provider's template
     (TENCENT_SMS_TEMPLATES) and the Jinja template bot/templates/sms/<template>.j2 that
     gives the text for providers that take text."""
     text = _text if _text is not None else render(f"sms/{template}", params=params)
     payload = {"template": template, "params": [str(p) for p in params], "text": text}
-    if _secret:
-        payload["secret"] = True
     return outbox.enqueue(session, kind="sms", channel=outbox.SMS, recipient=phone,
                           payload=payload, key=key, now=now, expires_at=expires_at,
                           customer_id=_customer_id, booking_id=_booking_id)
@@ -349,12 +367,18 @@ def sms(session: Session, phone: str, template: str, params: list, now: datetime
 
 def binding_code(session: Session, phone: str, code: str, minutes: int, now: datetime, *,
                  key: str) -> int:
-    """A binding code: it dies with the code (BIND_CODE_TTL_SECONDS); its text is scrubbed
-    from the outbox once sent."""
+    """A binding code: it dies with the code (BIND_CODE_TTL_SECONDS). Nothing readable at
+    rest: its parameters and text are sealed under a key derived from SECRET_KEY and opened
+    by the dispatcher only to send; once sent (or dead, or expired) even the sealed copy is
+    scrubbed."""
     text = render("sms/bind_code", code=code, minutes=minutes)
-    return sms(session, phone, "bind_code", [code, minutes], now, key=key,
-               expires_at=now + timedelta(seconds=_config.bind_code_ttl), _text=text,
-               _secret=True)
+    sealed = seal(_config.secret_key, outbox.SEAL_PURPOSE,
+                  {"params": [str(code), str(minutes)], "text": text})
+    return outbox.enqueue(session, kind="sms", channel=outbox.SMS, recipient=phone,
+                          payload={"template": "bind_code", "secret": True,
+                                   outbox.SEALED: sealed},
+                          key=key, now=now,
+                          expires_at=now + timedelta(seconds=_config.bind_code_ttl))
 
 
 # --- Rows written by set-based SQL -----------------------------------------------------------

@@ -39,6 +39,7 @@ from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, update
 
 from bot.infra.db import upsert
 from bot.infra.privacy import mask_phone
+from bot.infra.sealed import unseal
 from bot.infra.sms import SmsRejected
 from bot.infra.wechat_api import WeChatApiError
 from models import Notification, WechatUser
@@ -60,6 +61,8 @@ RETRY_CODES = frozenset({45009, -1, 40001, 40014, 42001})  # rate limit, system 
 WINDOW_CODES = frozenset({45015, 45047})  # out of the 48-hour window / over its count
 UNSUBSCRIBED = 43004
 MESSAGE_KEYS = frozenset({"template", "text", "mass", "params"})  # a payload ready to send
+SEALED = "sealed"  # a payload key: the message's secret part, encrypted (bot.infra.sealed)
+SEAL_PURPOSE = "outbox"
 
 
 def client_msg_id(key: str) -> str:
@@ -344,6 +347,14 @@ class Dispatcher:
         jobs = []
         for row in live:
             payload = json.loads(row.payload or "{}")
+            if SEALED in payload:  # opened only now, to send (kept sealed in the table)
+                try:
+                    payload = {**{k: v for k, v in payload.items() if k != SEALED},
+                               **unseal(self.settings.secret_key, SEAL_PURPOSE, payload[SEALED])}
+                except ValueError:
+                    results[row.id] = Outcome(DEAD, "sealed payload cannot be opened "
+                                                    "(SECRET_KEY changed?)", payload=_scrub(row))
+                    continue
             if self.prepare is not None and not MESSAGE_KEYS & payload.keys():
                 prepared = self.prepare(row, payload)
                 if isinstance(prepared, str):
@@ -488,6 +499,7 @@ def _scrub(row) -> str | None:
     payload = json.loads(row.payload or "{}")
     if not payload.get("secret"):
         return None
+    payload.pop(SEALED, None)
     payload["params"] = ["******" if i == 0 else p for i, p in enumerate(payload.get("params", []))]
     payload["text"] = "******"
     return json.dumps(payload, ensure_ascii=False)

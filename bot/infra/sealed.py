@@ -1,37 +1,51 @@
-"""Values kept sealed at rest: AES-GCM under a key derived from the server secret
-(`SECRET_KEY`) and a purpose, so that what a customer typed mid-flow (a family member's name
-and ID number) is never readable in the conversation state (database or Redis)."""
+"""Sealed values: what must not be readable at rest (a binding code waiting in the outbox,
+a family member's name and ID number in a booking flow's state) is kept encrypted with AES-GCM under a key derived from SECRET_KEY (HKDF-SHA256, its own
+purpose label), and opened only when it is sent."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
+import json
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-_PREFIX = "s1."
+_AAD = b"vipbot-sealed-v1"
 
 
 def _key(secret: str, purpose: str) -> bytes:
-    return hmac.new(secret.encode(), f"seal:{purpose}".encode(), hashlib.sha256).digest()
+    if not secret:
+        raise ValueError("SECRET_KEY is needed to seal a value")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=f"vipbot:{purpose}".encode()).derive(secret.encode())
 
 
-def seal(secret: str, purpose: str, value: str) -> str:
-    """`value` encrypted and authenticated for `purpose`, as printable text."""
+def seal(secret: str, purpose: str, value) -> str:
+    """`value` (JSON-able) encrypted: base64 of a fresh 12-byte nonce and the ciphertext."""
     nonce = os.urandom(12)
-    sealed = AESGCM(_key(secret, purpose)).encrypt(nonce, value.encode(), purpose.encode())
-    return _PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+    data = json.dumps(value, ensure_ascii=False).encode()
+    return base64.b64encode(nonce + AESGCM(_key(secret, purpose)).encrypt(nonce, data, _AAD)).decode()
 
 
-def unseal(secret: str, purpose: str, token: str | None) -> str | None:
-    """The value `seal` sealed, or None when the token is missing, altered or sealed under
-    another secret or purpose."""
-    if not token or not token.startswith(_PREFIX):
+def unseal(secret: str, purpose: str, token: str):
+    """The value `seal` sealed; ValueError when it cannot be opened (another SECRET_KEY, or
+    a tampered token)."""
+    try:
+        raw = base64.b64decode(token.encode(), validate=True)
+        data = AESGCM(_key(secret, purpose)).decrypt(raw[:12], raw[12:], _AAD)
+    except (InvalidTag, ValueError, TypeError) as exc:
+        raise ValueError("the sealed value cannot be opened") from exc
+    return json.loads(data)
+
+
+def unseal_or_none(secret: str, purpose: str, token: str | None):
+    """The value `seal` sealed, or None when there is none or it cannot be opened (a flow's
+    state sealed under a SECRET_KEY since rotated counts as not given)."""
+    if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token[len(_PREFIX):].encode())
-        return AESGCM(_key(secret, purpose)).decrypt(raw[:12], raw[12:], purpose.encode()).decode()
-    except (InvalidTag, ValueError):
+        return unseal(secret, purpose, token)
+    except ValueError:
         return None

@@ -6,6 +6,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+from markupsafe import Markup
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -61,6 +62,23 @@ _env.filters["wan"] = _wan
 _env.tests["contains"] = lambda seq, item: item in seq
 
 
+def inert(value):
+    """Text shown to staff, made inert: WeChat renders `<a href=…>` (and `weixin://` menu
+    taps) inside a text message as a live link, so in every staff template each printed
+    value has `&`, `<` and `>` escaped (DOMAIN.md: customer-written text is data, never
+    markup). Only what a template marks `|safe` (the bot's own command usages, staff's own
+    broadcast text in its preview) is left as is."""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_env.filters["inert"] = inert  # for customer text quoted in a message to a customer
+
+# Templates under staff/ are read by staff: every value they print passes through `inert`.
+STAFF_PREFIX = "staff/"
+_staff_env = _env.overlay(finalize=inert)
+
 _templates: dict[str, Template] = {}
 
 
@@ -70,7 +88,8 @@ def _template(name: str) -> Template:
     loaded, and Jinja copies them into every render's context (a ChainMap is slow to copy)."""
     template = _templates.get(name)
     if template is None:
-        template = _env.get_template(f"{name}.j2")
+        env = _staff_env if name.startswith(STAFF_PREFIX) else _env
+        template = env.get_template(f"{name}.j2")
         template.globals = dict(template.globals)
         _templates[name] = template
     return template
