@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import date
+from itertools import count
 from decimal import Decimal
 
 from sqlmodel import Session
@@ -9,13 +10,20 @@ from sqlmodel import Session
 from bot.domain.identity import id_birth_date, id_sex, make_id_number
 from models import Customer, FamilyMember, Policy
 
-_seq = iter(range(100, 999))
+_seq = count(100)
+
+
+def _next_id(birth: date, sex: str) -> str:
+    """A fresh valid ID number: 500 people per sex, birth date and district, then the next
+    district."""
+    n = next(_seq)
+    return make_id_number(f"{110105 + n // 500}", birth, n % 500, sex)
 
 
 def customer(session: Session, name: str = "张三", phone: str = "13812345678",
              birth: date = date(1980, 5, 17), sex: str = "M", tier: str = "mass",
              **kw) -> Customer:
-    number = kw.pop("id_number", None) or make_id_number("110105", birth, next(_seq), sex)
+    number = kw.pop("id_number", None) or _next_id(birth, sex)
     c = Customer(id_number=number, name=name, phone=phone, sex=id_sex(number),
                  birth_date=id_birth_date(number), tier=tier, **kw)
     session.add(c)

@@ -383,7 +383,8 @@ def test_jobs_run_for_a_date_after_today_asks_for_yes(db_url, engine, double, jo
     assert ran.returncode == 0, ran.stderr  # today needs no --yes
     assert tier() == "mass"
     with Session(engine) as s:
-        s.execute(update(Customer).where(Customer.id == cid).values(tier="diamond"))
+        s.execute(update(Customer).where(Customer.id == cid)
+                  .values(tier="diamond", needs_recompute=True))  # as an import leaves it
         s.commit()
     ran = run_cli(db_url, double, "jobs", "run", job, "--date", tomorrow, "--yes")
     assert ran.returncode == 0, ran.stderr
