@@ -10,6 +10,7 @@ follows as a customer-service message.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from bot.conversation.reply import Reply
 from bot.conversation.router import Router
 from bot.conversation.stores import DedupStore, MemoryDedupStore, SqlStateStore, StateStore, build_stores
 from bot.domain import notify
+from bot.infra import logs, metrics
 from bot.infra.db import driver_execute
 from bot.infra.services import Services
 from bot.infra.texts import render
@@ -100,44 +102,46 @@ class Pipeline:
 
     # --- One transaction ----------------------------------------------------------------
 
-    def process_batch(self, msgs: list, late: list | None = None) -> list[tuple[Reply, list, bool]]:
+    def process_batch(self, msgs: list, late: list | None = None,
+                      ids: list | None = None) -> list[tuple[Reply, list, bool]]:
         """Run the router for each message, in order, in one database transaction: each
         message in its own SAVEPOINT when there are several, so one failing handler loses
         only its own writes. Returns (reply, after-commit actions, queued late) per message;
         replies and actions are released only after the commit. `late` gives each message's
         (Handoff, dedup key): a reply whose HTTP response was given up on by then is queued
         as a customer-service message in the handler's own transaction (so no crash after
-        the commit can lose it)."""
+        the commit can lose it). `ids` gives each message's log ids (bot.infra.logs)."""
         results: list[tuple[Reply, list, bool]] = []
         written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
             with self.engine.connect() as conn, conn.begin() as txn:
                 savepoints = len(msgs) > 1
                 for i, msg in enumerate(msgs):
-                    if savepoints:
-                        driver_execute(conn, "SAVEPOINT message")
-                    with self.states.lock(msg.source, conn):
-                        try:
-                            reply, actions, save, touched, queued_late = self._handle(
-                                conn, msg, late[i] if late else None)
-                        except Exception:
-                            log.exception("handler failed for %s message", msg.type)
+                    with logs.bound(ids[i] if ids else None):
+                        if savepoints:
+                            driver_execute(conn, "SAVEPOINT message")
+                        with self.states.lock(msg.source, conn):
+                            try:
+                                reply, actions, save, touched, queued_late = self._handle(
+                                    conn, msg, late[i] if late else None)
+                            except Exception:
+                                log.exception("handler failed for %s message", msg.type)
+                                if not savepoints:
+                                    txn.rollback()
+                                    return [_error()]
+                                driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
+                                driver_execute(conn, "RELEASE SAVEPOINT message")
+                                results.append(_error())
+                                continue
                             if not savepoints:
-                                txn.rollback()
-                                return [_error()]
-                            driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
+                                txn.commit()  # before the user's lock is released
+                                if save:
+                                    save()  # state outside the database: only once committed
+                        if savepoints:
                             driver_execute(conn, "RELEASE SAVEPOINT message")
-                            results.append(_error())
-                            continue
-                        if not savepoints:
-                            txn.commit()  # before the user's lock is released
-                            if save:
-                                save()  # state outside the database: only once committed
-                    if savepoints:
-                        driver_execute(conn, "RELEASE SAVEPOINT message")
-                    results.append((reply, actions, queued_late))
-                    if touched:
-                        written.append(touched)
+                        results.append((reply, actions, queued_late))
+                        if touched:
+                            written.append(touched)
                 if txn.is_active:
                     txn.commit()
         except Exception:  # the database itself failed (locked, gone): nothing was saved
@@ -219,18 +223,27 @@ class Pipeline:
         the deadline gets no reply here (WeChat is answered "success") and its reply
         follows as a customer-service message."""
         loop = asyncio.get_running_loop()
+        kind = metrics.message_type(msg)
         if await self._dedup(loop, self.dedup.claim, key):
+            started = time.perf_counter()
             handoff = Handoff()
             fut = self._submit(loop, msg, key, handoff)
             try:
                 async with asyncio.timeout(self.settings.reply_deadline_seconds):
-                    return await asyncio.shield(fut)
+                    reply = await asyncio.shield(fut)
             except TimeoutError:
                 if handoff.claim("late"):
                     log.warning("handler slower than %.1fs; its reply follows as a "
                                 "customer-service message", self.settings.reply_deadline_seconds)
+                    metrics.HANDLER_SECONDS.labels(kind).observe(time.perf_counter() - started)
+                    metrics.MESSAGES.labels(kind, "late").inc()
                     return NO_REPLY
-                return await fut
+                reply = await fut
+            metrics.HANDLER_SECONDS.labels(kind).observe(time.perf_counter() - started)
+            metrics.MESSAGES.labels(kind, _outcome(reply)).inc()
+            return reply
+        metrics.DEDUP_HITS.labels("message").inc()
+        metrics.MESSAGES.labels(kind, "duplicate").inc()
         deadline = loop.time() + self.settings.reply_deadline_seconds
         while loop.time() < deadline:
             stored = await self._dedup(loop, self.dedup.reply, key)
@@ -242,13 +255,14 @@ class Pipeline:
     async def _dedup(self, loop, fn, key):
         if isinstance(self.dedup, MemoryDedupStore):
             return fn(key)  # microseconds: no thread hop
-        return await loop.run_in_executor(self.executor, fn, key)
+        return await loop.run_in_executor(self.executor, contextvars.copy_context().run, fn, key)
 
     def _submit(self, loop, msg, key: str, handoff: Handoff) -> asyncio.Future:
-        if not self.group_commit:
-            return loop.run_in_executor(self.executor, self._run_one, msg, key, handoff)
+        if not self.group_commit:  # the log ids (context variables) go along
+            return loop.run_in_executor(self.executor, contextvars.copy_context().run,
+                                        self._run_one, msg, key, handoff)
         fut = loop.create_future()
-        self._pending.append((msg, key, handoff, fut, loop))
+        self._pending.append((msg, key, handoff, logs.current(), fut, loop))
         self._schedule_drain()
         return fut
 
@@ -274,12 +288,13 @@ class Pipeline:
         if not items:
             return
         try:
+            ids = [i[3] for i in items]
             replies = self._finish([i[:3] for i in items],
                                    self.process_batch([i[0] for i in items],
-                                                      [(i[2], i[1]) for i in items]))
+                                                      [(i[2], i[1]) for i in items], ids), ids)
         except Exception:
             log.exception("message batch failed")
-            replies = [Reply(render("error")) for _ in items]
+            replies = [Apology(render("error")) for _ in items]
         # One wake-up of each event loop per batch, not one per message.
         by_loop: dict = {}
         for (*_, fut, loop), reply in zip(items, replies):
@@ -287,26 +302,28 @@ class Pipeline:
         for loop, done in by_loop.items():
             loop.call_soon_threadsafe(_resolve, done)
 
-    def _finish(self, items, results) -> list[Reply]:
+    def _finish(self, items, results, ids: list | None = None) -> list[Reply]:
         """Record each reply for retries, and hand it to the HTTP response or, when that
         was too slow, to a customer-service message."""
         out = []
-        for (msg, key, handoff), (reply, actions, queued_late) in zip(items, results):
-            for action in actions:
-                self.services.run_after_commit(action)
-            if handoff.settle("replied") == "replied":
-                if reply.text or reply.transfer:
-                    reply.at = reply.at or int(time.time())
-                self.dedup.complete(key, reply.dumps())
-                out.append(reply)
-                continue
-            # Too late for the HTTP response: WeChat already got "success".
-            self.dedup.complete(key, NO_REPLY.dumps())
-            if reply.text and not queued_late:  # the apology of a failed transaction
-                self._late_reply(msg.source, reply.text, key)
-            out.append(NO_REPLY)
+        for n, ((msg, key, handoff), (reply, actions, queued_late)) in enumerate(zip(items, results)):
+            with logs.bound(ids[n] if ids else None):
+                out.append(self._finish_one(msg, key, handoff, reply, actions, queued_late))
         return out
 
+    def _finish_one(self, msg, key, handoff, reply, actions, queued_late) -> Reply:
+        for action in actions:
+            self.services.run_after_commit(action)
+        if handoff.settle("replied") == "replied":
+            if reply.text or reply.transfer:
+                reply.at = reply.at or int(time.time())
+            self.dedup.complete(key, reply.dumps())
+            return reply
+        # Too late for the HTTP response: WeChat already got "success".
+        self.dedup.complete(key, NO_REPLY.dumps())
+        if reply.text and not queued_late:  # the apology of a failed transaction
+            self._late_reply(msg.source, reply.text, key)
+        return NO_REPLY
 
     def _late_reply(self, openid: str, text: str, key: str) -> None:
         """A late reply queued on its own (the apology, when the handler's transaction
@@ -324,9 +341,19 @@ class Pipeline:
             log.exception("late reply to %s… could not be queued", openid[:6])
 
 
+class Apology(Reply):
+    """The apology for a message whose handler or transaction failed."""
+
+
+def _outcome(reply: Reply) -> str:
+    if isinstance(reply, Apology):
+        return "error"
+    return "replied" if reply.text or reply.transfer else "no_reply"
+
+
 def _error() -> tuple[Reply, list, bool]:
     """The apology for a message whose handler or transaction failed (rendered only then)."""
-    return Reply(render("error")), [], False
+    return Apology(render("error")), [], False
 
 
 def _resolve(done: list[tuple[asyncio.Future, Reply]]) -> None:

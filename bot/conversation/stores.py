@@ -22,6 +22,7 @@ from typing import Iterator, Protocol
 
 from sqlalchemy import Connection, Engine, delete, select, update
 
+from bot.infra import metrics
 from bot.infra.db import driver_execute, upsert
 from models import DedupEntry, FsmState
 
@@ -348,6 +349,8 @@ class Failover:
             if self.down:
                 return
             self.down = True
+        _record_backends("database", "database")
+        metrics.STORE_SWITCHES.labels("database").inc()
         log.error("%s unreachable (%s): conversation state and message de-duplication use "
                   "the database until it answers again", self.what, _one_line(exc))
 
@@ -356,8 +359,19 @@ class Failover:
             if not self.down:
                 return
             self.down = False
+        _record_backends("redis", "redis")
+        metrics.STORE_SWITCHES.labels("redis").inc()
         log.warning("%s answers again: conversation state and message de-duplication are "
                     "back on it", self.what)
+
+
+_BACKENDS = ("redis", "database", "memory")
+
+
+def _record_backends(state: str, dedup: str) -> None:
+    """Which stores answer now, for /metrics (vipbot_store_backend)."""
+    metrics.record_store("state", state, _BACKENDS)
+    metrics.record_store("dedup", dedup, _BACKENDS)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -457,14 +471,17 @@ def build_stores(settings, engine: Engine):
                                       socket_timeout=2)
         prefix = settings.redis_prefix
         failover = Failover((redis.exceptions.RedisError, OSError))
+        _record_backends("redis", "redis")
         return (FailoverStateStore(RedisStateStore(client, prefix + "state:",
                                                    state_ttl_seconds(settings)),
                                    SqlStateStore(engine), failover),
                 FailoverDedupStore(RedisDedupStore(client, settings.dedup_ttl_seconds,
                                                    prefix + "dedup:"),
                                    SqlDedupStore(engine, settings.dedup_ttl_seconds), failover))
-    dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if engine.dialect.name == "sqlite"
+    memory = engine.dialect.name == "sqlite"
+    dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if memory
              else SqlDedupStore(engine, settings.dedup_ttl_seconds))
+    _record_backends("database", "memory" if memory else "database")
     return SqlStateStore(engine), dedup
 
 
