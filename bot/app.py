@@ -130,14 +130,19 @@ def log_formatter(tz, fmt: str = "text") -> logging.Formatter:
     return logs.formatter(tz, fmt)
 
 
+def log_handler(tz, fmt: str = "text", stream=None) -> logging.Handler:
+    """The handler every process logs through (to stderr unless `stream`)."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(log_formatter(tz, fmt))
+    handler.addFilter(logs.ContextFilter())
+    return handler
+
+
 def configure_logging(level: str, *secrets: str, tz=None, fmt: str = "text") -> None:
     """Log to stderr at `level`, time-stamped in `tz` (TIMEZONE), as text or JSON lines
     (`fmt`, LOG_FORMAT) with the message's ids (bot.infra.logs); every record is redacted
     (bot.infra.redact)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(log_formatter(tz or ZoneInfo("Asia/Shanghai"), fmt))
-    handler.addFilter(logs.ContextFilter())
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.basicConfig(level=level, handlers=[log_handler(tz or ZoneInfo("Asia/Shanghai"), fmt)])
     quiet_chatty_loggers(level)
     redact.install(*secrets)
     redact.install_on_handlers()

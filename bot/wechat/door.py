@@ -373,11 +373,15 @@ def render_reply(msg, reply: Reply) -> str:
 
 @router.post("/wechat")
 async def receive(request: Request) -> Response:
+    # A request id, and once the message is read its MsgId, on every line of its handling.
+    with logs.bound((logs.new_request_id(), None)):
+        return await _receive(request)
+
+
+async def _receive(request: Request) -> Response:
     svc: Services = request.app.state.services
     pipeline: Pipeline = request.app.state.pipeline
     q = request.query_params
-    logs.REQUEST_ID.set(logs.new_request_id())  # on every line of this request's handling
-    logs.MSG_ID.set(None)
     try:
         timestamp, nonce = verify_query(svc, q)
         raw = await read_body(request, svc.settings.max_body_bytes,
