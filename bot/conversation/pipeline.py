@@ -25,7 +25,8 @@ from bot.conversation.engine import handle
 from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.router import Router
-from bot.conversation.stores import DedupStore, MemoryDedupStore, SqlStateStore, StateStore, build_stores
+from bot.conversation.stores import (PREFETCH, DedupStore, MemoryDedupStore, Prefetch, SqlStateStore,
+                                     StateStore, build_stores)
 from bot.domain import notify
 from bot.infra import logs, metrics
 from bot.infra.db import driver_execute
@@ -86,6 +87,10 @@ class Pipeline:
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
         self.executor = ThreadPoolExecutor(max_workers=1 if sqlite else min(32, pool),
                                            thread_name_prefix="bot")
+        # The de-duplication calls (a claim, a stored reply) on threads of their own when
+        # they leave the process (Redis, PostgreSQL): never queued behind handlers.
+        self.dedup_executor = (self.executor if sqlite and not self.settings.redis_url else
+                               ThreadPoolExecutor(max_workers=16, thread_name_prefix="dedup"))
         self._touched: dict[str, float] = {}
         # Group commit on the embedded default (SQLite, state in the database, one worker).
         self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
@@ -98,6 +103,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        if self.dedup_executor is not self.executor:
+            self.dedup_executor.shutdown(wait=True)
         self.services.close()
 
     # --- One transaction ----------------------------------------------------------------
@@ -224,10 +231,11 @@ class Pipeline:
         follows as a customer-service message."""
         loop = asyncio.get_running_loop()
         kind = metrics.message_type(msg)
-        if await self._dedup(loop, self.dedup.claim, key):
+        if await self._claim(loop, msg, key):
             started = time.perf_counter()
             handoff = Handoff()
             fut = self._submit(loop, msg, key, handoff)
+            PREFETCH.set(None)  # handed to the handler's thread with its context
             try:
                 async with asyncio.timeout(self.settings.reply_deadline_seconds):
                     reply = await asyncio.shield(fut)
@@ -252,10 +260,23 @@ class Pipeline:
             await asyncio.sleep(0.02)
         return NO_REPLY
 
+    async def _claim(self, loop, msg, key: str) -> bool:
+        """Claim `key`. On Redis the user's lock and record come with the claim, in one
+        round trip, for the handler (PREFETCH, carried with the context to its thread)."""
+        claim = getattr(self.dedup, "claim_prefetching", None)
+        if claim is None or self.group_commit:
+            return await self._dedup(loop, self.dedup.claim, key)
+        claimed = await self._dedup(loop, lambda k: claim(k, msg.source), key)
+        if isinstance(claimed, Prefetch):
+            PREFETCH.set(claimed)
+            return True
+        return bool(claimed)
+
     async def _dedup(self, loop, fn, key):
         if isinstance(self.dedup, MemoryDedupStore):
             return fn(key)  # microseconds: no thread hop
-        return await loop.run_in_executor(self.executor, contextvars.copy_context().run, fn, key)
+        return await loop.run_in_executor(self.dedup_executor, contextvars.copy_context().run,
+                                          fn, key)
 
     def _submit(self, loop, msg, key: str, handoff: Handoff) -> asyncio.Future:
         if not self.group_commit:  # the log ids (context variables) go along
