@@ -24,6 +24,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+if os.environ.get(MULTIPROC_ENV):  # every process writes its files there: it must exist
+    Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
 
 MESSAGES = Counter("vipbot_messages", "Inbound WeChat messages and events by type and outcome "
                    "(replied, no_reply, late, error, duplicate)", ["type", "outcome"])
