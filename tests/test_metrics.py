@@ -5,6 +5,7 @@ test compares a scrape before with one after."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -186,3 +187,21 @@ def test_several_processes_add_up(tmp_path, db_url):
     out = subprocess.run([sys.executable, "-c", script, "scrape", ""], env=env, check=True,
                          cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
     assert value(samples(out), "vipbot_messages_total", type="text", outcome="replied") == 2
+
+
+def test_the_nginx_example_never_routes_metrics_publicly():
+    """The README's nginx example: the public server block (listen 443) answers /metrics
+    with 404 and proxies only /wechat and /healthz; /metrics is proxied only by a server
+    block that allows a private network and denies everyone else."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    nginx = readme[readme.index("```nginx"):]
+    nginx = nginx[:nginx.index("```", 8)]
+    blocks = nginx.split("\nserver {")[1:]
+    public = [b for b in blocks if "listen 443" in b]
+    assert len(public) == 1
+    assert "location = /metrics { return 404; }" in public[0]
+    proxied = re.findall(r"location = (\S+) \{\s*proxy_pass", public[0])
+    assert proxied == ["/wechat", "/healthz"]
+    private = [b for b in blocks if "location = /metrics { proxy_pass" in b]
+    assert len(private) == 1 and "deny all;" in private[0] and "listen 443" not in private[0]
+    assert re.search(r"allow 10\.\d+\.\d+\.\d+/\d+;", private[0])

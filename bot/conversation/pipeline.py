@@ -124,31 +124,33 @@ class Pipeline:
             with self.engine.connect() as conn, conn.begin() as txn:
                 savepoints = len(msgs) > 1
                 for i, msg in enumerate(msgs):
-                    with logs.bound(ids[i] if ids else None):
-                        if savepoints:
-                            driver_execute(conn, "SAVEPOINT message")
-                        with self.states.lock(msg.source, conn):
-                            try:
-                                reply, actions, save, touched, queued_late = self._handle(
-                                    conn, msg, late[i] if late else None)
-                            except Exception:
-                                log.exception("handler failed for %s message", msg.type)
-                                if not savepoints:
-                                    txn.rollback()
-                                    return [_error()]
-                                driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
-                                driver_execute(conn, "RELEASE SAVEPOINT message")
-                                results.append(_error())
-                                continue
+                    if ids:  # a drain of several messages: each one's log ids (its own context)
+                        logs.REQUEST_ID.set(ids[i][0])
+                        logs.MSG_ID.set(ids[i][1])
+                    if savepoints:
+                        driver_execute(conn, "SAVEPOINT message")
+                    with self.states.lock(msg.source, conn):
+                        try:
+                            reply, actions, save, touched, queued_late = self._handle(
+                                conn, msg, late[i] if late else None)
+                        except Exception:
+                            log.exception("handler failed for %s message", msg.type)
                             if not savepoints:
-                                txn.commit()  # before the user's lock is released
-                                if save:
-                                    save()  # state outside the database: only once committed
-                        if savepoints:
+                                txn.rollback()
+                                return [_error()]
+                            driver_execute(conn, "ROLLBACK TO SAVEPOINT message")
                             driver_execute(conn, "RELEASE SAVEPOINT message")
-                        results.append((reply, actions, queued_late))
-                        if touched:
-                            written.append(touched)
+                            results.append(_error())
+                            continue
+                        if not savepoints:
+                            txn.commit()  # before the user's lock is released
+                            if save:
+                                save()  # state outside the database: only once committed
+                    if savepoints:
+                        driver_execute(conn, "RELEASE SAVEPOINT message")
+                    results.append((reply, actions, queued_late))
+                    if touched:
+                        written.append(touched)
                 if txn.is_active:
                     txn.commit()
         except Exception:  # the database itself failed (locked, gone): nothing was saved
@@ -293,7 +295,8 @@ class Pipeline:
         messages, so a message appended while the flag is set is always taken."""
         if not self._drain_scheduled:
             self._drain_scheduled = True
-            self.executor.submit(self._drain)
+            # In a context of its own: the log ids it sets for each message die with it.
+            self.executor.submit(contextvars.Context().run, self._drain)
 
     def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
         return self._finish([(msg, key, handoff)], self.process_batch([msg], [(handoff, key)]))[0]
