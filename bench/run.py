@@ -81,6 +81,9 @@ def start_server(app: str, env: dict, port: int, cpu: int | None,
            "--workers", "1", "--no-access-log", "--log-level", "warning"]
     if app.endswith(":make"):
         cmd.append("--factory")
+    if os.environ.get("BENCH_PYSPY") and app.startswith("bot"):  # a profile of the bot
+        cmd = ["py-spy", "record", "--nonblocking", "--gil", "-r", "200", "-f", "raw", "-o",
+               f"{os.environ['BENCH_PYSPY']}.{port}.txt", "--", *cmd]
     pre = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, preexec_fn=pre)
     for _ in range(int(wait / 0.05)):
@@ -155,6 +158,34 @@ def replies(mode: str, bodies: list[bytes]) -> list[str]:
     return [side.read_reply(b).get("Content") or "" for b in bodies]
 
 
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def scratch_postgres(admin_url: str) -> tuple[str, callable] | None:
+    """A fresh PostgreSQL database for this run (dropped at the end), or None when the
+    server does not answer."""
+    from sqlalchemy import create_engine, text
+
+    name = f"vipbot_bench_{os.getpid()}"
+    try:
+        admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"),
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 (any failure: no PostgreSQL for this run)
+        print(f"PostgreSQL not available ({type(exc).__name__}); measuring SQLite only")
+        return None
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return admin_url.rsplit("/", 1)[0] + "/" + name, drop
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=50)
@@ -164,8 +195,14 @@ def main() -> None:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help=f"comma-separated, of {', '.join(SCENARIOS)}")
     ap.add_argument("--modes", default="plain,safe", help="comma-separated, of plain, safe")
-    ap.add_argument("--database-url", default="", help="default: a fresh SQLite file")
-    ap.add_argument("--redis-url", default="")
+    ap.add_argument("--stores", default="sqlite,postgresql",
+                    help="comma-separated, of sqlite (embedded) and postgresql (+ Redis), "
+                         "measured in this one run beside one echo")
+    ap.add_argument("--pg-admin-url", default=PG_ADMIN,
+                    help="a PostgreSQL database to create this run's scratch database from")
+    ap.add_argument("--redis-url", default=REDIS, help="for the postgresql store ('' for none)")
+    ap.add_argument("--database-url", default="",
+                    help="measure this one database instead (no scratch database)")
     args = ap.parse_args()
     scenarios = [x for x in args.scenarios.split(",") if x]
     modes = [x for x in args.modes.split(",") if x]
@@ -177,62 +214,101 @@ def main() -> None:
         n = len(SCENARIOS[scenario].script)
         return max(n, args.messages // args.connections // n * n)
 
-    def users(scenario: str, mode: str, echo: bool) -> list[list[str]]:
+    def users(scenario: str, mode: str, echo: bool, store: str = "") -> list[list[str]]:
         count = per_conn_users if SCENARIOS[scenario].bound else 25
         return [users_of(scenario, mode, c, count, echo) for c in range(args.connections)]
 
+    rows = []
+    cleanups = []
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(ENV, DATABASE_URL=args.database_url or f"sqlite:///{tmp}/bench.db",
-                   REDIS_URL=args.redis_url)
-        full_env = {**os.environ, **env}
-        subprocess.run([sys.executable, "main.py", "db", "upgrade"], cwd=ROOT, check=True,
-                       env=full_env, stdout=subprocess.DEVNULL)
-        bound = [o for sc in scenarios if SCENARIOS[sc].bound for m in modes
-                 for conn in users(sc, m, False) for o in conn]
-        if bound:
-            started = time.monotonic()
-            report = set_up(full_env, Path(tmp), bound)
-            print(f"set up {len(bound)} bound customers in {time.monotonic() - started:.0f} s")
-            print("   " + "\n   ".join(line for line in report.splitlines()
-                                        if line.startswith(("import", "bind", "  bound",
-                                                            "  rejected", "  tier"))))
-        rows = []
-        targets = [("reference echo", "bench.echo_app:app", "binding")]
-        targets += [("bot", "bot.asgi:make", sc) for sc in scenarios]
-        for name, app, scenario in targets:
-            for mode in modes:  # the account's mode is a setting: one server each
-                port = free_port()
-                server = start_server(app, dict(env, WECHAT_MESSAGE_MODE=mode), port, server_cpu)
-                echo = name != "bot"
-                try:
-                    r = measure(port, mode, args.connections, per_conn(scenario),
-                                users(scenario, mode, echo), SCENARIOS[scenario], load_cpu)
-                    rows.append((name, scenario if not echo else "-", mode, r))
-                finally:
-                    server.send_signal(signal.SIGINT)
-                    server.wait(10)
-                if not echo:
-                    said = replies(mode, r["last"])
-                    wrong = [t for t in said if ERROR in t or NEEDS_BINDING in t
-                             or SCENARIOS[scenario].expect not in t]
-                    r["failures"] += len(wrong)
-                    r["sample"] = said[0][:70].replace("\n", " / ")
-                    if wrong and not r["first_failure"]:
-                        r["first_failure"] = f"last reply: {wrong[0][:200]!r}"
+        stores: list[tuple[str, dict]] = []
+        if args.database_url:
+            label = "PostgreSQL" if args.database_url.startswith("postgres") else "SQLite (WAL)"
+            stores.append((label + (" + Redis" if args.redis_url and label != "SQLite (WAL)" else ""),
+                           {"DATABASE_URL": args.database_url,
+                            "REDIS_URL": args.redis_url if label != "SQLite (WAL)" else ""}))
+        else:
+            for store in [x for x in args.stores.split(",") if x]:
+                if store == "sqlite":
+                    stores.append(("SQLite (WAL)", {"DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+                                                    "REDIS_URL": ""}))
+                elif store == "postgresql":
+                    made = scratch_postgres(args.pg_admin_url)
+                    if made:
+                        cleanups.append(made[1])
+                        stores.append(("PostgreSQL" + (" + Redis" if args.redis_url else ""),
+                                       {"DATABASE_URL": made[0], "REDIS_URL": args.redis_url,
+                                        "REDIS_PREFIX": f"vipbot-bench-{os.getpid()}:"}))
+                else:
+                    raise SystemExit(f"unknown store {store!r}: sqlite or postgresql")
+        try:
+            for store_label, store_env in stores:
+                env = dict(ENV, **store_env)
+                full_env = {**os.environ, **env}
+                subprocess.run([sys.executable, "main.py", "db", "upgrade"], cwd=ROOT, check=True,
+                               env=full_env, stdout=subprocess.DEVNULL)
+                bound = [o for sc in scenarios if SCENARIOS[sc].bound for m in modes
+                         for conn in users(sc, m, False) for o in conn]
+                if bound:
+                    started = time.monotonic()
+                    report = set_up(full_env, Path(tmp), bound)
+                    print(f"{store_label}: set up {len(bound)} bound customers in "
+                          f"{time.monotonic() - started:.0f} s")
+                    print("   " + "\n   ".join(line for line in report.splitlines()
+                                                if line.startswith(("import", "bind", "  bound",
+                                                                    "  rejected", "  tier"))))
+                targets = [("bot", "bot.asgi:make", sc) for sc in scenarios]
+                if not rows:  # one echo per run, first
+                    targets.insert(0, ("reference echo", "bench.echo_app:app", "binding"))
+                for name, app, scenario in targets:
+                    for mode in modes:  # the account's mode is a setting: one server each
+                        port = free_port()
+                        server = start_server(app, dict(env, WECHAT_MESSAGE_MODE=mode), port,
+                                              server_cpu)
+                        echo = name != "bot"
+                        try:
+                            r = measure(port, mode, args.connections, per_conn(scenario),
+                                        users(scenario, mode, echo), SCENARIOS[scenario],
+                                        load_cpu)
+                            rows.append((name, "-" if echo else store_label,
+                                         scenario if not echo else "-", mode, r))
+                        finally:
+                            server.send_signal(signal.SIGINT)
+                            server.wait(10)
+                        if not echo:
+                            said = replies(mode, r["last"])
+                            wrong = [t for t in said if ERROR in t or NEEDS_BINDING in t
+                                     or SCENARIOS[scenario].expect not in t]
+                            r["failures"] += len(wrong)
+                            r["sample"] = said[0][:70].replace("\n", " / ")
+                            if wrong and not r["first_failure"]:
+                                r["first_failure"] = f"last reply: {wrong[0][:200]!r}"
+        finally:
+            for drop in cleanups:
+                drop()
 
-    ref = {mode: r["rps"] for name, _, mode, r in rows if name == "reference echo"}
-    store = "PostgreSQL" if args.database_url.startswith("postgres") else "SQLite (WAL)"
+    ref = {mode: r["rps"] for name, _, _, mode, r in rows if name == "reference echo"}
     print(f"\n/wechat, one worker, {args.connections} connections, about {args.messages} "
-          f"messages per row; bot state on {store}{' + Redis' if args.redis_url else ''}; "
-          f"bound scenarios over {per_conn_users * args.connections} customers per row")
-    print(f"{'target':16} {'scenario':9} {'mode':6} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'vs ref':>7} {'errors':>7}")
-    for name, scenario, mode, r in rows:
-        print(f"{name:16} {scenario:9} {mode:6} {r['rps']:8.0f} {r['p50_ms']:8.2f} "
+          f"messages per row; bound scenarios over {per_conn_users * args.connections} "
+          f"customers per row; PostgreSQL and Redis share this machine's cores with the bot")
+    print(f"{'target':15} {'store':20} {'scenario':9} {'mode':6} {'msg/s':>8} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'vs echo':>7} {'errors':>7}")
+    for name, store, scenario, mode, r in rows:
+        print(f"{name:15} {store:20} {scenario:9} {mode:6} {r['rps']:8.0f} {r['p50_ms']:8.2f} "
               f"{r['p99_ms']:8.2f} {r['rps'] / ref[mode]:7.0%} {r['failures']:7d}")
         print("   max ms", round(r["max_ms"]), "  reply:", r.get("sample", "(echo)"))
         if r["first_failure"]:
             print("   first failure:", r["first_failure"])
+    stores_seen = sorted({s for _, s, _, _, _ in rows if s != "-"})
+    if len(stores_seen) == 2:
+        print("\nPostgreSQL + Redis against the embedded default, same scenario and mode:")
+        by = {(s, sc, m): r for _, s, sc, m, r in rows}
+        emb = next(s for s in stores_seen if s.startswith("SQLite"))
+        pg = next(s for s in stores_seen if s != emb)
+        for sc in scenarios:
+            for m in modes:
+                if (emb, sc, m) in by and (pg, sc, m) in by:
+                    print(f"   {sc:9} {m:6} {by[(pg, sc, m)]['rps'] / by[(emb, sc, m)]['rps']:6.0%}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """The FastAPI application."""
 from __future__ import annotations
 
+import hmac
 import logging
 from contextlib import asynccontextmanager
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bot.conversation.pipeline import Pipeline
 from bot.conversation.router import Router
 from bot.domain.rules import load_rules
-from bot.infra import health, redact
+from bot.infra import health, logs, redact
 from bot.infra.config import Settings
 from bot.infra.services import Services
 
@@ -81,6 +81,21 @@ def create_app(settings: Settings, *, router: Router | None = None,
                                 status_code=503)
         return JSONResponse({"status": "ready", "checks": checks})
 
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics (bot.infra.metrics): 404 unless METRICS_ENABLED; with
+        METRICS_TOKEN, 401 without `Authorization: Bearer <token>`."""
+        from bot.infra import metrics as m
+
+        if not settings.metrics_enabled:
+            return PlainTextResponse("Not Found", status_code=404)
+        if settings.metrics_token and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode(),
+                f"Bearer {settings.metrics_token}".encode()):
+            return PlainTextResponse("unauthorised", status_code=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        return Response(m.exposition(pipe.services.engine), media_type=m.CONTENT_TYPE)
+
     if mount_double:
         from bot.infra.db import make_engine
         from bot.wechat.double import create_double
@@ -108,28 +123,26 @@ def server_options(settings: Settings) -> dict:
 CHATTY_LOGGERS = ("apscheduler", "alembic.runtime.migration", "alembic.runtime.plugins")
 
 
-class _IsoFormatter(logging.Formatter):
-    """Each line starts with its time in ISO 8601 with the offset, in TIMEZONE
-    (2026-12-02T22:30:05.250+08:00): never the host's unstated local time."""
-
-    def __init__(self, tz, fmt: str) -> None:
-        super().__init__(fmt)
-        self.tz = tz
-
-    def formatTime(self, record, datefmt=None) -> str:  # noqa: N802 (logging's name)
-        return datetime.fromtimestamp(record.created, self.tz).isoformat(timespec="milliseconds")
+_IsoFormatter = logs.IsoFormatter
 
 
-def log_formatter(tz) -> logging.Formatter:
-    return _IsoFormatter(tz, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+def log_formatter(tz, fmt: str = "text") -> logging.Formatter:
+    return logs.formatter(tz, fmt)
 
 
-def configure_logging(level: str, *secrets: str, tz=None) -> None:
-    """Log to stderr at `level`, time-stamped in `tz` (TIMEZONE); every record is redacted
+def log_handler(tz, fmt: str = "text", stream=None) -> logging.Handler:
+    """The handler every process logs through (to stderr unless `stream`)."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(log_formatter(tz, fmt))
+    handler.addFilter(logs.ContextFilter())
+    return handler
+
+
+def configure_logging(level: str, *secrets: str, tz=None, fmt: str = "text") -> None:
+    """Log to stderr at `level`, time-stamped in `tz` (TIMEZONE), as text or JSON lines
+    (`fmt`, LOG_FORMAT) with the message's ids (bot.infra.logs); every record is redacted
     (bot.infra.redact)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(log_formatter(tz or ZoneInfo("Asia/Shanghai")))
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.basicConfig(level=level, handlers=[log_handler(tz or ZoneInfo("Asia/Shanghai"), fmt)])
     quiet_chatty_loggers(level)
     redact.install(*secrets)
     redact.install_on_handlers()

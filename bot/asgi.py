@@ -10,7 +10,7 @@ from bot.infra.config import get_settings
 def make():
     settings = get_settings()
     configure_logging(settings.log_level, settings.wechat_app_secret, settings.sms_gateway_token,
-                      tz=settings.tz)
+                      tz=settings.tz, fmt=settings.log_format)
     app = create_app(settings, mount_double=settings.wechat_double)
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector, and collect the young generation less often. Under load this halves p99

@@ -243,6 +243,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
                    "for --workers > 1", err=True)
         raise typer.Exit(2)
     prepare_database(s, redis=True)
+    if s.metrics_enabled:  # PROMETHEUS_MULTIPROC_DIR: only the running processes' files
+        from bot.infra.metrics import clean_multiproc_dir
+
+        clean_multiproc_dir()
     typer.echo(serving_banner(host, port, demo))
     from bot.app import server_options
 
@@ -726,7 +730,7 @@ def scheduler_cmd() -> None:
 
     s = settings()
     configure_logging(s.log_level, s.wechat_app_secret, s.sms_gateway_token,
-                      s.tencent_secret_key, tz=s.tz)
+                      s.tencent_secret_key, tz=s.tz, fmt=s.log_format)
     prepare_database(s, redis=True)
     run_forever(wechat_settings(s))
 

@@ -273,10 +273,12 @@ async def test_slow_handler_answers_success_then_pushes(http, services, sent):
 
 
 async def test_a_broken_store_gets_an_apology_not_a_500(wx_plain, pipeline, monkeypatch):
-    def down(key):
+    def down(key, *_user):
         raise ConnectionError("store unreachable")
 
     monkeypatch.setattr(pipeline.dedup, "claim", down)
+    if hasattr(pipeline.dedup, "claim_prefetching"):  # Redis: the claim with the user's lock
+        monkeypatch.setattr(pipeline.dedup, "claim_prefetching", down)
     reply = await wx_plain.deliver(text_xml(OPENID, "帮助"), OPENID)
     assert reply["Content"] == render("error")
 

@@ -10,6 +10,7 @@ follows as a customer-service message.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -24,8 +25,10 @@ from bot.conversation.engine import handle
 from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.router import Router
-from bot.conversation.stores import DedupStore, MemoryDedupStore, SqlStateStore, StateStore, build_stores
+from bot.conversation.stores import (PREFETCH, DedupStore, MemoryDedupStore, Prefetch, SqlStateStore,
+                                     StateStore, build_stores)
 from bot.domain import notify
+from bot.infra import logs, metrics
 from bot.infra.db import driver_execute
 from bot.infra.services import Services
 from bot.infra.texts import render
@@ -84,6 +87,10 @@ class Pipeline:
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
         self.executor = ThreadPoolExecutor(max_workers=1 if sqlite else min(32, pool),
                                            thread_name_prefix="bot")
+        # The de-duplication calls (a claim, a stored reply) on threads of their own when
+        # they leave the process (Redis, PostgreSQL): never queued behind handlers.
+        self.dedup_executor = (self.executor if sqlite and not self.settings.redis_url else
+                               ThreadPoolExecutor(max_workers=16, thread_name_prefix="dedup"))
         self._touched: dict[str, float] = {}
         # Group commit on the embedded default (SQLite, state in the database, one worker).
         self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
@@ -96,24 +103,30 @@ class Pipeline:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        if self.dedup_executor is not self.executor:
+            self.dedup_executor.shutdown(wait=True)
         self.services.close()
 
     # --- One transaction ----------------------------------------------------------------
 
-    def process_batch(self, msgs: list, late: list | None = None) -> list[tuple[Reply, list, bool]]:
+    def process_batch(self, msgs: list, late: list | None = None,
+                      ids: list | None = None) -> list[tuple[Reply, list, bool]]:
         """Run the router for each message, in order, in one database transaction: each
         message in its own SAVEPOINT when there are several, so one failing handler loses
         only its own writes. Returns (reply, after-commit actions, queued late) per message;
         replies and actions are released only after the commit. `late` gives each message's
         (Handoff, dedup key): a reply whose HTTP response was given up on by then is queued
         as a customer-service message in the handler's own transaction (so no crash after
-        the commit can lose it)."""
+        the commit can lose it). `ids` gives each message's log ids (bot.infra.logs)."""
         results: list[tuple[Reply, list, bool]] = []
         written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
             with self.engine.connect() as conn, conn.begin() as txn:
                 savepoints = len(msgs) > 1
                 for i, msg in enumerate(msgs):
+                    if ids:  # a drain of several messages: each one's log ids (its own context)
+                        logs.REQUEST_ID.set(ids[i][0])
+                        logs.MSG_ID.set(ids[i][1])
                     if savepoints:
                         driver_execute(conn, "SAVEPOINT message")
                     with self.states.lock(msg.source, conn):
@@ -219,18 +232,28 @@ class Pipeline:
         the deadline gets no reply here (WeChat is answered "success") and its reply
         follows as a customer-service message."""
         loop = asyncio.get_running_loop()
-        if await self._dedup(loop, self.dedup.claim, key):
+        kind = metrics.message_type(msg)
+        if await self._claim(loop, msg, key):
+            started = time.perf_counter()
             handoff = Handoff()
             fut = self._submit(loop, msg, key, handoff)
+            PREFETCH.set(None)  # handed to the handler's thread with its context
             try:
                 async with asyncio.timeout(self.settings.reply_deadline_seconds):
-                    return await asyncio.shield(fut)
+                    reply = await asyncio.shield(fut)
             except TimeoutError:
                 if handoff.claim("late"):
                     log.warning("handler slower than %.1fs; its reply follows as a "
                                 "customer-service message", self.settings.reply_deadline_seconds)
+                    metrics.HANDLER_SECONDS.labels(kind).observe(time.perf_counter() - started)
+                    metrics.MESSAGES.labels(kind, "late").inc()
                     return NO_REPLY
-                return await fut
+                reply = await fut
+            metrics.HANDLER_SECONDS.labels(kind).observe(time.perf_counter() - started)
+            metrics.MESSAGES.labels(kind, _outcome(reply)).inc()
+            return reply
+        metrics.DEDUP_HITS.labels("message").inc()
+        metrics.MESSAGES.labels(kind, "duplicate").inc()
         deadline = loop.time() + self.settings.reply_deadline_seconds
         while loop.time() < deadline:
             stored = await self._dedup(loop, self.dedup.reply, key)
@@ -239,16 +262,30 @@ class Pipeline:
             await asyncio.sleep(0.02)
         return NO_REPLY
 
+    async def _claim(self, loop, msg, key: str) -> bool:
+        """Claim `key`. On Redis the user's lock and record come with the claim, in one
+        round trip, for the handler (PREFETCH, carried with the context to its thread)."""
+        claim = getattr(self.dedup, "claim_prefetching", None)
+        if claim is None or self.group_commit:
+            return await self._dedup(loop, self.dedup.claim, key)
+        claimed = await self._dedup(loop, lambda k: claim(k, msg.source), key)
+        if isinstance(claimed, Prefetch):
+            PREFETCH.set(claimed)
+            return True
+        return bool(claimed)
+
     async def _dedup(self, loop, fn, key):
         if isinstance(self.dedup, MemoryDedupStore):
             return fn(key)  # microseconds: no thread hop
-        return await loop.run_in_executor(self.executor, fn, key)
+        return await loop.run_in_executor(self.dedup_executor, contextvars.copy_context().run,
+                                          fn, key)
 
     def _submit(self, loop, msg, key: str, handoff: Handoff) -> asyncio.Future:
-        if not self.group_commit:
-            return loop.run_in_executor(self.executor, self._run_one, msg, key, handoff)
+        if not self.group_commit:  # the log ids (context variables) go along
+            return loop.run_in_executor(self.executor, contextvars.copy_context().run,
+                                        self._run_one, msg, key, handoff)
         fut = loop.create_future()
-        self._pending.append((msg, key, handoff, fut, loop))
+        self._pending.append((msg, key, handoff, logs.current(), fut, loop))
         self._schedule_drain()
         return fut
 
@@ -258,7 +295,8 @@ class Pipeline:
         messages, so a message appended while the flag is set is always taken."""
         if not self._drain_scheduled:
             self._drain_scheduled = True
-            self.executor.submit(self._drain)
+            # In a context of its own: the log ids it sets for each message die with it.
+            self.executor.submit(contextvars.Context().run, self._drain)
 
     def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
         return self._finish([(msg, key, handoff)], self.process_batch([msg], [(handoff, key)]))[0]
@@ -274,12 +312,13 @@ class Pipeline:
         if not items:
             return
         try:
+            ids = [i[3] for i in items]
             replies = self._finish([i[:3] for i in items],
                                    self.process_batch([i[0] for i in items],
-                                                      [(i[2], i[1]) for i in items]))
+                                                      [(i[2], i[1]) for i in items], ids), ids)
         except Exception:
             log.exception("message batch failed")
-            replies = [Reply(render("error")) for _ in items]
+            replies = [Apology(render("error")) for _ in items]
         # One wake-up of each event loop per batch, not one per message.
         by_loop: dict = {}
         for (*_, fut, loop), reply in zip(items, replies):
@@ -287,26 +326,28 @@ class Pipeline:
         for loop, done in by_loop.items():
             loop.call_soon_threadsafe(_resolve, done)
 
-    def _finish(self, items, results) -> list[Reply]:
+    def _finish(self, items, results, ids: list | None = None) -> list[Reply]:
         """Record each reply for retries, and hand it to the HTTP response or, when that
         was too slow, to a customer-service message."""
         out = []
-        for (msg, key, handoff), (reply, actions, queued_late) in zip(items, results):
-            for action in actions:
-                self.services.run_after_commit(action)
-            if handoff.settle("replied") == "replied":
-                if reply.text or reply.transfer:
-                    reply.at = reply.at or int(time.time())
-                self.dedup.complete(key, reply.dumps())
-                out.append(reply)
-                continue
-            # Too late for the HTTP response: WeChat already got "success".
-            self.dedup.complete(key, NO_REPLY.dumps())
-            if reply.text and not queued_late:  # the apology of a failed transaction
-                self._late_reply(msg.source, reply.text, key)
-            out.append(NO_REPLY)
+        for n, ((msg, key, handoff), (reply, actions, queued_late)) in enumerate(zip(items, results)):
+            with logs.bound(ids[n] if ids else None):
+                out.append(self._finish_one(msg, key, handoff, reply, actions, queued_late))
         return out
 
+    def _finish_one(self, msg, key, handoff, reply, actions, queued_late) -> Reply:
+        for action in actions:
+            self.services.run_after_commit(action)
+        if handoff.settle("replied") == "replied":
+            if reply.text or reply.transfer:
+                reply.at = reply.at or int(time.time())
+            self.dedup.complete(key, reply.dumps())
+            return reply
+        # Too late for the HTTP response: WeChat already got "success".
+        self.dedup.complete(key, NO_REPLY.dumps())
+        if reply.text and not queued_late:  # the apology of a failed transaction
+            self._late_reply(msg.source, reply.text, key)
+        return NO_REPLY
 
     def _late_reply(self, openid: str, text: str, key: str) -> None:
         """A late reply queued on its own (the apology, when the handler's transaction
@@ -324,9 +365,19 @@ class Pipeline:
             log.exception("late reply to %s… could not be queued", openid[:6])
 
 
+class Apology(Reply):
+    """The apology for a message whose handler or transaction failed."""
+
+
+def _outcome(reply: Reply) -> str:
+    if isinstance(reply, Apology):
+        return "error"
+    return "replied" if reply.text or reply.transfer else "no_reply"
+
+
 def _error() -> tuple[Reply, list, bool]:
     """The apology for a message whose handler or transaction failed (rendered only then)."""
-    return Reply(render("error")), [], False
+    return Apology(render("error")), [], False
 
 
 def _resolve(done: list[tuple[asyncio.Future, Reply]]) -> None:

@@ -10,10 +10,12 @@ handler's writes commit together); the others ignore the connection they are giv
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
 import time
+import uuid
 import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from typing import Iterator, Protocol
 
 from sqlalchemy import Connection, Engine, delete, select, update
 
+from bot.infra import metrics
 from bot.infra.db import driver_execute, upsert
 from models import DedupEntry, FsmState
 
@@ -141,29 +144,104 @@ class SqlStateStore:
             driver_execute(conn, self._upsert, (key, record.dumps(), record.updated_at))
 
 
+# A user's lock and record, taken with the message's de-duplication claim (one Redis round
+# trip, `RedisDedupStore.claim_prefetching`) and handed to the handler's thread in this
+# context variable; the lock held by the running message (its key, token, whether released).
+PREFETCH: contextvars.ContextVar["Prefetch | None"] = contextvars.ContextVar("prefetch", default=None)
+_HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("held_lock", default=None)
+
+# Release a lock only if it is still ours (its token): an expired one may be another's.
+_UNLOCK = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+           "end return 0")
+# The claim of a message, then (if claimed) its user's lock, then (if locked) the user's
+# record: {0} not claimed; {1, 0} claimed, lock busy; {1, 1, value, updated_at}.
+_CLAIM_LOCK_LOAD = """
+if not redis.call('SET', KEYS[1], '', 'NX', 'EX', ARGV[1]) then return {0} end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, 0} end
+local v = redis.call('HMGET', KEYS[3], 'v', 't')
+return {1, 1, v[1] or false, v[2] or false}
+"""
+
+
+class LockBusy(RuntimeError):
+    """Another message of the user held the lock for longer than we wait."""
+
+
+@dataclass
+class Prefetch:
+    key: str  # the user's
+    token: str
+    record: "Record"
+
+
 class RedisStateStore:
-    """State in Redis hashes; a short Redis lock serialises one user's messages across workers."""
+    """State in Redis hashes; a short Redis lock (SET NX PX with a token, released by a
+    compare-and-delete script) serialises one user's messages across workers. The release
+    travels with the state's write (one round trip), and the lock and the record may come
+    with the message's claim (`Prefetch`)."""
+
+    LOCK_MS = 30_000  # a worker that dies holding a lock holds it this long at most
+    WAIT_SECONDS = 10.0
 
     def __init__(self, client, prefix: str, ttl_seconds: int = 15 * 60 + 300):
         self._r = client
         self._prefix = prefix
         self._ttl = ttl_seconds
+        self._unlock = client.register_script(_UNLOCK)
 
-    def lock(self, key: str, conn: Connection):
-        return self._r.lock(f"{self._prefix}lock:{key}", timeout=30, blocking_timeout=10)
+    def lock_key(self, key: str) -> str:
+        return f"{self._prefix}lock:{key}"
+
+    def state_key(self, key: str) -> str:
+        return self._prefix + key
+
+    @contextmanager
+    def lock(self, key: str, conn: Connection) -> Iterator[None]:
+        pre = PREFETCH.get()
+        if pre is not None and pre.key == key:
+            token = pre.token  # taken with the claim
+        else:
+            token = uuid.uuid4().hex
+            deadline = time.monotonic() + self.WAIT_SECONDS
+            pause = 0.002
+            while not self._r.set(self.lock_key(key), token, nx=True, px=self.LOCK_MS):
+                if time.monotonic() > deadline:
+                    raise LockBusy(f"user lock busy for {self.WAIT_SECONDS:g} s")
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        held = [key, token, False]
+        reset = _HELD.set(held)
+        try:
+            yield
+        finally:
+            _HELD.reset(reset)
+            if not held[2]:
+                self._unlock(keys=[self.lock_key(key)], args=[token])
 
     def load(self, key: str, conn: Connection) -> Record:
-        raw = self._r.hmget(self._prefix + key, "v", "t")
+        pre = PREFETCH.get()
+        if pre is not None and pre.key == key:
+            PREFETCH.set(None)  # once
+            return pre.record
+        raw = self._r.hmget(self.state_key(key), "v", "t")
         return Record.loads(raw[0], float(raw[1] or 0)) if raw[0] else Record()
 
     def save(self, key: str, record: Record, conn: Connection) -> None:
+        """Write the record (or delete it when empty) and, when this thread holds the
+        user's lock, release it in the same round trip."""
+        pipe = self._r.pipeline(transaction=False)
         if record.empty:
-            self._r.delete(self._prefix + key)
-            return
-        pipe = self._r.pipeline()
-        pipe.hset(self._prefix + key, mapping={"v": record.dumps(), "t": record.updated_at})
-        pipe.expire(self._prefix + key, self._ttl)
+            pipe.delete(self.state_key(key))
+        else:
+            pipe.hset(self.state_key(key), mapping={"v": record.dumps(), "t": record.updated_at})
+            pipe.expire(self.state_key(key), self._ttl)
+        held = _HELD.get()
+        release = held is not None and held[0] == key and not held[2]
+        if release:
+            self._unlock(keys=[self.lock_key(key)], args=[held[1]], client=pipe)
         pipe.execute()
+        if release:
+            held[2] = True
 
 
 # --- Dedup stores ------------------------------------------------------------------------
@@ -282,10 +360,31 @@ class SqlDedupStore:
 
 
 class RedisDedupStore:
-    def __init__(self, client, ttl_seconds: int, prefix: str) -> None:
+    def __init__(self, client, ttl_seconds: int, prefix: str,
+                 states: RedisStateStore | None = None) -> None:
         self._r = client
         self._ttl = ttl_seconds
         self._prefix = prefix
+        self._states = states
+        self._claim_lock_load = client.register_script(_CLAIM_LOCK_LOAD)
+
+    def claim_prefetching(self, key: str, user: str) -> "bool | Prefetch":
+        """`claim`, and when claimed, the user's lock and record in the same round trip
+        (a `Prefetch` for the handler; True when the lock is busy: the handler waits for it)."""
+        if self._states is None:
+            return self.claim(key)
+        token = uuid.uuid4().hex
+        st = self._states
+        res = self._claim_lock_load(
+            keys=[self._prefix + key, st.lock_key(user), st.state_key(user)],
+            args=[self._ttl, token, st.LOCK_MS])
+        if not res[0]:
+            return False
+        if not res[1]:
+            return True
+        raw, updated = res[2], res[3]
+        record = Record.loads(raw, float(updated or 0)) if raw else Record()
+        return Prefetch(user, token, record)
 
     def claim(self, key: str) -> bool:
         return bool(self._r.set(self._prefix + key, "", nx=True, ex=self._ttl))
@@ -348,6 +447,8 @@ class Failover:
             if self.down:
                 return
             self.down = True
+        _record_backends("database", "database")
+        metrics.STORE_SWITCHES.labels("database").inc()
         log.error("%s unreachable (%s): conversation state and message de-duplication use "
                   "the database until it answers again", self.what, _one_line(exc))
 
@@ -356,8 +457,19 @@ class Failover:
             if not self.down:
                 return
             self.down = False
+        _record_backends("redis", "redis")
+        metrics.STORE_SWITCHES.labels("redis").inc()
         log.warning("%s answers again: conversation state and message de-duplication are "
                     "back on it", self.what)
+
+
+_BACKENDS = ("redis", "database", "memory")
+
+
+def _record_backends(state: str, dedup: str) -> None:
+    """Which stores answer now, for /metrics (vipbot_store_backend)."""
+    metrics.record_store("state", state, _BACKENDS)
+    metrics.record_store("dedup", dedup, _BACKENDS)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -370,6 +482,10 @@ class FailoverDedupStore:
 
     def claim(self, key: str) -> bool:
         return self.failover.call(lambda: self.primary.claim(key), lambda: self.fallback.claim(key))
+
+    def claim_prefetching(self, key: str, user: str):
+        return self.failover.call(lambda: self.primary.claim_prefetching(key, user),
+                                  lambda: self.fallback.claim(key))
 
     def complete(self, key: str, reply: str) -> None:
         self.failover.call(lambda: self.primary.complete(key, reply),
@@ -457,14 +573,16 @@ def build_stores(settings, engine: Engine):
                                       socket_timeout=2)
         prefix = settings.redis_prefix
         failover = Failover((redis.exceptions.RedisError, OSError))
-        return (FailoverStateStore(RedisStateStore(client, prefix + "state:",
-                                                   state_ttl_seconds(settings)),
-                                   SqlStateStore(engine), failover),
+        _record_backends("redis", "redis")
+        states = RedisStateStore(client, prefix + "state:", state_ttl_seconds(settings))
+        return (FailoverStateStore(states, SqlStateStore(engine), failover),
                 FailoverDedupStore(RedisDedupStore(client, settings.dedup_ttl_seconds,
-                                                   prefix + "dedup:"),
+                                                   prefix + "dedup:", states),
                                    SqlDedupStore(engine, settings.dedup_ttl_seconds), failover))
-    dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if engine.dialect.name == "sqlite"
+    memory = engine.dialect.name == "sqlite"
+    dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if memory
              else SqlDedupStore(engine, settings.dedup_ttl_seconds))
+    _record_backends("database", "memory" if memory else "database")
     return SqlStateStore(engine), dedup
 
 

@@ -22,6 +22,7 @@ a gap of more than a year, and when the tier rules changed (their digest is kept
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -36,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from bot.domain.rules import Rules
+from bot.infra import metrics
 from bot.domain.tiers import (IN_FORCE, NO_POLICY_DROP, REVIEW_DOWNGRADE, SINGLE, UPGRADE, decide,
                        effective_date, is_review_day, rules_digest, window, window_digest,
                        window_key)
@@ -253,6 +255,7 @@ def recompute_due(engine: Engine, rules: Rules, on: date, *, everyone: bool = Fa
     run (`due_customers`), or everyone when asked (`everyone`), on a review (`review`, default:
     whether `on` is a review day), on the first run, after a gap of more than a year, or when
     the rules of tiers changed since the last run. Records the run in the same transaction."""
+    started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
     review = is_review_day(on, rules) if review is None else review
     digest, windows = rules_digest(rules), window_digest(rules)
@@ -289,6 +292,8 @@ def recompute_due(engine: Engine, rules: Rules, on: date, *, everyone: bool = Fa
         if conn.execute(update(tier_run).where(tier_run.c.name == DAILY)
                         .values(**values)).rowcount == 0:
             conn.execute(tier_run.insert().values(name=DAILY, **values))
+    metrics.tier_run(report, time.perf_counter() - started,
+                     "review" if review else "everyone" if reason else "events")
     return report
 
 

@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     wechat_force_refresh_daily_cap: int = Field(default=20, ge=1, le=10_000)
 
     log_level: str = "INFO"
+    # text (time LEVEL logger: message) or json (one JSON object a line, with the message
+    # id and a request id on every line of one message's handling).
+    log_format: str = "text"
+    # Prometheus metrics at /metrics (404 unless enabled); with a token, scrapes must send
+    # `Authorization: Bearer <token>`. Never route /metrics through the public server.
+    metrics_enabled: bool = False
+    metrics_token: str = ""
     # Demo only: mount a local stand-in for WeChat's API at /wechat-double.
     wechat_double: bool = False
 
@@ -218,6 +225,14 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v not in ("text", "json"):
+            raise ValueError("must be text or json")
         return v
 
     @field_validator("sms_codes_per_phone_per_day")

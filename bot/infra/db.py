@@ -38,8 +38,12 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
         return engine
     if pool_size == 0:
         return create_engine(url, poolclass=NullPool)
+    # No `SELECT 1` before every checkout (a round trip per message): a connection the
+    # server dropped (a restart) fails its first statement, which makes SQLAlchemy discard
+    # the whole pool, so one message per process gets the apology and the next ones get
+    # fresh connections. Idle connections are renewed after half an hour.
     return create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
-                         pool_timeout=pool_timeout, pool_pre_ping=True)
+                         pool_timeout=pool_timeout, pool_pre_ping=False, pool_recycle=1800)
 
 
 def engine_for(settings, *, pool_timeout: float | None = None) -> Engine:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, update
 
+from bot.infra import metrics
 from bot.infra.db import upsert
 from bot.infra.privacy import mask_phone
 from bot.infra.sealed import unseal
@@ -486,9 +487,11 @@ class Dispatcher:
             else:
                 self.sms.send(phone, payload.get("text", ""))
         except SmsRejected as exc:
+            metrics.SMS_ERRORS.labels("refused").inc()
             log.warning("SMS to %s refused: %s", mask_phone(phone), exc)
             return Outcome(DEAD, f"refused: {exc}", payload=_scrub(row))
         except Exception as exc:  # network, 5xx, rate limits: try again later
+            metrics.SMS_ERRORS.labels("failed").inc()
             log.warning("SMS to %s failed: %s", mask_phone(phone), exc)
             return Outcome("retry", f"{type(exc).__name__}: {exc}")
         return Outcome(SENT, payload=_scrub(row))

@@ -9,6 +9,7 @@ timeouts (OUTBOUND_CONNECT_TIMEOUT, OUTBOUND_READ_TIMEOUT).
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,7 +45,9 @@ class Lane:
                       self.capacity, what)
             return None
         try:
-            future = self._pool.submit(_logged, action, self.name, what)
+            # The caller's log context (the message's ids) goes along.
+            future = self._pool.submit(contextvars.copy_context().run, _logged, action,
+                                       self.name, what)
         except RuntimeError:  # shut down
             self._slots.release()
             log.warning("%s lane closed: %s dropped", self.name, what)

@@ -19,7 +19,7 @@ from wechatpy import WeChatClient
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import WeChatClientException
 
-from bot.infra import redact
+from bot.infra import metrics, redact
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,10 @@ class Client(WeChatClient):
         try:
             res = self._http.request(method=method, url=url_or_endpoint, params=params, **kwargs)
         except requests.RequestException as exc:
+            metrics.wechat_api_error(None)
             raise WeChatApiError(None, f"{type(exc).__name__}: {redact.redact(str(exc))}") from None
         if res.status_code >= 400:
+            metrics.wechat_api_error(None)
             raise WeChatApiError(None, f"HTTP {res.status_code}")
         return self._handle_result(res, method, url_or_endpoint, result_processor)
 
@@ -145,6 +147,7 @@ class Client(WeChatClient):
             result.update(result.pop("base_resp"))
         errcode = int(result.get("errcode") or 0)
         if errcode:
+            metrics.wechat_api_error(errcode)
             raise WeChatApiError(errcode, str(result.get("errmsg", errcode)))
         return result if not result_processor else result_processor(result)
 

@@ -23,6 +23,7 @@ from wechatpy.utils import WeChatSigner
 
 from bot.conversation.pipeline import Pipeline
 from bot.conversation.reply import Reply
+from bot.infra import logs, metrics
 from bot.infra.services import Services
 from bot.infra.texts import render
 
@@ -339,6 +340,7 @@ def body_digest(raw: bytes) -> str:
 
 
 def _refuse(request: Request, exc: Refused) -> Response:
+    metrics.REFUSED.labels(str(exc.status)).inc()
     client = request.client.host if request.client else "?"
     log.warning("refused %s /wechat from %s: %s", request.method, client, exc.reason)
     # A body cut short or too large was not read to its end: the connection cannot carry
@@ -371,6 +373,12 @@ def render_reply(msg, reply: Reply) -> str:
 
 @router.post("/wechat")
 async def receive(request: Request) -> Response:
+    # A request id, and once the message is read its MsgId, on every line of its handling.
+    with logs.bound((logs.new_request_id(), None)):
+        return await _receive(request)
+
+
+async def _receive(request: Request) -> Response:
     svc: Services = request.app.state.services
     pipeline: Pipeline = request.app.state.pipeline
     q = request.query_params
@@ -386,6 +394,7 @@ async def receive(request: Request) -> Response:
         log.warning("client %s disconnected before sending the whole body", client)
         return Response(status_code=400)
 
+    logs.MSG_ID.set(logs.msg_id_of(msg))
     try:
         # A (timestamp, nonce) pair is one request: the same pair again is WeChat's retry
         # only with the same body (de-duplicated below by MsgId); with another body it is
@@ -397,6 +406,7 @@ async def receive(request: Request) -> Response:
     except Exception:  # every store call is in here: a store or the database is down,
         # apologise, never a 500
         log.exception("could not handle a %s message", msg.type)
+        metrics.MESSAGES.labels(metrics.message_type(msg), "error").inc()
         reply = Reply(render("error"))
     xml = render_reply(msg, reply)
     if xml == SUCCESS:
