@@ -136,8 +136,8 @@ class Entry:
 
     def fits(self, text: str) -> bool | None:
         """For an entry with `requires`: whether the (normalised, synonym-read) text fits it."""
-        if not self.requires:
-            return None
+        if not self.requires:  # only `excludes`: a question naming another tier
+            return False if any(w in text for w in self.excludes) else None
         return (all(any(w in text for w in group) for group in self.requires)
                 and not any(w in text for w in self.excludes))
 
@@ -235,7 +235,9 @@ class Faq:
             score = self.BM25_WEIGHT * min(bm25[d] / ceiling, 1.0) + self.BIGRAM_WEIGHT * overlap
             if score > best[entry_i]:
                 best[entry_i] = score
-        read = self.synonyms.text(norm)
+        # What `requires` reads: the text with its long variants replaced, and its words with
+        # the one-character variants read too (痛 as 疼 when jieba yields it whole).
+        read = self.synonyms.text(norm) + "|" + "|".join(query)
         for i, entry in enumerate(self.entries):
             if tier and tier in entry.tier:
                 best[i] *= self.TIER_BOOST
