@@ -41,6 +41,14 @@ def accuracy(f: faq.Faq, cases: list) -> tuple[float, list]:
     return 1 - len(misses) / len(cases), misses
 
 
+def _top(f: faq.Faq, text: str) -> tuple[str | None, float]:
+    """The best entry and its score, as `Faq.best` sees them (a tie scores 0: no answer)."""
+    hits = f.search(text, k=2)
+    if not hits:
+        return None, 0.0
+    return hits[0] if len(hits) < 2 or hits[1][1] < hits[0][1] else (None, 0.0)
+
+
 def choose_threshold(top: list[tuple[str | None, float, str]], neg: list[float]) -> float:
     """The threshold of GRID with the most right outcomes: a labelled phrasing answered by
     its entry, an off-topic message left unanswered; ties go to the higher threshold."""
@@ -55,8 +63,8 @@ def cross_validate(f: faq.Faq, cases: list, off_topic: list, folds: int = FOLDS,
     """k-fold cross-validation of the threshold on the tuning part: (accuracy on the folds
     left out, share of their off-topic messages answered, the thresholds the folds chose,
     the threshold chosen on the whole tuning part)."""
-    top = [(*(f.search(t, k=1) or [(None, 0.0)])[0], want) for t, want in cases]
-    neg = [(f.search(t, k=1) or [(None, 0.0)])[0][1] for t in off_topic]
+    top = [(*_top(f, t), want) for t, want in cases]
+    neg = [_top(f, t)[1] for t in off_topic]
     order = list(range(len(top)))
     random.Random(seed).shuffle(order)
     neg_order = list(range(len(neg)))

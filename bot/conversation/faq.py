@@ -54,7 +54,7 @@ STOPWORDS = frozenset(
     "哪些 哪里 哪个 哪 多少 几 什么时候 时候 啥时候 "
     # everyday verbs and fillers that any message may have
     "帮 帮忙 我要 要 个 去 到 做 谁 给 让 把 对 跟 能不能 可不可以 有没有 是不是 会不会 不 没有 "
-    "需要 一般 现在 自己 这些 那些 啥 咋 么 呗 啦 得 过 着 呀 嘛 怎么办 咋办 办 弄 咋弄".split()
+    "需要 一般 现在 自己 这些 那些 啥 咋 么 呗 啦 得 过 着 呀 嘛 怎么办 咋办 办 弄 咋弄 怎么弄 怎么搞 怎么整 咋整".split()
 )
 
 _USER_WORD_SET = frozenset(USER_WORDS)
@@ -268,9 +268,13 @@ class Faq:
         return [(self.entries[i].id, round(float(best[i]), 4)) for i in ranked if best[i] > 0]
 
     def best(self, text: str, *, tier: str | None = None) -> str | None:
-        """The entry that answers the text, or None when no entry is confident enough."""
-        hits = self.search(text, k=1, tier=tier)
-        return hits[0][0] if hits and hits[0][1] >= self.THRESHOLD else None
+        """The entry that answers the text, or None when no entry is confident enough or two
+        entries score the same."""
+        hits = self.search(text, k=2, tier=tier)
+        if not hits or hits[0][1] < self.THRESHOLD:
+            return None
+        # A tie is no answer: 服务 alone matches 陪同服务 and 基础服务 alike.
+        return None if len(hits) > 1 and hits[1][1] >= hits[0][1] else hits[0][0]
 
     # -- small talk ------------------------------------------------------------------------
 
