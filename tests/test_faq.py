@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELLED = tomllib.loads((ROOT / "tests" / "faq_labelled.toml").read_text("utf-8"))
 EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
 # The measured figures (README, "Conversation quality"), so that a regression fails.
-FLOOR = 0.0  # set at the measured held-out union, rounded down
+FLOOR = 0.89  # the held-out union measured 89.0% (211/237), rounded down
 OFF_TOPIC_ANSWERED = 2
 FACTS = faq.rules_facts(tomllib.loads((ROOT / "rules.toml").read_text("utf-8")))
 
