@@ -150,3 +150,12 @@ def test_search_is_fast(f):
         f.search(t)
     per_query_ms = (time.perf_counter() - start) * 1000 / len(texts)
     assert per_query_ms < 5  # about 0.5 ms here; generous for slow CI machines
+
+
+def test_a_tie_is_no_answer(f):
+    """A word two entries share equally (服务: 陪同服务, 基础服务) gets the suggestions, not
+    whichever entry sorts first; one more word decides."""
+    hits = f.search("服务", k=2)
+    assert hits[0][1] >= f.THRESHOLD and hits[1][1] == hits[0][1]
+    assert f.best("服务") is None
+    assert f.best("陪同服务有吗") == "escort"
