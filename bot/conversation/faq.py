@@ -54,7 +54,7 @@ STOPWORDS = frozenset(
     "哪些 哪里 哪个 哪 多少 几 什么时候 时候 啥时候 "
     # everyday verbs and fillers that any message may have
     "帮 帮忙 我要 要 个 去 到 做 谁 给 让 把 对 跟 能不能 可不可以 有没有 是不是 会不会 不 没有 "
-    "需要 一般 现在 自己 这些 那些 啥 咋 么 呗 啦 得 过 着 呀 嘛 怎么办 咋办 办 弄 咋弄 怎么弄 怎么搞 怎么整 咋整".split()
+    "需要 一般 现在 自己 这些 那些 啥 咋 么 呗 啦 得 过 着 呀 嘛 怎么办 咋办 办 弄 咋弄 怎么弄 怎么搞 怎么整 咋整 咋个 啥子 神马 肿么 咯 哇 嘞 哟 撒 噻 呐 滴 行不行 成不 好不好".split()
 )
 
 _USER_WORD_SET = frozenset(USER_WORDS)
