@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELLED = tomllib.loads((ROOT / "tests" / "faq_labelled.toml").read_text("utf-8"))
 EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
 # The measured figures (README, "Conversation quality"), so that a regression fails.
-FLOOR = 0.89  # the held-out union measured 89.0% (211/237), rounded down
+FLOOR = 0.86  # the held-out union measured 86.5% (276/319), rounded down
 OFF_TOPIC_ANSWERED = 2
 FACTS = faq.rules_facts(tomllib.loads((ROOT / "rules.toml").read_text("utf-8")))
 
@@ -26,7 +26,7 @@ def f() -> faq.Faq:
     return faq.default()
 
 
-HELD_OUT = ("held_out", "held_out_3")  # the held-out batches (tests/faq_labelled.toml)
+HELD_OUT = ("held_out", "held_out_3", "held_out_4")  # the held-out batches (tests/faq_labelled.toml)
 HELD = [case for name in HELD_OUT for case in LABELLED[name]]
 
 
