@@ -3,7 +3,7 @@
 Prints the FAQ's top-1 accuracy on tests/faq_labelled.toml: the tuning part (with its misses),
 a k-fold cross-validation of the confidence threshold on the tuning part (the threshold is
 chosen on k-1 folds, with the off-topic `none` messages, and scored on the fold left out),
-then each held-out batch (`held_out`, `held_out_3`) and their union (the honest figures: their
+then each held-out batch (`held_out`, `held_out_3`, `held_out_4`) and their union (the honest figures: their
 misses are not printed, so that nobody tunes on them; `--show-held-out` prints them when
 auditing), the off-topic messages it wrongly answers, the emergency detector's recall and
 false-alarm rate on tests/emergency_labelled.toml (tuning and held-out parts apart), whether
