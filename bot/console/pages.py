@@ -1,0 +1,9 @@
+"""All console routes, gathered under /admin."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from bot.console import auth
+
+router = APIRouter()
+router.include_router(auth.router)
