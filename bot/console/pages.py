@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bot.console import auth
+from bot.console import auth, bookings
 
 router = APIRouter()
 router.include_router(auth.router)
+router.include_router(bookings.router)
