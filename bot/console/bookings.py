@@ -222,33 +222,38 @@ def _messages(session: Session, booking_id: int) -> list[Notification]:
 
 def booking_page(request: Request, number: str, *, status_code: int = 200, **values) -> Response:
     svc = deps.services(request)
-    rules = svc.rules
     with Session(svc.engine) as session:
         b = booking_by_number(session, number)
-        if b is None:
-            return page(request, "not_found.html", status_code=404, what=f"预约 {number}")
-        c = session.get(Customer, b.customer_id)
-        m = session.get(FamilyMember, b.family_member_id) if b.family_member_id else None
-        inst = session.get(Institution, b.institution_id) if b.institution_id else None
-        service = rules.service(b.service) if b.service in {s.code for s in rules.services} \
-            else None
-        package = next((p.name for p in (service.packages if service else ())
-                        if p.code == b.package), b.package)
-        day = b.confirmed_date or b.preferred_date
-        cal = calendar()
-        places = session.execute(select(Institution.name).where(
-            Institution.services.contains(b.service)).order_by(Institution.name)).scalars().all()
-        facts = dict(
-            b=b, service=service.name if service else b.service, package=package,
-            person=mask_name(m.name if m else c.name), holder=mask_name(c.name),
-            relation=RELATION_NAMES.get(m.relation, m.relation) if m else "本人",
-            institution=inst, status_name=STATUS_NAMES.get(b.status, b.status),
-            free_cancel_until=cal.free_cancel_deadline(day),
-            provisional=cal.is_provisional(day), active=b.status in ACTIVE,
-            history=_history(session, b.number), messages=_messages(session, b.id),
-            places=places, notes=[n for n in (b.department, b.hospital_preference, b.expert,
-                                              b.exam, b.visit_note) if n])
+        facts = None if b is None else _facts(request, session, b)
+    if facts is None:
+        return page(request, "not_found.html", status_code=404, what=f"预约 {number}")
     return page(request, "booking.html", status_code=status_code, **facts, **values)
+
+
+def _facts(request: Request, session: Session, b: Booking) -> dict:
+    rules = deps.services(request).rules
+    c = session.get(Customer, b.customer_id)
+    m = session.get(FamilyMember, b.family_member_id) if b.family_member_id else None
+    inst = session.get(Institution, b.institution_id) if b.institution_id else None
+    service = rules.service(b.service) if b.service in {s.code for s in rules.services} \
+        else None
+    package = next((p.name for p in (service.packages if service else ())
+                    if p.code == b.package), b.package)
+    day = b.confirmed_date or b.preferred_date
+    cal = calendar()
+    places = session.execute(select(Institution.name).where(
+        Institution.services.contains(b.service)).order_by(Institution.name)).scalars().all()
+    facts = dict(
+        b=b, service=service.name if service else b.service, package=package,
+        person=mask_name(m.name if m else c.name), holder=mask_name(c.name),
+        relation=RELATION_NAMES.get(m.relation, m.relation) if m else "本人",
+        institution=inst, status_name=STATUS_NAMES.get(b.status, b.status),
+        free_cancel_until=cal.free_cancel_deadline(day),
+        provisional=cal.is_provisional(day), active=b.status in ACTIVE,
+        history=_history(session, b.number), messages=_messages(session, b.id),
+        places=places, notes=[n for n in (b.department, b.hospital_preference, b.expert,
+                                          b.exam, b.visit_note) if n])
+    return facts
 
 
 @router.get("/bookings/{number}")
