@@ -133,7 +133,7 @@ def reveal(request: Request, customer_id: int, field: str = Form(""), reason: st
     """One field of one customer shown in full to an admin, with the reason, audited."""
     svc = deps.services(request)
     reason = reason.strip()[:200]
-    with Session(svc.engine) as session:
+    with Session(svc.engine, expire_on_commit=False) as session:
         c = session.get(Customer, customer_id)
         if c is None:
             session.rollback()
