@@ -179,3 +179,38 @@ async def test_sign_in_redirects_only_inside_the_console(http, staff):
         res = await http.post("/admin/login", data={"login": SPEC_LOGIN, "password": PASSWORD,
                                                     "csrf": csrf_of(form.text), "next": target})
         assert res.headers["location"] == expected
+
+
+def _cli(db_url, *args, stdin: str = ""):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": db_url, "WECHAT_APP_ID": "wx1",
+           "WECHAT_APP_SECRET": "s", "WECHAT_TOKEN": "tok", "REDIS_URL": "",
+           "SECRET_KEY": "test-secret-key-0123456789abcdef"}
+    return subprocess.run([sys.executable, "main.py", *args], capture_output=True, text=True,
+                          env=env, input=stdin, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+async def test_staff_add_with_a_login_and_passwd_then_sign_in(http, db_url, services):
+    pw = "cli password 99\n"
+    res = _cli(db_url, "staff", "add", "oCliAdmin000000000000001", "--name", "Li Lei",
+               "--role", "admin", "--password", stdin=pw + pw)
+    assert res.returncode == 0, res.stderr
+    assert "console login lilei" in res.stdout  # the default, from the name
+    taken = _cli(db_url, "staff", "add", "oCliSpec0000000000000001", "--name", "孙专员",
+                 "--role", "specialist", "--login", "LiLei")
+    assert taken.returncode == 1 and "taken" in taken.stderr
+    named = _cli(db_url, "staff", "add", "oCliSpec0000000000000001", "--name", "孙专员",
+                 "--role", "specialist", "--login", "sun.zy")
+    assert named.returncode == 0 and "console login sun.zy" in named.stdout
+    assert "sun.zy" in _cli(db_url, "staff", "list").stdout
+    assert (await sign_in(http, "lilei", "cli password 99")).status_code == 303
+    assert (await http.get("/admin/staff")).status_code == 200
+    new = "another pass 11\n"
+    assert _cli(db_url, "staff", "passwd", "oCliAdmin000000000000001",
+                stdin=new + new).returncode == 0
+    assert (await http.get("/admin/staff", follow_redirects=False)).status_code == 303
+    assert (await sign_in(http, "lilei", "another pass 11")).status_code == 303
