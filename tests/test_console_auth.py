@@ -214,3 +214,19 @@ async def test_staff_add_with_a_login_and_passwd_then_sign_in(http, db_url, serv
                 stdin=new + new).returncode == 0
     assert (await http.get("/admin/staff", follow_redirects=False)).status_code == 303
     assert (await sign_in(http, "lilei", "another pass 11")).status_code == 303
+
+
+async def test_the_demo_admin_signs_in_with_the_printed_login(http, settings):
+    from bot.demo import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD, load_demo
+
+    report = load_demo(settings)
+    assert f"{DEMO_ADMIN_LOGIN} / {DEMO_ADMIN_PASSWORD} (admin)" in report
+    assert (await sign_in(http, DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD)).status_code == 303
+    assert (await http.get("/admin/broadcasts")).status_code == 200
+
+
+def test_env_example_turns_the_console_on():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    assert "\nADMIN_ENABLED=true\n" in text
