@@ -84,6 +84,11 @@ def create_app(settings: Settings, *, router: Router | None = None,
                                 status_code=503)
         return JSONResponse({"status": "ready", "checks": checks})
 
+    if settings.admin_enabled:  # the staff web console (README, "The staff console")
+        from bot.console import mount as mount_console
+
+        mount_console(app)
+
     if mount_double:
         from bot.infra.db import make_engine
         from bot.wechat.double import create_double

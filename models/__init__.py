@@ -66,6 +66,21 @@ class Staff(SQLModel, table=True):
     role: str = Field(max_length=16)  # specialist | admin
     password_hash: str | None = None
     created_at: datetime
+    # The web console's sign-in name (unique; `staff add --login`, default from the name).
+    login: str | None = Field(default=None, max_length=64, unique=True)
+
+
+class StaffSession(SQLModel, table=True):
+    """A signed-in console session: only an HMAC of the cookie's token is kept. Ended on
+    sign-out, on a password change and when the staff member is removed; idle and maximum
+    lifetimes are checked against `seen_at` and `created_at` (bot.domain.staff_login)."""
+
+    __tablename__ = "staff_session"
+    id: str = Field(primary_key=True, max_length=64)  # HMAC of the cookie's token
+    staff_openid: str = Field(max_length=64, index=True)
+    created_at: datetime
+    seen_at: datetime
+    ended_at: datetime | None = None
 
 
 class FsmState(SQLModel, table=True):

@@ -1,0 +1,10 @@
+"""All console routes, gathered under /admin."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from bot.console import auth, bookings
+
+router = APIRouter()
+router.include_router(auth.router)
+router.include_router(bookings.router)
