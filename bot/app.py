@@ -59,6 +59,9 @@ def create_app(settings: Settings, *, router: Router | None = None,
     app.state.services = pipe.services
     app.state.pipeline = pipe
     app.include_router(door)
+    from bot.wechat import simulator_web
+
+    simulator_web.mount(app, settings)  # /simulator: only in the demo or against the double
 
     @app.get("/healthz")
     def healthz() -> PlainTextResponse:

@@ -467,3 +467,15 @@ class WechatDoubleState(SQLModel, table=True):
     __tablename__ = "wechat_double_state"
     appid: str = Field(primary_key=True, max_length=64)
     value: str = Field(sa_type=Text)
+
+
+class YearEndNudge(SQLModel, table=True):
+    """A year-end reminder that an unused benefit resets on 1 January: at most one per
+    customer, service and year (the primary key), written with its outbox row."""
+
+    __tablename__ = "year_end_nudge"
+    customer_id: int = Field(foreign_key="customer.id", primary_key=True)
+    service: str = Field(max_length=32, primary_key=True)
+    year: int = Field(primary_key=True)
+    staff_openid: str = Field(max_length=64)
+    created_at: datetime
