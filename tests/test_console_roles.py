@@ -48,6 +48,9 @@ ROUTES = {
     ("POST", "/admin/staff/{openid}/remove"): "admin",
     ("POST", "/admin/staff/{openid}/password"): "admin",
     ("POST", "/admin/logout"): "specialist",
+    ("GET", "/admin/dashboard"): "specialist",
+    ("GET", "/admin/dashboard/nudge"): "admin",
+    ("POST", "/admin/dashboard/nudge"): "admin",
 }
 PUBLIC = {("GET", "/admin"), ("GET", "/admin/"), ("GET", "/admin/login"),
           ("POST", "/admin/login"), ("GET", "/admin/static/console.css")}
