@@ -26,6 +26,7 @@ WRONG = "登录名或密码不正确"
 
 
 def sign_in(page, url: str, login: str, password: str) -> None:
+    page.set_default_timeout(20_000)  # a busy 2-core CI machine: confirming sends to WeChat
     page.goto(f"{url}/admin/login")
     page.get_by_label("登录名").fill(login)
     page.get_by_label("密码").fill(password)
@@ -51,7 +52,7 @@ def a_submitted_booking(live_server) -> tuple[str, datetime]:
     return number, day
 
 
-def wait_for(check, timeout: float = 10.0):
+def wait_for(check, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
