@@ -218,3 +218,57 @@ async def test_the_audit_log_filters_by_staff_action_record_and_date(http, conso
         page = (await http.get(f"/admin/audit?{query}")).text
         assert shown in page and hidden not in page, query
     assert (await http.get("/admin/audit?from=yesterday&page=x")).status_code == 200
+
+
+async def test_all_dead_letters_are_retried_at_once(http, console, services, wechat_api, sent):
+    now = datetime.now(timezone.utc)
+    with Session(services.engine) as s:
+        from models import WechatUser
+
+        s.execute(update(WechatUser).where(WechatUser.openid == U).values(last_seen_at=now))
+        ids = [notify.text_message(s, U, f"第{n}条", now, key=f"console-test:all:{n}")
+               for n in (1, 2)]
+        s.execute(update(Notification).values(status="dead", tries=12, last_error="gave up"))
+        s.commit()
+    await sign_in(http, ADMIN_LOGIN)
+    res = await post(http, "/admin/outbox", "/admin/outbox/retry", {"row": "all"})
+    assert res.status_code == 200 and "已重新排队 2 条" in res.text
+    for _ in range(250):
+        with Session(services.engine) as s:
+            done = [s.get(Notification, i).status for i in ids]
+        if done == ["sent", "sent"]:
+            break
+        await asyncio.sleep(0.02)
+    assert done == ["sent", "sent"]
+    assert "没有发送失败的消息" in (await http.get("/admin/outbox")).text
+
+
+async def test_a_message_closed_without_a_reply_sends_nothing(http, console, services, sent):
+    mid = leave(services, console, "不用回复了，谢谢")
+    await sign_in(http, SPEC_LOGIN)
+    res = await post(http, "/admin/messages", f"/admin/messages/{mid}/close", {})
+    assert res.status_code == 200 and f"留言 {mid} 已关闭" in res.text
+    twice = await post(http, "/admin/messages?all=1", f"/admin/messages/{mid}/close", {})
+    assert twice.status_code == 400
+    with Session(services.engine) as s:
+        assert s.get(LeftMessage, mid).closed_by == SPEC
+        assert s.execute(select(func.count()).select_from(Notification)).scalar_one() == 0
+    assert [a.action for a in audits(services, "message_closed")] == ["message_closed"]
+
+
+async def test_the_csv_export_never_hands_a_spreadsheet_a_formula(wx_plain, http, console,
+                                                                  services):
+    from models import Customer
+    from tests.test_booking import WED
+    from tests.test_staff import booked
+
+    with time_machine.travel(WED, tick=True):
+        await booked(wx_plain, services)
+        with Session(services.engine) as s:
+            s.execute(update(Customer).where(Customer.id == console.id)
+                      .values(name='=HYPERLINK("http://evil.example","李四")'))
+            s.commit()
+        await sign_in(http, SPEC_LOGIN)
+        csv = await http.get("/admin/bookings.csv")
+    row = csv.content.decode("utf-8-sig").splitlines()[1]
+    assert ",'=*" in row and "evil" not in row
