@@ -54,7 +54,7 @@ def bookings_by_month(session: Session, year: int, by: str) -> list[tuple[int, s
     day = _service_day()
     month = func.extract("month", day)
     group = {"service": B.c.service, "tier": B.c.tier,
-             "city": func.coalesce(INST.c.city, literal("未定"))}[by]
+             "city": func.coalesce(INST.c.city, literal(""))}[by]  # "": not chosen yet
     source = B.outerjoin(INST, INST.c.id == B.c.institution_id) if by == "city" else B
     stmt = (select(month.label("m"), group.label("g"), func.count().label("n"))
             .select_from(source).where(B.c.quota_year == year)
