@@ -44,11 +44,11 @@ def dashboard(request: Request, me: StaffMember = Depends(require_staff())) -> R
     services = {s.code: s.name for s in rules.services}
     tiers = {t.code: t.name for t in rules.tiers}
     with Session(svc.engine) as session:
-        months = {by: figures.bookings_by_month(session, year, by)
-                  for by in ("service", "tier", "city")}
+        months = figures.bookings_by_month(session, year)
         rates = figures.rates(session, year)
-        quota = figures.quota_use(session, rules, year)
-        unused = figures.unused_benefits(session, rules, year)
+        tier_counts = figures.tier_counts(session)
+        quota = figures.quota_use(session, rules, year, tier_counts)
+        unused = figures.unused_benefits(session, rules, year, tiers=tier_counts)
         questions = figures.unanswered_this_month(session, now.date(), tz)
         health = figures.outbox_health(session, now.date(), tz)
     words = labels()
