@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--customers", type=int, default=1_000_000)
     ap.add_argument("--bookings", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--keep", action="store_true", help="keep the database (to EXPLAIN)")
     ap.add_argument("--budget", type=float, default=900.0, help="seconds for the whole run")
     args = ap.parse_args()
     import signal
@@ -191,8 +192,11 @@ def main() -> None:
             print(f"{path}: median {statistics.median(values) * 1000:.0f} ms, "
                   f"max {max(values) * 1000:.0f} ms over {len(values)} renders")
     finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if args.keep:
+            print(f"kept database {name}")
+        else:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
