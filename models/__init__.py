@@ -83,6 +83,19 @@ class StaffSession(SQLModel, table=True):
     ended_at: datetime | None = None
 
 
+class StaffSigninLink(SQLModel, table=True):
+    """A one-time console sign-in link sent to a staff member's own WeChat (#登录): valid
+    5 minutes, one use; only an HMAC of its token is kept."""
+
+    __tablename__ = "staff_signin_link"
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    staff_openid: str = Field(max_length=64)
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
 class FsmState(SQLModel, table=True):
     """Conversation state of one user (the SQL flavour of the pluggable state store)."""
 

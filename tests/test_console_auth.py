@@ -230,3 +230,44 @@ def test_env_example_turns_the_console_on():
 
     text = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     assert "\nADMIN_ENABLED=true\n" in text
+
+
+@pytest.mark.settings(admin_enabled=True, public_base_url="http://bot.test")
+async def test_a_one_time_link_from_wechat_signs_in_once_within_5_minutes(http, wx_plain, staff,
+                                                                          services):
+    from models import StaffSigninLink
+
+    def link_in(reply: str) -> str:
+        found = re.search(r"http://bot\.test(/admin/login/link\?t=[\w-]+)", reply)
+        assert found, reply
+        return found.group(1)
+
+    async def use(path: str):
+        form = await http.get(path)
+        assert form.status_code == 200 and "一次性链接" in form.text
+        token = path.split("t=", 1)[1]
+        return await http.post("/admin/login/link", data={"t": token,
+                                                          "csrf": csrf_of(form.text)})
+
+    start = datetime_of(T0)
+    with time_machine.travel(start, tick=False):
+        reply = await wx_plain.say(SPEC, "#登录")
+        assert "5分钟内有效" in reply
+        first = link_in(reply)
+        second = link_in(await wx_plain.say(SPEC, "#登录"))
+    with Session(services.engine) as s:  # only HMACs are kept
+        hashes = [r.token_hash for r in s.exec(select(StaffSigninLink)).all()]
+    assert len(hashes) == 2 and not any(first.split("t=")[1] in h for h in hashes)
+    with time_machine.travel(start + timedelta(minutes=4, seconds=59), tick=False):
+        ok = await use(first)
+        assert ok.status_code == 303 and ok.headers["location"] == "/admin/bookings"
+        assert "王专员" in (await http.get("/admin/bookings")).text
+        http.cookies.clear()
+        again = await use(first)  # one use
+        assert again.status_code == 401 and "已使用或已过期" in again.text
+    with time_machine.travel(start + timedelta(minutes=5, seconds=1), tick=False):
+        late = await use(second)
+        assert late.status_code == 401
+        assert (await use("/admin/login/link?t=made-up-token")).status_code == 401
+    # Customers and strangers never get one: #登录 is ordinary text for them.
+    assert "登录链接" not in await wx_plain.say("oStaffNobody0000000000001", "#登录")

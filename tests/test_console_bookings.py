@@ -119,3 +119,15 @@ async def test_refusals_are_the_chat_commands_and_bad_input_is_answered(wx_plain
         assert missing.status_code == 404
     assert bookings(services)[0].status == BookingStatus.SUBMITTED
     assert [a.action for a in audits(services)] == ["sign_in"]  # and no staff action
+
+
+async def test_a_confirmation_inside_the_lead_time_warns_as_the_chat_command_does(
+        wx_plain, http, console, services):
+    with time_machine.travel(WED, tick=True):
+        b = await booked(wx_plain, services)
+        await sign_in(http, SPEC_LOGIN)
+        page = f"/admin/bookings/{b.number}"
+        res = await post(http, page, f"{page}/confirm", {
+            "day": "2026-11-26", "at": "10:00", "place": "", "version": str(b.version)})
+    assert res.status_code == 200 and "提前预约期限之内" in res.text
+    assert bookings(services)[0].status == BookingStatus.CONFIRMED

@@ -53,7 +53,8 @@ ROUTES = {
     ("POST", "/admin/dashboard/nudge"): "admin",
 }
 PUBLIC = {("GET", "/admin"), ("GET", "/admin/"), ("GET", "/admin/login"),
-          ("POST", "/admin/login"), ("GET", "/admin/static/console.css")}
+          ("POST", "/admin/login"), ("GET", "/admin/static/console.css"),
+          ("GET", "/admin/login/link"), ("POST", "/admin/login/link")}
 
 
 def _walk(routes):

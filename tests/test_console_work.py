@@ -179,3 +179,42 @@ async def test_a_customer_is_found_masked_and_an_admin_reveals_one_field_audited
     (row,) = audits(services, "reveal")
     assert row.staff_openid == ADMIN and row.target == f"customer:{console.id}"
     assert json.loads(row.after) == {"field": "name", "reason": "客户来电核对身份"}
+
+
+async def test_a_booking_in_a_provisional_year_puts_the_banner_on_every_page(
+        wx_plain, http, console, services):
+    from tests.test_booking import WED
+    from tests.test_staff import booked
+    from models import Booking
+
+    with time_machine.travel(WED, tick=True):
+        b = await booked(wx_plain, services)
+    await sign_in(http, SPEC_LOGIN)
+    banner = "2027年的节假日安排尚未公布"
+    assert banner not in (await http.get("/admin/calendar")).text  # 2026: official
+    with Session(services.engine) as s:
+        s.execute(update(Booking).where(Booking.id == b.id)
+                  .values(preferred_date=datetime(2027, 1, 11).date(), quota_year=2027))
+        s.commit()
+    for path in ("/admin/bookings", "/admin/calendar", "/admin/messages", "/admin/audit"):
+        assert banner in (await http.get(path)).text, path
+    cal = (await http.get("/admin/calendar")).text
+    assert "2027" in cal and "暂定" in cal and "官方日历" in cal
+
+
+async def test_the_audit_log_filters_by_staff_action_record_and_date(http, console, services):
+    from bot.domain.staff_desk import audit
+
+    with Session(services.engine) as s:
+        audit(s, SPEC, "confirm", "YY2611250001", datetime(2026, 11, 25, 2, tzinfo=timezone.utc))
+        audit(s, ADMIN, "cancel", "YY2611250002", datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
+        s.commit()
+    await sign_in(http, SPEC_LOGIN)
+    for query, shown, hidden in (("staff=" + SPEC + "&action=confirm", "YY2611250001", "YY2611250002"),
+                                 ("action=cancel", "YY2611250002", "YY2611250001"),
+                                 ("target=YY2611250002", "YY2611250002", "YY2611250001"),
+                                 ("from=2026-11-26&to=2026-11-26", "YY2611250002", "YY2611250001"),
+                                 ("to=2026-11-25", "YY2611250001", "YY2611250002")):
+        page = (await http.get(f"/admin/audit?{query}")).text
+        assert shown in page and hidden not in page, query
+    assert (await http.get("/admin/audit?from=yesterday&page=x")).status_code == 200

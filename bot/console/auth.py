@@ -85,6 +85,37 @@ async def login(request: Request, login: str = Form(""), password: str = Form(""
     return response
 
 
+@router.get("/login/link")
+def link_form(request: Request) -> Response:
+    """The page a #登录 link opens: one button that signs in (a GET never uses the link,
+    so a link preview fetching the page spends nothing)."""
+    request.state.staff = None
+    token = request.query_params.get("t", "")[:64]
+    return _login_form(request, link=token)
+
+
+@router.post("/login/link")
+async def link_sign_in(request: Request, t: str = Form("")) -> Response:
+    svc = deps.services(request)
+    secret = svc.settings.secret_key
+    seed = deps.unsigned(secret, request.cookies.get(PRE_COOKIE))
+    if seed is None:
+        raise deps.Forbidden()
+    await deps.check_csrf(request, seed)
+    address = request.client.host if request.client else "unknown"
+    with Session(svc.engine, expire_on_commit=False) as session:
+        result = staff_login.redeem_link(session, secret, t[:64], svc.now(), address)
+        session.commit()
+    if result.token is None:
+        request.state.staff = None
+        return _login_form(request, status_code=401, error="链接无效、已使用或已过期，请在微信中重新发送 #登录。")
+    response = RedirectResponse("/admin/bookings", status_code=303)
+    deps.set_cookie(response, request, COOKIE, deps.signed(secret, result.token),
+                    max_age=deps.sign_in_rules(request).longest_hours * 3600)
+    response.delete_cookie(PRE_COOKIE, path="/admin")
+    return response
+
+
 @router.post("/logout")
 def logout(request: Request, me: StaffMember = Depends(require_staff())) -> Response:
     svc = deps.services(request)

@@ -245,6 +245,7 @@ def _facts(request: Request, session: Session, b: Booking) -> dict:
         Institution.services.contains(b.service)).order_by(Institution.name)).scalars().all()
     facts = dict(
         b=b, service=service.name if service else b.service, package=package,
+        tier=rules.tier(b.tier).name if rules.has_tier(b.tier) else b.tier,
         person=mask_name(m.name if m else c.name), holder=mask_name(c.name),
         relation=RELATION_NAMES.get(m.relation, m.relation) if m else "本人",
         institution=inst, status_name=STATUS_NAMES.get(b.status, b.status),

@@ -23,7 +23,7 @@ from bot.domain.accounts import (Failure, count_signin_failure, keyed_digest, si
                                  signin_locked_until)
 from bot.domain.staff_desk import audit, snapshot
 from bot.infra.passwords import check_password, hash_password
-from models import Staff, StaffSession
+from models import Staff, StaffSession, StaffSigninLink
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +160,7 @@ def sign_in(session: Session, secret: str, login: str, password: str, address: s
     if member is None:
         check_password(password or "", _DUMMY)
     if locked is None and good:
-        token = secrets.token_urlsafe(32)
-        session.add(StaffSession(id=session_id(secret, token), staff_openid=member.openid,
-                                 created_at=now, seen_at=now))
-        audit(session, member.openid, "sign_in", f"staff:{member.openid}", now,
-              after={"address": address})
-        return SignIn(member, token)
+        return _open(session, secret, member, now, address=address)
     failure = Failure(0, locked) if locked is not None else count_signin_failure(
         conn, keys, now, rules.max_failures, rules.window_minutes, rules.lock_minutes)
     log.warning("console sign-in refused for login %r from %s (%s)", name[:20], address,
@@ -180,6 +175,50 @@ def sign_in(session: Session, secret: str, login: str, password: str, address: s
 _DUMMY = hash_password(secrets.token_hex(8))
 
 
+def _open(session: Session, secret: str, member: Staff, now: datetime, **facts) -> SignIn:
+    token = secrets.token_urlsafe(32)
+    session.add(StaffSession(id=session_id(secret, token), staff_openid=member.openid,
+                             created_at=now, seen_at=now))
+    audit(session, member.openid, "sign_in", f"staff:{member.openid}", now, after=facts)
+    return SignIn(member, token)
+
+
+# --- One-time sign-in links (#登录) --------------------------------------------------------
+
+LINK_MINUTES = 5
+
+
+def create_link(session: Session, secret: str, openid: str, now: datetime) -> str:
+    """A one-time sign-in token for this staff member, valid LINK_MINUTES; only its HMAC is
+    stored."""
+    token = secrets.token_urlsafe(24)
+    session.add(StaffSigninLink(token_hash=keyed_digest(secret, "signin-link", token),
+                                staff_openid=openid, created_at=now,
+                                expires_at=now + timedelta(minutes=LINK_MINUTES)))
+    audit(session, openid, "signin_link", f"staff:{openid}", now)
+    return token
+
+
+def redeem_link(session: Session, secret: str, token: str, now: datetime,
+                address: str) -> SignIn:
+    """Sign in with a link's token: once, within its minutes, for a staff member who still
+    exists. Anything else is refused (logged, never the token)."""
+    row = None
+    if token and len(token) <= 64:
+        row = session.exec(select(StaffSigninLink).where(
+            StaffSigninLink.token_hash == keyed_digest(secret, "signin-link", token))
+            .with_for_update()).first()
+    member = session.get(Staff, row.staff_openid) if row is not None else None
+    if row is None or row.used_at is not None or row.expires_at <= now or member is None:
+        log.warning("console sign-in link refused from %s (%s)", address,
+                    "unknown" if row is None else "used" if row.used_at else
+                    "expired" if row.expires_at <= now else "no such staff")
+        return SignIn()
+    row.used_at = now
+    session.add(row)
+    return _open(session, secret, member, now, address=address, by="link")
+
+
 def current(session: Session, secret: str, token: str, now: datetime,
             rules: SignInRules) -> tuple[Staff, StaffSession] | None:
     """The staff member of a live session (its idle clock restarted), or None."""
@@ -192,7 +231,7 @@ def current(session: Session, secret: str, token: str, now: datetime,
         session.add(row)
         return None
     member = session.get(Staff, row.staff_openid)
-    if member is None or not member.password_hash:
+    if member is None:
         return None
     row.seen_at = now
     session.add(row)

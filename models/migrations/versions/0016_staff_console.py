@@ -1,4 +1,4 @@
-"""staff sign-in names and console sessions (the web console, /admin)
+"""staff sign-in names, console sessions and one-time sign-in links (the web console, /admin)
 
 Revision ID: 0016
 Revises: 0012
@@ -28,9 +28,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_staff_session_staff_openid", "staff_session", ["staff_openid"])
+    op.create_table(
+        "staff_signin_link",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("staff_openid", sa.String(length=64), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("used_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_hash"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("staff_signin_link")
     op.drop_index("ix_staff_session_staff_openid", table_name="staff_session")
     op.drop_table("staff_session")
     with op.batch_alter_table("staff") as batch:
