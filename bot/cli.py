@@ -243,19 +243,30 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
                    "for --workers > 1", err=True)
         raise typer.Exit(2)
     prepare_database(s, redis=True)
-    typer.echo(serving_banner(host, port, demo))
+    typer.echo(serving_banner(host, port, demo, admin=s.admin_enabled))
     from bot.app import server_options
 
     uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
                 **server_options(s))
 
 
-def serving_banner(host: str, port: int, demo: bool) -> str:
-    """What `serve` prints at start: every address it serves, and how to talk to it."""
+def serving_banner(host: str, port: int, demo: bool, *, admin: bool = False) -> str:
+    """What `serve` prints at start: every address it serves, and how to talk to it; in
+    the demo first the simulator and the console with the demo admin's login."""
     base = f"http://{host}:{port}"
-    lines = [f"Serving WeChat's server URL at {base}/wechat",
-             f"  liveness  {base}/healthz",
-             f"  readiness {base}/readyz"]
+    lines = []
+    if demo:
+        lines.append(f"Try the bot in a browser: {base}/simulator")
+    if admin:
+        login = ""
+        if demo:
+            from bot.demo import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD
+
+            login = f"  (demo admin: {DEMO_ADMIN_LOGIN} / {DEMO_ADMIN_PASSWORD})"
+        lines.append(f"Staff console: {base}/admin{login}")
+    lines += [f"Serving WeChat's server URL at {base}/wechat",
+              f"  liveness  {base}/healthz",
+              f"  readiness {base}/readyz"]
     if demo:
         lines.append(f"  WeChat API double (demo) {base}/wechat-double")
     if host in ("0.0.0.0", "::"):

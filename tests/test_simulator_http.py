@@ -156,6 +156,15 @@ async def test_bad_input_is_answered_clearly(client, message, status):
         assert res.json()["error"]
 
 
+async def test_only_the_page_itself_may_speak(client):
+    message = {"openid": GOLD, "kind": "text", "content": "我的等级"}
+    res = await client.post("/simulator/send", json=message,
+                            headers={"Origin": "http://evil.example"})
+    assert res.status_code == 403
+    res = await client.post("/simulator/send", json=message, headers={"Origin": "http://bot.test"})
+    assert res.status_code == 200 and "黄金" in text_of(res.json())
+
+
 async def test_only_json_is_taken(client):
     res = await client.post("/simulator/send", content="openid=o_demo_gold&kind=text",
                             headers={"Content-Type": "application/x-www-form-urlencoded"})

@@ -17,8 +17,8 @@ STYLE = Style(font_family=FONT, background="#ffffff", plot_background="#ffffff",
               value_font_size=12, title_font_size=15)
 
 
-def _config(chart, title: str) -> None:
-    chart.title = title
+def _config(chart, empty: str) -> None:
+    chart.no_data_text = empty  # what a chart without data says
     chart.js = []  # no script (and no CDN)
     chart.disable_xml_declaration = True
     chart.legend_at_bottom = True
@@ -35,28 +35,29 @@ def _data_uri(chart) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
-def stacked_bars(title: str, x_labels: list[str], series: dict[str, list[int]]) -> str:
+def stacked_bars(x_labels: list[str], series: dict[str, list[int]], *,
+                 empty: str = "") -> str:
     chart = pygal.StackedBar(style=STYLE, show_legend=bool(series))
-    _config(chart, title)
+    _config(chart, empty)
     chart.x_labels = x_labels
     for name, values in series.items():
         chart.add(name, values)
     return _data_uri(chart)
 
 
-def bars(title: str, x_labels: list[str], series: dict[str, list[int | float | None]],
-         *, horizontal: bool = False) -> str:
+def bars(x_labels: list[str], series: dict[str, list[int | float | None]],
+         *, horizontal: bool = False, empty: str = "") -> str:
     chart = (pygal.HorizontalBar if horizontal else pygal.Bar)(style=STYLE)
-    _config(chart, title)
+    _config(chart, empty)
     chart.x_labels = x_labels
     for name, values in series.items():
         chart.add(name, values)
     return _data_uri(chart)
 
 
-def lines(title: str, x_labels: list[str], series: dict[str, list[int]]) -> str:
+def lines(x_labels: list[str], series: dict[str, list[int]], *, empty: str = "") -> str:
     chart = pygal.Line(style=STYLE, x_label_rotation=45, show_minor_x_labels=False)
-    _config(chart, title)
+    _config(chart, empty)
     chart.x_labels = x_labels
     chart.x_labels_major_every = 2
     for name, values in series.items():

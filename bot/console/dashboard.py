@@ -13,7 +13,13 @@ from bot.console.web import PREFIX, page
 from bot.domain import dashboard as figures
 
 router = APIRouter(prefix=PREFIX)
-MONTHS = [f"{m}月" for m in range(1, 13)]
+
+
+def labels():
+    """The charts' words, from bot/templates/console/dashboard_labels.html."""
+    from bot.console.web import env
+
+    return env.get_template("dashboard_labels.html").module
 
 
 def _by_month(rows, names: dict[str, str]) -> tuple[dict[str, list[int]], list[dict]]:
@@ -38,33 +44,32 @@ def dashboard(request: Request, me: StaffMember = Depends(require_staff())) -> R
     services = {s.code: s.name for s in rules.services}
     tiers = {t.code: t.name for t in rules.tiers}
     with Session(svc.engine) as session:
-        months = {by: figures.bookings_by_month(session, year, by)
-                  for by in ("service", "tier", "city")}
+        months = figures.bookings_by_month(session, year)
         rates = figures.rates(session, year)
-        quota = figures.quota_use(session, rules, year)
-        unused = figures.unused_benefits(session, rules, year)
+        tier_counts = figures.tier_counts(session)
+        quota = figures.quota_use(session, rules, year, tier_counts)
+        unused = figures.unused_benefits(session, rules, year, tiers=tier_counts)
         questions = figures.unanswered_this_month(session, now.date(), tz)
         health = figures.outbox_health(session, now.date(), tz)
+    words = labels()
     monthly = []
-    for by, title, names in (("service", "按服务", services), ("tier", "按层级", tiers),
-                             ("city", "按城市", {})):
+    for by, names in (("service", services), ("tier", tiers), ("city", {"": words.no_city})):
         series, table = _by_month(months[by], names)
-        monthly.append({"by": by, "title": f"{year}年每月预约（{title}）", "table": table,
-                        "chart": charts.stacked_bars(f"{year}年每月预约（{title}）", MONTHS,
-                                                     series)})
-    quota_chart = charts.bars(f"{year}年权益使用", [q["name"] for q in quota], {
-        "有权益客户": [q["entitled"] for q in quota], "已使用客户": [q["users"] for q in quota]},
-        horizontal=True)
+        chart = charts.stacked_bars(words.months, series, empty=words.no_data)
+        monthly.append({"by": by, "table": table, "chart": chart})
+    quota_chart = charts.bars([q["name"] for q in quota], {
+        words.entitled: [q["entitled"] for q in quota],
+        words.users: [q["users"] for q in quota]}, horizontal=True, empty=words.no_data)
     unused_series: dict[str, list[int]] = {}
     service_names = list(dict.fromkeys(u["service_name"] for u in unused))
     for u in unused:
         unused_series.setdefault(u["tier_name"], [0] * len(service_names))[
             service_names.index(u["service_name"])] = u["customers"]
-    unused_chart = charts.bars(f"{year}年尚未使用权益的客户", service_names, unused_series)
-    health_chart = charts.lines("近14天消息队列", [h["day"][5:] for h in health], {
-        "已发送": [h["sent"] for h in health], "重试过": [h["retried"] for h in health],
-        "失败": [h["dead"] for h in health]})
-    return page(request, "dashboard.html", year=year, monthly=monthly, months=MONTHS,
+    unused_chart = charts.bars(service_names, unused_series, empty=words.no_data)
+    health_chart = charts.lines([h["day"][5:] for h in health], {
+        words.sent: [h["sent"] for h in health], words.retried: [h["retried"] for h in health],
+        words.dead: [h["dead"] for h in health]}, empty=words.no_data)
+    return page(request, "dashboard.html", year=year, monthly=monthly, months=words.months,
                 rates=rates, no_show=_percent(rates.no_show_rate),
                 late_cancel=_percent(rates.late_cancel_rate), quota=quota,
                 quota_chart=quota_chart, unused=unused, unused_chart=unused_chart,

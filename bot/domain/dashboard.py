@@ -49,18 +49,23 @@ def _service_day():
     return func.coalesce(B.c.confirmed_date, B.c.preferred_date)
 
 
-def bookings_by_month(session: Session, year: int, by: str) -> list[tuple[int, str, int]]:
-    """(month, group, bookings) for `by` in service | tier | city, months of `year`."""
+def bookings_by_month(session: Session, year: int) -> dict[str, list[tuple[int, str, int]]]:
+    """(month, group, bookings) by service, by tier and by city, months of `year`: one
+    statement grouped by month, service, tier and city (at most 12 x services x tiers x
+    cities rows), rolled up per view."""
     day = _service_day()
     month = func.extract("month", day)
-    group = {"service": B.c.service, "tier": B.c.tier,
-             "city": func.coalesce(INST.c.city, literal("未定"))}[by]
-    source = B.outerjoin(INST, INST.c.id == B.c.institution_id) if by == "city" else B
-    stmt = (select(month.label("m"), group.label("g"), func.count().label("n"))
-            .select_from(source).where(B.c.quota_year == year)
-            .where(day >= date(year, 1, 1), day <= date(year, 12, 31))
-            .group_by(month, group).order_by(month, group))
-    return [(int(m), str(g), int(n)) for m, g, n in session.execute(stmt)]
+    city = func.coalesce(INST.c.city, literal(""))  # "": no institution chosen yet
+    stmt = (select(month, B.c.service, B.c.tier, city, func.count())
+            .select_from(B.outerjoin(INST, INST.c.id == B.c.institution_id))
+            .where(B.c.quota_year == year, day >= date(year, 1, 1), day <= date(year, 12, 31))
+            .group_by(month, B.c.service, B.c.tier, city))
+    views: dict[str, dict[tuple[int, str], int]] = {"service": {}, "tier": {}, "city": {}}
+    for m, service, tier, place, n in session.execute(stmt):
+        for by, group in (("service", service), ("tier", tier), ("city", place)):
+            key = (int(m), str(group))
+            views[by][key] = views[by].get(key, 0) + int(n)
+    return {by: [(m, g, n) for (m, g), n in sorted(rows.items())] for by, rows in views.items()}
 
 
 @dataclass(frozen=True)
@@ -91,59 +96,81 @@ def rates(session: Session, year: int) -> Rates:
     return Rates(*(int(v) for v in row))
 
 
-def _used(service: str, year: int):
-    """Counted uses of `service` in `year`, per policyholder (a subquery)."""
-    return (select(B.c.customer_id, func.count().label("used"))
-            .where(B.c.service == service, B.c.quota_year == year, B.c.counted.is_(True))
-            .group_by(B.c.customer_id).subquery())
+def tier_counts(session: Session, *, reachable: bool = False) -> dict[str, int]:
+    """Customers per tier (`reachable`: whose WeChat account is bound and follows)."""
+    source = C.join(W, and_(W.c.customer_id == C.c.id, W.c.following.is_(True))) \
+        if reachable else C
+    rows = session.execute(select(C.c.tier, func.count()).select_from(source)
+                           .group_by(C.c.tier)).all()
+    return {str(t): int(n) for t, n in rows}
 
 
-def quota_use(session: Session, rules: Rules, year: int) -> list[dict]:
-    """Per yearly service: customers entitled (their tier offers it), uses this year, and
-    the customers who have used it at least once."""
-    out = []
-    for service in yearly_services(rules):
-        used = _used(service.code, year)
-        entitled, uses, users = session.execute(
-            select(func.count(), func.coalesce(func.sum(used.c.used), 0),
-                   func.count(used.c.customer_id))
-            .select_from(C.outerjoin(used, used.c.customer_id == C.c.id))
-            .where(C.c.tier.in_(service.tiers))).one()
-        out.append({"service": service.code, "name": service.name, "entitled": int(entitled),
-                    "uses": int(uses), "users": int(users), "quota": service.per_year})
-    return out
-
-
-def _unused(service, year: int, *, reachable: bool):
-    """Customers whose tier offers `service` and whose counted uses in `year` are fewer
-    than its quota; `reachable`: also bound, following and not yet nudged for it."""
-    used = _used(service.code, year)
-    source = C.outerjoin(used, used.c.customer_id == C.c.id)
-    where = [C.c.tier.in_(service.tiers), func.coalesce(used.c.used, 0) < service.per_year]
+def _spent(session: Session, rules: Rules, year: int, *, reachable: bool
+           ) -> dict[tuple[str, str], int]:
+    """Customers per (service, tier) with the yearly benefit used up in `year` (counted
+    bookings at its quota); `reachable`: bound, following, and counting those already
+    reminded of it this year too."""
+    yearly = yearly_services(rules)
+    if not yearly:
+        return {}
+    quota = case({s.code: s.per_year for s in yearly}, value=B.c.service)
+    gone = (select(B.c.customer_id, B.c.service)
+            .where(B.c.quota_year == year, B.c.counted.is_(True),
+                   B.c.service.in_([s.code for s in yearly]))
+            .group_by(B.c.customer_id, B.c.service).having(func.count() >= quota))
+    if reachable:
+        gone = gone.union(select(NUDGED.c.customer_id, NUDGED.c.service)
+                          .where(NUDGED.c.year == year))
+    gone = gone.subquery()
+    source = C.join(gone, gone.c.customer_id == C.c.id)
     if reachable:
         source = source.join(W, and_(W.c.customer_id == C.c.id, W.c.following.is_(True)))
-        nudged = (select(NUDGED.c.customer_id).where(
-            NUDGED.c.customer_id == C.c.id, NUDGED.c.service == service.code,
-            NUDGED.c.year == year).exists())
-        where.append(~nudged)
-    return source, where
+    rows = session.execute(select(gone.c.service, C.c.tier, func.count()).select_from(source)
+                           .group_by(gone.c.service, C.c.tier)).all()
+    return {(str(sv), str(t)): int(n) for sv, t, n in rows}
 
 
-def unused_benefits(session: Session, rules: Rules, year: int, *,
-                    reachable: bool = False) -> list[dict]:
-    """Per yearly service and tier: how many customers have not used it (yet) this year."""
-    out = []
-    for service in yearly_services(rules):
-        source, where = _unused(service, year, reachable=reachable)
-        rows = session.execute(select(C.c.tier, func.count()).select_from(source)
-                               .where(*where).group_by(C.c.tier)).all()
-        counts = {t: int(n) for t, n in rows}
-        for tier in rules.tiers:
-            if tier.code in service.tiers:
-                out.append({"service": service.code, "service_name": service.name,
-                            "tier": tier.code, "tier_name": tier.name,
-                            "customers": counts.get(tier.code, 0)})
-    return out
+def quota_use(session: Session, rules: Rules, year: int,
+              tiers: dict[str, int] | None = None) -> list[dict]:
+    """Per yearly service: customers entitled (their tier offers it), uses this year, and
+    the customers who have used it at least once. `tiers`: customers per tier, when the
+    caller has counted them already (tier_counts)."""
+    tiers = tier_counts(session) if tiers is None else tiers
+    rows = session.execute(select(B.c.service, func.count(), func.count(B.c.customer_id.distinct()))
+                           .where(B.c.quota_year == year, B.c.counted.is_(True))
+                           .group_by(B.c.service)).all()
+    used = {str(sv): (int(n), int(u)) for sv, n, u in rows}
+    return [{"service": s.code, "name": s.name, "quota": s.per_year,
+             "entitled": sum(tiers.get(t, 0) for t in s.tiers),
+             "uses": used.get(s.code, (0, 0))[0], "users": used.get(s.code, (0, 0))[1]}
+            for s in yearly_services(rules)]
+
+
+def unused_benefits(session: Session, rules: Rules, year: int, *, reachable: bool = False,
+                    tiers: dict[str, int] | None = None) -> list[dict]:
+    """Per yearly service and tier: how many customers have not used it (up) this year
+    (`reachable`: the nudge's audience, bound, following and not yet reminded)."""
+    if tiers is None:
+        tiers = tier_counts(session, reachable=reachable)
+    spent = _spent(session, rules, year, reachable=reachable)
+    return [{"service": s.code, "service_name": s.name, "tier": t.code, "tier_name": t.name,
+             "customers": tiers.get(t.code, 0) - spent.get((s.code, t.code), 0)}
+            for s in yearly_services(rules) for t in rules.tiers if t.code in s.tiers]
+
+
+def _audience(service, year: int):
+    """The nudge's audience for `service` (FROM and WHERE): bound, following customers of a
+    tier offering it, fewer counted uses than its quota, not reminded of it this year."""
+    used = (select(B.c.customer_id, func.count().label("used"))
+            .where(B.c.service == service.code, B.c.quota_year == year, B.c.counted.is_(True))
+            .group_by(B.c.customer_id).subquery())
+    source = (C.outerjoin(used, used.c.customer_id == C.c.id)
+              .join(W, and_(W.c.customer_id == C.c.id, W.c.following.is_(True))))
+    nudged = (select(NUDGED.c.customer_id).where(
+        NUDGED.c.customer_id == C.c.id, NUDGED.c.service == service.code,
+        NUDGED.c.year == year).exists())
+    return source, [C.c.tier.in_(service.tiers),
+                    func.coalesce(used.c.used, 0) < service.per_year, ~nudged]
 
 
 def unanswered_this_month(session: Session, today: date, tz, limit: int = 20) -> list[tuple[str, int]]:
@@ -209,7 +236,7 @@ def send_nudge(session: Session, rules: Rules, who: str, year: int, services: li
         service = by_code.get(code)
         if service is None:
             raise ValueError(f"not a yearly benefit: {code}")
-        source, where = _unused(service, year, reachable=True)
+        source, where = _audience(service, year)
         rows = session.execute(select(C.c.id, W.c.openid).select_from(source).where(*where)
                                .order_by(C.c.id)).all()
         note = render("notify/year_end_note", words=nudge_words(code))

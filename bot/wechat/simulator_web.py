@@ -165,7 +165,12 @@ def build_router(settings) -> APIRouter:
 
     @router.post("/simulator/send")
     async def send(request: Request):
-        """Speak as `openid`: {openid, kind, content?, key?, menu_id?}; the bot's reply."""
+        """Speak as `openid`: {openid, kind, content?, key?, menu_id?}; the bot's reply.
+        Only from the page itself: JSON (a cross-site form cannot send it without CORS,
+        which is not offered) and, when the browser names it, our own origin."""
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+            return JSONResponse({"error": "只接受模拟器页面的请求"}, status_code=403)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return JSONResponse({"error": "需要 JSON 请求"}, status_code=415)
         try:
