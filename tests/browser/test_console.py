@@ -6,6 +6,7 @@ writes nothing; the main pages at a phone's size scroll only vertically (screens
 under docs/screenshots/ for the README)."""
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -52,6 +53,12 @@ def a_submitted_booking(live_server) -> tuple[str, datetime]:
     return number, day
 
 
+def shot(ui, page, name: str) -> None:
+    """A screenshot once the page has finished loading (never mid-navigation)."""
+    page.wait_for_load_state()
+    ui.screenshot(page, name)
+
+
 def wait_for(check, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,7 +73,7 @@ def test_sign_in_wrong_password_until_the_lock_out_and_sign_out(live_server, pag
     url = live_server.url
     page.goto(f"{url}/admin/bookings")
     expect(page).to_have_url(f"{url}/admin/login?next=/admin/bookings")
-    ui.screenshot(page, "console-login")
+    shot(ui, page, "console-login")
     limit = live_server.settings.admin_login_max_failures
     for _ in range(limit - 1):
         sign_in(page, url, SPEC_LOGIN, "not-the-password")
@@ -90,7 +97,9 @@ def test_a_specialist_confirms_from_the_queue_and_the_customer_gets_the_template
     sign_in(page, live_server.url, SPEC_LOGIN, SPEC_PASSWORD)
     page.get_by_label("待处理").check()
     page.get_by_role("button", name="筛选").click()
-    ui.screenshot(page, "console-queue")
+    expect(page).to_have_url(re.compile(r"needs_action=1"))
+    page.wait_for_load_state()
+    shot(ui, page, "console-queue")
     page.get_by_role("link", name=number).click()
     expect(page.locator("h1")).to_contain_text(number)
     page.get_by_label("时间").fill("10:30")
@@ -104,7 +113,7 @@ def test_a_specialist_confirms_from_the_queue_and_the_customer_gets_the_template
     page.reload()
     expect(page.locator("table").first).to_contain_text("确认")
     expect(page.locator("body")).to_contain_text("booking_confirmed")
-    ui.screenshot(page, "console-booking")
+    shot(ui, page, "console-booking")
 
 
 def test_a_stale_form_is_refused(live_server, page):
@@ -132,7 +141,7 @@ def test_an_admin_previews_and_sends_a_broadcast(live_server, page, ui):
     page.get_by_label("内容").fill("本周六上午健康讲座，欢迎参加")
     page.get_by_role("button", name="预览").click()
     expect(page.locator("h2", has_text="预览")).to_be_visible()
-    ui.screenshot(page, "console-broadcast")
+    shot(ui, page, "console-broadcast")
     assert not [c for c in live_server.sent if c["api"] == "mass"]
     page.get_by_role("button", name="确认发送").click()
     expect(page.locator(".banner.ok")).to_be_visible()
@@ -153,7 +162,7 @@ def test_a_dead_letter_is_retried(live_server, page, ui):
     sign_in(page, live_server.url, DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD)
     page.goto(f"{live_server.url}/admin/outbox")
     expect(page.locator("body")).to_contain_text("gave up after 12 tries")
-    ui.screenshot(page, "console-outbox")
+    shot(ui, page, "console-outbox")
     page.get_by_role("button", name="重试", exact=True).click()
     expect(page.locator(".banner.ok")).to_contain_text("已重新排队 1 条")
     wait_for(lambda: any(c["api"] == "custom" and "体检报告已出" in str(c["body"])
@@ -178,7 +187,7 @@ def test_an_institutions_csv_with_a_bad_row_shows_the_line_and_writes_nothing(
     page.get_by_role("button", name="上传并导入").click()
     expect(page.locator(".card.bad")).to_contain_text("line 3")
     expect(page.locator(".card.bad")).to_contain_text("未写入任何数据")
-    ui.screenshot(page, "console-institutions")
+    shot(ui, page, "console-institutions")
     with Session(services.engine) as s:
         assert s.execute(select(func.count()).select_from(Institution)).scalar_one() == before
 
@@ -195,6 +204,6 @@ def test_the_console_fits_a_phone(live_server, phone, ui):
         expect(phone.locator("h1")).to_be_visible()
         assert ui.no_horizontal_scroll(phone), path
     phone.goto(f"{live_server.url}/admin/bookings/{number}")
-    ui.screenshot(phone, "console-booking-phone")
+    shot(ui, phone, "console-booking-phone")
     phone.goto(f"{live_server.url}/admin/bookings")
-    ui.screenshot(phone, "console-queue-phone")
+    shot(ui, phone, "console-queue-phone")
