@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench bench-outbox install clean
+.PHONY: run test bench bench-outbox install clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,20 @@ run: $(STAMP) .env
 	$(BIN)/python main.py demo load --if-empty
 	$(BIN)/python main.py serve --demo --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium: installed here when it is missing and this
+# machine can (root and apt-get); BROWSER_TESTS=skip skips them instead.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$BROWSER_TESTS" != skip ] && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1 \
+	         && apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null 2>&1; } \
+	    || echo "could not install chromium (the browser tests will say so)"; \
+	fi
+
+test: $(STAMP) browser
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 

@@ -59,6 +59,9 @@ def create_app(settings: Settings, *, router: Router | None = None,
     app.state.services = pipe.services
     app.state.pipeline = pipe
     app.include_router(door)
+    from bot.wechat import simulator_web
+
+    simulator_web.mount(app, settings)  # /simulator: only in the demo or against the double
 
     @app.get("/healthz")
     def healthz() -> PlainTextResponse:
@@ -95,6 +98,11 @@ def create_app(settings: Settings, *, router: Router | None = None,
             return PlainTextResponse("unauthorised", status_code=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         return Response(m.exposition(pipe.services.engine), media_type=m.CONTENT_TYPE)
+
+    if settings.admin_enabled:  # the staff web console (README, "The staff console")
+        from bot.console import mount as mount_console
+
+        mount_console(app)
 
     if mount_double:
         from bot.infra.db import make_engine

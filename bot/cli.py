@@ -247,19 +247,30 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
         from bot.infra.metrics import clean_multiproc_dir
 
         clean_multiproc_dir()
-    typer.echo(serving_banner(host, port, demo))
+    typer.echo(serving_banner(host, port, demo, admin=s.admin_enabled))
     from bot.app import server_options
 
     uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
                 **server_options(s))
 
 
-def serving_banner(host: str, port: int, demo: bool) -> str:
-    """What `serve` prints at start: every address it serves, and how to talk to it."""
+def serving_banner(host: str, port: int, demo: bool, *, admin: bool = False) -> str:
+    """What `serve` prints at start: every address it serves, and how to talk to it; in
+    the demo first the simulator and the console with the demo admin's login."""
     base = f"http://{host}:{port}"
-    lines = [f"Serving WeChat's server URL at {base}/wechat",
-             f"  liveness  {base}/healthz",
-             f"  readiness {base}/readyz"]
+    lines = []
+    if demo:
+        lines.append(f"Try the bot in a browser: {base}/simulator")
+    if admin:
+        login = ""
+        if demo:
+            from bot.demo import DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD
+
+            login = f"  (demo admin: {DEMO_ADMIN_LOGIN} / {DEMO_ADMIN_PASSWORD})"
+        lines.append(f"Staff console: {base}/admin{login}")
+    lines += [f"Serving WeChat's server URL at {base}/wechat",
+              f"  liveness  {base}/healthz",
+              f"  readiness {base}/readyz"]
     if demo:
         lines.append(f"  WeChat API double (demo) {base}/wechat-double")
     if host in ("0.0.0.0", "::"):
@@ -512,18 +523,27 @@ def _read_password(ask: bool) -> str | None:
 @staff_app.command("add")
 def staff_add(openid: str, name: str = typer.Option(..., "--name"),
               role: str = typer.Option(..., "--role", help="specialist | admin"),
+              login: str = typer.Option(None, "--login",
+                                        help="Sign-in name for the web console (default: "
+                                             "from the name)."),
               password: bool = typer.Option(False, "--password",
                                             help="Also set a console password (prompted).")) -> None:
     """Register a health specialist or admin by their WeChat openid."""
     from datetime import datetime
 
-    from bot.infra.passwords import hash_password
+    from sqlmodel import select
+
+    from bot.domain import staff_login
     from models import Staff
 
     if role not in STAFF_ROLES:
         raise typer.BadParameter("role must be specialist or admin")
     if not name.strip() or len(name) > 64 or not openid.strip() or len(openid) > 64:
         raise typer.BadParameter("openid and name must be 1-64 characters")
+    try:
+        wanted = staff_login.check_login(login) if login else None
+    except staff_login.LoginRefused:
+        raise typer.BadParameter("--login: 2-64 letters, digits, _ . or -") from None
     s = settings()
     pw = _read_password(password)
     from bot.domain.staff_desk import audit, snapshot
@@ -533,17 +553,26 @@ def staff_add(openid: str, name: str = typer.Option(..., "--name"),
         now = datetime.now(s.tz)
         found = session.get(Staff, openid)
         before = snapshot(found)
+        if wanted:
+            holder = session.exec(select(Staff).where(Staff.login == wanted)).first()
+            if holder is not None and holder.openid != openid:
+                typer.echo(f"the login {wanted} is taken by {holder.openid}", err=True)
+                raise typer.Exit(1)
         member = found or Staff(openid=openid, name=name, role=role, created_at=now)
         member.name, member.role = name.strip(), role
-        if pw:
-            member.password_hash = hash_password(pw)
+        if wanted or member.login is None:
+            member.login = wanted or staff_login.free_login(
+                session, staff_login.default_login(member.name) or "staff", openid)
         session.add(member)
         session.flush()
         audit(session, operator(), "staff_add", openid, now, before=_no_hash(before),
               after=_no_hash(snapshot(member)))
+        if pw:
+            staff_login.set_password(session, operator(), member, pw, now)
+        login_name = member.login
         user = session.get(WechatUser, openid)
         session.commit()
-    typer.echo(f"staff {openid} ({role}) saved")
+    typer.echo(f"staff {openid} ({role}) saved, console login {login_name}")
     if user is not None and user.customer_id is not None:
         typer.echo(f"warning: {openid} is also bound to a customer; every message from it "
                    "starting with # is now a staff command", err=True)
@@ -588,14 +617,18 @@ def staff_list() -> None:
     with _session(s) as session:
         rows = session.exec(select(Staff).order_by(Staff.role, Staff.name)).all()
     for m in rows:
-        typer.echo(f"{m.openid}\t{m.role}\t{m.name}\t{'password' if m.password_hash else '-'}")
+        typer.echo(f"{m.openid}\t{m.role}\t{m.name}\t{m.login or '-'}\t"
+                   f"{'password' if m.password_hash else '-'}")
     if not rows:
         typer.echo("no staff yet: python main.py staff add OPENID --name NAME --role specialist")
 
 
 @staff_app.command("remove")
 def staff_remove(openid: str) -> None:
-    """Remove a staff account."""
+    """Remove a staff account (its console sessions end at once)."""
+    from datetime import datetime
+
+    from bot.domain import staff_login
     from models import Staff
 
     s = settings()
@@ -604,39 +637,33 @@ def staff_remove(openid: str) -> None:
         if member is None:
             typer.echo(f"no staff account {openid}", err=True)
             raise typer.Exit(1)
-        from datetime import datetime
-
-        from bot.domain.staff_desk import audit, snapshot
-
-        audit(session, operator(), "staff_remove", openid, datetime.now(s.tz),
-              before=_no_hash(snapshot(member)))
-        session.delete(member)
+        staff_login.remove_staff(session, operator(), member, datetime.now(s.tz))
         session.commit()
     typer.echo(f"staff {openid} removed")
 
 
 @staff_app.command("passwd")
-def staff_passwd(openid: str) -> None:
-    """Set a staff member's console password (prompted)."""
-    from bot.infra.passwords import hash_password
+def staff_passwd(openid: str, remove: bool = typer.Option(
+        False, "--remove", help="Remove the console password instead (no sign-in).")) -> None:
+    """Set a staff member's console password (prompted); every console session of theirs
+    ends."""
+    from datetime import datetime
+
+    from bot.domain import staff_login
     from models import Staff
 
     s = settings()
-    pw = _read_password(True)
+    pw = None if remove else _read_password(True)
     with _session(s) as session:
         member = session.get(Staff, openid)
         if member is None:
             typer.echo(f"no staff account {openid}", err=True)
             raise typer.Exit(1)
-        member.password_hash = hash_password(pw)
-        session.add(member)
-        from datetime import datetime
-
-        from bot.domain.staff_desk import audit
-
-        audit(session, operator(), "staff_passwd", openid, datetime.now(s.tz))
+        staff_login.set_password(session, operator(), member, pw, datetime.now(s.tz))
+        login_name = member.login
         session.commit()
-    typer.echo(f"password of {openid} set")
+    typer.echo(f"password of {openid} {'removed' if remove else 'set'} (console login "
+               f"{login_name}); their console sessions have ended")
 
 
 FUTURE_NEEDS_YES = ("tiers", "daily")  # jobs that evaluate tiers: a future date may downgrade

@@ -99,6 +99,24 @@ def load_institutions(session: Session, today: date) -> None:
         session.add(row)
 
 
+# The demo's console accounts (/admin): openid, name, role, login, password. Demo only: the
+# passwords are printed and in the README.
+DEMO_STAFF = (("o_demo_admin", "演示管理员", "admin", "admin", "vip-demo-admin"),
+              ("o_demo_specialist", "演示专员", "specialist", "specialist", "vip-demo-specialist"))
+DEMO_ADMIN_LOGIN, DEMO_ADMIN_PASSWORD = DEMO_STAFF[0][3], DEMO_STAFF[0][4]
+
+
+def load_demo_staff(session: Session, now: datetime) -> None:
+    """The demo admin and specialist, with their console logins (kept when present)."""
+    from bot.infra.passwords import hash_password
+    from models import Staff
+
+    for openid, name, role, login, password in DEMO_STAFF:
+        if session.get(Staff, openid) is None:
+            session.add(Staff(openid=openid, name=name, role=role, login=login,
+                              password_hash=hash_password(password), created_at=now))
+
+
 def load_demo(settings, *, if_empty: bool = False) -> str:
     engine = engine_for(settings, pool_timeout=30)
     rules = load_rules(settings.rules_file)
@@ -108,6 +126,7 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
             return ("demo data not loaded: the database already has customers\n"
                     + _try_binding(*_unbound_person(now.date())))
         load_institutions(session, now.date())
+        load_demo_staff(session, now)
         for seq, person in enumerate(demo_people(now.date()), start=1):
             number = _demo_id_number(seq, person)
             customer = accounts.customer_by_id_number(session, number)
@@ -141,6 +160,8 @@ def load_demo(settings, *, if_empty: bool = False) -> str:
     return ("demo data loaded: customers bound to o_demo_diamond, o_demo_platinum, o_demo_gold, "
             "o_demo_pearl and o_demo_mass (chat --openid o_demo_gold); "
             f"{len(DEMO_INSTITUTIONS)} institutions in 北京, 上海 and 广州;\n"
+            f"console (/admin) logins: {DEMO_STAFF[0][3]} / {DEMO_STAFF[0][4]} (admin), "
+            f"{DEMO_STAFF[1][3]} / {DEMO_STAFF[1][4]} (specialist);\n"
             + _try_binding(*unbound) + "\n" + report.render())
 
 

@@ -11,6 +11,7 @@ from bot.conversation import Arg, Context, Reply, Router
 from bot.domain import broadcasts
 from bot.domain.accounts import BindRules
 from bot.domain import staff_desk as desk
+from bot.domain import staff_login
 from bot.domain.bookings import calendar
 from bot.domain.staff_desk import StaffRefused
 from bot.domain.vocab import BookingStatus, Role
@@ -122,6 +123,17 @@ def register(ctx: Context, code: str) -> Reply:
         return refused(ctx, exc)
     ctx._staff = member
     return ctx.say("staff/registered", name=member.name, role=member.role)
+
+
+@router.command("#登录", summary="获取工作台的一次性登录链接（5分钟内有效）")
+def sign_in_link(ctx: Context) -> Reply:
+    settings = ctx.services.settings
+    base = settings.public_base_url.rstrip("/")
+    if not settings.admin_enabled or not base:
+        return ctx.say("staff/signin_link", url=None)
+    token = staff_login.create_link(ctx.session, settings.secret_key, ctx.openid, ctx.now)
+    return ctx.say("staff/signin_link", url=f"{base}/admin/login/link?t={token}",
+                   minutes=staff_login.LINK_MINUTES)
 
 
 # --- Bookings --------------------------------------------------------------------------------

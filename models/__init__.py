@@ -66,6 +66,34 @@ class Staff(SQLModel, table=True):
     role: str = Field(max_length=16)  # specialist | admin
     password_hash: str | None = None
     created_at: datetime
+    # The web console's sign-in name (unique; `staff add --login`, default from the name).
+    login: str | None = Field(default=None, max_length=64, unique=True)
+
+
+class StaffSession(SQLModel, table=True):
+    """A signed-in console session: only an HMAC of the cookie's token is kept. Ended on
+    sign-out, on a password change and when the staff member is removed; idle and maximum
+    lifetimes are checked against `seen_at` and `created_at` (bot.domain.staff_login)."""
+
+    __tablename__ = "staff_session"
+    id: str = Field(primary_key=True, max_length=64)  # HMAC of the cookie's token
+    staff_openid: str = Field(max_length=64, index=True)
+    created_at: datetime
+    seen_at: datetime
+    ended_at: datetime | None = None
+
+
+class StaffSigninLink(SQLModel, table=True):
+    """A one-time console sign-in link sent to a staff member's own WeChat (#登录): valid
+    5 minutes, one use; only an HMAC of its token is kept."""
+
+    __tablename__ = "staff_signin_link"
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    staff_openid: str = Field(max_length=64)
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
 
 
 class FsmState(SQLModel, table=True):
@@ -452,3 +480,15 @@ class WechatDoubleState(SQLModel, table=True):
     __tablename__ = "wechat_double_state"
     appid: str = Field(primary_key=True, max_length=64)
     value: str = Field(sa_type=Text)
+
+
+class YearEndNudge(SQLModel, table=True):
+    """A year-end reminder that an unused benefit resets on 1 January: at most one per
+    customer, service and year (the primary key), written with its outbox row."""
+
+    __tablename__ = "year_end_nudge"
+    customer_id: int = Field(foreign_key="customer.id", primary_key=True)
+    service: str = Field(max_length=32, primary_key=True)
+    year: int = Field(primary_key=True)
+    staff_openid: str = Field(max_length=64)
+    created_at: datetime

@@ -283,3 +283,30 @@ def purge_limits(conn: Connection, now: float, longest_window: float) -> int:
     return res.rowcount
 
 
+
+
+# Console sign-in failures (/admin): counted per login name and per client address (an
+# HMAC of each, never the name or address itself), in the same style as binding's (the
+# numbers come from ADMIN_LOGIN_MAX_FAILURES, ADMIN_LOGIN_WINDOW_MINUTES and
+# ADMIN_LOGIN_LOCK_MINUTES).
+
+
+def signin_keys(secret: str, login: str, address: str) -> tuple[str, str]:
+    return (f"sl:{keyed_digest(secret, 'signin-login', login.strip().lower())[:40]}",
+            f"sa:{keyed_digest(secret, 'signin-address', address)[:40]}")
+
+
+def signin_locked_until(conn: Connection, keys: tuple[str, ...], now: datetime) -> datetime | None:
+    """When sign-in unlocks for the first locked of `keys` (login, address), if locked."""
+    found = [u for u in (_locked_until(conn, k, now) for k in keys) if u is not None]
+    return max(found) if found else None
+
+
+def count_signin_failure(conn: Connection, keys: tuple[str, ...], now: datetime, limit: int,
+                         window_minutes: int, lock_minutes: int) -> Failure:
+    """One failed sign-in, counted against the login and the address; the last one allowed
+    on either locks it."""
+    failures = [_failure_in_window(conn, k, now, limit, window_minutes, lock_minutes)
+                for k in keys]
+    locked = [f.locked_until for f in failures if f.locked_until is not None]
+    return Failure(min(f.left for f in failures), max(locked) if locked else None)

@@ -119,6 +119,16 @@ class Settings(BaseSettings):
     # WeChat rations forced access-token refreshes (stable_token with force_refresh).
     wechat_force_refresh_daily_cap: int = Field(default=20, ge=1, le=10_000)
 
+    # The staff web console at /admin (README, "The staff console").
+    admin_enabled: bool = False
+    # The address the bot is reached at (https://…): console cookies are Secure on https.
+    public_base_url: str = ""
+    admin_session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    admin_session_max_hours: int = Field(default=12, ge=1, le=7 * 24)
+    admin_login_max_failures: int = Field(default=5, ge=1, le=100)  # per login and per address
+    admin_login_window_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    admin_login_lock_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+
     log_level: str = "INFO"
     # text (time LEVEL logger: message) or json (one JSON object a line, with the message
     # id and a request id on every line of one message's handling).

@@ -407,6 +407,20 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False, engine=No
         return {"errcode": 0, "errmsg": "send job submission success", "msg_id": msg_id,
                 "msg_data_id": msg_id * 10}
 
+    # --- Not WeChat's: what this double received for one user, for the simulator -------------
+
+    @app.get("/double/inbox")
+    def inbox(openid: str = "", after: int = 0):
+        """Every accepted customer-service message, template message and mass send that
+        reached `openid`, from the `after`-th entry of the log on (`next` continues)."""
+        log_ = app.state.sent
+        start = after if 0 <= after <= len(log_) else 0  # the log was reset: from the start
+        items = [dict(seq=i, api=e["api"], at=e["at"], body=e["body"])
+                 for i, e in enumerate(log_[start:], start)
+                 if openid and (e["body"].get("touser") == openid
+                                or (e["api"] == "mass" and openid in e.get("reached", ())))]
+        return {"messages": items, "next": len(log_)}
+
     return app
 
 

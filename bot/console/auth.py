@@ -1,0 +1,127 @@
+"""Signing in and out of the console."""
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlmodel import Session
+
+from bot.console import deps
+from bot.console.deps import COOKIE, PRE_COOKIE, StaffMember, require_staff
+from bot.console.web import STATIC, page
+from bot.domain import staff_login
+
+router = APIRouter(prefix="/admin")
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path inside the console (never another site, never //host)."""
+    if target and target.startswith("/admin/") and not target.startswith("//") \
+            and "\\" not in target and "://" not in target:
+        return target
+    return "/admin/bookings"
+
+
+@router.get("/static/console.css", include_in_schema=False)
+def stylesheet() -> FileResponse:
+    return FileResponse(STATIC / "console.css", media_type="text/css",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("", include_in_schema=False)
+@router.get("/", include_in_schema=False)
+def home(request: Request) -> RedirectResponse:
+    return RedirectResponse("/admin/bookings", status_code=303)
+
+
+def _login_form(request: Request, status_code: int = 200, **values) -> Response:
+    settings = deps.services(request).settings
+    seed = deps.unsigned(settings.secret_key, request.cookies.get(PRE_COOKIE))
+    fresh = seed is None
+    if fresh:
+        seed = secrets.token_urlsafe(16)
+    request.state.csrf = deps.csrf_token(settings.secret_key, seed)
+    response = page(request, "login.html", status_code=status_code,
+                    next=_safe_next(request.query_params.get("next") or values.pop("next", None)),
+                    **values)
+    if fresh:
+        deps.set_cookie(response, request, PRE_COOKIE, deps.signed(settings.secret_key, seed),
+                        max_age=3600)
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request) -> Response:
+    if deps._member(request) is not None:
+        return RedirectResponse("/admin/bookings", status_code=303)
+    request.state.staff = None
+    return _login_form(request)
+
+
+@router.post("/login")
+async def login(request: Request, login: str = Form(""), password: str = Form(""),
+                next: str = Form("")) -> Response:
+    svc = deps.services(request)
+    secret = svc.settings.secret_key
+    seed = deps.unsigned(secret, request.cookies.get(PRE_COOKIE))
+    if seed is None:
+        raise deps.Forbidden()
+    await deps.check_csrf(request, seed)
+    address = request.client.host if request.client else "unknown"
+    with Session(svc.engine, expire_on_commit=False) as session:
+        result = staff_login.sign_in(session, secret, login[:200], password[:200], address,
+                                     svc.now(), deps.sign_in_rules(request))
+        session.commit()
+    if result.token is None:
+        # The same answer for a wrong password, an unknown login and a locked one.
+        return _login_form(request, status_code=401, error="wrong", login=login[:64],
+                           next=next)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    rules = deps.sign_in_rules(request)
+    deps.set_cookie(response, request, COOKIE, deps.signed(secret, result.token),
+                    max_age=rules.longest_hours * 3600)
+    response.delete_cookie(PRE_COOKIE, path="/admin")
+    return response
+
+
+@router.get("/login/link")
+def link_form(request: Request) -> Response:
+    """The page a #登录 link opens: one button that signs in (a GET never uses the link,
+    so a link preview fetching the page spends nothing)."""
+    request.state.staff = None
+    token = request.query_params.get("t", "")[:64]
+    return _login_form(request, link=token)
+
+
+@router.post("/login/link")
+async def link_sign_in(request: Request, t: str = Form("")) -> Response:
+    svc = deps.services(request)
+    secret = svc.settings.secret_key
+    seed = deps.unsigned(secret, request.cookies.get(PRE_COOKIE))
+    if seed is None:
+        raise deps.Forbidden()
+    await deps.check_csrf(request, seed)
+    address = request.client.host if request.client else "unknown"
+    with Session(svc.engine, expire_on_commit=False) as session:
+        result = staff_login.redeem_link(session, secret, t[:64], svc.now(), address)
+        session.commit()
+    if result.token is None:
+        request.state.staff = None
+        return _login_form(request, status_code=401, error="链接无效、已使用或已过期，请在微信中重新发送 #登录。")
+    response = RedirectResponse("/admin/bookings", status_code=303)
+    deps.set_cookie(response, request, COOKIE, deps.signed(secret, result.token),
+                    max_age=deps.sign_in_rules(request).longest_hours * 3600)
+    response.delete_cookie(PRE_COOKIE, path="/admin")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, me: StaffMember = Depends(require_staff())) -> Response:
+    svc = deps.services(request)
+    with Session(svc.engine) as session:
+        staff_login.sign_out(session, svc.settings.secret_key, request.state.token, svc.now())
+        session.commit()
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/admin")
+    return response
