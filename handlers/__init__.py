@@ -6,8 +6,9 @@ from bot.conversation.router import Router
 
 def build_router() -> Router:
     from handlers import binding, booking, common, staff, tiers, visits
+    from menus import VOCABULARY
 
-    root = Router()
+    root = Router(VOCABULARY)  # the app's keys and words, handed to the framework
     for module in (common, staff, binding, tiers, booking, visits):
         root.include(module.router)
     return root

@@ -22,11 +22,11 @@ from bot.domain.broadcasts import sync_user
 from bot.domain.identity import (compact, is_valid_phone, mask_id_number, mask_name, mask_phone,
                                  normalize_phone, typed_id_number, validate_id_number)
 from bot.infra.texts import render
-from menus import Key
+from menus import VOCABULARY, Key
 from models import Customer
 
 log = logging.getLogger(__name__)
-router = Router()
+router = Router(VOCABULARY)
 
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{1,30}")
 RESEND = ("重发", "重新发送")
@@ -317,10 +317,8 @@ def start_unbinding(ctx: Context) -> Reply:
     return ctx.start(unbinding)
 
 
-def require_customer(ctx: Context) -> Customer | Reply:
-    """The bound customer, or a reply that leads the user into binding."""
-    customer = ctx.customer
-    if customer is not None:
-        return customer
+@router.when_unbound
+def lead_into_binding(ctx: Context) -> Reply:
+    """A personal key (menus.PERSONAL) from a user with no bound customer: binding first."""
     started = ctx.start(binding)
     return Reply(render("binding/needed") + "\n" + started.text)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
 from bot.conversation.flow import offered_of
-from bot.conversation.intents import match, normalize, yes_no
+from bot.conversation.intents import normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
 from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
@@ -29,15 +29,12 @@ from bot.domain.rules import Service
 from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, BookingStatus, Relation
 from bot.infra.sealed import seal, unseal_or_none
 from bot.infra.texts import render
-from handlers.binding import require_customer
 from handlers.tiers import held_tier
-from menus import INTENTS, Key
+from menus import INTENTS, SERVICE_OF, VOCABULARY, Key
 from models import Customer, FamilyMember, Institution
 
-router = Router()
+router = Router(VOCABULARY)
 
-SERVICE_OF_KEY = {Key.BOOK_DENTAL: "dental", Key.BOOK_CHECKUP: "checkup",
-                  Key.BOOK_EXPERT: "expert_outpatient", Key.BOOK_SPECIAL: "special_exam"}
 EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
 SPECIAL = "special_exam"  # asks the symptoms or the doctor's referral (the handbook's basis)
 FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
@@ -600,9 +597,7 @@ booking_flow = router.flow(Flow(
 
 
 def start_booking(ctx: Context, service_code: str | None) -> Reply:
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
+    customer = ctx.customer  # a personal key: the router served it to a bound customer
     tier = held_tier(ctx, customer)
     initial: dict[str, Any] = {}
     if service_code is not None:
@@ -640,7 +635,7 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
                 out["exam"] = choice
                 rest = re.sub(re.escape(stem), "", rest, flags=re.IGNORECASE)
                 break
-    key = next(k for k, s in SERVICE_OF_KEY.items() if s == service_code)
+    key = next(k for k, s in SERVICE_OF.items() if s == service_code)
     for word in sorted(INTENTS[key], key=len, reverse=True):
         rest = rest.replace(word, "")
     rest = _FILLER.sub("", rest).strip()
@@ -661,12 +656,7 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
 
 @router.key(Key.BOOK_DENTAL, Key.BOOK_CHECKUP, Key.BOOK_EXPERT, Key.BOOK_SPECIAL)
 def book(ctx: Context) -> Reply:
-    key = Key(ctx.inbound.key) if ctx.inbound.key else _typed_key(ctx)
-    return start_booking(ctx, SERVICE_OF_KEY.get(key))
-
-
-def _typed_key(ctx: Context) -> Key | None:
-    return match(ctx.text)
+    return start_booking(ctx, SERVICE_OF[ctx.key])
 
 
 # --- 我的预约 ------------------------------------------------------------------------------------
@@ -699,9 +689,7 @@ def upcoming_first(bookings: list, today: date) -> list:
 
 @router.key(Key.MY_BOOKINGS)
 def my_bookings(ctx: Context) -> Reply:
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
+    customer = ctx.customer  # a personal key: the router served it to a bound customer
     rules = ctx.services.rules
     items = []
     for b in upcoming_first(store.bookings_of(ctx.session, customer.id), ctx.today):
@@ -821,9 +809,7 @@ cancel_flow = router.flow(Flow(
 
 @router.key(Key.CANCEL_BOOKING)
 def cancel(ctx: Context) -> Reply:
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
+    customer = ctx.customer  # a personal key: the router served it to a bound customer
     m = _NUMBER.search(ctx.text or "")
     if m:
         number = m.group(0).upper()
@@ -890,9 +876,7 @@ attend_flow = router.flow(Flow(
 def confirm_attendance(ctx: Context) -> Reply:
     """确认 after the day-before reminder: tomorrow's booking is marked attendance-confirmed
     (staff see it); with several bookings tomorrow, the bot asks which."""
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
+    customer = ctx.customer  # a personal key: the router served it to a bound customer
     tomorrow = _tomorrow(ctx, customer)
     if not tomorrow:
         return ctx.say("booking/attendance/none")

@@ -13,10 +13,10 @@ from bot.conversation.faq import default as faq_book
 from bot.domain import notify
 from models import LeftMessage, WechatUser
 from handlers.tiers import capabilities, with_service
-from menus import Key
+from menus import VOCABULARY, Key
 
 log = logging.getLogger(__name__)
-router = Router()
+router = Router(VOCABULARY)
 
 HUMAN, LEAVE_MESSAGE = "human", "leave_message"
 

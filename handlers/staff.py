@@ -15,8 +15,9 @@ from bot.domain.bookings import calendar
 from bot.domain.staff_desk import StaffRefused
 from bot.domain.vocab import BookingStatus, Role
 from bot.infra.privacy import mask_name, mask_phone
+from menus import VOCABULARY
 
-router = Router()
+router = Router(VOCABULARY)
 ADMIN = (Role.ADMIN.value,)
 BROADCAST = "broadcast"  # the mode holding a staff member's pending broadcast
 

@@ -41,7 +41,7 @@ from bot.infra.db import upsert
 from bot.infra.privacy import mask_phone
 from bot.infra.sealed import unseal
 from bot.infra.sms import SmsRejected
-from bot.infra.wechat_api import WeChatApiError
+from bot.infra.wechat_errors import WeChatApiError
 from models import Notification, WechatUser
 
 log = logging.getLogger(__name__)
