@@ -7,15 +7,17 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from bot.domain import notify
-from bot.domain.rules import load_rules
+from bot.domain.rules import load_rules, with_settings
 from bot.infra.config import Settings
 from bot.infra.services import Services
 
 
 def build_services(settings: Settings, *, rules=None, engine: Engine | None = None) -> Services:
-    """`Services` for `settings`: the rules (rules.toml, validated), the message templates
+    """`Services` for `settings`: the rules (rules.toml, validated, with the settings that
+    override a rule: bot.domain.rules.OVERRIDES), the message templates
     and settings the outbox's rows need (`notify.configure`), and the dispatcher's hook for
     rows written without a message (`notify.prepare`)."""
-    rules = rules if rules is not None else load_rules(settings.rules_file)
+    rules = with_settings(rules if rules is not None else load_rules(settings.rules_file),
+                          settings)  # a setting given overrides its rule
     return Services(settings, rules, engine=engine,
                     notify=notify.configure(settings, rules), outbox_prepare=notify.prepare)

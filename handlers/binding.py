@@ -33,7 +33,7 @@ RESEND = ("重发", "重新发送")
 
 
 def rules_of(ctx: Context) -> accounts.BindRules:
-    return accounts.BindRules.of(ctx.services.settings)
+    return accounts.BindRules.of(ctx.services.settings, ctx.services.rules)
 
 
 def _secret(ctx: Context) -> str:

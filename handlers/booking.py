@@ -19,8 +19,8 @@ from bot.conversation.flow import offered_of
 from bot.conversation.intents import normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
-from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
-                                 calendar, cancel_refusal, cancellation_terms, check_booking,
+from bot.domain.bookings import (BOOKING_NO, BookingRequest, Person, Place, Refusal, bookable_dates,
+                                 calendar, check_cancellation, cancellation_terms, check_booking,
                                  escorted, packages_for, quota_years, remaining, service_date)
 from bot.domain.dates import parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
@@ -37,8 +37,6 @@ router = Router(VOCABULARY)
 
 EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
 SPECIAL = "special_exam"  # asks the symptoms or the doctor's referral (the handbook's basis)
-FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
-ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
 SELF, NEW, MEMBER = "self", "new", "fm:"
 LATE_PHRASE = "确认取消"
 RELATIONS = (Relation.SPOUSE, Relation.PARENT, Relation.CHILD)
@@ -53,7 +51,6 @@ WHO = sorted(((w, rel, sex) for w, (rel, sex) in RELATION_WORDS.items() if len(w
              key=lambda hit: -len(hit[0]))
 SEALED = "booking:new_member"  # the purpose the new member's name and ID number are sealed for
 _FILLER = re.compile(r"帮我|给我|替我|我想|我要|想要|预约|约个|约一下|一下|的|去|做个|做|约")
-_NUMBER = re.compile(r"YY\d{10}", re.IGNORECASE)
 
 
 # --- Facts for the rules ---------------------------------------------------------------------
@@ -407,14 +404,14 @@ def check_city(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
-    escort = data.service in ESCORT_SERVICES
+    escort = data.service in ctx.services.rules.booking.escorted_at_tertiary
     return [Option(p.code, p.name, note=label("institution", place_kind=p.kind, address=p.address,
                                               escort=escort and escorted(p)))
             for p in _places(ctx, data, data.city)]
 
 
 def institution_context(ctx: Context, data: BookingData) -> dict:
-    return {"city": data.city, "escort_note": data.service in ESCORT_SERVICES
+    return {"city": data.city, "escort_note": data.service in ctx.services.rules.booking.escorted_at_tertiary
             and any(escorted(p) for p in _places(ctx, data, data.city))}
 
 
@@ -500,9 +497,9 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
                 department=data.department,
                 hospital=data.hospital, expert=data.expert, person=person_label(person),
                 place=req.institution, date=req.date,
-                escorted=req.service in ESCORT_SERVICES and escorted(req.institution),
+                escorted=req.service in rules.booking.escorted_at_tertiary and escorted(req.institution),
                 provisional=calendar().is_provisional(req.date), deadline=deadline,
-                fees=req.service in FEE_SERVICES, family=not person.is_self,
+                fees=req.service in rules.booking.customer_pays_fees, family=not person.is_self,
                 quota_year=req.date.year if req.date.year != ctx.today.year else None)
 
 
@@ -693,7 +690,7 @@ def my_bookings(ctx: Context) -> Reply:
     rules = ctx.services.rules
     items = []
     for b in upcoming_first(store.bookings_of(ctx.session, customer.id), ctx.today):
-        cancellable = cancel_refusal(b, ctx.now) is None
+        cancellable = check_cancellation(b, ctx.now) is None
         free, until = _terms(ctx, b) if cancellable else (False, None)
         place = ctx.session.get(Institution, b.institution_id) if b.institution_id else None
         items.append(dict(number=b.number, service=rules.service(b.service).name,
@@ -719,7 +716,7 @@ class CancelData(FlowData):
 
 def _own_active(ctx: Context, customer: Customer) -> list:
     return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
-            if cancel_refusal(b, ctx.now) is None]
+            if check_cancellation(b, ctx.now) is None]
 
 
 def which_options(ctx: Context, data: CancelData) -> list[Option]:
@@ -736,7 +733,7 @@ def _booking(ctx: Context, number: str):
     booking = store.booking_by_number(ctx.session, number)
     if booking is None or booking.customer_id != _customer(ctx).id:
         raise Invalid("booking/cancel/not_found", end=True, number=number)
-    why = cancel_refusal(booking, ctx.now)
+    why = check_cancellation(booking, ctx.now)
     if why is not None:
         raise Invalid(f"booking/cancel/{why}", end=True, number=number,
                       status=render("booking/status", status=booking.status))
@@ -810,7 +807,7 @@ cancel_flow = router.flow(Flow(
 @router.key(Key.CANCEL_BOOKING)
 def cancel(ctx: Context) -> Reply:
     customer = ctx.customer  # a personal key: the router served it to a bound customer
-    m = _NUMBER.search(ctx.text or "")
+    m = BOOKING_NO.search(ctx.text or "")
     if m:
         number = m.group(0).upper()
         try:

@@ -69,7 +69,7 @@ def health_advisor(ctx: Context, customer, tier) -> Reply:
 @router.key(Key.FESTIVAL)
 def festival(ctx: Context) -> Reply:
     today = ctx.today
-    months = ctx.services.settings.festival_months
+    months = ctx.services.rules.festival.months
     during = today.month in months
     year = today.year if today.month <= max(months) else today.year + 1
     return ctx.say("festival", during=during, year=year, months=months,
@@ -94,7 +94,7 @@ def festival_events(ctx: Context) -> list[dict]:
 
 @router.key(Key.HUMAN)
 def human(ctx: Context) -> Reply:
-    start, end = ctx.services.settings.service_hours
+    start, end = ctx.services.rules.human_service.hours
     if start <= ctx.now.time().replace(tzinfo=None) < end:
         ctx.enter(HUMAN, since=time.time(), agent=False)
         notice = ctx.say("human_transferring").text

@@ -118,7 +118,7 @@ def staff_help(ctx: Context) -> Reply:
 def register(ctx: Context, code: str) -> Reply:
     try:
         member = desk.redeem_invite(ctx.session, ctx.services.settings.secret_key, code,
-                                    ctx.openid, ctx.now, BindRules.of(ctx.services.settings))
+                                    ctx.openid, ctx.now, BindRules.of(ctx.services.settings, ctx.services.rules))
     except StaffRefused as exc:
         return refused(ctx, exc)
     ctx._staff = member

@@ -135,4 +135,4 @@ def my_benefits(ctx: Context, customer: Customer, tier: Tier) -> Reply:
                    services=services, year=ctx.today.year, above=above, extra=extra,
                    bookable=[name for name, n in bookable if n != 0],
                    spent=[name for name, n in bookable if n == 0],
-                   advisor="health_advisor" in offered)
+                   advisor="health_advisor" in offered, festival_months=rules.festival.months)

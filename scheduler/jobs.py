@@ -18,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.infra.config import Settings
 from bot.infra.db import engine_for
-from bot.domain.rules import load_rules
+from bot.domain.rules import load_rules, with_settings
 
 log = logging.getLogger("scheduler")
 
@@ -86,7 +86,8 @@ def run_cleanup(settings: Settings, day: date | None = None) -> str:
     engine = engine_for(settings, pool_timeout=30)
     try:
         states = purge_states(engine, settings)
-        longest = max(86400, settings.bind_customer_window_minutes * 60)
+        rules = with_settings(load_rules(settings.rules_file), settings)
+        longest = max(86400, rules.binding.customer_window_minutes * 60)
         with engine.begin() as conn:
             limits = purge_limits(conn, time.time(), longest)
     finally:

@@ -267,8 +267,9 @@ def answer_faq(ctx: Context, entry_id: str, text: str = "") -> str:
     services = ctx.router.vocabulary.services
     key = ctx.router.vocabulary.match(text) if text else None
     facts.update(faq.asked(text, facts, held=held_tier_code(ctx), service=services.get(key)))
-    start, end = ctx.services.settings.service_hours
+    start, end = ctx.services.rules.human_service.hours
     facts["hours"] = f"{start:%H:%M}–{end:%H:%M}"
+    facts["festival_months"] = list(ctx.services.rules.festival.months)  # with its override
     if "institutions" in book.entry(entry_id).lookups:
         places = institution_rows(ctx)
         cities = [c for c in dict.fromkeys(p["city"] for p in places) if c in text]

@@ -27,6 +27,8 @@ from sqlalchemy import and_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
+from bot.domain.bookings import calendar, cancellation_terms, service_start
+from bot.domain.rules import Booking as BookingRules
 from bot.domain.vocab import BookingStatus
 from bot.infra import outbox
 from bot.infra.sealed import seal
@@ -34,8 +36,6 @@ from bot.infra.texts import local, render
 from bot.infra.wxfields import template_data
 from models import Booking, Customer, FamilyMember, Institution, Notification, WechatUser
 
-FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
-CS_WINDOW = timedelta(hours=48)
 
 
 # --- Configuration ---------------------------------------------------------------------------
@@ -164,10 +164,15 @@ def _when(booking: Booking) -> datetime | date:
     return d
 
 
+def _booking_rules() -> BookingRules:
+    """rules.toml's [booking] (its defaults before `configure`: a bare script)."""
+    return _config.rules.booking if _config.rules is not None else BookingRules()
+
+
 def _starts(booking: Booking) -> datetime:
-    d = _day(booking)
-    hh, mm = (booking.confirmed_time or "23:59").split(":")
-    return datetime(d.year, d.month, d.day, int(hh), int(mm), tzinfo=_config.tz)
+    """Messages about a booking expire when its service starts (the one definition,
+    bookings.service_start)."""
+    return service_start(booking)
 
 
 def _values(f: _Facts, **extra: Any) -> dict[str, Any]:
@@ -212,7 +217,7 @@ def booking_confirmed(session: Session, booking: Booking, now: datetime) -> list
     card; fees for 专家门诊/特种检查). A booking confirmed for tomorrow after the reminder
     hour gets its reminder at once."""
     f = _facts(session, booking)
-    fees = booking.service in FEE_SERVICES
+    fees = booking.service in _booking_rules().customer_pays_fees
     key = f"booking:{booking.id}:confirmed:{_day(booking)}:{booking.confirmed_time}"
     note = render("notify/confirmed_note", fees=fees)
     rows = [_template(session, f, "booking_confirmed", now, key, _values(f, note=note),
@@ -238,8 +243,6 @@ def booking_confirmed(session: Session, booking: Booking, now: datetime) -> list
 def _free_until(booking: Booking, now: datetime) -> datetime | None:
     """When a late confirmation leaves free cancellation open only for a grace period."""
     try:
-        from bot.domain.bookings import calendar, cancellation_terms
-
         rules = _config.rules
         free, deadline = cancellation_terms(booking, now, calendar(),
                                             cutoff=rules.booking.cancel_cutoff,
@@ -325,7 +328,7 @@ def text_message(session: Session, openid: str, text: str, now: datetime, *, key
     sends; past the window it sends the `reply_notice` template instead when one is
     configured, else dead-letters the row with the reason. The row expires with the window."""
     seen = _last_seen(session, openid)
-    expires = (seen + CS_WINDOW) if seen is not None else now
+    expires = (seen + outbox.CS_WINDOW) if seen is not None else now
     payload: dict[str, Any] = {"text": text}
     fallback = template_body("reply_notice", {"summary": render("notify/reply_summary"),
                                               "when": now})

@@ -32,7 +32,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, update
@@ -55,7 +55,7 @@ STATUSES = (PENDING, SENDING, SENT, DEAD, DROPPED, EXPIRED)
 WECHAT, SMS = "wechat", "sms"
 # Kinds sent as customer-service messages (WeChat's 48-hour window applies).
 CS_KINDS = frozenset({"custom", "late_reply", "handover"})
-CS_WINDOW = 48 * 3600.0
+CS_WINDOW = timedelta(hours=48)  # WeChat's customer-service window after a user's message
 CS_LIMIT = 5  # customer-service messages within the window after the user's last message
 RETRY_CODES = frozenset({45009, -1, 40001, 40014, 42001})  # rate limit, system busy, token
 WINDOW_CODES = frozenset({45015, 45047})  # out of the 48-hour window / over its count
@@ -416,7 +416,7 @@ class Dispatcher:
         else a dead letter saying why."""
         seen = user.last_seen_at.timestamp() if user is not None and user.last_seen_at else None
         why = None
-        if seen is None or now - seen > CS_WINDOW:
+        if seen is None or now - seen > CS_WINDOW.total_seconds():
             why = "outside WeChat's 48-hour customer-service window"
         else:
             if not self._reserve(row.recipient, seen):
