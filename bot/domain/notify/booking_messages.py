@@ -1,6 +1,5 @@
 """A booking's messages: 预约已受理, 预约成功 (with the SMS and, after the reminder hour for
 tomorrow, the reminder at once) and 预约已取消."""
-
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta

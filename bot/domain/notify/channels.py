@@ -1,6 +1,5 @@
 """The channels a message goes by, each an outbox row: customer-service text (48-hour
 window), late replies, broadcasts, SMS and binding codes (sealed)."""
-
 from __future__ import annotations
 
 from datetime import datetime, timedelta

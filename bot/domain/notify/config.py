@@ -1,7 +1,6 @@
 """Messages' building blocks: templates.toml (template ids, fields, links), the settings
 the messages need (`configure`, once per process, by bot.wiring), and the facts and values
 of a booking's messages."""
-
 from __future__ import annotations
 
 import tomllib

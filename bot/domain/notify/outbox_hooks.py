@@ -1,6 +1,5 @@
 """The domain's hooks of the outbox dispatcher: the message of a row written by set-based
 SQL (`prepare`, handed to Services by bot.wiring) and WeChat's delivery result."""
-
 from __future__ import annotations
 
 from datetime import date

@@ -1,5 +1,4 @@
 """The messages of one WeChat user (and their customer's SMS), for the privacy export."""
-
 from __future__ import annotations
 
 import json

@@ -1,6 +1,5 @@
 """The day-before reminder (template message and SMS), the sweep that queues the due ones,
 and the customer's 确认 on a reminder."""
-
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
