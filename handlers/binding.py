@@ -271,7 +271,7 @@ UNBIND_PHRASE = "确认解除"
 
 def _confirm(ctx: Context, text: str, data: UnbindData) -> bool:
     """Unbinding destroys the binding and what the bot stored: it takes only its distinct
-    phrase 确认解除 (DOMAIN.md); a bare yes (确认, 是) asks again, a no word keeps everything."""
+    phrase 确认解除 (docs/programme.md); a bare yes (确认, 是) asks again, a no word keeps everything."""
     if normalize(text) == UNBIND_PHRASE:
         return True
     if yes_no(text) is False:

@@ -399,10 +399,6 @@ def city_options(ctx: Context, data: BookingData) -> list[Option]:
     return [Option(c, c, note=label("city", count=n), words=(f"{c}市",)) for c, n in cities.items()]
 
 
-def check_city(ctx: Context, code: str, data: BookingData) -> str:
-    return code
-
-
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
     escort = data.service in ctx.services.rules.booking.escorted_at_tertiary
     return [Option(p.code, p.name, note=label("institution", place_kind=p.kind, address=p.address,
@@ -578,7 +574,7 @@ booking_flow = router.flow(Flow(
         Step("expert", "booking/ask_expert", parse_free(64, ("不指定", "无", "没有", "不用")),
              free_text=True, when=lambda ctx, d: d.service == EXPERT and _service(ctx, d)
              .may_name_expert(held_tier(ctx, bound_customer(ctx)).code)),
-        Choice("city", "booking/ask_city", options=city_options, check=check_city),
+        Choice("city", "booking/ask_city", options=city_options),
         Choice("institution", "booking/ask_institution", options=institution_options,
                parse=parse_institution, check=check_institution, context=institution_context),
         Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,

@@ -55,7 +55,7 @@ async def test_my_tier_explains_each_policy(wx, bound):
     assert f"{mask_policy_no('P1000000003')}{product}：保单质押中" in reply
     assert f"{mask_policy_no('P1000000004')}{product}：保单已失效" in reply
     assert "犹豫期内，2026年12月6日起计入" in reply  # cooling-off ends 5 Dec: counts from the 6th
-    assert "趸交保费 250,000.00 元 × 10% = 25,000.00 元" in reply  # DOMAIN.md: 10% of single premium
+    assert "趸交保费 250,000.00 元 × 10% = 25,000.00 元" in reply  # docs/programme.md: 10% of single premium
     assert "层级标准：铂金 ≥ 30万；黄金 ≥ 10万；明珠 ≥ 3万" in reply
     assert "距铂金还差 195,000.00 元" in reply
     assert "P1000000001" not in reply

@@ -34,7 +34,7 @@ def test_contribution_rules(rules):
     assert rules.reviews.month_days == ((6, 30), (12, 31))
 
 
-# The service matrix of DOMAIN.md: tiers entitled, quota, family may use.
+# The service matrix of docs/programme.md: tiers entitled, quota, family may use.
 MATRIX = {
     "service_festival": (TIERS, "events", False),
     "hospital_visit": (TIERS[:4], "per_claim", False),

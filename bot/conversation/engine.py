@@ -1,6 +1,6 @@
 """The conversation engine: from one inbound message (with the user's record) to a reply.
 
-Precedence for text (DOMAIN.md, "What a message means"):
+Precedence for text (docs/programme.md, "What a message means"):
 1. a staff command (`#…` from a staff openid);
 2. emergency words: the advice at once (at a symptoms step the flow goes on);
 3. a universal command (更多, 退出/取消, 返回, 帮助, 人工) that is the whole message;

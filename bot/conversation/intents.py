@@ -41,7 +41,7 @@ def normalize(text: str) -> str:
 
 
 
-# What makes a message a question (DOMAIN.md "Asking is not commanding"): a question mark;
+# What makes a message a question (docs/programme.md "Asking is not commanding"): a question mark;
 # 吗 anywhere, or a closing particle (呢, 么, 嘛, and 不/没 after a verb: 收费不); a question word
 # (什么, 怎么, 多少, 谁, 几, 哪, 啥 …); or an "X不X" / "X没X" pair (疼不疼, 是不是, 有没有).
 _QUESTION = re.compile(
@@ -62,7 +62,7 @@ NO = frozenset({"否", "不", "不是", "不用", "不要", "不了", "不行", 
 
 
 def yes_no(text: str) -> bool | None:
-    """DOMAIN.md's yes/no words: True, False, or None for anything else."""
+    """docs/programme.md's yes/no words: True, False, or None for anything else."""
     norm = normalize(text)
     return True if norm in YES else False if norm in NO else None
 

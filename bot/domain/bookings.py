@@ -1,4 +1,4 @@
-"""Booking rules (DOMAIN.md, "Booking rules"), as pure functions.
+"""Booking rules (docs/programme.md, "Booking rules"), as pure functions.
 
 `check_booking(request, facts)` is the one place that decides whether a booking may be made:
 the chat flow calls it at every step (with what is known so far), again at commit (with the
@@ -15,7 +15,7 @@ No I/O here: the facts (institution, beneficiary, uses of the quota) are gathere
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -250,7 +250,7 @@ def service_date(booking: Any) -> date:
 
 
 def service_start(booking: Any) -> datetime:
-    """When the service starts: the one definition of "the service has started" (DOMAIN.md,
+    """When the service starts: the one definition of "the service has started" (docs/programme.md,
     Cancellation: free cancellation never runs past it; messages about the booking expire
     at it). Midnight of the service date when no time was fixed."""
     return starts_at(service_date(booking), booking.confirmed_time)
@@ -299,6 +299,3 @@ def check_cancellation(booking: Any, now: datetime) -> Refusal | None:
 def counts(status: str) -> bool:
     return status in COUNTING
 
-
-def uses_by_year(rows: Iterable[tuple[int, int]]) -> dict[int, int]:
-    return {int(year): int(n) for year, n in rows}

@@ -441,7 +441,7 @@ class CallBack:
 
 def _reveal(session: Session, who: str, rows: list[CallBack], what: str, now: datetime
             ) -> list[CallBack]:
-    """DOMAIN.md: staff may see the phone on file of a customer who left a message or a
+    """docs/programme.md: staff may see the phone on file of a customer who left a message or a
     visit request, to call back, audited: one audit row per phone shown."""
     for row in rows:
         if row.reveal:
