@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bot.conversation.pipeline import Pipeline
 from bot.conversation.router import Router
-from bot.domain.rules import load_rules
 from bot.infra import health, logs, redact
 from bot.infra.config import Settings
-from bot.infra.services import Services
+from bot.wiring import build_services
 
 
 def build_pipeline(settings: Settings, router: Router | None = None) -> Pipeline:
-    """The production pipeline: services, the handlers' router, the stores. The FAQ index
+    """The production pipeline: services (built here, once: bot.wiring), the handlers'
+    router, the stores. The FAQ index
     (jieba's dictionary) and the date parser load here, once per process, so that no
     customer waits for them."""
     from bot.conversation import faq
@@ -27,7 +27,7 @@ def build_pipeline(settings: Settings, router: Router | None = None) -> Pipeline
 
     faq.warm()
     dates.warm_up()
-    return Pipeline(Services(settings, load_rules(settings.rules_file)), router or build_router())
+    return Pipeline(build_services(settings), router or build_router())
 
 
 def create_app(settings: Settings, *, router: Router | None = None,
@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
         # run in this process (README, "Messages to customers").
         jobs = None
         if settings.in_process_jobs:
-            from bot.domain.jobs import BackgroundJobs
+            from scheduler import BackgroundJobs
 
             jobs = BackgroundJobs(pipe.services).start()
         app.state.jobs = jobs

@@ -84,7 +84,14 @@ def upgrade_database(s: Settings) -> tuple[str | None, str]:
             engine.dispose()
 
     before = current()
-    command.upgrade(cfg, "head")
+    engine = make_engine(s.database_url, pool_size=0)
+    try:
+        with engine.connect() as conn:  # the bot's engine (SQLite's pragmas, BEGIN IMMEDIATE)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+    finally:
+        engine.dispose()
     return before, current()
 
 

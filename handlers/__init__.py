@@ -5,9 +5,11 @@ from bot.conversation.router import Router
 
 
 def build_router() -> Router:
-    from handlers import binding, booking, common, staff, tiers, visits
+    from handlers import (attendance, binding, booking, cancellation, common, staff, tiers,
+                          visits)
+    from menus import VOCABULARY
 
-    root = Router()
-    for module in (common, staff, binding, tiers, booking, visits):
+    root = Router(VOCABULARY)  # the app's keys and words, handed to the framework
+    for module in (common, staff, binding, tiers, booking, cancellation, attendance, visits):
         root.include(module.router)
     return root

@@ -22,18 +22,18 @@ from bot.domain.broadcasts import sync_user
 from bot.domain.identity import (compact, is_valid_phone, mask_id_number, mask_name, mask_phone,
                                  normalize_phone, typed_id_number, validate_id_number)
 from bot.infra.texts import render
-from menus import Key
+from menus import VOCABULARY, Key
 from models import Customer
 
 log = logging.getLogger(__name__)
-router = Router()
+router = Router(VOCABULARY)
 
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{1,30}")
 RESEND = ("重发", "重新发送")
 
 
 def rules_of(ctx: Context) -> accounts.BindRules:
-    return accounts.BindRules.of(ctx.services.settings)
+    return accounts.BindRules.of(ctx.services.settings, ctx.services.rules)
 
 
 def _secret(ctx: Context) -> str:
@@ -271,7 +271,7 @@ UNBIND_PHRASE = "确认解除"
 
 def _confirm(ctx: Context, text: str, data: UnbindData) -> bool:
     """Unbinding destroys the binding and what the bot stored: it takes only its distinct
-    phrase 确认解除 (DOMAIN.md); a bare yes (确认, 是) asks again, a no word keeps everything."""
+    phrase 确认解除 (docs/programme.md); a bare yes (确认, 是) asks again, a no word keeps everything."""
     if normalize(text) == UNBIND_PHRASE:
         return True
     if yes_no(text) is False:
@@ -317,10 +317,8 @@ def start_unbinding(ctx: Context) -> Reply:
     return ctx.start(unbinding)
 
 
-def require_customer(ctx: Context) -> Customer | Reply:
-    """The bound customer, or a reply that leads the user into binding."""
-    customer = ctx.customer
-    if customer is not None:
-        return customer
+@router.when_unbound
+def lead_into_binding(ctx: Context) -> Reply:
+    """A personal key (menus.PERSONAL) from a user with no bound customer: binding first."""
     started = ctx.start(binding)
     return Reply(render("binding/needed") + "\n" + started.text)

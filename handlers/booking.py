@@ -1,8 +1,8 @@
-"""Booking (洁牙, 体检, 专家门诊, 特种检查), 我的预约 and 取消预约 by chat.
+"""Booking by chat (洁牙, 体检, 专家门诊, 特种检查): the booking flow, its steps and its entry.
+(取消预约 is handlers/cancellation.py; 我的预约 and 确认到场 are handlers/attendance.py.)
 
-Thin: every rule is `bot.domain.bookings.check_booking`, asked at each step with what is
-known so far and again at commit (`booking_store.submit_booking`, quota row locked);
-cancellation terms are `bookings.cancellation_terms`.
+Every rule is `bot.domain.bookings.check_booking`, asked at each step with what is known so
+far and again at commit (`booking_store.submit_booking`, quota row locked).
 """
 from __future__ import annotations
 
@@ -16,34 +16,28 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
 from bot.conversation.flow import offered_of
-from bot.conversation.intents import match, normalize, yes_no
+from bot.conversation.intents import normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
 from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
-                                 calendar, cancel_refusal, cancellation_terms, check_booking,
-                                 escorted, packages_for, quota_years, remaining, service_date)
+                                 calendar, check_booking, escorted, packages_for, quota_years,
+                                 remaining)
 from bot.domain.dates import parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
                                  validate_id_number)
 from bot.domain.rules import Service
-from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, BookingStatus, Relation
+from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, Relation
 from bot.infra.sealed import seal, unseal_or_none
 from bot.infra.texts import render
-from handlers.binding import require_customer
 from handlers.tiers import held_tier
-from menus import INTENTS, Key
-from models import Customer, FamilyMember, Institution
+from menus import INTENTS, SERVICE_OF, VOCABULARY, Key
+from models import Customer, FamilyMember
 
-router = Router()
+router = Router(VOCABULARY)
 
-SERVICE_OF_KEY = {Key.BOOK_DENTAL: "dental", Key.BOOK_CHECKUP: "checkup",
-                  Key.BOOK_EXPERT: "expert_outpatient", Key.BOOK_SPECIAL: "special_exam"}
 EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
 SPECIAL = "special_exam"  # asks the symptoms or the doctor's referral (the handbook's basis)
-FEE_SERVICES = ("expert_outpatient", "special_exam")  # medical fees are the customer's
-ESCORT_SERVICES = ("checkup", "expert_outpatient", "special_exam")  # escorted at 三甲 hospitals
 SELF, NEW, MEMBER = "self", "new", "fm:"
-LATE_PHRASE = "确认取消"
 RELATIONS = (Relation.SPOUSE, Relation.PARENT, Relation.CHILD)
 
 
@@ -56,7 +50,6 @@ WHO = sorted(((w, rel, sex) for w, (rel, sex) in RELATION_WORDS.items() if len(w
              key=lambda hit: -len(hit[0]))
 SEALED = "booking:new_member"  # the purpose the new member's name and ID number are sealed for
 _FILLER = re.compile(r"帮我|给我|替我|我想|我要|想要|预约|约个|约一下|一下|的|去|做个|做|约")
-_NUMBER = re.compile(r"YY\d{10}", re.IGNORECASE)
 
 
 # --- Facts for the rules ---------------------------------------------------------------------
@@ -84,7 +77,8 @@ class BookingData(FlowData):
     date_note: str = ""  # why a date named at entry could not be kept
 
 
-def _customer(ctx: Context) -> Customer:
+def bound_customer(ctx: Context) -> Customer:
+    """The bound customer inside a flow (one may unbind on another device mid-flow)."""
     customer = ctx.customer
     if customer is None:  # unbound mid-flow
         raise Invalid("binding/needed", end=True)
@@ -96,7 +90,7 @@ def _service(ctx: Context, data: BookingData) -> Service:
 
 
 def _person(ctx: Context, data: BookingData) -> Person | None:
-    customer = _customer(ctx)
+    customer = bound_customer(ctx)
     who = data.beneficiary
     if who is None:
         return None if _service(ctx, data).family else store.me(customer)
@@ -124,7 +118,7 @@ def _package(ctx: Context, data: BookingData) -> str | None:
     if data.package:
         return data.package
     service = _service(ctx, data)
-    choices = packages_for(service, held_tier(ctx, _customer(ctx)).code, _person(ctx, data))
+    choices = packages_for(service, held_tier(ctx, bound_customer(ctx)).code, _person(ctx, data))
     return choices[0].code if len(choices) == 1 else None
 
 
@@ -133,12 +127,12 @@ def _request(ctx: Context, data: BookingData, **override: Any) -> BookingRequest
                   institution=store.institution(ctx.conn, data.institution)
                   if data.institution else None, date=data.date)
     values.update(override)
-    return BookingRequest(service=data.service, tier=held_tier(ctx, _customer(ctx)).code,
+    return BookingRequest(service=data.service, tier=held_tier(ctx, bound_customer(ctx)).code,
                           requested_at=ctx.now, **values)
 
 
 def _facts(ctx: Context, req: BookingRequest):
-    return store.gather_facts(ctx.conn, _customer(ctx).id, req, ctx.services.rules, calendar())
+    return store.gather_facts(ctx.conn, bound_customer(ctx).id, req, ctx.services.rules, calendar())
 
 
 def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | None = None,
@@ -178,7 +172,7 @@ def entitlement(ctx: Context, tier_code: str, service: Service) -> dict:
 
 
 def _with_quota(ctx: Context, services) -> list[dict]:
-    customer = _customer(ctx)
+    customer = bound_customer(ctx)
     out = []
     for s in services:
         used = store.quota_used(ctx.conn, customer.id, s.code, ctx.today.year)
@@ -206,14 +200,14 @@ ENDS = {Refusal.NOT_ENTITLED, Refusal.NOT_BOOKABLE}
 
 
 def service_options(ctx: Context, data: BookingData) -> list[Option]:
-    tier = held_tier(ctx, _customer(ctx))
+    tier = held_tier(ctx, bound_customer(ctx))
     return [Option(s["service"].code, s["service"].name, note=label("left", left=s["left"]))
             for s in _with_quota(ctx, ctx.services.rules.bookable_services_for(tier.code))]
 
 
 def service_context(ctx: Context, data: BookingData) -> dict:
     rules = ctx.services.rules
-    tier = held_tier(ctx, _customer(ctx))
+    tier = held_tier(ctx, bound_customer(ctx))
     mine = {s.code for s in rules.bookable_services_for(tier.code)}
     others = [{"service": rules.service(c), "tier": rules.lowest_tier_with(c)}
               for c in rules.booking.services if c not in mine]
@@ -227,7 +221,7 @@ def check_service(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def beneficiary_options(ctx: Context, data: BookingData) -> list[Option]:
-    customer = _customer(ctx)
+    customer = bound_customer(ctx)
     options = [Option(SELF, label("self", name=mask_name(customer.name)),
                       words=("本人", "自己", "我", "我自己"))]
     for m in store.family_of(ctx.session, customer.id):
@@ -256,7 +250,7 @@ def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
     """The beneficiary step's own parser: a family member's full name on file (the list shows
     it masked), or a relation word (老公, 我妈) naming the one member on file it fits, or a
     new member of that relation when there is none."""
-    family = store.family_of(ctx.session, _customer(ctx).id)
+    family = store.family_of(ctx.session, bound_customer(ctx).id)
     named = [m for m in family if _same_name(m.name, text)]  # the full name, as on file
     if len(named) == 1:
         return f"{MEMBER}{named[0].id}"
@@ -312,7 +306,7 @@ def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
     """The new member's ID number: valid, not the policyholder's own, under the name on file
     when it belongs to a known person; a parent younger than the policyholder (or a child
     older) is questioned first."""
-    customer = _customer(ctx)
+    customer = bound_customer(ctx)
     questioned, data.age_pending = _unseal(ctx, data.age_pending), ""
     said = yes_no(text) if questioned else None
     if said is False:
@@ -346,7 +340,7 @@ def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
 
 
 def package_options(ctx: Context, data: BookingData) -> list[Option]:
-    tier = held_tier(ctx, _customer(ctx))
+    tier = held_tier(ctx, bound_customer(ctx))
     return [Option(p.code, p.name, note=p.content)
             for p in packages_for(_service(ctx, data), tier.code, _person(ctx, data))]
 
@@ -405,19 +399,15 @@ def city_options(ctx: Context, data: BookingData) -> list[Option]:
     return [Option(c, c, note=label("city", count=n), words=(f"{c}市",)) for c, n in cities.items()]
 
 
-def check_city(ctx: Context, code: str, data: BookingData) -> str:
-    return code
-
-
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
-    escort = data.service in ESCORT_SERVICES
+    escort = data.service in ctx.services.rules.booking.escorted_at_tertiary
     return [Option(p.code, p.name, note=label("institution", place_kind=p.kind, address=p.address,
                                               escort=escort and escorted(p)))
             for p in _places(ctx, data, data.city)]
 
 
 def institution_context(ctx: Context, data: BookingData) -> dict:
-    return {"city": data.city, "escort_note": data.service in ESCORT_SERVICES
+    return {"city": data.city, "escort_note": data.service in ctx.services.rules.booking.escorted_at_tertiary
             and any(escorted(p) for p in _places(ctx, data, data.city))}
 
 
@@ -503,9 +493,9 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
                 department=data.department,
                 hospital=data.hospital, expert=data.expert, person=person_label(person),
                 place=req.institution, date=req.date,
-                escorted=req.service in ESCORT_SERVICES and escorted(req.institution),
+                escorted=req.service in rules.booking.escorted_at_tertiary and escorted(req.institution),
                 provisional=calendar().is_provisional(req.date), deadline=deadline,
-                fees=req.service in FEE_SERVICES, family=not person.is_self,
+                fees=req.service in rules.booking.customer_pays_fees, family=not person.is_self,
                 quota_year=req.date.year if req.date.year != ctx.today.year else None)
 
 
@@ -526,7 +516,7 @@ def parse_confirm(ctx: Context, text: str, data: BookingData) -> bool:
 
 def finish(ctx: Context, data: BookingData) -> Reply:
     rules = ctx.services.rules
-    customer = _customer(ctx)
+    customer = bound_customer(ctx)
     req = _request(ctx, data)
     person = req.beneficiary
     new_member = None
@@ -583,8 +573,8 @@ booking_flow = router.flow(Flow(
              free_text=True, when=_is(EXPERT)),
         Step("expert", "booking/ask_expert", parse_free(64, ("不指定", "无", "没有", "不用")),
              free_text=True, when=lambda ctx, d: d.service == EXPERT and _service(ctx, d)
-             .may_name_expert(held_tier(ctx, _customer(ctx)).code)),
-        Choice("city", "booking/ask_city", options=city_options, check=check_city),
+             .may_name_expert(held_tier(ctx, bound_customer(ctx)).code)),
+        Choice("city", "booking/ask_city", options=city_options),
         Choice("institution", "booking/ask_institution", options=institution_options,
                parse=parse_institution, check=check_institution, context=institution_context),
         Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,
@@ -600,9 +590,7 @@ booking_flow = router.flow(Flow(
 
 
 def start_booking(ctx: Context, service_code: str | None) -> Reply:
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
+    customer = ctx.customer  # a personal key: the router served it to a bound customer
     tier = held_tier(ctx, customer)
     initial: dict[str, Any] = {}
     if service_code is not None:
@@ -640,7 +628,7 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
                 out["exam"] = choice
                 rest = re.sub(re.escape(stem), "", rest, flags=re.IGNORECASE)
                 break
-    key = next(k for k, s in SERVICE_OF_KEY.items() if s == service_code)
+    key = next(k for k, s in SERVICE_OF.items() if s == service_code)
     for word in sorted(INTENTS[key], key=len, reverse=True):
         rest = rest.replace(word, "")
     rest = _FILLER.sub("", rest).strip()
@@ -661,241 +649,12 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
 
 @router.key(Key.BOOK_DENTAL, Key.BOOK_CHECKUP, Key.BOOK_EXPERT, Key.BOOK_SPECIAL)
 def book(ctx: Context) -> Reply:
-    key = Key(ctx.inbound.key) if ctx.inbound.key else _typed_key(ctx)
-    return start_booking(ctx, SERVICE_OF_KEY.get(key))
+    return start_booking(ctx, SERVICE_OF[ctx.key])
 
 
-def _typed_key(ctx: Context) -> Key | None:
-    return match(ctx.text)
-
-
-# --- 我的预约 ------------------------------------------------------------------------------------
-
-
-def _terms(ctx: Context, booking) -> tuple[bool, Any]:
-    rules = ctx.services.rules
-    return cancellation_terms(booking, ctx.now, calendar(), cutoff=rules.booking.cancel_cutoff,
-                              grace_hours=rules.booking.confirm_grace_hours)
-
-
-def _who(ctx: Context, customer: Customer, booking) -> str:
+def who(ctx: Context, customer: Customer, booking) -> str:
+    """The person a booking is for, as the booking flow labels them."""
     if booking.family_member_id is None:
         return person_label(store.me(customer))
     member = ctx.session.get(FamilyMember, booking.family_member_id)
     return person_label(store.person_of(member)) if member else ""
-
-
-def upcoming_first(bookings: list, today: date) -> list:
-    """Bookings still to come (submitted or confirmed, from today on), soonest first; then
-    the others, most recent first."""
-    def ahead(b) -> bool:
-        return b.status in (BookingStatus.SUBMITTED, BookingStatus.CONFIRMED) and \
-            service_date(b) >= today
-    coming = sorted((b for b in bookings if ahead(b)), key=lambda b: (service_date(b), b.id))
-    rest = sorted((b for b in bookings if not ahead(b)), key=lambda b: (service_date(b), b.id),
-                  reverse=True)
-    return coming + rest
-
-
-@router.key(Key.MY_BOOKINGS)
-def my_bookings(ctx: Context) -> Reply:
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
-    rules = ctx.services.rules
-    items = []
-    for b in upcoming_first(store.bookings_of(ctx.session, customer.id), ctx.today):
-        cancellable = cancel_refusal(b, ctx.now) is None
-        free, until = _terms(ctx, b) if cancellable else (False, None)
-        place = ctx.session.get(Institution, b.institution_id) if b.institution_id else None
-        items.append(dict(number=b.number, service=rules.service(b.service).name,
-                          person=_who(ctx, customer, b), date=service_date(b),
-                          time=b.confirmed_time, status=b.status,
-                          place=place.name if place else "", cancellable=cancellable,
-                          free=cancellable and free, free_until=until if cancellable and free else None,
-                          attended_at=b.attendance_confirmed_at,
-                          cancel_reason=b.cancel_reason))
-    if not items:
-        return ctx.say("booking/no_bookings")
-    return ctx.say("booking/my_bookings", items=items)
-
-
-# --- 取消预约 ------------------------------------------------------------------------------------
-
-
-class CancelData(FlowData):
-    which: str | None = None  # booking number
-    free: bool | None = None  # the terms the customer was shown
-    confirm: bool | None = None
-
-
-def _own_active(ctx: Context, customer: Customer) -> list:
-    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
-            if cancel_refusal(b, ctx.now) is None]
-
-
-def which_options(ctx: Context, data: CancelData) -> list[Option]:
-    customer = _customer(ctx)
-    rules = ctx.services.rules
-    return [Option(b.number, label("booking", number=b.number, service=rules.service(b.service).name),
-                   note=label("booking_note", day=service_date(b), who=_who(ctx, customer, b)),
-                   words=(b.number,))
-            for b in _own_active(ctx, customer)]
-
-
-def _booking(ctx: Context, number: str):
-    """The customer's own booking with this number, or an Invalid that ends the flow."""
-    booking = store.booking_by_number(ctx.session, number)
-    if booking is None or booking.customer_id != _customer(ctx).id:
-        raise Invalid("booking/cancel/not_found", end=True, number=number)
-    why = cancel_refusal(booking, ctx.now)
-    if why is not None:
-        raise Invalid(f"booking/cancel/{why}", end=True, number=number,
-                      status=render("booking/status", status=booking.status))
-    return booking
-
-
-def check_which(ctx: Context, code: str, data: CancelData) -> str:
-    _booking(ctx, code)
-    return code
-
-
-def cancel_context(ctx: Context, data: CancelData) -> dict:
-    booking = store.booking_by_number(ctx.session, data.which)
-    free, deadline = _terms(ctx, booking)
-    data.free = free
-    rules = ctx.services.rules
-    summary = render("booking/cancel/summary", number=booking.number,
-                     service=rules.service(booking.service).name,
-                     person=_who(ctx, _customer(ctx), booking), date=service_date(booking))
-    return dict(summary=summary, free=free, deadline=deadline, year=booking.quota_year,
-                service=rules.service(booking.service).name)
-
-
-def parse_cancel_confirm(ctx: Context, text: str, data: CancelData) -> bool:
-    """A free cancellation takes a yes; a late (counted) one only 「确认取消」."""
-    late_phrase = normalize(text) == LATE_PHRASE
-    if data.free:
-        if yes_no(text) is True or late_phrase:
-            return True
-        if yes_no(text) is False:
-            raise Invalid("booking/cancel/kept", end=True)
-        raise Invalid("booking/confirm_again")
-    if late_phrase:
-        return True
-    if yes_no(text) is False:
-        raise Invalid("booking/cancel/kept", end=True)
-    raise Invalid("booking/cancel/confirm_late_again")
-
-
-def cancel_finish(ctx: Context, data: CancelData) -> Reply:
-    rules = ctx.services.rules
-    booking = _booking(ctx, data.which)
-    free, _ = _terms(ctx, booking)
-    if data.free and not free:  # the free deadline passed while the customer was deciding
-        raise Invalid("booking/cancel/terms_changed", goto="confirm")
-    free = store.cancel_booking(ctx.session, booking, ctx.now, calendar(), rules)
-    notify.booking_cancelled(ctx.session, booking, ctx.now, counted=not free)
-    return ctx.say("booking/cancel/cancelled_free" if free else "booking/cancel/cancelled_late",
-                   number=booking.number, year=booking.quota_year,
-                   service=rules.service(booking.service).name)
-
-
-class CancelConfirm(Step):
-    """Free: a yes; late (counted): only 「确认取消」."""
-
-    def ask(self, ctx: Context, data: Any) -> str:
-        values = cancel_context(ctx, data)
-        return render("booking/cancel/confirm_free" if values["free"]
-                      else "booking/cancel/confirm_late", **values)
-
-
-cancel_flow = router.flow(Flow(
-    name="cancel_booking", title="取消预约",
-    steps=[Choice("which", "booking/cancel/ask_which", options=which_options,
-                  check=check_which),
-           CancelConfirm("confirm", "booking/cancel/confirm_free", parse_cancel_confirm)],
-    finish=cancel_finish, model=CancelData,
-))
-
-
-@router.key(Key.CANCEL_BOOKING)
-def cancel(ctx: Context) -> Reply:
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
-    m = _NUMBER.search(ctx.text or "")
-    if m:
-        number = m.group(0).upper()
-        try:
-            _booking(ctx, number)
-        except Invalid as exc:
-            return Reply(exc.render())
-        return ctx.start(cancel_flow, which=number)
-    active = _own_active(ctx, customer)
-    if not active:
-        return ctx.say("booking/cancel/none")
-    if len(active) == 1:
-        return ctx.start(cancel_flow, which=active[0].number)
-    return ctx.start(cancel_flow)
-
-
-
-# --- 确认: the answer to the day-before reminder --------------------------------------------
-
-
-def _tomorrow(ctx: Context, customer: Customer) -> list:
-    """The customer's confirmed bookings for tomorrow (the reminder is for these)."""
-    tomorrow = ctx.today + timedelta(days=1)
-    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
-            if b.status == "confirmed" and b.confirmed_date == tomorrow]
-
-
-def _attend(ctx: Context, booking) -> Reply:
-    if not notify.confirm_attendance(ctx.session, booking, ctx.now):
-        return ctx.say("booking/attendance/already")
-    place = ctx.session.get(Institution, booking.institution_id) if booking.institution_id else None
-    return ctx.say("booking/attendance/confirmed", number=booking.number,
-                   service=ctx.services.rules.service(booking.service).name,
-                   when=booking.confirmed_time or "", place=place.name if place else "")
-
-
-class AttendData(FlowData):
-    which: str | None = None
-
-
-def attend_options(ctx: Context, data: AttendData) -> list[Option]:
-    customer = _customer(ctx)
-    rules = ctx.services.rules
-    return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
-                   note=f"{b.confirmed_time or ''}，{_who(ctx, customer, b)}", words=(b.number,))
-            for b in _tomorrow(ctx, customer)]
-
-
-def attend_finish(ctx: Context, data: AttendData) -> Reply:
-    booking = store.booking_by_number(ctx.session, data.which)
-    if booking is None or booking.customer_id != _customer(ctx).id:
-        raise Invalid("booking/cancel/not_found", end=True, number=data.which)
-    return _attend(ctx, booking)
-
-
-attend_flow = router.flow(Flow(
-    name="confirm_attendance", title="确认到场",
-    steps=[Choice("which", "booking/attendance/ask_which", options=attend_options)],
-    finish=attend_finish, model=AttendData,
-))
-
-
-@router.key(Key.CONFIRM_ATTENDANCE)
-def confirm_attendance(ctx: Context) -> Reply:
-    """确认 after the day-before reminder: tomorrow's booking is marked attendance-confirmed
-    (staff see it); with several bookings tomorrow, the bot asks which."""
-    customer = require_customer(ctx)
-    if isinstance(customer, Reply):
-        return customer
-    tomorrow = _tomorrow(ctx, customer)
-    if not tomorrow:
-        return ctx.say("booking/attendance/none")
-    if len(tomorrow) == 1:
-        return _attend(ctx, tomorrow[0])
-    return ctx.start(attend_flow)

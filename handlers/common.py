@@ -13,10 +13,10 @@ from bot.conversation.faq import default as faq_book
 from bot.domain import notify
 from models import LeftMessage, WechatUser
 from handlers.tiers import capabilities, with_service
-from menus import Key
+from menus import VOCABULARY, Key
 
 log = logging.getLogger(__name__)
-router = Router()
+router = Router(VOCABULARY)
 
 HUMAN, LEAVE_MESSAGE = "human", "leave_message"
 
@@ -69,7 +69,7 @@ def health_advisor(ctx: Context, customer, tier) -> Reply:
 @router.key(Key.FESTIVAL)
 def festival(ctx: Context) -> Reply:
     today = ctx.today
-    months = ctx.services.settings.festival_months
+    months = ctx.services.rules.festival.months
     during = today.month in months
     year = today.year if today.month <= max(months) else today.year + 1
     return ctx.say("festival", during=during, year=year, months=months,
@@ -94,7 +94,7 @@ def festival_events(ctx: Context) -> list[dict]:
 
 @router.key(Key.HUMAN)
 def human(ctx: Context) -> Reply:
-    start, end = ctx.services.settings.service_hours
+    start, end = ctx.services.rules.human_service.hours
     if start <= ctx.now.time().replace(tzinfo=None) < end:
         ctx.enter(HUMAN, since=time.time(), agent=False)
         notice = ctx.say("human_transferring").text

@@ -16,8 +16,9 @@ from bot.domain.bookings import calendar
 from bot.domain.staff_desk import StaffRefused
 from bot.domain.vocab import BookingStatus, Role
 from bot.infra.privacy import mask_name, mask_phone
+from menus import VOCABULARY
 
-router = Router()
+router = Router(VOCABULARY)
 ADMIN = (Role.ADMIN.value,)
 BROADCAST = "broadcast"  # the mode holding a staff member's pending broadcast
 
@@ -118,7 +119,7 @@ def staff_help(ctx: Context) -> Reply:
 def register(ctx: Context, code: str) -> Reply:
     try:
         member = desk.redeem_invite(ctx.session, ctx.services.settings.secret_key, code,
-                                    ctx.openid, ctx.now, BindRules.of(ctx.services.settings))
+                                    ctx.openid, ctx.now, BindRules.of(ctx.services.settings, ctx.services.rules))
     except StaffRefused as exc:
         return refused(ctx, exc)
     ctx._staff = member

@@ -10,12 +10,11 @@ from bot.conversation import Context, Reply, Router
 from bot.domain import booking_store, customers
 from bot.domain.rules import Tier
 from bot.domain.tiers import breakdown, evaluate, next_review_date
-from handlers.binding import require_customer
 from bot.domain.entitlements import refusal
-from menus import INTENT_LABEL, SERVICE_OF, Key
+from menus import INTENT_LABEL, SERVICE_OF, VOCABULARY, Key
 from models import Customer
 
-router = Router()
+router = Router(VOCABULARY)
 
 
 def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
@@ -44,9 +43,7 @@ def with_service(service_code: str):
     def deco(handler: Callable[[Context, Customer, Tier], Reply]) -> Callable[[Context], Reply]:
         @wraps(handler)
         def wrapper(ctx: Context) -> Reply:
-            customer = require_customer(ctx)
-            if isinstance(customer, Reply):
-                return customer
+            customer = ctx.customer  # a personal key: the router checked it
             tier = held_tier(ctx, customer)
             why = refusal(ctx.services.rules, tier, service_code)
             if why is not None:
@@ -88,9 +85,7 @@ def with_held_tier(handler: Callable[[Context, Customer, Tier], Reply]) -> Calla
     is the lowest); an unbound user is led into binding instead."""
     @wraps(handler)
     def wrapper(ctx: Context) -> Reply:
-        customer = require_customer(ctx)
-        if isinstance(customer, Reply):
-            return customer
+        customer = ctx.customer  # a personal key: the router checked it
         return handler(ctx, customer, held_tier(ctx, customer))
     return wrapper
 
@@ -140,4 +135,4 @@ def my_benefits(ctx: Context, customer: Customer, tier: Tier) -> Reply:
                    services=services, year=ctx.today.year, above=above, extra=extra,
                    bookable=[name for name, n in bookable if n != 0],
                    spent=[name for name, n in bookable if n == 0],
-                   advisor="health_advisor" in offered)
+                   advisor="health_advisor" in offered, festival_months=rules.festival.months)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
 from bot.domain import visits
 from handlers.tiers import with_service
-from menus import Key
+from menus import VOCABULARY, Key
 
-router = Router()
+router = Router(VOCABULARY)
 
 
 class VisitData(FlowData):

@@ -1,8 +1,12 @@
 """The one source of what a user can ask for: menu keys, the menu layout and the words
-(with synonyms) that mean the same thing in chat. The router maps each key to a handler."""
+(with synonyms) that mean the same thing in chat. The router maps each key to a handler;
+the app hands this vocabulary (`VOCABULARY`) to the conversation framework, which names no
+key of its own."""
 from __future__ import annotations
 
 from enum import StrEnum
+
+from bot.conversation.intents import Vocabulary
 
 
 class Key(StrEnum):
@@ -36,10 +40,12 @@ SERVICE_OF: dict[Key, str] = {
     Key.HOSPITAL_VISIT: "hospital_visit",
 }
 
-# Keys only a bound policyholder can use (others are led into binding first).
+# Keys only a bound policyholder can use: the router leads anyone else into binding first
+# (`Router.unbound`), so their handlers always have `ctx.customer`. (解除绑定 answers an
+# unbound user itself: there is nothing to unbind.)
 PERSONAL: frozenset[Key] = frozenset({
     Key.MY_TIER, Key.MY_BENEFITS, Key.MY_BOOKINGS, Key.CANCEL_BOOKING, Key.CONFIRM_ATTENDANCE,
-    Key.UNBIND, *SERVICE_OF})
+    *SERVICE_OF})
 
 # Keys whose words are also answers inside flows (确认 is a yes): inside a flow they never
 # pull the customer out of it; they act only outside flows.
@@ -67,7 +73,7 @@ class MenuError(ValueError):
 
 
 # Words customers type for each key. Matching is tolerant of spaces, punctuation,
-# full-width characters and small typos (see bot/intents.py).
+# full-width characters and small typos (see bot/conversation/intents.py).
 INTENTS: dict[Key, list[str]] = {
     Key.MY_TIER: ["我的等级", "等级", "我的层级", "层级", "客户层级", "查等级", "查询等级",
                   "会员等级", "我是什么等级", "贡献值", "保费贡献值", "VIP等级"],
@@ -95,6 +101,10 @@ INTENTS: dict[Key, list[str]] = {
 
 # How the bot names each key to the customer (the first of its words).
 INTENT_LABEL: dict[Key, str] = {key: words[0] for key, words in INTENTS.items()}
+
+
+VOCABULARY = Vocabulary(INTENTS, key=Key, help=Key.HELP, human=Key.HUMAN, services=SERVICE_OF,
+                        personal=PERSONAL, not_in_flows=NOT_IN_FLOWS)
 
 
 def menu_json(menu: list[tuple[str, list[tuple[str, Key]]]] | None = None) -> dict:

@@ -1,5 +1,5 @@
 """Booking, 我的预约 and 取消预约 through /wechat: signed requests, a real database and
-controlled time. Expected values come from DOMAIN.md ("Booking rules", "Value-added services"),
+controlled time. Expected values come from docs/programme.md ("Booking rules", "Services"),
 not from the templates under test: tests look at what was written and at the dates, numbers
 and names a reply must carry."""
 from __future__ import annotations
@@ -153,7 +153,7 @@ async def test_a_tier_without_the_service_is_told_which_tier_gives_it(wx_plain, 
     assert count_bookings(services) == 0
 
 
-# DOMAIN, "Value-added services by tier": the services each tier may book (all for family too).
+# DOMAIN, "Services": the services each tier may book (all for family too).
 TIER_SERVICES = {"diamond": {"洁牙", "健康体检", "专家门诊预约", "特种检查预约"},
                  "platinum": {"洁牙", "健康体检", "专家门诊预约"}, "gold": {"洁牙"},
                  "pearl": set(), "mass": set()}
@@ -664,7 +664,7 @@ def test_staff_mode_warns_about_the_lead_time_instead_of_refusing(services):
 
 async def test_symptoms_at_the_department_step_get_the_advice_and_the_flow_goes_on(wx_plain, world,
                                                                                    services):
-    """DOMAIN.md: at a step that takes symptoms (expert outpatient) the emergency advice is
+    """docs/programme.md: at a step that takes symptoms (expert outpatient) the emergency advice is
     shown and the flow goes on."""
     with time_machine.travel(WED, tick=True):
         world("platinum")

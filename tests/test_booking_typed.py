@@ -1,7 +1,7 @@
 """What the customer typed, read for what it says (issue 14 §1): a choice step takes a tap
 or number, then an exact label or keyword, then the step's own parser (a typed date is a
 date), and a near match only after asking back. Through /wechat with a fixed clock:
-Wednesday 2 December 2026, 10:00 Asia/Shanghai. DOMAIN.md: the earliest bookable date is
+Wednesday 2 December 2026, 10:00 Asia/Shanghai. docs/programme.md: the earliest bookable date is
 the 2nd working day after the request, so 12月4日…12月8日 are the five dates offered at an
 institution open every day; the window is 90 days (to 2 March 2027)."""
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """One clock (issue 14 §3 and §4): every instant is stored as an aware UTC value and every
-time a person reads is Asia/Shanghai (DOMAIN.md, "Staff console": chat, SMS, console, CLI).
+time a person reads is Asia/Shanghai (docs/programme.md: chat, SMS, console, CLI).
 
 The clock stands where UTC and Shanghai disagree: 2026-12-02 22:30 in Shanghai is 14:30 UTC
 (same date, other hour); 2026-12-03 07:30 in Shanghai is 2026-12-02 23:30 UTC (other date).
-Expected values are Shanghai wall-clock times worked out by hand from DOMAIN.md's rules."""
+Expected values are Shanghai wall-clock times worked out by hand from docs/programme.md's rules."""
 from __future__ import annotations
 
 import json

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from bot.conversation.intents import Universal, is_question, match, normalize, universal
-from menus import INTENTS, MENU, Key, menu_json
+from bot.conversation.intents import Universal, is_question, normalize
+from menus import INTENTS, MENU, VOCABULARY, Key, menu_json
+
+match, universal = VOCABULARY.match, VOCABULARY.universal
 
 
 @pytest.mark.parametrize("text,key", [

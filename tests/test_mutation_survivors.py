@@ -1,7 +1,7 @@
 """Tests for the rule breaks a mutation audit found the suite did not notice (issue 15, "Tests
 the mutation audit showed missing"). Each goes through the real doors: the customer and the
 staff member talk to /wechat, the reminder sweep is the scheduler's own job, run at a
-controlled time. Expected values come from DOMAIN.md ("Booking rules", "What a message
+controlled time. Expected values come from docs/programme.md ("Booking rules", "What a message
 means") and the README ("Reminders"), not from the code under test."""
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ async def test_my_tier_explains_each_policy(wx, bound):
     assert f"{mask_policy_no('P1000000003')}{product}：保单质押中" in reply
     assert f"{mask_policy_no('P1000000004')}{product}：保单已失效" in reply
     assert "犹豫期内，2026年12月6日起计入" in reply  # cooling-off ends 5 Dec: counts from the 6th
-    assert "趸交保费 250,000.00 元 × 10% = 25,000.00 元" in reply  # DOMAIN.md: 10% of single premium
+    assert "趸交保费 250,000.00 元 × 10% = 25,000.00 元" in reply  # docs/programme.md: 10% of single premium
     assert "层级标准：铂金 ≥ 30万；黄金 ≥ 10万；明珠 ≥ 3万" in reply
     assert "距铂金还差 195,000.00 元" in reply
     assert "P1000000001" not in reply
@@ -100,3 +100,17 @@ async def test_demo_customers_hold_one_tier_each(wx_plain, settings):
         reply = await wx_plain.say(f"o_demo_{tier}", "我的等级")
         assert f"【{name}客户】" in reply, reply
     assert "already has customers" in load_demo(settings, if_empty=True)
+
+
+# Every key of menus.PERSONAL, typed or clicked, leads an unbound user into binding (the
+# router's one guard); 解除绑定, which is not personal, answers for itself.
+@pytest.mark.parametrize("said", ["我的等级", "我的权益", "预约洁牙", "预约体检", "专家门诊",
+                                  "特种检查", "健康顾问", "理赔探视", "我的预约", "取消预约",
+                                  "确认"])
+async def test_every_personal_key_leads_an_unbound_user_into_binding(wx_plain, said):
+    reply = await wx_plain.say(U, said)
+    assert reply.startswith(render("binding/needed")), reply
+
+
+async def test_unbinding_an_unbound_user_says_there_is_nothing_to_unbind(wx_plain):
+    assert await wx_plain.say(U, "解除绑定") == render("binding/not_bound")

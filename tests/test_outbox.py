@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from bot.domain import jobs, notify
+from bot.domain import notify
+import scheduler as jobs
 from bot.domain.accounts import bind
 from bot.domain.privacy import export
 from bot.domain.vocab import BookingStatus

@@ -1,8 +1,8 @@
-"""Asking is not commanding (DOMAIN.md "What a message means", issue 14 §2), through /wechat:
+"""Asking is not commanding (docs/programme.md "What a message means", issue 14 §2), through /wechat:
 a question gets the FAQ's answer even when it names a service, with an offer to book what the
 customer's tier has; a command form starts the flow; at a step a question that is not the
 step's answer is answered and the step asked again; questions the FAQ cannot answer are kept
-for staff without the identity of who asked. Expected facts come from DOMAIN.md."""
+for staff without the identity of who asked. Expected facts come from docs/programme.md."""
 from __future__ import annotations
 
 import pytest
@@ -206,7 +206,7 @@ async def test_a_service_word_asked_at_a_step_does_not_switch_flows(wx_plain, wo
         assert "体检" in reply and "洁牙可由" not in reply
 
 
-# --- The gaps of issue 14, answered from DOMAIN.md's facts ------------------------------------
+# --- The gaps of issue 14, answered from docs/programme.md's facts ------------------------------------
 
 
 async def test_will_i_be_notified_says_template_message_and_sms(wx_plain):

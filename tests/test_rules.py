@@ -34,7 +34,7 @@ def test_contribution_rules(rules):
     assert rules.reviews.month_days == ((6, 30), (12, 31))
 
 
-# The service matrix of DOMAIN.md: tiers entitled, quota, family may use.
+# The service matrix of docs/programme.md: tiers entitled, quota, family may use.
 MATRIX = {
     "service_festival": (TIERS, "events", False),
     "hospital_visit": (TIERS[:4], "per_claim", False),
@@ -167,6 +167,18 @@ BAD = [
     (edit("family = true", 'family = "yes"'), "services[dental].family: "),
     (edit('[[services]]\ncode = "dental"', '[[services]]\ncode = "health_advisor"'),
      "services[health_advisor]: code 'health_advisor' is used twice"),
+    (edit('customer_pays_fees = ["expert_outpatient", "special_exam"]',
+          'customer_pays_fees = ["expert_outpatient", "massage"]'),
+     "booking.customer_pays_fees: 'massage' is not one of"),
+    (edit('escorted_at_tertiary = ["checkup",', 'escorted_at_tertiary = ["checkup", "checkup",'),
+     "booking.escorted_at_tertiary: 'checkup' is listed twice"),
+    (edit("months = [7, 8]", "months = [7, 13]"), "festival.months[#2]: Input should be less than or equal to 12"),
+    (edit("months = [7, 8]", "months = [0, 8]"), "festival.months[#1]: Input should be greater than or equal to 1"),
+    (edit('hours = "09:00-21:00"', 'hours = "21:00-09:00"'),
+     "human_service.hours: start must be before end"),
+    (edit("max_failures = 5 ", "max_failures = 0 "), "binding.max_failures: "),
+    (edit("sms_codes_per_phone_per_day = 10", "sms_codes_per_phone_per_day = 0"),
+     "binding.sms_codes_per_phone_per_day: "),
     (edit("[reviews]", "[reviewz]"), "reviewz: unknown key"),
     (edit("[contribution.weights]", "[contribution.weights"), "not valid TOML"),
 ]
@@ -201,3 +213,48 @@ def test_empty_file_names_the_first_missing_key(tmp_path):
 def test_rules_are_frozen(rules):
     with pytest.raises(Exception):
         rules.tiers[0].threshold = Decimal(1)
+
+
+# --- Programme rules that a setting may override -------------------------------------------
+
+
+def test_hours_festival_binding_and_booking_lists_as_the_handbook_states(rules):
+    from datetime import time
+
+    assert rules.festival.months == (7, 8)
+    assert rules.human_service.hours == (time(9, 0), time(21, 0))
+    b = rules.binding
+    assert (b.max_failures, b.lock_minutes, b.customer_max_failures, b.customer_window_minutes,
+            b.sms_codes_per_phone_per_hour, b.sms_codes_per_phone_per_day) == (5, 30, 5, 30, 5, 10)
+    assert rules.booking.customer_pays_fees == ("expert_outpatient", "special_exam")
+    assert rules.booking.escorted_at_tertiary == ("checkup", "expert_outpatient", "special_exam")
+
+
+def test_limits_at_both_edges(tmp_path):
+    text = RULES_FILE.read_text(encoding="utf-8")
+    path = tmp_path / "rules.toml"
+    for old, good, bad in (("months = [7, 8]", "months = [1, 12]", "months = [1, 13]"),
+                           ("max_failures = 5 ", "max_failures = 1 ", "max_failures = 0 ")):
+        path.write_text(edit(old, good)(text), encoding="utf-8")
+        load_rules(path)
+        path.write_text(edit(old, bad)(text), encoding="utf-8")
+        with pytest.raises(RulesError):
+            load_rules(path)
+
+
+def test_a_setting_given_overrides_its_rule_and_one_not_given_leaves_it(rules):
+    from datetime import time
+
+    from bot.domain.rules import with_settings
+    from bot.infra.config import load_settings
+
+    base = dict(_env_file=None, wechat_app_id="wx1234567890abcdef", wechat_app_secret="secret",
+                wechat_token="tok", secret_key="0123456789abcdef0123")
+    untouched = with_settings(rules, load_settings(**base))
+    assert untouched == rules
+    over = with_settings(rules, load_settings(**base, bind_max_failures=3, festival_months=(8,),
+                                              human_service_hours="08:30-20:00"))
+    assert over.binding.max_failures == 3
+    assert over.binding.lock_minutes == 30  # not given: the rule's
+    assert over.festival.months == (8,)
+    assert over.human_service.hours == (time(8, 30), time(20, 0))

@@ -2,7 +2,7 @@
 emergencies first in any state, entitlements on every door, plain questions answered from
 the FAQ, voice, flows that listen, and a human hand-over that keeps its promises.
 
-Expected wording comes from the handbook and DOMAIN.md (hotlines 95359 and 95359-8-1,
+Expected wording comes from the handbook and docs/programme.md (hotlines 95359 and 95359-8-1,
 which tier gives which service, 120 and the emergency department), not from the
 templates under test."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests.conftest import WeChat
 
 U = "oTrustUser000000000000001"
 
-# Emergencies (DOMAIN.md: "call 120 / go to A&E" at once; expert outpatient is no
+# Emergencies (docs/programme.md: "call 120 / go to A&E" at once; expert outpatient is no
 # emergency care) and messages that must not set it off.
 EMERGENCIES = [
     "急诊", "胸痛", "胸口疼得厉害", "喘不上气", "呼吸困难", "昏迷", "晕倒了", "大出血", "中风",

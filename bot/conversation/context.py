@@ -40,6 +40,7 @@ class Context:
     # Outbound calls, run once the message's transaction has committed. Each only hands its
     # work to a lane (`services.sms.send`, `services.send_text`) and never blocks.
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    key: Any = None  # the menu key being served (clicked or typed), set by the engine
     _user: Any = field(default=None, repr=False)
     _staff: Any = field(default=False, repr=False)
     _account: Any = field(default=False, repr=False)

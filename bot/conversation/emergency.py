@@ -1,8 +1,8 @@
-"""Emergency detection (DOMAIN.md precedence item 2): does a message call for the
+"""Emergency detection (docs/programme.md precedence item 2): does a message call for the
 "call 120 / go to A&E now" advice before anything else?
 
 The vocabulary is data (emergency.toml). Decisions, erring on the side of safety:
-- "120" (in digits or spoken, 幺二零) counts only as a call for help (DOMAIN.md): the whole
+- "120" (in digits or spoken, 幺二零) counts only as a call for help (docs/programme.md): the whole
   message ("120", "１２０！！"), or after a call word of the vocabulary ("快叫120", "帮我打120",
   "呼叫120", "急救120"). Never inside a longer number (spaces and dashes between digits join
   them, so "138 120 5678" is one number), never as a quantity ("打120元"), and never in a

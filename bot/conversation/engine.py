@@ -1,6 +1,6 @@
 """The conversation engine: from one inbound message (with the user's record) to a reply.
 
-Precedence for text (DOMAIN.md, "What a message means"):
+Precedence for text (docs/programme.md, "What a message means"):
 1. a staff command (`#…` from a staff openid);
 2. emergency words: the advice at once (at a symptoms step the flow goes on);
 3. a universal command (更多, 退出/取消, 返回, 帮助, 人工) that is the whole message;
@@ -25,13 +25,12 @@ from functools import lru_cache
 from bot.conversation.context import Context
 from bot.conversation.flow import SEP, Flow, Step, offered_tap
 from bot.conversation import emergency, faq
-from bot.conversation.intents import Universal, exact, is_question, match, universal, yes_no
+from bot.conversation.intents import Universal, is_question, yes_no
 from bot.conversation.message import Kind
 from bot.conversation.reply import Invalid, Reply
 from bot.conversation.router import BadArgs
 from bot.domain import booking_store, unanswered
 from bot.infra.texts import render
-from menus import INTENT_LABEL, NOT_IN_FLOWS, SERVICE_OF, Key
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def dispatch(ctx: Context) -> Reply:
     if kind is Kind.TEXT:
         return dispatch_text(ctx)
     if kind is Kind.CLICK:
-        key = _key(ctx.inbound.key)
+        key = ctx.router.vocabulary.key(ctx.inbound.key)
         if key is None:
             log.warning("menu click with unknown key %r", ctx.inbound.key)
             return Reply(render("menu_outdated"))
@@ -87,15 +86,19 @@ def dispatch(ctx: Context) -> Reply:
     return Reply(render("unsupported", kind=ctx.inbound.type))
 
 
-def run_key(ctx: Context, key: Key) -> Reply:
-    handler = ctx.router.keys.get(key)
+def run_key(ctx: Context, key) -> Reply:
+    router = ctx.router
+    handler = router.keys.get(key)
     if handler is None:
         return Reply(render("not_yet"))
     in_flow = current(ctx)
     # A menu choice abandons a flow in progress, except the ones that help inside it.
-    if in_flow and key not in (Key.HELP, Key.HUMAN):
+    if in_flow and key not in (router.vocabulary.help, router.vocabulary.human):
         ctx.record.clear()
         ctx.notices.append(render("flow/abandoned", title=in_flow[0].title))
+    ctx.key = key
+    if router.needs_customer(key) and ctx.customer is None:
+        return Reply.of(router.unbound(ctx))  # the one guard of the personal keys
     return Reply.of(handler(ctx))
 
 
@@ -117,7 +120,8 @@ def dispatch_text(ctx: Context) -> Reply:
         if not (step and step.symptoms):
             return Reply(advice)  # the flow, if any, waits where it was
         ctx.notices.append(advice)
-    cmd = universal(text)
+    vocabulary = ctx.router.vocabulary
+    cmd = vocabulary.universal(text)
     if cmd is Universal.MORE:
         return next_page(ctx)
     if cmd is Universal.EXIT:
@@ -126,9 +130,9 @@ def dispatch_text(ctx: Context) -> Reply:
         return in_flow[0].exit(ctx) if in_flow else Reply(render("nothing_to_exit"))
     if cmd is Universal.BACK:
         return in_flow[0].back(ctx) if in_flow else Reply(render("nothing_to_exit"))
-    if isinstance(cmd, Key):
+    if cmd is not None:  # the help or the hand-over key
         reply = run_key(ctx, cmd)
-        if in_flow and cmd is Key.HELP:
+        if in_flow and cmd == vocabulary.help:
             flow, step = in_flow
             reply.text += "\n\n" + render("flow/help_hint", title=flow.title,
                                           prompt=step.ask(ctx, flow.load(ctx.record.data)))
@@ -156,21 +160,22 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
     step it asks before leaving the flow, at other steps it switches when the text is not an
     answer; a question that is not the step's answer: the FAQ's (6), then the step again."""
     data = ctx.record.data
+    vocabulary = ctx.router.vocabulary
     pending = data.pop(SWITCH, None)
     if pending:
         choice = yes_no(ctx.text)
         if choice is True:
-            return run_key(ctx, Key(pending))
+            return run_key(ctx, vocabulary.key(pending))
         if choice is False:
             return Reply(render("flow/stay", title=flow.title,
                                 prompt=step.ask(ctx, flow.load(data))))
     question = is_question(ctx.text)
-    key = exact(ctx.text)
-    if key in NOT_IN_FLOWS or (question and key in SERVICE_OF):
+    key = vocabulary.exact(ctx.text)
+    if key in vocabulary.not_in_flows or (question and key in vocabulary.services):
         key = None  # 确认 inside a flow is the step's, never the reminder's; 洗牙？ asks
     if key is not None and key in ctx.router.keys and step.free_text:
         data[SWITCH] = key.value
-        return Reply(render("flow/switch_ask", title=flow.title, label=INTENT_LABEL[key]))
+        return Reply(render("flow/switch_ask", title=flow.title, label=vocabulary.label[key]))
     if key is not None and key in ctx.router.keys:
         if not parses(ctx, flow, step):  # not an answer here: the customer asked for something else
             return run_key(ctx, key)
@@ -207,11 +212,12 @@ def answer_at_step(ctx: Context, flow: Flow, step: Step) -> Reply | None:
 def understand(ctx: Context, text: str) -> Reply:
     """Outside any flow: intents, small talk and the FAQ (precedence 5 and 6). A question
     never starts a service (asking is not commanding)."""
+    vocabulary = ctx.router.vocabulary
     question = is_question(text)
-    key = exact(text)
-    if key is not None and not (question and key in SERVICE_OF):
+    key = vocabulary.exact(text)
+    if key is not None and not (question and key in vocabulary.services):
         return run_key(ctx, key)
-    key = match(text)
+    key = vocabulary.match(text)
     if key is not None and not question:
         return run_key(ctx, key)  # a command form: 我要洗牙, 帮我约体检
     book = faq.default()
@@ -223,7 +229,7 @@ def understand(ctx: Context, text: str) -> Reply:
     best = book.best(text, tier=tier)
     if best is not None:
         return Reply(with_offer(answer_faq(ctx, best, text), offer))
-    if key is not None and key not in SERVICE_OF:
+    if key is not None and key not in vocabulary.services:
         return run_key(ctx, key)  # 请问我的预约呢: not a service, so nothing starts
     unanswered.record(ctx.session, text, tier, ctx.now)  # for staff to grow the FAQ
     hits = [entry for entry, _ in book.search(text, k=3, tier=tier)]
@@ -234,13 +240,14 @@ def understand(ctx: Context, text: str) -> Reply:
     return Reply(with_offer(render("unknown", has_suggestions=False), offer))
 
 
-def booking_offer(ctx: Context, key: Key | None) -> str | None:
+def booking_offer(ctx: Context, key) -> str | None:
     """The booking a question names (洁牙疼不疼: 预约洁牙), when the customer's held tier has it."""
+    vocabulary = ctx.router.vocabulary
     tier = held_tier_code(ctx)
-    if key not in SERVICE_OF or tier is None or key not in ctx.router.keys:
+    if key not in vocabulary.services or tier is None or key not in ctx.router.keys:
         return None
-    service = ctx.services.rules.service(SERVICE_OF[key])
-    return INTENT_LABEL[key] if service.per_year and tier in service.tiers else None
+    service = ctx.services.rules.service(vocabulary.services[key])
+    return vocabulary.label[key] if service.per_year and tier in service.tiers else None
 
 
 def with_offer(text: str, offer: str | None) -> str:
@@ -257,10 +264,12 @@ def answer_faq(ctx: Context, entry_id: str, text: str = "") -> str:
     a city) and, for the entries that list them, the institutions."""
     book = faq.default()
     facts = dict(faq_facts(ctx.services.settings.rules_file))
-    key = match(text) if text else None
-    facts.update(faq.asked(text, facts, held=held_tier_code(ctx), service=SERVICE_OF.get(key)))
-    start, end = ctx.services.settings.service_hours
+    services = ctx.router.vocabulary.services
+    key = ctx.router.vocabulary.match(text) if text else None
+    facts.update(faq.asked(text, facts, held=held_tier_code(ctx), service=services.get(key)))
+    start, end = ctx.services.rules.human_service.hours
     facts["hours"] = f"{start:%H:%M}–{end:%H:%M}"
+    facts["festival_months"] = list(ctx.services.rules.festival.months)  # with its override
     if "institutions" in book.entry(entry_id).lookups:
         places = institution_rows(ctx)
         cities = [c for c in dict.fromkeys(p["city"] for p in places) if c in text]
@@ -274,7 +283,7 @@ def answer_faq(ctx: Context, entry_id: str, text: str = "") -> str:
 def institution_rows(ctx: Context) -> list[dict]:
     """Every institution giving a bookable service, by city and name."""
     rows: dict[str, dict] = {}
-    for service in SERVICE_OF.values():
+    for service in ctx.router.vocabulary.services.values():
         for p in booking_store.institutions(ctx.conn, service):
             rows.setdefault(p.code, {"name": p.name, "city": p.city, "kind": p.kind,
                                      "services": sorted(p.services)})
@@ -321,13 +330,6 @@ def run_command(ctx: Context) -> Reply:
         return Reply.of(cmd.handler(ctx, **args))
     except Invalid as exc:
         return Reply(exc.render())
-
-
-def _key(raw: str | None) -> Key | None:
-    try:
-        return Key(raw or "")
-    except ValueError:
-        return None
 
 
 # --- Pages -------------------------------------------------------------------------------

@@ -349,6 +349,7 @@ def rules_facts(rules: Mapping) -> dict:
         "reviews": reviews,
         "services": services,
         "basic_services": {"tiers": list(basic.get("tiers", [])), "items": list(basic.get("items", []))},
+        "festival_months": list(rules.get("festival", {}).get("months", [7, 8])),
     }
 
 

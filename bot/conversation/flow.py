@@ -82,7 +82,7 @@ class Choice(Step):
     """A step answered from a list, shown as numbered tappable lines (WeChat renders
     `weixin://bizmsgmenu` links). The list is built once by `options(ctx, data)` and kept
     with the flow's data, so the answer is read against exactly what was shown; the
-    option's code is stored, never its index. An answer is read in this order (DOMAIN.md,
+    option's code is stored, never its index. An answer is read in this order (docs/programme.md,
     "A typed answer is never silently swapped"):
 
     1. a tap on a line the bot offered this user in its last reply (its `bizmsgmenuid`; a

@@ -1,14 +1,14 @@
 """Turn what a customer typed into a menu key: tolerant of spaces, punctuation,
-full-width characters, case and small typos."""
+full-width characters, case and small typos. The keys and their words are the app's
+(`menus.VOCABULARY`), handed to the root router: the framework names none of them."""
 from __future__ import annotations
 
 import difflib
 import re
 import unicodedata
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from enum import StrEnum
-from functools import lru_cache
-
-from menus import INTENTS, Key
+from functools import cached_property
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -22,14 +22,15 @@ class Universal(StrEnum):
     MORE = "MORE"
 
 
-UNIVERSAL: dict[str, Universal | Key] = {
+UNIVERSAL: dict[str, Universal] = {
     "退出": Universal.EXIT, "取消": Universal.EXIT, "算了": Universal.EXIT, "exit": Universal.EXIT,
     "quit": Universal.EXIT, "q": Universal.EXIT,
     "返回": Universal.BACK, "上一步": Universal.BACK, "back": Universal.BACK,
     "更多": Universal.MORE, "下一页": Universal.MORE, "more": Universal.MORE,
-    "帮助": Key.HELP, "help": Key.HELP, "?": Key.HELP,
-    "人工": Key.HUMAN, "转人工": Key.HUMAN, "人工客服": Key.HUMAN,
 }
+# The words of the app's help and hand-over keys that also work in every state.
+HELP_WORDS = ("帮助", "help", "?")
+HUMAN_WORDS = ("人工", "转人工", "人工客服")
 
 
 def normalize(text: str) -> str:
@@ -39,21 +40,8 @@ def normalize(text: str) -> str:
     return stripped or folded  # "?" alone is still a word
 
 
-def universal(text: str) -> Universal | Key | None:
-    return UNIVERSAL.get(normalize(text))
 
-
-@lru_cache(maxsize=1)
-def _table() -> dict[str, Key]:
-    return {normalize(word): key for key, words in INTENTS.items() for word in words}
-
-
-def exact(text: str) -> Key | None:
-    """The key when the whole message is one of its words (after normalising)."""
-    return _table().get(normalize(text))
-
-
-# What makes a message a question (DOMAIN.md "Asking is not commanding"): a question mark;
+# What makes a message a question (docs/programme.md "Asking is not commanding"): a question mark;
 # 吗 anywhere, or a closing particle (呢, 么, 嘛, and 不/没 after a verb: 收费不); a question word
 # (什么, 怎么, 多少, 谁, 几, 哪, 啥 …); or an "X不X" / "X没X" pair (疼不疼, 是不是, 有没有).
 _QUESTION = re.compile(
@@ -74,23 +62,63 @@ NO = frozenset({"否", "不", "不是", "不用", "不要", "不了", "不行", 
 
 
 def yes_no(text: str) -> bool | None:
-    """DOMAIN.md's yes/no words: True, False, or None for anything else."""
+    """docs/programme.md's yes/no words: True, False, or None for anything else."""
     norm = normalize(text)
     return True if norm in YES else False if norm in NO else None
 
 
-def match(text: str) -> Key | None:
-    """The key the text asks for, or None. Exact synonym first, then a synonym contained in
-    a short sentence ("我想洗牙"), then a near-miss ("我得等级")."""
-    norm = normalize(text)
-    if not norm or len(norm) > 40:
-        return None
-    table = _table()
-    if norm in table:
-        return table[norm]
-    # Only Chinese words are looked for inside a sentence: "hi" is not in "this".
-    contained = [w for w in table if len(w) >= 2 and _CJK.search(w) and w in norm]
-    if contained:
-        return table[max(contained, key=len)]
-    close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)
-    return table[close[0]] if close else None
+class Vocabulary:
+    """What a user can ask for, as the app names it: its keys, the words (with synonyms)
+    for each, the key of 帮助 and of 人工, which keys are services (a code of rules.toml),
+    which need a bound customer (`personal`, enforced by the router) and which act only
+    outside flows."""
+
+    def __init__(self, words: Mapping[Hashable, Sequence[str]], *,
+                 key: Callable[[str], Hashable], help: Hashable, human: Hashable,
+                 services: Mapping[Hashable, str], personal: Iterable[Hashable] = (),
+                 not_in_flows: Iterable[Hashable] = ()) -> None:
+        self.words = words
+        self._key = key
+        self.help, self.human = help, human
+        self.services = services
+        self.personal = frozenset(personal)
+        self.not_in_flows = frozenset(not_in_flows)
+        # How the bot names each key to the customer (the first of its words).
+        self.label = {k: ws[0] for k, ws in words.items()}
+        self._universal = {**UNIVERSAL, **{normalize(w): help for w in HELP_WORDS},
+                           **{normalize(w): human for w in HUMAN_WORDS}}
+
+    def key(self, raw: str | None):
+        """The key a menu click (or a stored switch) names, or None."""
+        try:
+            return self._key(raw or "")
+        except ValueError:
+            return None
+
+    @cached_property
+    def _table(self) -> dict:
+        return {normalize(word): key for key, words in self.words.items() for word in words}
+
+    def universal(self, text: str):
+        """A command of every state: Universal, the help or the hand-over key, or None."""
+        return self._universal.get(normalize(text))
+
+    def exact(self, text: str):
+        """The key when the whole message is one of its words (after normalising)."""
+        return self._table.get(normalize(text))
+
+    def match(self, text: str):
+        """The key the text asks for, or None. Exact synonym first, then a synonym
+        contained in a short sentence ("我想洗牙"), then a near-miss ("我得等级")."""
+        norm = normalize(text)
+        if not norm or len(norm) > 40:
+            return None
+        table = self._table
+        if norm in table:
+            return table[norm]
+        # Only Chinese words are looked for inside a sentence: "hi" is not in "this".
+        contained = [w for w in table if len(w) >= 2 and _CJK.search(w) and w in norm]
+        if contained:
+            return table[max(contained, key=len)]
+        close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)
+        return table[close[0]] if close else None

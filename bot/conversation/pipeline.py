@@ -72,9 +72,6 @@ class Pipeline:
         self.settings = services.settings
         self.router = router
         self.engine = services.engine
-        # What the bot sends goes through the outbox (bot.domain.notify).
-        notify.configure(self.settings, services.rules)
-        services.outbox_prepare = notify.prepare
         default_states, default_dedup = build_stores(self.settings, self.engine)
         self.states = states or default_states
         self.dedup = dedup or default_dedup

@@ -1,15 +1,20 @@
 """The router: menu keys (shared by menu clicks and typed intents), events, staff commands
 and flows, each mapped to a handler. Handlers are small functions of a `Context` that
-return a `Reply` (or plain text); they never touch HTTP or XML."""
+return a `Reply` (or plain text); they never touch HTTP or XML.
+
+The keys are the app's: a router made with the app's `Vocabulary` (menus.VOCABULARY)
+knows which need a bound customer, and serves those only to one (`unbound` answers
+everyone else), as FastAPI's dependency on the current user does: a personal key's handler
+always has `ctx.customer`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from bot.conversation.flow import Flow
+from bot.conversation.intents import Vocabulary
 from bot.conversation.reply import Reply
 from bot.domain.vocab import STAFF_ROLES
-from menus import Key
 
 Handler = Callable[..., "Reply | str | None"]
 
@@ -96,16 +101,31 @@ def _register(table: dict, names) -> Callable[[Handler], Handler]:
 
 
 class Router:
-    def __init__(self) -> None:
-        self.keys: dict[Key, Handler] = {}
+    def __init__(self, vocabulary: Vocabulary | None = None) -> None:
+        self.vocabulary = vocabulary
+        self.keys: dict[Any, Handler] = {}
+        self.personal: set = set()  # keys served only to a bound customer
+        self.unbound: Handler | None = None  # the answer to anyone else
         self.events: dict[str, Handler] = {}
         self.commands: dict[str, Command] = {}
         self.flows: dict[str, Flow] = {}
         self.modes: dict[str, Handler] = {}
 
-    def key(self, *keys: Key):
-        """Handle these menu keys (clicked, or typed as one of their words)."""
+    def key(self, *keys):
+        """Handle these menu keys (clicked, or typed as one of their words). A key of the
+        vocabulary's `personal` is served only to a bound customer."""
+        personal = self.vocabulary.personal if self.vocabulary is not None else frozenset()
+        for key in keys:
+            (self.personal.add if key in personal else self.personal.discard)(key)
         return _register(self.keys, keys)
+
+    def when_unbound(self, fn: Handler) -> Handler:
+        """The answer to a personal key from a user with no bound customer (binding)."""
+        self.unbound = fn
+        return fn
+
+    def needs_customer(self, key) -> bool:
+        return key in self.personal
 
     def event(self, *events: str):
         """Handle these WeChat events (lower-case, as wechatpy names them)."""
@@ -140,4 +160,8 @@ class Router:
             if clash and not replace:
                 raise ValueError(f"registered twice: {sorted(map(str, clash))}")
             mine.update(theirs)
+        for key in other.keys:
+            (self.personal.add if key in other.personal else self.personal.discard)(key)
+        self.unbound = other.unbound or self.unbound
+        self.vocabulary = self.vocabulary or other.vocabulary
         return self

@@ -144,7 +144,8 @@ def unbind(session: Session, openid: str) -> bool:
 
 @dataclass(frozen=True)
 class BindRules:
-    """The binding rules' numbers (from settings)."""
+    """The binding rules' numbers: the code's life from settings, the limits from rules.toml
+    ([binding], which a setting may override)."""
 
     code_ttl_seconds: int = 300
     resend_after_seconds: int = 60
@@ -156,11 +157,12 @@ class BindRules:
     sms_per_day: int = 10
 
     @classmethod
-    def of(cls, settings) -> "BindRules":
+    def of(cls, settings, rules) -> "BindRules":
+        b = rules.binding
         return cls(settings.bind_code_ttl_seconds, settings.bind_resend_after_seconds,
-                   settings.bind_max_failures, settings.bind_lock_minutes,
-                   settings.bind_customer_max_failures, settings.bind_customer_window_minutes,
-                   settings.sms_codes_per_phone_per_hour, settings.sms_codes_per_phone_per_day)
+                   b.max_failures, b.lock_minutes, b.customer_max_failures,
+                   b.customer_window_minutes, b.sms_codes_per_phone_per_hour,
+                   b.sms_codes_per_phone_per_day)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ bookings (a use recorded another way, e.g. a booking taken by phone, counts at o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, func, update
@@ -256,7 +256,3 @@ def cancel_booking(session: Session, booking: Booking, now: datetime, calendar: 
     session.add(booking)
     session.flush()
     return free
-
-
-def with_date(req: BookingRequest, d) -> BookingRequest:
-    return replace(req, date=d)

@@ -1,4 +1,4 @@
-"""Booking rules (DOMAIN.md, "Booking rules"), as pure functions.
+"""Booking rules (docs/programme.md, "Booking rules"), as pure functions.
 
 `check_booking(request, facts)` is the one place that decides whether a booking may be made:
 the chat flow calls it at every step (with what is known so far), again at commit (with the
@@ -14,7 +14,8 @@ No I/O here: the facts (institution, beneficiary, uses of the quota) are gathere
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -54,6 +55,9 @@ class Refusal(StrEnum):
     TOO_SOON = "too_soon"  # inside the lead time
     BEYOND_WINDOW = "beyond_window"
     CLOSED = "closed"  # the institution is closed that day
+    # Why a booking cannot be cancelled (check_cancellation)
+    DONE = "done"  # no longer active (completed, cancelled, no-show)
+    STARTED = "started"  # the service has started
 
 
 # --- What a check looks at ---------------------------------------------------------------------
@@ -227,9 +231,14 @@ def remaining(service: Service, used: int) -> int | None:
 # --- Booking numbers ---------------------------------------------------------------------------
 
 
+NUMBER_PREFIX = "YY"
+# The one format of a booking number: YY + yymmdd of creation + the day's sequence (4 digits).
+BOOKING_NO = re.compile(rf"(?i){NUMBER_PREFIX}\d{{10}}")
+
+
 def booking_number(created: date, seq: int) -> str:
-    """YY + yymmdd of creation + the day's sequence (4 digits): YY2612030007."""
-    return f"YY{created:%y%m%d}{seq:04d}"
+    """The number of the day's `seq`-th booking (BOOKING_NO): YY2612030007."""
+    return f"{NUMBER_PREFIX}{created:%y%m%d}{seq:04d}"
 
 
 # --- Cancelling --------------------------------------------------------------------------------
@@ -241,7 +250,9 @@ def service_date(booking: Any) -> date:
 
 
 def service_start(booking: Any) -> datetime:
-    """When the service starts (midnight of the service date when no time was fixed)."""
+    """When the service starts: the one definition of "the service has started" (docs/programme.md,
+    Cancellation: free cancellation never runs past it; messages about the booking expire
+    at it). Midnight of the service date when no time was fixed."""
     return starts_at(service_date(booking), booking.confirmed_time)
 
 
@@ -274,18 +285,17 @@ def cancellation_terms(booking: Any, now: datetime, calendar: Calendar, *,
     return now < deadline, deadline
 
 
-def cancel_refusal(booking: Any, now: datetime) -> str | None:
-    """Why the customer cannot cancel at all: ``done`` (no longer active) or ``started``."""
+def check_cancellation(booking: Any, now: datetime) -> Refusal | None:
+    """Why the customer cannot cancel at all (the same kind of answer as `check_booking`):
+    DONE (no longer active) or STARTED; None when they can (free or counted: see
+    `cancellation_terms`)."""
     if booking.status not in ACTIVE:
-        return "done"
+        return Refusal.DONE
     if now >= service_start(booking):
-        return "started"
+        return Refusal.STARTED
     return None
 
 
 def counts(status: str) -> bool:
     return status in COUNTING
 
-
-def uses_by_year(rows: Iterable[tuple[int, int]]) -> dict[int, int]:
-    return {int(year): int(n) for year, n in rows}

@@ -1,5 +1,5 @@
-"""Who may use which value-added service: the tier a customer holds decides (DOMAIN.md,
-"Value-added services by tier"). One function answers it for every door."""
+"""Who may use which value-added service: the tier a customer holds decides (docs/programme.md,
+"Services"). One function answers it for every door."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +8,9 @@ from bot.domain.rules import Rules, Service, Tier
 
 
 @dataclass(frozen=True)
-class Refusal:
-    """Why a tier may not use a service, with what the customer needs and has instead."""
+class NotEntitled:
+    """Why a tier may not use a service, with what the customer needs and has instead.
+    (A booking's refusals are `bookings.Refusal`, a reason code.)"""
 
     service: Service
     held: Tier
@@ -18,10 +19,10 @@ class Refusal:
     has: tuple[Service, ...]  # what the held tier does give
 
 
-def refusal(rules: Rules, held: Tier, service_code: str) -> Refusal | None:
+def refusal(rules: Rules, held: Tier, service_code: str) -> NotEntitled | None:
     """None when `held` gives the service; else why not."""
     service = rules.service(service_code)
     if service.offered_to(held.code):
         return None
     entitled = tuple(t for t in rules.tiers if service.offered_to(t.code))
-    return Refusal(service, held, entitled[-1], entitled, rules.services_for(held.code))
+    return NotEntitled(service, held, entitled[-1], entitled, rules.services_for(held.code))

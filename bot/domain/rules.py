@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from bot.infra.config import parse_hours
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstraints,
                       ValidationError, field_validator)
 
@@ -164,9 +165,50 @@ class Booking(_Frozen):
     cancel_cutoff: Annotated[time, PlainValidator(_clock)] = time(12, 0)
     confirm_grace_hours: Annotated[int, Field(strict=True, ge=0, le=168)] = 24
     dates_offered: Annotated[int, Field(strict=True, ge=1, le=9)] = 5
+    # The services whose medical fees (挂号费, 检查费 …) the customer pays; the booking's
+    # summary and confirmation say so.
+    customer_pays_fees: tuple[Code, ...] = ("expert_outpatient", "special_exam")
+    # The services a customer service officer escorts at a 三甲 hospital.
+    escorted_at_tertiary: tuple[Code, ...] = ("checkup", "expert_outpatient", "special_exam")
     # What a package's `venues` name, as institution kinds (commercial | tertiary_hospital).
     venue_kinds: dict[Text, Literal["commercial", "tertiary_hospital"]] = Field(
         default_factory=lambda: {"商业体检机构": "commercial", "三甲医院": "tertiary_hospital"})
+
+
+Month = Annotated[int, Field(strict=True, ge=1, le=12)]
+Count = Annotated[int, Field(strict=True, ge=1, le=10000)]
+Minutes = Annotated[int, Field(strict=True, ge=1, le=7 * 24 * 60)]
+
+
+class Festival(_Frozen):
+    """The customer service festival (客户服务节): its months (the handbook: July and August)."""
+
+    months: tuple[Month, ...] = Field(default=(7, 8), min_length=1)
+
+
+def _hours(value: Any) -> tuple[time, time]:
+    if isinstance(value, tuple):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('must look like "09:00-21:00"')
+    return parse_hours(value)
+
+
+class HumanService(_Frozen):
+    """When 人工 reaches a human agent (daily, Asia/Shanghai); outside them the hotline."""
+
+    hours: Annotated[tuple[time, time], PlainValidator(_hours)] = (time(9, 0), time(21, 0))
+
+
+class Binding(_Frozen):
+    """The limits of identity binding (绑定) against guessing."""
+
+    max_failures: Annotated[int, Field(strict=True, ge=1, le=100)] = 5  # per WeChat account
+    lock_minutes: Minutes = 30
+    customer_max_failures: Annotated[int, Field(strict=True, ge=1, le=100)] = 5  # per customer
+    customer_window_minutes: Minutes = 30
+    sms_codes_per_phone_per_hour: Count = 5
+    sms_codes_per_phone_per_day: Count = 10
 
 
 class Rules(_Frozen):
@@ -176,6 +218,9 @@ class Rules(_Frozen):
     basic_services: BasicServices
     services: tuple[Service, ...] = ()
     booking: Booking = Booking()
+    festival: Festival = Festival()
+    human_service: HumanService = HumanService()
+    binding: Binding = Binding()
 
     # --- Tiers ---------------------------------------------------------------------------
     def tier(self, code: str) -> Tier:
@@ -232,6 +277,40 @@ class Rules(_Frozen):
     def basic_services_for(self, code: str) -> tuple[str, ...]:
         self.tier(code)
         return self.basic_services.items if code in self.basic_services.tiers else ()
+
+
+# --- Settings that override a rule ----------------------------------------------------------
+
+# A deployment may override these rules with a setting (environment or .env); a setting that
+# is not given leaves the rule as rules.toml states it.
+OVERRIDES: dict[str, tuple[str, str]] = {
+    "festival_months": ("festival", "months"),
+    "human_service_hours": ("human_service", "hours"),
+    "bind_max_failures": ("binding", "max_failures"),
+    "bind_lock_minutes": ("binding", "lock_minutes"),
+    "bind_customer_max_failures": ("binding", "customer_max_failures"),
+    "bind_customer_window_minutes": ("binding", "customer_window_minutes"),
+    "sms_codes_per_phone_per_hour": ("binding", "sms_codes_per_phone_per_hour"),
+    "sms_codes_per_phone_per_day": ("binding", "sms_codes_per_phone_per_day"),
+}
+
+
+def with_settings(rules: Rules, settings: Any) -> Rules:
+    """`rules` with the settings of OVERRIDES that were given (settings.model_fields_set)."""
+    given = getattr(settings, "model_fields_set", set())
+    sections: dict[str, dict[str, Any]] = {}
+    for name, (section, key) in OVERRIDES.items():
+        if name in given:
+            value = getattr(settings, name)
+            if name == "human_service_hours":
+                value = parse_hours(value)
+            elif name == "festival_months":
+                value = tuple(value)
+            sections.setdefault(section, {})[key] = value
+    if not sections:
+        return rules
+    return rules.model_copy(update={section: getattr(rules, section).model_copy(update=values)
+                                    for section, values in sections.items()})
 
 
 # --- Loading ------------------------------------------------------------------------------
@@ -310,6 +389,9 @@ def _cross_check(rules: Rules) -> None:
             _known(f"{key}.packages[{package.code}].venues", package.venues,
                    tuple(rules.booking.venue_kinds))
     _known("booking.services", rules.booking.services, [s.code for s in rules.services])
+    _known("booking.customer_pays_fees", rules.booking.customer_pays_fees, rules.booking.services)
+    _known("booking.escorted_at_tertiary", rules.booking.escorted_at_tertiary,
+           rules.booking.services)
 
 
 def _unique(key: str, codes: Iterable[str]) -> None:

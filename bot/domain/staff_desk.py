@@ -25,7 +25,7 @@ from bot.domain.accounts import (BindRules, count_register_failure, keyed_digest
                                  register_locked_until)
 from bot.domain.booking_store import (Stale, beneficiary, bump, gather_facts,
                                       lock_quota, booking_by_number, uses)
-from bot.domain.bookings import (ACTIVE, BookingRequest, Place, booking_warnings,
+from bot.domain.bookings import (ACTIVE, BOOKING_NO, BookingRequest, Place, booking_warnings,
                                  check_booking, remaining, service_date, starts_at)
 from bot.domain.rules import Rules
 from bot.domain.vocab import STAFF_ROLES, BookingStatus
@@ -368,7 +368,6 @@ class Summary:
     matches: int = 1  # customers sharing the phone number looked up
 
 
-BOOKING_NO = re.compile(r"(?i)YY\d{10}")
 PHONE = re.compile(r"1\d{10}")
 
 
@@ -442,7 +441,7 @@ class CallBack:
 
 def _reveal(session: Session, who: str, rows: list[CallBack], what: str, now: datetime
             ) -> list[CallBack]:
-    """DOMAIN.md: staff may see the phone on file of a customer who left a message or a
+    """docs/programme.md: staff may see the phone on file of a customer who left a message or a
     visit request, to call back, audited: one audit row per phone shown."""
     for row in rows:
         if row.reveal:

@@ -1,5 +1,5 @@
 """Questions the FAQ could not answer (they got the fallback), kept for staff to grow the FAQ
-(DOMAIN.md, "Staff console"): the text, when, and the asker's tier; never who asked. Digit
+(docs/programme.md): the text, when, and the asker's tier; never who asked. Digit
 runs that could be an ID number, a phone or a policy number are starred before storing."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """理赔住院探视: a customer in hospital asks for a visit; staff visit with a gift and help
-with the claim. DOMAIN.md: 明珠 and up (the entitlement check is the common one), with an
+with the claim. docs/programme.md: 明珠 and up (the entitlement check is the common one), with an
 in-force policy that has hospitalisation, critical illness, mild illness or disability
 liability; the claim itself is reported on the hotline 95359."""
 from __future__ import annotations

@@ -32,11 +32,6 @@ class Relation(StrEnum):
     CHILD = "child"  # 子女
 
 
-class Sex(StrEnum):
-    MALE = "M"
-    FEMALE = "F"
-
-
 class Role(StrEnum):
     SPECIALIST = "specialist"  # 健康专员
     ADMIN = "admin"
@@ -62,7 +57,7 @@ class BookingStatus(StrEnum):
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-# The everyday words customers use for a relation (DOMAIN.md, "Relation words"), with the
+# The everyday words customers use for a relation (docs/programme.md), with the
 # sex they imply (None: either). The formal words come first.
 RELATION_WORDS: dict[str, tuple[Relation, str | None]] = {
     "配偶": (Relation.SPOUSE, None), "爱人": (Relation.SPOUSE, None),

@@ -74,8 +74,14 @@ class QueuedSms:
 
 
 class Services:
-    def __init__(self, settings: Settings, rules, *, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, rules, *, engine: Engine | None = None,
+                 notify=None, outbox_prepare=None) -> None:
+        """Built once per process by `bot.wiring.build_services`, which hands in the
+        domain's side of the outbox: `notify` (its configuration: templates, links) and
+        `outbox_prepare` (the dispatcher's hook for rows written without a message)."""
         self.settings = settings
+        self.notify = notify
+        self.outbox_prepare = outbox_prepare
         texts.set_timezone(settings.tz)  # every time a person reads is TIMEZONE
         redact.install(settings.wechat_app_secret, settings.sms_gateway_token,
                        settings.wechat_token, settings.wechat_encoding_aes_key,
@@ -99,15 +105,12 @@ class Services:
 
     @cached_property
     def dispatcher(self):
-        """The outbox dispatcher of this process (bot.infra.outbox); `outbox_prepare` is
-        the domain's hook for rows written without a message (set by whoever builds the
-        services for the domain: bot.domain.notify.prepare)."""
+        """The outbox dispatcher of this process (bot.infra.outbox), with the domain's
+        `outbox_prepare` hook (bot.domain.notify.prepare, handed in by bot.wiring)."""
         from bot.infra.outbox import Dispatcher
 
         return Dispatcher(self.engine, self.settings, self.wechat, self.sms.provider,
                           prepare=self.outbox_prepare)
-
-    outbox_prepare = None
 
     def kick_outbox(self, rows: list[tuple[int, str]]) -> None:
         """Send these just-committed outbox rows now, WeChat's and SMS on their own lanes

@@ -65,7 +65,7 @@ _env.tests["contains"] = lambda seq, item: item in seq
 def inert(value):
     """Text shown to staff, made inert: WeChat renders `<a href=…>` (and `weixin://` menu
     taps) inside a text message as a live link, so in every staff template each printed
-    value has `&`, `<` and `>` escaped (DOMAIN.md: customer-written text is data, never
+    value has `&`, `<` and `>` escaped (docs/programme.md: customer-written text is data, never
     markup). Only what a template marks `|safe` (the bot's own command usages, staff's own
     broadcast text in its preview) is left as is."""
     if isinstance(value, Markup) or not isinstance(value, str):

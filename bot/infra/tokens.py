@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, select, update
 
 from bot.infra.db import upsert
-from bot.infra.wechat_api import WeChatApiError
+from bot.infra.wechat_errors import WeChatApiError
 
 log = logging.getLogger(__name__)
 

@@ -17,28 +17,17 @@ import logging
 import requests
 from wechatpy import WeChatClient
 from wechatpy.crypto import WeChatCrypto
-from wechatpy.exceptions import WeChatClientException
 
 from bot.infra import metrics, redact
+from bot.infra.tokens import make_token_store
+from bot.infra.wechat_errors import WeChatApiError
+
+__all__ = ["Client", "WeChatApiError", "make_client", "make_crypto"]
 
 log = logging.getLogger(__name__)
 
 WECHAT_HOST = "https://api.weixin.qq.com/"
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid credential, invalid / expired token
-
-
-class WeChatApiError(WeChatClientException):
-    """WeChat answered an error (errcode, errmsg), or could not be reached (errcode None)."""
-
-    def __init__(self, errcode: int | None, errmsg: str) -> None:
-        super().__init__(errcode, redact.redact(str(errmsg)))
-
-    def __str__(self) -> str:
-        if self.errcode is None:
-            return f"WeChat API unreachable: {self.errmsg}"
-        return f"WeChat API error {self.errcode}: {self.errmsg}"
-
-    __repr__ = __str__
 
 
 class _NoSession:
@@ -153,8 +142,6 @@ class Client(WeChatClient):
 
 
 def make_client(settings, engine=None) -> Client:
-    from bot.infra.tokens import make_token_store
-
     return Client(settings.wechat_app_id, settings.wechat_app_secret, settings.api_base_url,
                   tokens=make_token_store(settings, engine),
                   timeout=(settings.outbound_connect_timeout, settings.outbound_read_timeout))

@@ -1,17 +1,18 @@
-"""Alembic environment: the URL comes from the bot's settings (or the caller's config)."""
-from alembic import context
+"""Alembic environment. The bot (`main.py db upgrade`, bot/cli.py) hands in its own
+connection (`config.attributes["connection"]`); run by hand, `alembic upgrade head` takes
+the URL from alembic.ini's `sqlalchemy.url` or DATABASE_URL. The data layer imports nothing
+of the platform above it (bot.infra): the arrow runs downhill."""
+import os
 
+from alembic import context
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
 import models  # noqa: F401  (registers the tables)
-from bot.infra.db import make_engine
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
-if not url:
-    from bot.infra.config import get_settings
-
-    url = get_settings().database_url
+url = config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL", "")
 
 target_metadata = SQLModel.metadata
 
@@ -28,7 +29,9 @@ def run_migrations_online() -> None:
     if connectable is not None:
         _run(connectable)
         return
-    engine = make_engine(url, pool_size=0) if not url.startswith("sqlite") else make_engine(url)
+    if not url:
+        raise SystemExit("alembic: set sqlalchemy.url or DATABASE_URL")
+    engine = create_engine(url, poolclass=NullPool)
     with engine.connect() as connection:
         _run(connection)
     engine.dispose()

@@ -5,6 +5,8 @@ data (so a missed run catches up and a doubled run does nothing twice):
   bookings not yet reminded (the outbox key and `booking.reminded_at` make it once only);
 - `dispatch`: the outbox rows due (bot.infra.outbox.Dispatcher).
 
+(The services they use are built once, by bot.wiring.build_services.)
+
 `BackgroundJobs` runs both in a thread of the serving process when no separate scheduler
 process does (IN_PROCESS_JOBS, the default: `make run` is one process and must still deliver
 everything). Several serving processes may each run it: claims are exclusive
@@ -54,12 +56,6 @@ def dispatch(services, max_batches: int = 1_000_000) -> Counter:
     return services.dispatcher.drain(max_batches)
 
 
-def prepare_services(services) -> None:
-    """Make `services` able to send what the domain queues."""
-    notify.configure(services.settings, services.rules)
-    services.outbox_prepare = notify.prepare
-
-
 class BackgroundJobs:
     """The outbox dispatcher (every OUTBOX_POLL_SECONDS) and the reminder sweep (every
     minute) in a daemon thread; `stop()` ends it."""
@@ -71,7 +67,6 @@ class BackgroundJobs:
         self._thread: threading.Thread | None = None
 
     def start(self) -> "BackgroundJobs":
-        prepare_services(self.services)
         self._thread = threading.Thread(target=self._run, name="outbox-loop", daemon=True)
         self._thread.start()
         log.info("in-process jobs started: outbox dispatch every %ss, reminders every %ss",

@@ -1,0 +1,108 @@
+"""我的预约 (the customer's bookings, soonest first, with what each allows) and 确认, the
+answer to the day-before reminder (tomorrow's booking marked attendance-confirmed)."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router
+from bot.domain import booking_store as store
+from bot.domain import notify
+from bot.domain.bookings import check_cancellation, service_date
+from bot.domain.vocab import BookingStatus
+from handlers.booking import bound_customer, who
+from handlers.cancellation import terms
+from menus import VOCABULARY, Key
+from models import Customer, Institution
+
+router = Router(VOCABULARY)
+
+
+def upcoming_first(bookings: list, today: date) -> list:
+    """Bookings still to come (submitted or confirmed, from today on), soonest first; then
+    the others, most recent first."""
+    def ahead(b) -> bool:
+        return b.status in (BookingStatus.SUBMITTED, BookingStatus.CONFIRMED) and \
+            service_date(b) >= today
+    coming = sorted((b for b in bookings if ahead(b)), key=lambda b: (service_date(b), b.id))
+    rest = sorted((b for b in bookings if not ahead(b)), key=lambda b: (service_date(b), b.id),
+                  reverse=True)
+    return coming + rest
+
+
+@router.key(Key.MY_BOOKINGS)
+def my_bookings(ctx: Context) -> Reply:
+    customer = ctx.customer  # a personal key: the router served it to a bound customer
+    rules = ctx.services.rules
+    items = []
+    for b in upcoming_first(store.bookings_of(ctx.session, customer.id), ctx.today):
+        cancellable = check_cancellation(b, ctx.now) is None
+        free, until = terms(ctx, b) if cancellable else (False, None)
+        place = ctx.session.get(Institution, b.institution_id) if b.institution_id else None
+        items.append(dict(number=b.number, service=rules.service(b.service).name,
+                          person=who(ctx, customer, b), date=service_date(b),
+                          time=b.confirmed_time, status=b.status,
+                          place=place.name if place else "", cancellable=cancellable,
+                          free=cancellable and free, free_until=until if cancellable and free else None,
+                          attended_at=b.attendance_confirmed_at,
+                          cancel_reason=b.cancel_reason))
+    if not items:
+        return ctx.say("booking/no_bookings")
+    return ctx.say("booking/my_bookings", items=items)
+
+
+# --- 确认: the answer to the day-before reminder --------------------------------------------
+
+
+def _tomorrow(ctx: Context, customer: Customer) -> list:
+    """The customer's confirmed bookings for tomorrow (the reminder is for these)."""
+    tomorrow = ctx.today + timedelta(days=1)
+    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
+            if b.status == "confirmed" and b.confirmed_date == tomorrow]
+
+
+def _attend(ctx: Context, booking) -> Reply:
+    if not notify.confirm_attendance(ctx.session, booking, ctx.now):
+        return ctx.say("booking/attendance/already")
+    place = ctx.session.get(Institution, booking.institution_id) if booking.institution_id else None
+    return ctx.say("booking/attendance/confirmed", number=booking.number,
+                   service=ctx.services.rules.service(booking.service).name,
+                   when=booking.confirmed_time or "", place=place.name if place else "")
+
+
+class AttendData(FlowData):
+    which: str | None = None
+
+
+def attend_options(ctx: Context, data: AttendData) -> list[Option]:
+    customer = bound_customer(ctx)
+    rules = ctx.services.rules
+    return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
+                   note=f"{b.confirmed_time or ''}，{who(ctx, customer, b)}", words=(b.number,))
+            for b in _tomorrow(ctx, customer)]
+
+
+def attend_finish(ctx: Context, data: AttendData) -> Reply:
+    booking = store.booking_by_number(ctx.session, data.which)
+    if booking is None or booking.customer_id != bound_customer(ctx).id:
+        raise Invalid("booking/cancel/not_found", end=True, number=data.which)
+    return _attend(ctx, booking)
+
+
+attend_flow = router.flow(Flow(
+    name="confirm_attendance", title="确认到场",
+    steps=[Choice("which", "booking/attendance/ask_which", options=attend_options)],
+    finish=attend_finish, model=AttendData,
+))
+
+
+@router.key(Key.CONFIRM_ATTENDANCE)
+def confirm_attendance(ctx: Context) -> Reply:
+    """确认 after the day-before reminder: tomorrow's booking is marked attendance-confirmed
+    (staff see it); with several bookings tomorrow, the bot asks which."""
+    customer = ctx.customer  # a personal key: the router served it to a bound customer
+    tomorrow = _tomorrow(ctx, customer)
+    if not tomorrow:
+        return ctx.say("booking/attendance/none")
+    if len(tomorrow) == 1:
+        return _attend(ctx, tomorrow[0])
+    return ctx.start(attend_flow)
