@@ -11,6 +11,10 @@ from bot.console import charts
 from bot.console.deps import StaffMember, commit, require_staff
 from bot.console.web import PREFIX, page
 from bot.domain import dashboard as figures
+from menus import INTENT_LABEL, SERVICE_OF
+
+# What a customer replies to book each service: its first intent word (预约洁牙).
+BOOKING_WORDS = {code: INTENT_LABEL[key] for key, code in SERVICE_OF.items()}
 
 router = APIRouter(prefix=PREFIX)
 
@@ -93,7 +97,7 @@ def nudge_page(request: Request, me: StaffMember = Depends(require_staff("admin"
     totals = {code: sum(a["customers"] for a in audience if a["service"] == code)
               for code in services}
     samples = {code: {"benefit": f"{year}年{name}服务", "deadline": f"{year}年12月31日",
-                      "note": render("notify/year_end_note", words=figures.nudge_words(code))}
+                      "note": render("notify/year_end_note", words=BOOKING_WORDS[code])}
                for code, name in services.items()}
     sent = request.query_params.get("sent", "")
     notice = f"已通过消息队列发送 {int(sent)} 条年末提醒。" if sent.isdigit() else None
@@ -115,7 +119,8 @@ async def nudge_send(request: Request,
     if form.get("confirm") != "yes":
         return nudge_error(request, "请勾选「我已核对受众」后再发送。")
     with Session(svc.engine, expire_on_commit=False) as session:
-        queued = figures.send_nudge(session, svc.rules, me.openid, year, chosen, svc.now())
+        queued = figures.send_nudge(session, svc.rules, me.openid, year, chosen, svc.now(),
+                                   BOOKING_WORDS)
         commit(request, session)
     return RedirectResponse(f"{PREFIX}/dashboard/nudge?sent={sum(queued.values())}",
                             status_code=303)

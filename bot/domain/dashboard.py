@@ -15,6 +15,7 @@ Definitions (README, "The dashboard"):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -25,7 +26,6 @@ from bot.domain.rules import Rules
 from bot.infra import outbox
 from bot.infra.db import upsert
 from bot.infra.texts import render
-from menus import INTENT_LABEL, SERVICE_OF
 from models import (Booking, Customer, Institution, Notification, UnansweredQuestion,
                     WechatUser, YearEndNudge)
 
@@ -211,12 +211,6 @@ def outbox_health(session: Session, today: date, tz, days: int = 14) -> list[dic
 # --- The year-end nudge ----------------------------------------------------------------------
 
 
-def nudge_words(service: str) -> str:
-    """What the customer replies to book `service` (its first intent word: 预约洁牙)."""
-    key = next(k for k, code in SERVICE_OF.items() if code == service)
-    return INTENT_LABEL[key]
-
-
 def nudge_preview(session: Session, rules: Rules, year: int) -> list[dict]:
     """Who the nudge would reach now, per service and tier (bound, following, unused,
     not yet nudged)."""
@@ -224,10 +218,11 @@ def nudge_preview(session: Session, rules: Rules, year: int) -> list[dict]:
 
 
 def send_nudge(session: Session, rules: Rules, who: str, year: int, services: list[str],
-               now: datetime) -> dict[str, int]:
+               now: datetime, words: Mapping[str, str]) -> dict[str, int]:
     """Queue the year-end reminder for each service: one template message per customer in
     the audience, through the outbox, and the (customer, service, year) row that keeps it
-    once. Returns the number queued per service. The caller commits."""
+    once; `words` is what the customer replies to book each service (预约洁牙). Returns the
+    number queued per service. The caller commits."""
     from bot.domain import notify
 
     sent: dict[str, int] = {}
@@ -239,7 +234,7 @@ def send_nudge(session: Session, rules: Rules, who: str, year: int, services: li
         source, where = _audience(service, year)
         rows = session.execute(select(C.c.id, W.c.openid).select_from(source).where(*where)
                                .order_by(C.c.id)).all()
-        note = render("notify/year_end_note", words=nudge_words(code))
+        note = render("notify/year_end_note", words=words[code])
         values = {"benefit": f"{year}年{service.name}服务", "deadline": date(year, 12, 31),
                   "note": note, "service": service.name, "year": year}
         body = notify.template_body(NUDGE_TEMPLATE, values)
