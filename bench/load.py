@@ -16,6 +16,9 @@ Faults (`--fault`), each injected while the traffic runs:
   redis         Redis stopped for 15 s, then started again (the bot answers from the
                 database stores meanwhile)
   wechat-down   the WeChat API double answers -1 (system busy) to every send for 20 s
+  scheduler     the active scheduler killed with SIGKILL while it holds its lock (a
+                standby runs beside it), with the WeChat API down for 10 s: the failed
+                sends are retried only if the standby takes over
 
 Everything runs on scratch resources of its own: a PostgreSQL database created for the run
 (and dropped), a redis-server on its own port (never the shared one), temporary files.
@@ -223,7 +226,7 @@ def main() -> None:
     ap.add_argument("--retry-share", type=float, default=0.05,
                     help="share of messages WeChat delivers three times")
     ap.add_argument("--fault", default="none", choices=["none", "kill-worker", "redis",
-                                                         "wechat-down"])
+                                                         "wechat-down", "scheduler"])
     ap.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--redis-port", type=int, default=6390)
     args = ap.parse_args()
@@ -261,7 +264,7 @@ def main() -> None:
            "SMS_PROVIDER": "http", "SMS_GATEWAY_URL": f"http://127.0.0.1:{double_port}/sms/send",
            "SMS_GATEWAY_TOKEN": "load-gw-token", "IN_PROCESS_JOBS": "false",
            "METRICS_ENABLED": "true", "PROMETHEUS_MULTIPROC_DIR": str(work / "prom"),
-           "OUTBOX_POLL_SECONDS": "1", "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING",
+           "OUTBOX_POLL_SECONDS": "1", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
            "OUTBOX_BACKOFF_BASE": "1", "OUTBOX_BACKOFF_CAP": "8"}
     report: dict = {"fault": args.fault}
     try:
@@ -278,8 +281,13 @@ def main() -> None:
                                   "--port", str(bot_port), "--workers", "2"],
                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs)
         procs.append(serve)
-        procs.append(subprocess.Popen([sys.executable, "main.py", "scheduler"], cwd=ROOT,
-                                      env=env, stdout=subprocess.DEVNULL, stderr=logs))
+        active = subprocess.Popen([sys.executable, "main.py", "scheduler"], cwd=ROOT,
+                                  env=env, stdout=subprocess.DEVNULL, stderr=logs)
+        procs.append(active)
+        if args.fault == "scheduler":  # a standby, started once the first holds the lock
+            time.sleep(4)
+            procs.append(subprocess.Popen([sys.executable, "main.py", "scheduler"], cwd=ROOT,
+                                          env=env, stdout=subprocess.DEVNULL, stderr=logs))
         wait_port(bot_port)
         time.sleep(3)  # both workers up
         url = f"http://127.0.0.1:{bot_port}/wechat"
@@ -305,6 +313,16 @@ def main() -> None:
                 await asyncio.sleep(15)
                 redis_proc = redis_server()
                 events.append("t=23s: Redis started again (empty: no persistence)")
+            elif args.fault == "scheduler":
+                # The active scheduler killed while it holds its lock, and the WeChat API
+                # down for 10 s: the rows that failed are retried only by a dispatcher sweep,
+                # so the outbox drains only if the standby took over.
+                async with httpx.AsyncClient() as h:
+                    await h.post(f"http://127.0.0.1:{double_port}/_load/outage",
+                                 params={"seconds": 10})
+                os.kill(active.pid, signal.SIGKILL)
+                events.append(f"t=8s: SIGKILL to the active scheduler {active.pid}; WeChat API "
+                              "double answers -1 for 10 s")
             elif args.fault == "wechat-down":
                 async with httpx.AsyncClient() as h:
                     await h.post(f"http://127.0.0.1:{double_port}/_load/outage",
@@ -348,6 +366,8 @@ def main() -> None:
         logs.close()
         lines = (work / "bot.log").read_text(errors="replace").splitlines()
         report["log_errors"] = sum(1 for line in lines if '"level": "ERROR"' in line)
+        report["schedulers_started"] = sum(1 for line in lines if "scheduler started" in line)
+        report["schedulers_standing_by"] = sum(1 for line in lines if "standing by" in line)
         report["log_error_samples"] = [json.loads(line)["message"][:160] for line in lines
                                        if '"level": "ERROR"' in line][:3]
     finally:
