@@ -199,6 +199,30 @@ async def test_a_same_date_reconfirmation_after_the_hour_sends_one_reminder(wx_p
     assert len(to_customer) == 3  # two confirmations and one reminder
 
 
+async def test_a_reminder_still_waiting_tells_the_re_confirmed_time(wx_plain, desk, services,
+                                                                    sent):
+    """Queued at the reminder hour for tomorrow 09:30 but not yet sent (WeChat slow), then
+    moved by staff to 14:00 the same day: the one reminder the customer gets says 14:00."""
+    with time_machine.travel(WED, tick=True):
+        number = await book(wx_plain, services, "2026-12-03")
+    (b,) = bookings(services)
+    with time_machine.travel(at("2026-12-01 15:00:00"), tick=False):
+        await wx_plain.say(SPEC, f"#确认 {number} 2026-12-03 09:30")
+        settle(services)
+    with time_machine.travel(at("2026-12-02 10:00:00"), tick=False):
+        assert job(services, "reminders")() == 1  # queued, not yet sent
+    with time_machine.travel(at("2026-12-02 10:05:00"), tick=False):
+        reply = await wx_plain.say(SPEC, f"#确认 {number} 2026-12-03 14:00")
+        assert "14:00" in reply
+        settle(services)
+    reminders = [m for m in sent if m["api"] == "template"
+                 and m["body"]["template_id"] == "demo-booking-reminder"]
+    assert len(reminders) == 1
+    assert reminders[0]["body"]["data"]["time3"]["value"] == "2026年12月3日 14:00"
+    texts = [t for phone, t in services.sms.provider.sent if phone == "13900001111"]
+    assert sum("14:00" in t for t in texts) == 2 and not any("09:30" in t for t in texts[2:])
+
+
 async def test_a_reminded_booking_moved_to_another_day_is_reminded_again(wx_plain, desk, services):
     """Reminded on 2 December for 3 December, then moved by staff to Saturday 5 December:
     the day before the new date the customer is reminded of the new date."""

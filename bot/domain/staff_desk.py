@@ -262,6 +262,8 @@ def confirm_booking(session: Session, who: str, number: str, day: date, at: str,
     _claim(session, booking, version)
     outcome = "reconfirmed" if booking.status == BookingStatus.CONFIRMED else "confirmed"
     old_year = booking.quota_year
+    if outcome == "reconfirmed":  # a reminder still waiting tells the old date, time or place
+        notify.drop_reminders(session, booking, "re-confirmed", requeue=True)
     booking.status = BookingStatus.CONFIRMED
     booking.confirmed_date, booking.confirmed_time = day, at
     booking.institution_id = place.id

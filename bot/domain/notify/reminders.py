@@ -15,11 +15,14 @@ from bot.domain.notify.channels import sms
 from bot.domain.notify.config import _facts, _service_name, _starts, _template, _values, _when_text, config
 
 
-def drop_reminders(session: Session, booking: Booking, reason: str) -> int:
+def drop_reminders(session: Session, booking: Booking, reason: str, *,
+                   requeue: bool = False) -> int:
+    """Drop the booking's reminders not yet sent. With `requeue` (a re-confirmation), each
+    may be queued again with what the booking now says."""
     c = Notification.__table__.c
     return outbox.drop_pending(session, and_(c.booking_id == booking.id,
                                              c.dedupe_key.like(f"reminder:{booking.id}:%")),
-                               reason)
+                               reason, free_keys=requeue)
 
 
 def reminder(session: Session, booking: Booking, now: datetime) -> list[int]:

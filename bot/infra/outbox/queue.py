@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Engine, String, and_, bindparam, cast, or_, select, update
 
 from bot.infra.db import upsert
 from models import Notification, WechatUser
@@ -80,10 +80,14 @@ def enqueue(db, *, kind: str, channel: str, recipient: str, payload: dict, key: 
     return row_id
 
 
-def drop_pending(db, where, reason: str) -> int:
-    """Mark pending rows matching `where` dropped (e.g. a cancelled booking's reminder)."""
-    res = db.execute(update(OUTBOX).where(where, OUTBOX.c.status == PENDING)
-                     .values(status=DROPPED, last_error=reason[:256]))
+def drop_pending(db, where, reason: str, *, free_keys: bool = False) -> int:
+    """Mark pending rows matching `where` dropped (e.g. a cancelled booking's reminder).
+    With `free_keys`, their idempotency keys get the row's id appended, so that the message
+    they stood for may be queued again, rewritten (a reminder of a re-confirmed booking)."""
+    values = dict(status=DROPPED, last_error=reason[:256])
+    if free_keys:
+        values["dedupe_key"] = OUTBOX.c.dedupe_key + ":dropped:" + cast(OUTBOX.c.id, String)
+    res = db.execute(update(OUTBOX).where(where, OUTBOX.c.status == PENDING).values(**values))
     return res.rowcount or 0
 
 
