@@ -32,9 +32,9 @@ browser:
 	    && command -v apt-get >/dev/null; then \
 	  echo "installing Debian's chromium for the browser tests"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null 2>&1 \
+	  apt-get install -y -qq chromium fonts-wqy-microhei fonts-noto-color-emoji >/dev/null 2>&1 \
 	    || { apt-get update -qq >/dev/null 2>&1 \
-	         && apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null 2>&1; } \
+	         && apt-get install -y -qq chromium fonts-wqy-microhei fonts-noto-color-emoji >/dev/null 2>&1; } \
 	    || echo "could not install chromium (the browser tests will say so)"; \
 	fi
 

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 
-from bot.domain.identity import mask_policy_no
 from bot.conversation import Context, Reply, Router
 from bot.domain import booking_store, customers
 from bot.domain.rules import Tier
-from bot.domain.tiers import breakdown, evaluate, next_review_date
+from bot.domain.tiers import explanation
 from bot.domain.entitlements import refusal
 from menus import INTENT_LABEL, SERVICE_OF, VOCABULARY, Key
 from models import Customer
@@ -22,12 +20,6 @@ def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
     submitted, confirmed, completed, missed or cancelled late; a free cancellation gives the
     use back)."""
     return booking_store.quota_used(ctx.conn, customer.id, service_code, ctx.today.year)
-
-
-def tiers_around(rules, held: Tier) -> list[Tier]:
-    """The held tier with its neighbours, highest first: what the gap is measured against."""
-    i = rules.tiers.index(held)
-    return list(rules.tiers[max(i - 1, 0):i + 2])
 
 
 def held_tier(ctx: Context, customer: Customer) -> Tier:
@@ -93,25 +85,9 @@ def with_held_tier(handler: Callable[[Context, Customer, Tier], Reply]) -> Calla
 @router.key(Key.MY_TIER)
 @with_held_tier
 def my_tier(ctx: Context, customer: Customer, held: Tier) -> Reply:
-    rules = ctx.services.rules
     policies = customers.policies(ctx.conn, customer.id)
-    ev = evaluate(policies, ctx.today, rules)
-    computed = rules.tier(ev.tier)
-    above = rules.next_tier(held.code)
-    lines = [{"no": mask_policy_no(line.policy_no), "counted": line.counted,
-              "reason": line.reason, "amount": line.amount, "until": line.counts_until,
-              "counts_from": p.cooling_off_end_date + timedelta(days=1),
-              "product": p.product_name, "parts": breakdown(p, rules) if line.counted else []}
-             for line, p in zip(ev.lines, policies)]
-    return ctx.say(
-        "tier/my_tier", customer=customer, held=held, computed=computed,
-        total=ev.total, lines=lines, above=above,
-        gap=(above.threshold - ev.total) if above else None,
-        higher=rules.tier_rank(computed.code) > rules.tier_rank(held.code),
-        protected=rules.tier_rank(computed.code) < rules.tier_rank(held.code) and ev.in_force,
-        review=next_review_date(ctx.today, rules), in_force=ev.in_force,
-        around=tiers_around(rules, held), tail_years=rules.contribution.tail_years,
-        review_dates=rules.reviews.month_days)
+    return ctx.say("tier/my_tier", customer=customer,
+                   **explanation(policies, ctx.today, ctx.services.rules, held))
 
 
 @router.key(Key.MY_BENEFITS)

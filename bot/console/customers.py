@@ -4,8 +4,6 @@ year's quota use, bookings, family members, the bound WeChat account and the las
 An admin may reveal one field of one customer, with a reason; the reveal is audited."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from sqlalchemy import select
@@ -17,7 +15,7 @@ from bot.console.deps import StaffMember, require_staff
 from bot.console.web import page
 from bot.domain import customers as customer_data
 from bot.domain import staff_desk as desk
-from bot.domain.tiers import breakdown, evaluate, next_review_date
+from bot.domain.tiers import explanation
 from bot.infra.privacy import mask_id_number, mask_name, mask_phone, mask_policy_no
 from bot.infra.texts import render
 from models import Booking, Customer, FamilyMember, Policy, WechatUser
@@ -30,25 +28,8 @@ FIELDS = {"name": "姓名", "phone": "手机号", "id_number": "身份证号", "
 def _tier_text(session: Session, customer: Customer, rules, today) -> str:
     """What 我的等级 tells the customer: the same template, with the same facts."""
     policies = customer_data.policies(session.connection(), customer.id)
-    ev = evaluate(policies, today, rules)
-    held = rules.tier(customer.tier)
-    computed = rules.tier(ev.tier)
-    above = rules.next_tier(held.code)
-    lines = [{"no": mask_policy_no(line.policy_no), "counted": line.counted,
-              "reason": line.reason, "amount": line.amount, "until": line.counts_until,
-              "counts_from": p.cooling_off_end_date + timedelta(days=1),
-              "product": p.product_name, "parts": breakdown(p, rules) if line.counted else []}
-             for line, p in zip(ev.lines, policies)]
-    ranks = [t for t in rules.tiers]
-    i = next(n for n, t in enumerate(ranks) if t.code == held.code)
-    return render("tier/my_tier", customer=customer, held=held, computed=computed,
-                  total=ev.total, lines=lines, above=above,
-                  gap=(above.threshold - ev.total) if above else None,
-                  higher=rules.tier_rank(computed.code) > rules.tier_rank(held.code),
-                  protected=rules.tier_rank(computed.code) < rules.tier_rank(held.code)
-                  and ev.in_force, review=next_review_date(today, rules), in_force=ev.in_force,
-                  around=ranks[max(i - 1, 0):i + 2], tail_years=rules.contribution.tail_years,
-                  review_dates=rules.reviews.month_days)
+    return render("tier/my_tier", customer=customer,
+                  **explanation(policies, today, rules, rules.tier(customer.tier)))
 
 
 def _summary(request: Request, session: Session, c: Customer, revealed: dict) -> dict:

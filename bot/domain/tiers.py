@@ -278,3 +278,33 @@ def decide(held: str, computed: str, *, in_force: bool, review_day: bool,
 def effective_date(reason: str, on: date) -> date:
     """When a change decided on `on` takes effect: review downgrades the next day."""
     return on + timedelta(days=1) if reason == REVIEW_DOWNGRADE else on
+
+
+def tiers_around(rules: Rules, held) -> list:
+    """The held tier with its neighbours, highest first: what the gap is measured against."""
+    i = rules.tiers.index(held)
+    return list(rules.tiers[max(i - 1, 0):i + 2])
+
+
+def explanation(policies: list, on: date, rules: Rules, held) -> dict:
+    """How a customer's tier was computed as of `on`, as 我的等级 (template tier/my_tier)
+    tells it, in chat and in the console alike: each policy's line (numbers masked), the
+    total, the gap to the next tier, whether the held tier is protected until the review."""
+    from bot.domain.identity import mask_policy_no
+
+    ev = evaluate(policies, on, rules)
+    computed = rules.tier(ev.tier)
+    above = rules.next_tier(held.code)
+    lines = [{"no": mask_policy_no(line.policy_no), "counted": line.counted,
+              "reason": line.reason, "amount": line.amount, "until": line.counts_until,
+              "counts_from": p.cooling_off_end_date + timedelta(days=1),
+              "product": p.product_name, "parts": breakdown(p, rules) if line.counted else []}
+             for line, p in zip(ev.lines, policies)]
+    return dict(held=held, computed=computed, total=ev.total, lines=lines, above=above,
+                gap=(above.threshold - ev.total) if above else None,
+                higher=rules.tier_rank(computed.code) > rules.tier_rank(held.code),
+                protected=rules.tier_rank(computed.code) < rules.tier_rank(held.code)
+                and ev.in_force,
+                review=next_review_date(on, rules), in_force=ev.in_force,
+                around=tiers_around(rules, held), tail_years=rules.contribution.tail_years,
+                review_dates=rules.reviews.month_days)
