@@ -59,16 +59,31 @@ def login_form(request: Request) -> Response:
     return _login_form(request)
 
 
-@router.post("/login")
-async def login(request: Request, login: str = Form(""), password: str = Form(""),
-                next: str = Form("")) -> Response:
+async def _sign_in_form(request: Request):
+    """A sign-in POST's checks (the pre-session cookie the form was served with, and its
+    CSRF token): the services, the secret and the client's address."""
     svc = deps.services(request)
     secret = svc.settings.secret_key
     seed = deps.unsigned(secret, request.cookies.get(PRE_COOKIE))
     if seed is None:
         raise deps.Forbidden()
     await deps.check_csrf(request, seed)
-    address = request.client.host if request.client else "unknown"
+    return svc, secret, request.client.host if request.client else "unknown"
+
+
+def _signed_in(request: Request, secret: str, token: str, to: str) -> Response:
+    """The session cookie for a new sign-in, the pre-session one ended, then on to `to`."""
+    response = RedirectResponse(to, status_code=303)
+    deps.set_cookie(response, request, COOKIE, deps.signed(secret, token),
+                    max_age=deps.sign_in_rules(request).longest_hours * 3600)
+    response.delete_cookie(PRE_COOKIE, path="/admin")
+    return response
+
+
+@router.post("/login")
+async def login(request: Request, login: str = Form(""), password: str = Form(""),
+                next: str = Form("")) -> Response:
+    svc, secret, address = await _sign_in_form(request)
     with Session(svc.engine, expire_on_commit=False) as session:
         result = staff_login.sign_in(session, secret, login[:200], password[:200], address,
                                      svc.now(), deps.sign_in_rules(request))
@@ -77,12 +92,7 @@ async def login(request: Request, login: str = Form(""), password: str = Form(""
         # The same answer for a wrong password, an unknown login and a locked one.
         return _login_form(request, status_code=401, error="wrong", login=login[:64],
                            next=next)
-    response = RedirectResponse(_safe_next(next), status_code=303)
-    rules = deps.sign_in_rules(request)
-    deps.set_cookie(response, request, COOKIE, deps.signed(secret, result.token),
-                    max_age=rules.longest_hours * 3600)
-    response.delete_cookie(PRE_COOKIE, path="/admin")
-    return response
+    return _signed_in(request, secret, result.token, _safe_next(next))
 
 
 @router.get("/login/link")
@@ -96,24 +106,14 @@ def link_form(request: Request) -> Response:
 
 @router.post("/login/link")
 async def link_sign_in(request: Request, t: str = Form("")) -> Response:
-    svc = deps.services(request)
-    secret = svc.settings.secret_key
-    seed = deps.unsigned(secret, request.cookies.get(PRE_COOKIE))
-    if seed is None:
-        raise deps.Forbidden()
-    await deps.check_csrf(request, seed)
-    address = request.client.host if request.client else "unknown"
+    svc, secret, address = await _sign_in_form(request)
     with Session(svc.engine, expire_on_commit=False) as session:
         result = staff_login.redeem_link(session, secret, t[:64], svc.now(), address)
         session.commit()
     if result.token is None:
         request.state.staff = None
         return _login_form(request, status_code=401, error="链接无效、已使用或已过期，请在微信中重新发送 #登录。")
-    response = RedirectResponse("/admin/bookings", status_code=303)
-    deps.set_cookie(response, request, COOKIE, deps.signed(secret, result.token),
-                    max_age=deps.sign_in_rules(request).longest_hours * 3600)
-    response.delete_cookie(PRE_COOKIE, path="/admin")
-    return response
+    return _signed_in(request, secret, result.token, "/admin/bookings")
 
 
 @router.post("/logout")
