@@ -227,7 +227,7 @@ class WeChat:
 def app(request, settings):
     """The production app. Tests of the engine itself, marked `survey`, get the production
     router with a small example flow and test handlers put on a few booking keys."""
-    from tests.flows import survey_router
+    from tests.support.survey import survey_router
 
     survey = request.node.get_closest_marker("survey") is not None
     application = create_app(settings, router=survey_router() if survey else None)

@@ -13,8 +13,8 @@ from sqlmodel import Session, select
 
 from models import Booking, Customer, Institution, UnansweredQuestion
 
-from tests.console import ADMIN_LOGIN, PASSWORD, add_staff
-from tests.test_staff import ADMIN
+from tests.support.console import ADMIN_LOGIN, PASSWORD, add_staff
+from tests.support.staff import ADMIN
 
 pytestmark = pytest.mark.settings(admin_enabled=True)
 

@@ -1,0 +1,161 @@
+"""FAQ retrieval: accuracy on the labelled customer phrasings, emergency-first precedence,
+small talk, and every answer renders with the facts from rules.toml."""
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.conversation import emergency, faq
+from bot.infra.texts import template_exists
+from tests.support import ROOT
+
+LABELLED = tomllib.loads((ROOT / "tests" / "faq_labelled.toml").read_text("utf-8"))
+EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
+# The measured figures (README, "Conversation quality"), so that a regression fails.
+FLOOR = 0.86  # the held-out union measured 86.5% (276/319), rounded down
+OFF_TOPIC_ANSWERED = 2
+FACTS = faq.rules_facts(tomllib.loads((ROOT / "rules.toml").read_text("utf-8")))
+
+
+@pytest.fixture(scope="module")
+def f() -> faq.Faq:
+    faq.warm()
+    return faq.default()
+
+
+HELD_OUT = ("held_out", "held_out_3", "held_out_4")  # the held-out batches (tests/faq_labelled.toml)
+HELD = [case for name in HELD_OUT for case in LABELLED[name]]
+
+
+def test_labelled_set_is_big_and_labels_exist(f):
+    ids = {e.id for e in f.entries}
+    assert len(LABELLED["cases"]) >= 80
+    assert {want for _, want in LABELLED["cases"] + HELD} <= ids
+    # Labelled phrasings are not copies of the FAQ's own phrasings.
+    own = {faq.normalize(p) for e in f.entries for p in (e.title, *e.phrasings)}
+    assert not [t for t, _ in LABELLED["cases"] if faq.normalize(t) in own]
+    assert not [t for t, _ in HELD if faq.normalize(t) in own]
+
+
+def test_labelled_set_has_an_honest_held_out_part(f):
+    """Issue 14: at least 200 phrasings, at least 30% held out, every entry held out once in
+    each batch, and no held-out phrasing in the tuning part."""
+    tuning = LABELLED["cases"]
+    assert len(tuning) + len(HELD) >= 200
+    assert len(HELD) >= 0.3 * (len(tuning) + len(HELD))
+    for name in HELD_OUT:
+        assert {want for _, want in LABELLED[name]} == {e.id for e in f.entries}, name
+    assert not {faq.normalize(t) for t, _ in HELD} & {faq.normalize(t) for t, _ in tuning}
+
+
+def test_top1_accuracy(f, capsys):
+    cases = LABELLED["cases"]
+    misses = [(t, want, f.best(t)) for t, want in cases if f.best(t) != want]
+    accuracy = 1 - len(misses) / len(cases)
+    with capsys.disabled():
+        print(f"\nFAQ top-1 {accuracy:.1%} on {len(cases)} (tuning part); misses {misses}")
+    assert accuracy >= 0.90
+
+
+def test_held_out_accuracy_does_not_fall_below_the_reported_figure(f):
+    """The honest figure (README, "Conversation quality"): phrasings never tuned on, both
+    batches together. Not printed here: bench/faq_eval.py reports it."""
+    right = sum(f.best(t) == want for t, want in HELD)
+    assert right / len(HELD) >= FLOOR
+
+
+def test_off_topic_gets_no_answer(f):
+    """Off-topic chatter gets the fallback; the threshold's cross-validation accepts a few
+    short ones with one FAQ word (今天星期几 reads as a booking-date question)."""
+    assert not [t for t in LABELLED["none"][:5] if f.best(t)]
+    assert len([t for t in LABELLED["none"] if f.best(t)]) <= OFF_TOPIC_ANSWERED
+
+
+def test_emergency_first_never_reaches_the_faq(f):
+    """The caller checks emergencies before the FAQ (DOMAIN precedence 2 before 6)."""
+
+    def reply(text):
+        return "emergency" if emergency.is_emergency(text) else f.best(text)
+
+    assert {reply(t) for t in EMERGENCY["emergency"]} == {"emergency"}
+
+
+def test_search_shape_and_k(f):
+    hits = f.search("洗牙要钱吗", k=2)
+    assert len(hits) == 2 and all(isinstance(i, str) and isinstance(s, float) for i, s in hits)
+    assert hits[0][1] >= hits[1][1]
+    assert f.search("") == [] and f.best("   ") is None
+
+
+def test_tier_targets_the_customers_own_tier(f):
+    assert f.best("我这个级别有什么福利", tier="gold") == "tier_gold"
+    assert f.best("我这个级别有什么福利", tier="diamond") == "tier_diamond"
+    # A tier named in the question wins over the customer's own.
+    assert f.best("钻石客户有什么权益", tier="gold") == "tier_diamond"
+
+
+@pytest.mark.parametrize("text,want", [
+    ("谢谢", "thanks"), ("谢谢啦！", "thanks"), ("再见", "bye"), ("拜拜~", "bye"),
+    ("你好", "hello"), ("在吗？", "hello"), ("你是机器人吗", "robot"), ("好的", "ok"),
+    ("好的好的", "ok"), ("ＯＫ", "ok"),
+])
+def test_smalltalk(f, text, want):
+    assert f.smalltalk(text) == want
+    assert faq.smalltalk_answer(want)
+
+
+@pytest.mark.parametrize("text", ["谢谢你们的体检服务怎么预约", "洗牙要钱吗", "好的那我怎么取消预约"])
+def test_not_smalltalk(f, text):
+    assert f.smalltalk(text) is None
+
+
+def test_every_entry_has_a_template_and_renders_with_rules_facts(f):
+    for entry in f.entries:
+        assert template_exists(entry.template), entry.id
+        assert f.answer(entry.id, **FACTS).strip(), entry.id
+
+
+def test_answers_follow_the_facts_not_the_template(f):
+    facts = dict(FACTS, tiers=[dict(t, threshold=t["threshold"] * 2) for t in FACTS["tiers"]])
+    assert "2,000,000" in f.answer("upgrade", **facts)
+    assert "1,000,000" in f.answer("upgrade", **FACTS)
+
+
+def test_missing_facts_are_named(f):
+    with pytest.raises(KeyError, match="tiers"):
+        f.answer("upgrade")
+
+
+def test_answers_say_what_domain_says(f):
+    a = lambda i: f.answer(i, **FACTS)  # noqa: E731
+    assert "6月30日" in a("tier_change") and "12月31日" in a("tier_change") and "即刻降级" in a("tier_change")
+    assert "95359" in a("hotline") and "95359-8-1" in a("hotline")
+    assert "7月" in a("festival") and "8月" in a("festival")
+    assert "95359" in a("hospital_visit") and "轻症" in a("hospital_visit")
+    assert "×100%" in a("contribution") and "×10%" in a("contribution")
+    assert "特种检查预约" in a("tier_diamond") and "特种检查" not in a("tier_platinum")
+    assert "洁牙" in a("tier_gold") and "体检" not in a("tier_gold")
+    assert "2个工作日" in a("lead_time") and "12点" in a("cancellation")
+    assert "自行承担" in a("fees") and "三甲" in a("escort") and "心理咨询" in a("health_advisor")
+    assert "配偶" in a("family_use") and "3年" in a("validity") and "1年" in a("validity")
+
+
+def test_search_is_fast(f):
+    texts = [t for t, _ in LABELLED["cases"]]
+    start = time.perf_counter()
+    for t in texts:
+        f.search(t)
+    per_query_ms = (time.perf_counter() - start) * 1000 / len(texts)
+    assert per_query_ms < 5  # about 0.5 ms here; generous for slow CI machines
+
+
+def test_a_tie_is_no_answer(f):
+    """A word two entries share equally (服务: 陪同服务, 基础服务) gets the suggestions, not
+    whichever entry sorts first; one more word decides."""
+    hits = f.search("服务", k=2)
+    assert hits[0][1] >= f.THRESHOLD and hits[1][1] == hits[0][1]
+    assert f.best("服务") is None
+    assert f.best("陪同服务有吗") == "escort"
