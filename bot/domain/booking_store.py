@@ -11,8 +11,10 @@ bookings (a use recorded another way, e.g. a booking taken by phone, counts at o
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy import Connection, bindparam, func, update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -53,6 +55,14 @@ _ALL_INSTITUTIONS = select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITU
 _INSTITUTIONS = Prepared(_ALL_INSTITUTIONS)
 _INSTITUTIONS_IN = Prepared(_ALL_INSTITUTIONS.where(INSTITUTION_T.c.city == bindparam("city")))
 _INSTITUTION = Prepared(select(INSTITUTION_T).where(INSTITUTION_T.c.code == bindparam("code")))
+FAMILY_T = FamilyMember.__table__
+_FAMILY = Prepared(select(FAMILY_T).where(FAMILY_T.c.customer_id == bindparam("customer_id"))
+                   .order_by(FAMILY_T.c.id))
+_ALL_USES = Prepared(
+    select(BOOKING_T.c.service, BOOKING_T.c.quota_year, func.count())
+    .where(BOOKING_T.c.customer_id == bindparam("customer_id"), BOOKING_T.c.counted.is_(True),
+           BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
+    .group_by(BOOKING_T.c.service, BOOKING_T.c.quota_year))
 
 
 def _conn(db: Connection | Session) -> Connection:
@@ -133,6 +143,45 @@ def gather_facts(session: Connection | Session, customer_id: int, req: BookingRe
         lock_quota(session, customer_id, req.service, req.date.year)
     used = uses(session, customer_id, req.service, years) if service is not None else {}
     return BookingFacts(rules=rules, calendar=calendar, used=used)
+
+
+class Stored:
+    """What the database says about one customer's booking (`booking_draft.Known`), each
+    fact read at most once, on first need: the facts of a `BookingDraft` for one message.
+    Reads run on the message's connection (no ORM session, no savepoint)."""
+
+    def __init__(self, conn: Connection, customer_id: int) -> None:
+        self.conn, self.customer_id = conn, customer_id
+        self._places: dict[str, Place | None] = {}
+        self._used: dict[str, dict[int, int]] = {}
+        self._years: set[int] = set()
+
+    @cached_property
+    def family(self) -> tuple[Person, ...]:
+        return tuple(person_of(m) for m in _FAMILY.all(self.conn, {"customer_id": self.customer_id}))
+
+    @cached_property
+    def places(self) -> tuple[Place, ...]:
+        out = tuple(map(Place.of, _INSTITUTIONS.all(self.conn, {})))
+        self._places.update((p.code, p) for p in out)
+        return out
+
+    def place(self, code: str) -> Place | None:
+        if code not in self._places:
+            if "places" in self.__dict__:  # all were read: it is not there
+                return None
+            self._places[code] = institution(self.conn, code)
+        return self._places[code]
+
+    def used(self, years: list[int]) -> Mapping[str, Mapping[int, int]]:
+        """Counted uses by service and year (of every service: one read for them all)."""
+        missing = [y for y in years if y not in self._years]
+        if missing:
+            for service, year, n in _ALL_USES.all(self.conn, {"customer_id": self.customer_id,
+                                                              "years": missing}):
+                self._used.setdefault(service, {})[int(year)] = int(n)
+            self._years.update(missing)
+        return self._used
 
 
 def lock_quota(session: Session, customer_id: int, service: str, year: int) -> QuotaUse:
