@@ -622,5 +622,6 @@ def who(ctx: Context, customer: Customer, booking) -> str:
     """The person a booking is for, as the booking flow labels them."""
     if booking.family_member_id is None:
         return person_label(store.me(customer))
-    member = ctx.session.get(FamilyMember, booking.family_member_id)
-    return person_label(store.person_of(member)) if member else ""
+    person = next((p for p in stored(ctx).family
+                   if p.family_member_id == booking.family_member_id), None)
+    return person_label(person) if person else ""

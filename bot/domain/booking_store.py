@@ -51,9 +51,7 @@ _USES = Prepared(
            BOOKING_T.c.service == bindparam("service"), BOOKING_T.c.counted.is_(True),
            BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
     .group_by(BOOKING_T.c.quota_year))
-_ALL_INSTITUTIONS = select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name)
-_INSTITUTIONS = Prepared(_ALL_INSTITUTIONS)
-_INSTITUTIONS_IN = Prepared(_ALL_INSTITUTIONS.where(INSTITUTION_T.c.city == bindparam("city")))
+_INSTITUTIONS = Prepared(select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name))
 _INSTITUTION = Prepared(select(INSTITUTION_T).where(INSTITUTION_T.c.code == bindparam("code")))
 FAMILY_T = FamilyMember.__table__
 _FAMILY = Prepared(select(FAMILY_T).where(FAMILY_T.c.customer_id == bindparam("customer_id"))
@@ -86,12 +84,10 @@ def uses(db: Connection | Session, customer_id: int, service: str,
     return {int(y): int(n) for y, n in rows}
 
 
-def institutions(db: Connection | Session, service: str | None,
-                 city: str | None = None) -> list[Place]:
-    """Institutions giving `service` (any service when None) (in `city`), by city and name."""
-    rows = _INSTITUTIONS_IN.all(_conn(db), {"city": city}) if city else \
-        _INSTITUTIONS.all(_conn(db), {})
-    return [p for p in map(Place.of, rows) if service is None or p.offers(service)]
+def institutions(db: Connection | Session, service: str | None) -> list[Place]:
+    """Institutions giving `service` (any service when None), by city and name."""
+    return [p for p in map(Place.of, _INSTITUTIONS.all(_conn(db), {}))
+            if service is None or p.offers(service)]
 
 
 def institution(db: Connection | Session, code: str) -> Place | None:
@@ -101,11 +97,6 @@ def institution(db: Connection | Session, code: str) -> Place | None:
 
 def me(customer: Customer) -> Person:
     return Person(name=customer.name, id_number=customer.id_number, sex=customer.sex)
-
-
-def family_of(session: Session, customer_id: int) -> list[FamilyMember]:
-    return list(session.exec(select(FamilyMember).where(FamilyMember.customer_id == customer_id)
-                             .order_by(FamilyMember.id)).all())
 
 
 def names_on_file(session: Session, id_number: str) -> set[str]:
@@ -162,7 +153,7 @@ class Stored:
 
     @cached_property
     def places(self) -> tuple[Place, ...]:
-        out = tuple(map(Place.of, _INSTITUTIONS.all(self.conn, {})))
+        out = tuple(institutions(self.conn, None))
         self._places.update((p.code, p) for p in out)
         return out
 
@@ -172,6 +163,9 @@ class Stored:
                 return None
             self._places[code] = institution(self.conn, code)
         return self._places[code]
+
+    def place_by_id(self, place_id: int) -> Place | None:
+        return next((p for p in self.places if p.id == place_id), None)
 
     def used(self, years: list[int]) -> Mapping[str, Mapping[int, int]]:
         """Counted uses by service and year (of every service: one read for them all)."""
