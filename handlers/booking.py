@@ -2,7 +2,10 @@
 (取消预约 is handlers/cancellation.py; 我的预约 and 确认到场 are handlers/attendance.py.)
 
 Every rule is `bot.domain.bookings.check_booking`, asked at each step with what is known so
-far and again at commit (`booking_store.submit_booking`, quota row locked).
+far (through `bot.domain.booking_draft.BookingDraft`: `draft(ctx, data)` is the answers so
+far over the facts `stored(ctx)` reads at most once per message, so a step's options are
+judged without a read per option) and again at commit (`booking_store.submit_booking`,
+quota row locked).
 """
 from __future__ import annotations
 
