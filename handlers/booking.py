@@ -484,8 +484,7 @@ def parse_confirm(ctx: Context, text: str, data: BookingData) -> bool:
 def finish(ctx: Context, data: BookingData) -> Reply:
     rules = ctx.services.rules
     customer = bound_customer(ctx)
-    d = draft(ctx, data)
-    req = d.request()
+    req = draft(ctx, data).request()
     person = req.beneficiary
     new_member = None
     if person is not None and not person.registered:
@@ -560,7 +559,6 @@ booking_flow = router.flow(Flow(
 
 def start_booking(ctx: Context, service_code: str | None) -> Reply:
     customer = ctx.customer  # a personal key: the router served it to a bound customer
-    tier = held_tier(ctx, customer)
     initial: dict[str, Any] = {}
     if service_code is not None:
         d = draft(ctx, BookingData(service=service_code))
