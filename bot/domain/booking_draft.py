@@ -170,7 +170,7 @@ class BookingDraft:
         if step == "institution":
             escort = self.service in self.rules.booking.escorted_at_tertiary
             return [Offer(p.code, p, escorted=escort and escorted(p))
-                    for p in self.places(city if city is not None else None)]
+                    for p in self.places(city)]
         if step == "date":
             return [Offer(d.isoformat(), d) for d in self.dates(count)]
         raise ValueError(f"no options for step {step!r}")
