@@ -12,9 +12,12 @@ import time_machine
 from sqlalchemy import event
 from sqlmodel import Session
 
+from bot.domain.accounts import bind
 from models import Institution
+from tests import factories
 
-from tests.test_booking import U, WED, world  # noqa: F401 (the fixture)
+U = "oBookStatements000000001"
+WED = "2026-11-25 10:00:00+08:00"  # the earliest bookable date is Friday 27 November 2026
 
 
 @contextmanager
@@ -56,21 +59,31 @@ STEPS = ["预约洁牙", "配偶", "北京", "北京洁牙门诊", "1", "返回"
 
 
 @pytest.mark.parametrize("clinics,family", [(0, 1), (12, 3)])
-async def test_a_booking_step_reads_its_facts_once_not_once_per_option(wx_plain, world, services,
+async def test_a_booking_step_reads_its_facts_once_not_once_per_option(wx_plain, services,
                                                                        clinics, family):
     """Each step of a booking (entry, beneficiary, city, institution, date, 返回 to the date
-    step) costs at most BOUND statements, with 3 dental clinics and 1 family member on file
-    or with 15 clinics and 3 members: the steps no longer read the database per option."""
-    with Session(services.engine) as s:
-        for i in range(clinics):
-            s.add(Institution(code=f"DX{i}", name=f"北京第{i + 2}洁牙门诊", city="北京",
-                              address="北京某路2号", kind="commercial", services="dental",
-                              phone="010-1", closed_weekdays="", closed_dates=""))
-        s.commit()
-    members = [("spouse", "王芳", date(1982, 3, 4), "F"), ("child", "李小明", date(2010, 5, 6), "M"),
-               ("parent", "李大山", date(1950, 7, 8), "M")][:family]
+    step) costs at most BOUND statements, with 2 dental clinics and 1 family member on file
+    or with 14 clinics and 3 members: the steps no longer read the database per option."""
     with time_machine.travel(WED, tick=True):
-        world("gold", family=members)
+        with Session(services.engine, expire_on_commit=False) as s:
+            for i in range(1 + clinics):  # dental clinics in 北京, and one in 上海
+                s.add(Institution(code=f"D{i}", name="北京洁牙门诊" if i == 0 else f"北京第{i + 1}洁牙门诊",
+                                  city="北京", address="北京某路1号", kind="commercial",
+                                  services="dental", phone="010-1", closed_weekdays="sun",
+                                  closed_dates=""))
+            s.add(Institution(code="S1", name="上海洁牙门诊", city="上海", address="上海某路1号",
+                              kind="commercial", services="dental", phone="021-1",
+                              closed_weekdays="", closed_dates=""))
+            s.add(Institution(code="C1", name="北京商业体检中心", city="北京", address="北京某路2号",
+                              kind="commercial", services="checkup", phone="010-2",
+                              closed_weekdays="", closed_dates=""))
+            c = factories.customer(s, name="李四", tier="gold", sex="M")
+            for relation, name, birth, sex in [
+                    ("spouse", "王芳", date(1982, 3, 4), "F"), ("child", "李小明", date(2010, 5, 6), "M"),
+                    ("parent", "李大山", date(1950, 7, 8), "M")][:family]:
+                factories.family(s, c, relation, name, birth, sex)
+            bind(s, U, c, services.now())
+            s.commit()
         counts = []
         for text in STEPS:
             with statements(services.engine) as seen:
