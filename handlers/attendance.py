@@ -9,7 +9,7 @@ from bot.domain import booking_store as store
 from bot.domain import notify
 from bot.domain.bookings import check_cancellation, service_date
 from bot.domain.vocab import BookingStatus
-from handlers.booking import bound_customer, who
+from handlers.booking import bound_customer, stored, who
 from handlers.cancellation import terms
 from menus import VOCABULARY, Key
 from models import Customer, Institution
@@ -37,7 +37,7 @@ def my_bookings(ctx: Context) -> Reply:
     for b in upcoming_first(store.bookings_of(ctx.session, customer.id), ctx.today):
         cancellable = check_cancellation(b, ctx.now) is None
         free, until = terms(ctx, b) if cancellable else (False, None)
-        place = ctx.session.get(Institution, b.institution_id) if b.institution_id else None
+        place = stored(ctx).place_by_id(b.institution_id) if b.institution_id else None
         items.append(dict(number=b.number, service=rules.service(b.service).name,
                           person=who(ctx, customer, b), date=service_date(b),
                           time=b.confirmed_time, status=b.status,

@@ -2,13 +2,17 @@
 (取消预约 is handlers/cancellation.py; 我的预约 and 确认到场 are handlers/attendance.py.)
 
 Every rule is `bot.domain.bookings.check_booking`, asked at each step with what is known so
-far and again at commit (`booking_store.submit_booking`, quota row locked).
+far (through `bot.domain.booking_draft.BookingDraft`: `draft(ctx, data)` is the answers so
+far over the facts `stored(ctx)` reads at most once per message, so a step's options are
+judged without a read per option) and again at commit (`booking_store.submit_booking`,
+quota row locked).
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
 import uuid
+import weakref
 from datetime import date, timedelta
 from typing import Any
 
@@ -19,9 +23,9 @@ from bot.conversation.flow import offered_of
 from bot.conversation.intents import normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
-from bot.domain.bookings import (BookingRequest, Person, Place, Refusal, bookable_dates,
-                                 calendar, check_booking, escorted, packages_for, quota_years,
-                                 remaining)
+from bot.domain.booking_draft import MEMBER, NEW, SELF, BookingDraft
+from bot.domain.bookings import (BookingRequest, Person, Refusal, calendar, escorted,
+                                 packages_for)
 from bot.domain.dates import parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
                                  validate_id_number)
@@ -37,7 +41,6 @@ router = Router(VOCABULARY)
 
 EXPERT = "expert_outpatient"  # asks department and hospital preference (and maybe an expert)
 SPECIAL = "special_exam"  # asks the symptoms or the doctor's referral (the handbook's basis)
-SELF, NEW, MEMBER = "self", "new", "fm:"
 RELATIONS = (Relation.SPOUSE, Relation.PARENT, Relation.CHILD)
 
 
@@ -89,20 +92,36 @@ def _service(ctx: Context, data: BookingData) -> Service:
     return ctx.services.rules.service(data.service)
 
 
-def _person(ctx: Context, data: BookingData) -> Person | None:
+# The booking facts of each message being handled (keyed by its Context, dropped with it).
+_STORED: dict[int, store.Stored] = {}
+
+
+def stored(ctx: Context, *, fresh: bool = False) -> store.Stored:
+    """What the database says about this customer's booking, each fact read at most once
+    per message (`fresh`: read again, e.g. after the commit's re-check under the lock)."""
     customer = bound_customer(ctx)
-    who = data.beneficiary
-    if who is None:
-        return None if _service(ctx, data).family else store.me(customer)
-    if who == SELF:
-        return store.me(customer)
-    if who == NEW:
+    got = _STORED.get(id(ctx))
+    if fresh or got is None or got.conn is not ctx.conn or got.customer_id != customer.id:
+        got = _STORED[id(ctx)] = store.Stored(ctx.conn, customer.id)
+        weakref.finalize(ctx, _STORED.pop, id(ctx), None)
+    return got
+
+
+def draft(ctx: Context, data: BookingData) -> BookingDraft:
+    """The booking as far as answered, over this message's facts (no read of its own)."""
+    customer = bound_customer(ctx)
+    new_person = None
+    if data.beneficiary == NEW:
         number = _unseal(ctx, data.new_id_number)
-        if not (number and data.new_relation):
-            return None
-        return Person(name=_unseal(ctx, data.new_name), id_number=number,
-                      sex=id_sex(number), relation=data.new_relation, registered=False)
-    return store.beneficiary(ctx.session, customer, int(who.removeprefix(MEMBER)))
+        if number and data.new_relation:
+            new_person = Person(name=_unseal(ctx, data.new_name), id_number=number,
+                                sex=id_sex(number), relation=data.new_relation,
+                                registered=False)
+    return BookingDraft(rules=ctx.services.rules, calendar=calendar(), now=ctx.now,
+                        tier=held_tier(ctx, customer).code, me=store.me(customer),
+                        known=stored(ctx), service=data.service, beneficiary=data.beneficiary,
+                        new_person=new_person, package=data.package,
+                        institution=data.institution, date=data.date)
 
 
 def _seal(ctx: Context, value: str) -> str:
@@ -113,31 +132,11 @@ def _unseal(ctx: Context, token: str | None) -> str:
     return unseal_or_none(ctx.services.settings.secret_key, SEALED, token) or ""
 
 
-def _package(ctx: Context, data: BookingData) -> str | None:
-    """The chosen package, or the only one the tier offers the beneficiary."""
-    if data.package:
-        return data.package
-    service = _service(ctx, data)
-    choices = packages_for(service, held_tier(ctx, bound_customer(ctx)).code, _person(ctx, data))
-    return choices[0].code if len(choices) == 1 else None
-
-
-def _request(ctx: Context, data: BookingData, **override: Any) -> BookingRequest:
-    values = dict(beneficiary=_person(ctx, data), package=_package(ctx, data),
-                  institution=store.institution(ctx.conn, data.institution)
-                  if data.institution else None, date=data.date)
-    values.update(override)
-    return BookingRequest(service=data.service, tier=held_tier(ctx, bound_customer(ctx)).code,
-                          requested_at=ctx.now, **values)
-
-
-def _facts(ctx: Context, req: BookingRequest):
-    return store.gather_facts(ctx.conn, bound_customer(ctx).id, req, ctx.services.rules, calendar())
-
-
-def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | None = None,
-            end: bool = False) -> Invalid:
-    """The refusal `code` as an Invalid whose template says why and what to do instead."""
+def refusal(ctx: Context, code: Refusal, d: BookingDraft, req: BookingRequest | None = None, *,
+            goto: str | None = None, end: bool = False) -> Invalid:
+    """The refusal `code` of `req` (the draft's request when None) as an Invalid whose
+    template says why and what to do instead."""
+    req = req or d.request()
     rules = ctx.services.rules
     service = rules.service(req.service)
     today = ctx.today
@@ -147,11 +146,7 @@ def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | Non
                               earliest=calendar().earliest_bookable(ctx.now,
                                                                     rules.booking.lead_workdays))
     if code == Refusal.QUOTA_USED:
-        facts = _facts(ctx, BookingRequest(service=req.service, tier=req.tier,
-                                           requested_at=req.requested_at))
-        limit = service.per_year or 0
-        spent = [y for y in quota_years(ctx.now, rules) if facts.used.get(y, 0) >= limit]
-        spare = [y for y in quota_years(ctx.now, rules) if y not in spent]
+        spent, spare = d.but(service=req.service).spent_years()
         kw.update(years=[req.date.year] if req.date else spent,
                   next_year=spare[0] if spare else None)
     if code in (Refusal.PACKAGE_SEX, Refusal.VENUE):
@@ -160,31 +155,19 @@ def refusal(ctx: Context, code: Refusal, req: BookingRequest, *, goto: str | Non
         kw.update(person=req.beneficiary,
                   fits=[p.name for p in packages_for(service, req.tier, req.beneficiary)])
     if code == Refusal.NOT_ENTITLED:
-        kw.update(entitlement(ctx, req.tier, service))
+        needed = rules.lowest_tier_with(service.code)
+        kw.update(needed=needed, needed_is_top=needed == rules.tiers[0],
+                  mine=[{"service": o.item, "used": o.used, "left": o.left}
+                        for o in d.services()])
     return Invalid(f"booking/refusal/{code}", goto=goto, end=end, **kw)
 
 
-def entitlement(ctx: Context, tier_code: str, service: Service) -> dict:
-    rules = ctx.services.rules
-    needed = rules.lowest_tier_with(service.code)
-    return dict(needed=needed, needed_is_top=needed == rules.tiers[0],
-                mine=_with_quota(ctx, rules.bookable_services_for(tier_code)))
-
-
-def _with_quota(ctx: Context, services) -> list[dict]:
-    customer = bound_customer(ctx)
-    out = []
-    for s in services:
-        used = store.quota_used(ctx.conn, customer.id, s.code, ctx.today.year)
-        out.append({"service": s, "used": used, "left": remaining(s, used)})
-    return out
-
-
 def _check(ctx: Context, data: BookingData, *, goto: str | None = None, **override: Any) -> None:
-    req = _request(ctx, data, **override)
-    code = check_booking(req, _facts(ctx, req))
+    d = draft(ctx, data)
+    req = d.request(**override)
+    code = d.judge(req)
     if code is not None:
-        raise refusal(ctx, code, req, goto=goto or STEP_OF.get(code), end=code in ENDS)
+        raise refusal(ctx, code, d, req, goto=goto or STEP_OF.get(code), end=code in ENDS)
 
 
 # A refusal at commit sends the customer back to the step that can fix it.
@@ -200,9 +183,8 @@ ENDS = {Refusal.NOT_ENTITLED, Refusal.NOT_BOOKABLE}
 
 
 def service_options(ctx: Context, data: BookingData) -> list[Option]:
-    tier = held_tier(ctx, bound_customer(ctx))
-    return [Option(s["service"].code, s["service"].name, note=label("left", left=s["left"]))
-            for s in _with_quota(ctx, ctx.services.rules.bookable_services_for(tier.code))]
+    return [Option(o.code, o.item.name, note=label("left", left=o.left))
+            for o in draft(ctx, data).options("service")]
 
 
 def service_context(ctx: Context, data: BookingData) -> dict:
@@ -221,12 +203,14 @@ def check_service(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def beneficiary_options(ctx: Context, data: BookingData) -> list[Option]:
-    customer = bound_customer(ctx)
-    options = [Option(SELF, label("self", name=mask_name(customer.name)),
-                      words=("本人", "自己", "我", "我自己"))]
-    for m in store.family_of(ctx.session, customer.id):
-        options.append(Option(f"{MEMBER}{m.id}",
-                              label("relative", relation=m.relation, name=mask_name(m.name))))
+    options = []
+    for o in draft(ctx, data).options("beneficiary"):
+        if o.code == SELF:
+            options.append(Option(SELF, label("self", name=mask_name(o.item.name)),
+                                  words=("本人", "自己", "我", "我自己")))
+        else:
+            options.append(Option(o.code, label("relative", relation=o.item.relation,
+                                                name=mask_name(o.item.name))))
     options.append(Option(NEW, label("add_family"), words=("添加家人", "添加", "新增家人", "新家人")))
     return options
 
@@ -250,10 +234,10 @@ def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
     """The beneficiary step's own parser: a family member's full name on file (the list shows
     it masked), or a relation word (老公, 我妈) naming the one member on file it fits, or a
     new member of that relation when there is none."""
-    family = store.family_of(ctx.session, bound_customer(ctx).id)
+    family = stored(ctx).family
     named = [m for m in family if _same_name(m.name, text)]  # the full name, as on file
     if len(named) == 1:
-        return f"{MEMBER}{named[0].id}"
+        return f"{MEMBER}{named[0].family_member_id}"
     _not_family(text)
     norm = normalize(text)
     hit = RELATION_WORDS.get(norm) or next(
@@ -261,10 +245,9 @@ def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
     if hit is None:
         return None
     relation, sex = hit
-    members = [m for m in family
-               if m.relation == relation and (sex is None or id_sex(m.id_number) == sex)]
+    members = [m for m in family if m.relation == relation and sex in (None, m.sex)]
     if len(members) == 1:
-        return f"{MEMBER}{members[0].id}"
+        return f"{MEMBER}{members[0].family_member_id}"
     if members:
         return None  # several fit: the customer picks one from the list
     data.new_relation, data.new_sex_said = relation.value, sex
@@ -340,13 +323,12 @@ def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
 
 
 def package_options(ctx: Context, data: BookingData) -> list[Option]:
-    tier = held_tier(ctx, bound_customer(ctx))
-    return [Option(p.code, p.name, note=p.content)
-            for p in packages_for(_service(ctx, data), tier.code, _person(ctx, data))]
+    return [Option(o.code, o.item.name, note=o.item.content)
+            for o in draft(ctx, data).options("package")]
 
 
 def wants_package(ctx: Context, data: BookingData) -> bool:
-    return len(package_options(ctx, data)) > 1
+    return len(draft(ctx, data).packages()) > 1
 
 
 def parse_package(ctx: Context, text: str, data: BookingData) -> str | None:
@@ -382,33 +364,20 @@ def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
     return parse
 
 
-def _places(ctx: Context, data: BookingData, city: str | None = None) -> list[Place]:
-    """Institutions giving the service where the chosen package may be taken."""
-    out = []
-    for place in store.institutions(ctx.conn, data.service, city):
-        req = _request(ctx, data, institution=place, date=None)
-        if check_booking(req, _facts(ctx, req)) is None:
-            out.append(place)
-    return out
-
-
 def city_options(ctx: Context, data: BookingData) -> list[Option]:
-    cities: dict[str, int] = {}
-    for place in _places(ctx, data):
-        cities[place.city] = cities.get(place.city, 0) + 1
-    return [Option(c, c, note=label("city", count=n), words=(f"{c}市",)) for c, n in cities.items()]
+    return [Option(o.code, o.code, note=label("city", count=o.count), words=(f"{o.code}市",))
+            for o in draft(ctx, data).options("city")]
 
 
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
-    escort = data.service in ctx.services.rules.booking.escorted_at_tertiary
-    return [Option(p.code, p.name, note=label("institution", place_kind=p.kind, address=p.address,
-                                              escort=escort and escorted(p)))
-            for p in _places(ctx, data, data.city)]
+    return [Option(o.code, o.item.name, note=label("institution", place_kind=o.item.kind,
+                                                   address=o.item.address, escort=o.escorted))
+            for o in draft(ctx, data).options("institution", city=data.city)]
 
 
 def institution_context(ctx: Context, data: BookingData) -> dict:
-    return {"city": data.city, "escort_note": data.service in ctx.services.rules.booking.escorted_at_tertiary
-            and any(escorted(p) for p in _places(ctx, data, data.city))}
+    return {"city": data.city, "escort_note": any(
+        o.escorted for o in draft(ctx, data).options("institution", city=data.city))}
 
 
 def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
@@ -416,7 +385,7 @@ def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
     rules refuse (not giving the service, not for the package) is explained, and one in
     another city that the rules allow is taken (with its city)."""
     said = normalize(text)
-    found = [p for p in store.institutions(ctx.conn, None) if normalize(p.name) == said]
+    found = [p for p in stored(ctx).places if normalize(p.name) == said]
     if len(found) != 1:
         return None
     if found[0].offers(data.service):
@@ -426,13 +395,12 @@ def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
 
 def check_institution(ctx: Context, code: str, data: BookingData) -> str:
     data.institution = code
-    place = store.institution(ctx.conn, code)
-    _check(ctx, data, goto="institution", institution=place, date=None)
+    _check(ctx, data, goto="institution", date=None)
     if data.date is not None:  # a date named at entry: keep it only if it fits here
-        req = _request(ctx, data, institution=place)
-        why = check_booking(req, _facts(ctx, req))
+        d = draft(ctx, data)
+        why = d.check()
         if why is not None:
-            data.date_note = refusal(ctx, why, req).render()
+            data.date_note = refusal(ctx, why, d).render()
             data.date = None
     return code
 
@@ -446,15 +414,14 @@ def parse_typed_date(ctx: Context, text: str, data: BookingData) -> str | None:
     if parsed.ok:
         return parsed.date.isoformat()
     if parsed.reason == "past":
-        raise refusal(ctx, Refusal.PAST, _request(ctx, data))
+        raise refusal(ctx, Refusal.PAST, draft(ctx, data))
     raise Invalid(f"booking/refusal/{parsed.reason}", said=text if len(text) <= 20 else "")
 
 
 def date_options(ctx: Context, data: BookingData) -> list[Option]:
-    req = _request(ctx, data, date=None)
-    facts = _facts(ctx, req)
-    days = bookable_dates(req, facts, ctx.services.rules.booking.dates_offered)
-    return [Option(d.isoformat(), label("date", day=d)) for d in days]
+    count = ctx.services.rules.booking.dates_offered
+    return [Option(o.code, label("date", day=o.item))
+            for o in draft(ctx, data).options("date", count=count)]
 
 
 def date_context(ctx: Context, data: BookingData) -> dict:
@@ -466,8 +433,8 @@ def date_context(ctx: Context, data: BookingData) -> dict:
     spent = None
     if offered and all(d.year > ctx.today.year for d in offered):
         service = _service(ctx, data)
-        facts = _facts(ctx, _request(ctx, data, date=None))
-        if service.per_year is not None and facts.used.get(ctx.today.year, 0) >= service.per_year:
+        if service.per_year is not None and \
+                draft(ctx, data).used_this_year(service.code) >= service.per_year:
             spent = ctx.today.year
             earliest = max(earliest, offered[0])
     return {"note": note, "offered": bool(offered), "earliest": earliest,
@@ -484,7 +451,7 @@ def check_date(ctx: Context, code: str, data: BookingData) -> date:
 
 def summary_context(ctx: Context, data: BookingData) -> dict:
     rules = ctx.services.rules
-    req = _request(ctx, data)
+    req = draft(ctx, data).request()
     service = rules.service(req.service)
     package = next((p for p in service.packages if p.code == req.package), None)
     person = req.beneficiary
@@ -517,7 +484,7 @@ def parse_confirm(ctx: Context, text: str, data: BookingData) -> bool:
 def finish(ctx: Context, data: BookingData) -> Reply:
     rules = ctx.services.rules
     customer = bound_customer(ctx)
-    req = _request(ctx, data)
+    req = draft(ctx, data).request()
     person = req.beneficiary
     new_member = None
     if person is not None and not person.registered:
@@ -530,8 +497,9 @@ def finish(ctx: Context, data: BookingData) -> Reply:
                            visit_note=data.symptoms or None)
     try:
         booking = store.submit_booking(ctx.session, new, rules, calendar(), ctx.now)
-    except store.BookingRefused as exc:
-        raise refusal(ctx, exc.refusal, req, goto=STEP_OF.get(exc.refusal),
+    except store.BookingRefused as exc:  # re-checked under the lock: the facts have moved
+        stored(ctx, fresh=True)
+        raise refusal(ctx, exc.refusal, draft(ctx, data), req, goto=STEP_OF.get(exc.refusal),
                       end=exc.refusal in ENDS) from None
     except IntegrityError:  # the same request confirmed twice: the first one stands
         raise Invalid("booking/already_submitted", end=True) from None
@@ -591,13 +559,13 @@ booking_flow = router.flow(Flow(
 
 def start_booking(ctx: Context, service_code: str | None) -> Reply:
     customer = ctx.customer  # a personal key: the router served it to a bound customer
-    tier = held_tier(ctx, customer)
     initial: dict[str, Any] = {}
     if service_code is not None:
-        req = BookingRequest(service=service_code, tier=tier.code, requested_at=ctx.now)
-        code = check_booking(req, _facts(ctx, req))
+        d = draft(ctx, BookingData(service=service_code))
+        req = d.request(beneficiary=None, package=None)  # the service alone
+        code = d.judge(req)
         if code is not None:
-            return Reply(refusal(ctx, code, req).render())
+            return Reply(refusal(ctx, code, d, req).render())
         initial["service"] = service_code
         initial.update(read_entry(ctx, customer, service_code))
     return ctx.start(booking_flow, **initial)
@@ -614,10 +582,10 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
         if hit not in text:
             continue
         rest = rest.replace(hit, "")
-        members = [m for m in store.family_of(ctx.session, customer.id) if m.relation == relation
-                   and (sex is None or id_sex(m.id_number) == sex)]
+        members = [m for m in stored(ctx).family if m.relation == relation
+                   and sex in (None, m.sex)]
         if len(members) == 1:
-            out["beneficiary"] = f"{MEMBER}{members[0].id}"
+            out["beneficiary"] = f"{MEMBER}{members[0].family_member_id}"
         elif not members:
             out.update(beneficiary=NEW, new_relation=relation.value)
         break
@@ -641,9 +609,8 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
             if why is None:
                 out["date"] = parsed.date
             else:
-                req = BookingRequest(service=service_code, tier=held_tier(ctx, customer).code,
-                                     requested_at=ctx.now, date=parsed.date)
-                out["date_note"] = refusal(ctx, Refusal(why), req).render()
+                d = draft(ctx, BookingData(service=service_code, date=parsed.date))
+                out["date_note"] = refusal(ctx, Refusal(why), d, d.request(beneficiary=None, package=None)).render()
     return out
 
 
@@ -656,5 +623,6 @@ def who(ctx: Context, customer: Customer, booking) -> str:
     """The person a booking is for, as the booking flow labels them."""
     if booking.family_member_id is None:
         return person_label(store.me(customer))
-    member = ctx.session.get(FamilyMember, booking.family_member_id)
-    return person_label(store.person_of(member)) if member else ""
+    person = next((p for p in stored(ctx).family
+                   if p.family_member_id == booking.family_member_id), None)
+    return person_label(person) if person else ""

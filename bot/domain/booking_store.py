@@ -11,8 +11,10 @@ bookings (a use recorded another way, e.g. a booking taken by phone, counts at o
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy import Connection, bindparam, func, update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -49,10 +51,16 @@ _USES = Prepared(
            BOOKING_T.c.service == bindparam("service"), BOOKING_T.c.counted.is_(True),
            BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
     .group_by(BOOKING_T.c.quota_year))
-_ALL_INSTITUTIONS = select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name)
-_INSTITUTIONS = Prepared(_ALL_INSTITUTIONS)
-_INSTITUTIONS_IN = Prepared(_ALL_INSTITUTIONS.where(INSTITUTION_T.c.city == bindparam("city")))
+_INSTITUTIONS = Prepared(select(INSTITUTION_T).order_by(INSTITUTION_T.c.city, INSTITUTION_T.c.name))
 _INSTITUTION = Prepared(select(INSTITUTION_T).where(INSTITUTION_T.c.code == bindparam("code")))
+FAMILY_T = FamilyMember.__table__
+_FAMILY = Prepared(select(FAMILY_T).where(FAMILY_T.c.customer_id == bindparam("customer_id"))
+                   .order_by(FAMILY_T.c.id))
+_ALL_USES = Prepared(
+    select(BOOKING_T.c.service, BOOKING_T.c.quota_year, func.count())
+    .where(BOOKING_T.c.customer_id == bindparam("customer_id"), BOOKING_T.c.counted.is_(True),
+           BOOKING_T.c.quota_year.in_(bindparam("years", expanding=True)))
+    .group_by(BOOKING_T.c.service, BOOKING_T.c.quota_year))
 
 
 def _conn(db: Connection | Session) -> Connection:
@@ -76,12 +84,10 @@ def uses(db: Connection | Session, customer_id: int, service: str,
     return {int(y): int(n) for y, n in rows}
 
 
-def institutions(db: Connection | Session, service: str | None,
-                 city: str | None = None) -> list[Place]:
-    """Institutions giving `service` (any service when None) (in `city`), by city and name."""
-    rows = _INSTITUTIONS_IN.all(_conn(db), {"city": city}) if city else \
-        _INSTITUTIONS.all(_conn(db), {})
-    return [p for p in map(Place.of, rows) if service is None or p.offers(service)]
+def institutions(db: Connection | Session, service: str | None) -> list[Place]:
+    """Institutions giving `service` (any service when None), by city and name."""
+    return [p for p in map(Place.of, _INSTITUTIONS.all(_conn(db), {}))
+            if service is None or p.offers(service)]
 
 
 def institution(db: Connection | Session, code: str) -> Place | None:
@@ -91,11 +97,6 @@ def institution(db: Connection | Session, code: str) -> Place | None:
 
 def me(customer: Customer) -> Person:
     return Person(name=customer.name, id_number=customer.id_number, sex=customer.sex)
-
-
-def family_of(session: Session, customer_id: int) -> list[FamilyMember]:
-    return list(session.exec(select(FamilyMember).where(FamilyMember.customer_id == customer_id)
-                             .order_by(FamilyMember.id)).all())
 
 
 def names_on_file(session: Session, id_number: str) -> set[str]:
@@ -133,6 +134,48 @@ def gather_facts(session: Connection | Session, customer_id: int, req: BookingRe
         lock_quota(session, customer_id, req.service, req.date.year)
     used = uses(session, customer_id, req.service, years) if service is not None else {}
     return BookingFacts(rules=rules, calendar=calendar, used=used)
+
+
+class Stored:
+    """What the database says about one customer's booking (`booking_draft.Known`), each
+    fact read at most once, on first need: the facts of a `BookingDraft` for one message.
+    Reads run on the message's connection (no ORM session, no savepoint)."""
+
+    def __init__(self, conn: Connection, customer_id: int) -> None:
+        self.conn, self.customer_id = conn, customer_id
+        self._places: dict[str, Place | None] = {}
+        self._used: dict[str, dict[int, int]] = {}
+        self._years: set[int] = set()
+
+    @cached_property
+    def family(self) -> tuple[Person, ...]:
+        return tuple(person_of(m) for m in _FAMILY.all(self.conn, {"customer_id": self.customer_id}))
+
+    @cached_property
+    def places(self) -> tuple[Place, ...]:
+        out = tuple(institutions(self.conn, None))
+        self._places.update((p.code, p) for p in out)
+        return out
+
+    def place(self, code: str) -> Place | None:
+        if code not in self._places:
+            if "places" in self.__dict__:  # all were read: it is not there
+                return None
+            self._places[code] = institution(self.conn, code)
+        return self._places[code]
+
+    def place_by_id(self, place_id: int) -> Place | None:
+        return next((p for p in self.places if p.id == place_id), None)
+
+    def used(self, years: list[int]) -> Mapping[str, Mapping[int, int]]:
+        """Counted uses by service and year (of every service: one read for them all)."""
+        missing = [y for y in years if y not in self._years]
+        if missing:
+            for service, year, n in _ALL_USES.all(self.conn, {"customer_id": self.customer_id,
+                                                              "years": missing}):
+                self._used.setdefault(service, {})[int(year)] = int(n)
+            self._years.update(missing)
+        return self._used
 
 
 def lock_quota(session: Session, customer_id: int, service: str, year: int) -> QuotaUse:

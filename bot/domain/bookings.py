@@ -10,7 +10,9 @@ refusal). It returns a `Refusal` code or None; callers map codes to their templa
 until when it is.
 
 No I/O here: the facts (institution, beneficiary, uses of the quota) are gathered by
-`bot.domain.booking_store.gather_facts`.
+`bot.domain.booking_store.gather_facts` (staff, and the commit under the lock) or, for the
+chat's steps, read once per message by `booking_store.Stored` under a
+`bot.domain.booking_draft.BookingDraft`.
 """
 from __future__ import annotations
 
