@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from bot.domain.accounts import bind
 from models import Institution
-from tests import factories
+from tests.support import factories
 
 U = "oBookStatements000000001"
 WED = "2026-11-25 10:00:00+08:00"  # the earliest bookable date is Friday 27 November 2026
