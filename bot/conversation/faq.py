@@ -44,7 +44,7 @@ USER_WORDS = [
     "核磁共振", "胃肠镜", "趸交", "期交", "缴费期", "层级", "等级", "升级", "降级", "快升缓降",
     "绑定", "解绑", "陪诊", "陪同", "三甲", "热线", "挂号费", "直系亲属", "被保险人", "投保人",
     "绿色通道", "续期", "回访", "补发", "爽约", "改期", "全景片", "喷砂", "心脑血管", "工作日",
-    "增值服务", "基础服务", "有效期", "次数", "权益", "身份证", "预约",
+    "增值服务", "基础服务", "有效期", "次数", "权益", "身份证", "预约", "微信", "微信号", "解绑",
 ]
 
 # Particles and filler that carry no meaning for retrieval.
@@ -58,6 +58,9 @@ STOPWORDS = frozenset(
 )
 
 _USER_WORD_SET = frozenset(USER_WORDS)
+# One-character words jieba glues to the next or previous word (能查, 没升, 会酸, 我加): a query
+# word the index never saw is read without them when the rest is a word it knows.
+_GLUE_CHARS = frozenset("能会要我没不被想可还就都也在有是的了吗呢啊把给让跟和很太再又才先")
 _GLUE = sorted((w for w in STOPWORDS if len(w) >= 2), key=len, reverse=True)
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
@@ -106,7 +109,9 @@ class _Synonyms:
                          if self.long else None)
 
     def text(self, norm: str) -> str:
-        return self._pattern.sub(lambda m: self.long[m.group()], norm) if self._pattern else norm
+        """The text with its variants replaced, each canonical word between spaces so that jieba
+        keeps it whole (媳妇 -> 家人 in 我媳妇 is not read 我家/人)."""
+        return self._pattern.sub(lambda m: f" {self.long[m.group()]} ", norm) if self._pattern else norm
 
     def word(self, word: str) -> str:
         return self.short.get(word, word)
@@ -120,7 +125,7 @@ def tokens(text: str, synonyms: _Synonyms = _NO_SYNONYMS) -> list[str]:
     _load_jieba()
     norm = synonyms.text(normalize(text))
     words = (_trim(w) for w in jieba.lcut(norm, HMM=True))
-    return [synonyms.word(w) for w in words if w and w not in STOPWORDS]
+    return [synonyms.word(w) for w in words if w.strip() and w not in STOPWORDS]
 
 
 def _trim(word: str) -> str:
@@ -134,6 +139,23 @@ def _trim(word: str) -> str:
         if word.endswith(sw) and len(word) - len(sw) >= 2:
             return word[:-len(sw)]
     return word
+
+
+def _repair(word: str, vocab: Mapping, synonyms: _Synonyms) -> list[str]:
+    """A query word the index never saw, as the known words it hides: without a glue character
+    at either end (能查 -> 查), or split in two known words (微信号码 -> 微信, 号码); else as is."""
+    if word in vocab or len(word) < 2:
+        return [word]
+    known = lambda w: synonyms.word(w) in vocab  # noqa: E731
+    if word[0] in _GLUE_CHARS and known(word[1:]):
+        return [synonyms.word(word[1:])]
+    if word[-1] in _GLUE_CHARS and known(word[:-1]):
+        return [synonyms.word(word[:-1])]
+    for i in range(1, len(word)):
+        head, tail = word[:i], word[i:]
+        if known(head) and known(tail):
+            return [synonyms.word(head), synonyms.word(tail)]
+    return [word]
 
 
 def _bigrams(norm: str) -> frozenset[str]:
@@ -214,7 +236,7 @@ class Faq:
                     continue
                 corpus.append(toks)
                 doc_entry.append(i)
-                doc_bigrams.append(_bigrams(self.synonyms.text(normalize(text))))
+                doc_bigrams.append(_bigrams(self.synonyms.text(normalize(text)).replace(" ", "")))
         bm25 = BM25Okapi(corpus)
         n = len(corpus)
         max_idf = math.log((n + 0.5) / 0.5)
@@ -238,7 +260,8 @@ class Faq:
         norm = normalize(text)
         if not norm:
             return []
-        query = tokens(text, self.synonyms)
+        query = [w for word in tokens(text, self.synonyms)
+                 for w in _repair(word, idx.bm25.idf, self.synonyms)]
         k1 = idx.bm25.k1
         # The best a document could score on this query: every word found once in a short
         # document. Words the index has never seen count at the highest idf, so a query
@@ -246,7 +269,7 @@ class Faq:
         ceiling = sum(idx.bm25.idf.get(w, idx.max_idf * self.UNKNOWN_WEIGHT) for w in query) * (k1 + 1) / (1 + k1 * 0.75) \
             if query else 1.0
         bm25 = idx.bm25.get_scores(query) if query else [0.0] * len(idx.doc_entry)
-        qgrams = _bigrams(self.synonyms.text(norm))
+        qgrams = _bigrams(self.synonyms.text(norm).replace(" ", ""))
         best = [0.0] * idx.entry_count
         for d, entry_i in enumerate(idx.doc_entry):
             dgrams = idx.doc_bigrams[d]
@@ -257,7 +280,7 @@ class Faq:
                 best[entry_i] = score
         # What `requires` reads: the text with its long variants replaced, and its words with
         # the one-character variants read too (痛 as 疼 when jieba yields it whole).
-        read = self.synonyms.text(norm) + "|" + "|".join(query)
+        read = self.synonyms.text(norm).replace(" ", "") + "|" + "|".join(query)
         for i, entry in enumerate(self.entries):
             if tier and tier in entry.tier:
                 best[i] *= self.TIER_BOOST
