@@ -54,7 +54,11 @@ STOPWORDS = frozenset(
     "哪些 哪里 哪个 哪 多少 几 什么时候 时候 啥时候 "
     # everyday verbs and fillers that any message may have
     "帮 帮忙 我要 要 个 去 到 做 谁 给 让 把 对 跟 能不能 可不可以 有没有 是不是 会不会 不 没有 "
-    "需要 一般 现在 自己 这些 那些 啥 咋 么 呗 啦 得 过 着 呀 嘛 怎么办 咋办 办 弄 咋弄 怎么弄 怎么搞 怎么整 咋整 咋个 啥子 神马 肿么 咯 哇 嘞 哟 撒 噻 呐 滴 行不行 成不 好不好".split()
+    "需要 一般 现在 自己 这些 那些 啥 咋 么 呗 啦 得 过 着 呀 嘛 怎么办 咋办 办 弄 咋弄 怎么弄 怎么搞 怎么整 咋整 咋个 啥子 神马 肿么 咯 哇 嘞 哟 撒 噻 呐 滴 行不行 成不 好不好 "
+    # fillers of chatty messages (一直, 原来那个, 要是…的话, 有点): no question is about them
+    "一直 原来 有点 有些 一些 某个 那种 这种 要是 如果 的话 一遍 已经 然后 到底 究竟 其实 就是 都是 "
+    "反正 总是 老是 好像 应该 是否 能否 可否 问问 非常 特别 比较 真的 一点 大概 不会 被 想问 问下 想问下 "
+    "请教 你好 您好 打扰 打扰一下 那边 这边 过去 找 他 她 它 他们 人家 是不是".split()
 )
 
 _USER_WORD_SET = frozenset(USER_WORDS)
@@ -175,6 +179,10 @@ class Entry:
     # (a yes/no about a tier's service names a tier and a service); such a question favours it.
     requires: tuple[tuple[str, ...], ...] = ()
     excludes: tuple[str, ...] = ()
+    # Question-type cues (regular expressions on the normalised text, as typed and as the
+    # synonyms read it): a question of the entry's kind (带什么 asks what_to_bring, whatever
+    # service it names) favours it.
+    cues: tuple[re.Pattern, ...] = ()
 
     def fits(self, text: str) -> bool | None:
         """For an entry with `requires`: whether the (normalised, synonym-read) text fits it."""
@@ -203,6 +211,7 @@ class Faq:
     THRESHOLD = 0.23  # chosen by 5-fold cross-validation on the tuning part (bench/faq_eval.py)
     TIER_BOOST = 1.1
     FIT_BOOST = 1.5  # a question of the shape an entry `requires`
+    CUE_BOOST = 1.3  # a question with one of an entry's `cues`
     UNKNOWN_WEIGHT = 1.0  # share of the highest idf a word the index never saw costs
 
     def __init__(self, path: Path = DATA):
@@ -212,7 +221,8 @@ class Faq:
                   tier=tuple(e.get("tier", ())), template=e.get("template", f"faq/{e['id']}"),
                   facts=tuple(e.get("facts", ())), lookups=tuple(e.get("lookups", ())),
                   requires=tuple(tuple(normalize(w) for w in g) for g in e.get("requires", ())),
-                  excludes=tuple(normalize(w) for w in e.get("excludes", ())))
+                  excludes=tuple(normalize(w) for w in e.get("excludes", ())),
+                  cues=tuple(re.compile(c) for c in e.get("cues", ())))
             for e in data.get("entry", [])
         ]
         ids = [e.id for e in self.entries]
@@ -253,6 +263,12 @@ class Faq:
 
     # -- search ----------------------------------------------------------------------------
 
+    def words(self, text: str) -> list[str]:
+        """The query's words as the index reads them (tokens, then repaired against its
+        vocabulary)."""
+        idf = self.index.bm25.idf
+        return [w for word in tokens(text, self.synonyms) for w in _repair(word, idf, self.synonyms)]
+
     def search(self, text: str, k: int = 3, *, tier: str | None = None) -> list[tuple[str, float]]:
         """The k best entries for the text, as (entry_id, score), best first. The score is
         roughly in [0, 1]; `tier` (the customer's tier code) slightly favours entries about it."""
@@ -260,8 +276,7 @@ class Faq:
         norm = normalize(text)
         if not norm:
             return []
-        query = [w for word in tokens(text, self.synonyms)
-                 for w in _repair(word, idx.bm25.idf, self.synonyms)]
+        query = self.words(text)
         k1 = idx.bm25.k1
         # The best a document could score on this query: every word found once in a short
         # document. Words the index has never seen count at the highest idf, so a query
@@ -281,9 +296,12 @@ class Faq:
         # What `requires` reads: the text with its long variants replaced, and its words with
         # the one-character variants read too (痛 as 疼 when jieba yields it whole).
         read = self.synonyms.text(norm).replace(" ", "") + "|" + "|".join(query)
+        cue_text = norm + "|" + read
         for i, entry in enumerate(self.entries):
             if tier and tier in entry.tier:
                 best[i] *= self.TIER_BOOST
+            if any(c.search(cue_text) for c in entry.cues):
+                best[i] *= self.CUE_BOOST
             fits = entry.fits(read)
             if fits is not None:
                 best[i] *= self.FIT_BOOST if fits else 0.0
