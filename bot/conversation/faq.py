@@ -58,7 +58,7 @@ STOPWORDS = frozenset(
     # fillers of chatty messages (一直, 原来那个, 要是…的话, 有点): no question is about them
     "一直 原来 有点 有些 一些 某个 那种 这种 要是 如果 的话 一遍 已经 然后 到底 究竟 其实 就是 都是 "
     "反正 总是 老是 好像 应该 是否 能否 可否 问问 非常 特别 比较 真的 一点 大概 不会 被 想问 问下 想问下 "
-    "请教 你好 您好 打扰 打扰一下 那边 这边 过去 找 他 她 它 他们 人家 是不是".split()
+    "请教 你好 您好 打扰 打扰一下 那边 这边 过去 找 他 她 它 他们 人家 是不是 为啥 为什么 为何 干嘛 干啥".split()
 )
 
 _USER_WORD_SET = frozenset(USER_WORDS)
@@ -267,7 +267,8 @@ class Faq:
         """The query's words as the index reads them (tokens, then repaired against its
         vocabulary)."""
         idf = self.index.bm25.idf
-        return [w for word in tokens(text, self.synonyms) for w in _repair(word, idf, self.synonyms)]
+        return [w for word in tokens(text, self.synonyms) for w in _repair(word, idf, self.synonyms)
+                if w in idf or not w.isdigit()]  # a number it never saw (12月, 1月) says nothing
 
     def search(self, text: str, k: int = 3, *, tier: str | None = None) -> list[tuple[str, float]]:
         """The k best entries for the text, as (entry_id, score), best first. The score is
