@@ -31,6 +31,7 @@ from pathlib import Path
 with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
     warnings.simplefilter("ignore")
     import jieba
+import numpy as np
 from rank_bm25 import BM25Okapi
 
 from bot.infra.texts import render
@@ -150,7 +151,10 @@ def _repair(word: str, vocab: Mapping, synonyms: _Synonyms) -> list[str]:
     at either end (能查 -> 查), or split in two known words (微信号码 -> 微信, 号码); else as is."""
     if word in vocab or len(word) < 2:
         return [word]
-    known = lambda w: synonyms.word(w) in vocab  # noqa: E731
+    def known(w: str) -> bool:
+        # one character only as a variant (没升 -> 升级, 会酸 -> 疼): 年会 is not 年
+        return synonyms.word(w) in vocab and (len(w) > 1 or w in synonyms.short)
+
     if word[0] in _GLUE_CHARS and known(word[1:]):
         return [synonyms.word(word[1:])]
     if word[-1] in _GLUE_CHARS and known(word[:-1]):
@@ -199,6 +203,13 @@ class _Index:
     doc_bigrams: list[frozenset[str]]
     max_idf: float
     entry_count: int
+    # Inverted indexes (numpy arrays), so a query only touches the documents that share a word
+    # or a bigram: word -> (documents, their BM25 term factors), bigram -> documents; each
+    # document's bigram count, and where each entry's documents start (they are contiguous).
+    postings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    bigram_docs: dict[str, np.ndarray] = field(default_factory=dict)
+    doc_gram_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    entry_start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     smalltalk: dict[str, str] = field(default_factory=dict)  # normalised word -> id
 
 
@@ -250,8 +261,26 @@ class Faq:
         bm25 = BM25Okapi(corpus)
         n = len(corpus)
         max_idf = math.log((n + 0.5) / 0.5)
-        return _Index(bm25=bm25, doc_entry=doc_entry, doc_bigrams=doc_bigrams,
-                      max_idf=max_idf, entry_count=len(self.entries))
+        postings: dict[str, list[tuple[int, float]]] = {}
+        for d, freqs in enumerate(bm25.doc_freqs):  # rank_bm25's per-document term factor
+            norm_len = bm25.k1 * (1 - bm25.b + bm25.b * bm25.doc_len[d] / bm25.avgdl)
+            for word, tf in freqs.items():
+                postings.setdefault(word, []).append((d, tf * (bm25.k1 + 1) / (tf + norm_len)))
+        bigram_docs: dict[str, list[int]] = {}
+        for d, grams in enumerate(doc_bigrams):
+            for g in grams:
+                bigram_docs.setdefault(g, []).append(d)
+        starts = [d for d in range(n) if d == 0 or doc_entry[d] != doc_entry[d - 1]]
+        if [doc_entry[d] for d in starts] != list(range(len(self.entries))):
+            raise ValueError("every FAQ entry needs a title with a word")
+        return _Index(
+            bm25=bm25, doc_entry=doc_entry, doc_bigrams=doc_bigrams, max_idf=max_idf,
+            entry_count=len(self.entries),
+            postings={w: (np.array([d for d, _ in p]), np.array([x for _, x in p]))
+                      for w, p in postings.items()},
+            bigram_docs={g: np.array(ds) for g, ds in bigram_docs.items()},
+            doc_gram_count=np.array([len(g) for g in doc_bigrams], dtype=float),
+            entry_start=np.array(starts))
 
     @property
     def index(self) -> _Index:
@@ -268,7 +297,7 @@ class Faq:
         vocabulary)."""
         idf = self.index.bm25.idf
         return [w for word in tokens(text, self.synonyms) for w in _repair(word, idf, self.synonyms)
-                if w in idf or not w.isdigit()]  # a number it never saw (12月, 1月) says nothing
+                if w in idf or not w.isdigit() or len(w) > 4]  # 12月, 1月 say nothing; a phone does
 
     def search(self, text: str, k: int = 3, *, tier: str | None = None) -> list[tuple[str, float]]:
         """The k best entries for the text, as (entry_id, score), best first. The score is
@@ -284,16 +313,19 @@ class Faq:
         # about something else scores low instead of being judged on its one known word.
         ceiling = sum(idx.bm25.idf.get(w, idx.max_idf * self.UNKNOWN_WEIGHT) for w in query) * (k1 + 1) / (1 + k1 * 0.75) \
             if query else 1.0
-        bm25 = idx.bm25.get_scores(query) if query else [0.0] * len(idx.doc_entry)
+        n = len(idx.doc_entry)
+        bm25 = np.zeros(n)
+        for w in query:  # BM25Okapi.get_scores, over the documents that have the word
+            if w in idx.postings:
+                docs, factors = idx.postings[w]
+                bm25[docs] += (idx.bm25.idf.get(w) or 0.0) * factors
         qgrams = _bigrams(self.synonyms.text(norm).replace(" ", ""))
-        best = [0.0] * idx.entry_count
-        for d, entry_i in enumerate(idx.doc_entry):
-            dgrams = idx.doc_bigrams[d]
-            common = len(qgrams & dgrams)
-            overlap = 2 * common / (len(qgrams) + len(dgrams)) if common else 0.0
-            score = self.BM25_WEIGHT * min(bm25[d] / ceiling, 1.0) + self.BIGRAM_WEIGHT * overlap
-            if score > best[entry_i]:
-                best[entry_i] = score
+        hit = [idx.bigram_docs[g] for g in qgrams if g in idx.bigram_docs]
+        common = np.bincount(np.concatenate(hit), minlength=n) if hit else np.zeros(n)
+        overlap = 2 * common / (len(qgrams) + idx.doc_gram_count)
+        scores = (self.BM25_WEIGHT * np.minimum(bm25 / ceiling, 1.0)
+                  + self.BIGRAM_WEIGHT * overlap)
+        best = np.maximum.reduceat(scores, idx.entry_start).tolist()
         # What `requires` reads: the text with its long variants replaced, and its words with
         # the one-character variants read too (痛 as 疼 when jieba yields it whole).
         read = self.synonyms.text(norm).replace(" ", "") + "|" + "|".join(query)
