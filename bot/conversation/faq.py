@@ -297,7 +297,7 @@ class Faq:
         vocabulary)."""
         idf = self.index.bm25.idf
         return [w for word in tokens(text, self.synonyms) for w in _repair(word, idf, self.synonyms)
-                if w in idf or not w.isdigit() or len(w) > 4]  # 12月, 1月 say nothing; a phone does
+                if w in idf or not w.isdigit() or len(w) > 2]  # 12月, 1月 say nothing; 120 or a phone does
 
     def search(self, text: str, k: int = 3, *, tier: str | None = None) -> list[tuple[str, float]]:
         """The k best entries for the text, as (entry_id, score), best first. The score is
