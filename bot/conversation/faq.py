@@ -187,6 +187,7 @@ class Entry:
     # synonyms read it): a question of the entry's kind (带什么 asks what_to_bring, whatever
     # service it names) favours it.
     cues: tuple[re.Pattern, ...] = ()
+    fit_boost: float | None = None  # how much fitting `requires` favours it (None: FIT_BOOST)
 
     def fits(self, text: str) -> bool | None:
         """For an entry with `requires`: whether the (normalised, synonym-read) text fits it."""
@@ -233,7 +234,8 @@ class Faq:
                   facts=tuple(e.get("facts", ())), lookups=tuple(e.get("lookups", ())),
                   requires=tuple(tuple(normalize(w) for w in g) for g in e.get("requires", ())),
                   excludes=tuple(normalize(w) for w in e.get("excludes", ())),
-                  cues=tuple(re.compile(c) for c in e.get("cues", ())))
+                  cues=tuple(re.compile(c) for c in e.get("cues", ())),
+                  fit_boost=e.get("fit_boost"))
             for e in data.get("entry", [])
         ]
         ids = [e.id for e in self.entries]
@@ -337,7 +339,8 @@ class Faq:
                 best[i] *= self.CUE_BOOST
             fits = entry.fits(read)
             if fits is not None:
-                best[i] *= self.FIT_BOOST if fits else 0.0
+                boost = self.FIT_BOOST if entry.fit_boost is None else entry.fit_boost
+                best[i] *= boost if fits else 0.0
         ranked = sorted(range(idx.entry_count), key=lambda i: -best[i])[:k]
         return [(self.entries[i].id, round(float(best[i]), 4)) for i in ranked if best[i] > 0]
 
