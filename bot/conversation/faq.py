@@ -59,7 +59,7 @@ STOPWORDS = frozenset(
     # fillers of chatty messages (一直, 原来那个, 要是…的话, 有点): no question is about them
     "一直 原来 有点 有些 一些 某个 那种 这种 要是 如果 的话 一遍 已经 然后 到底 究竟 其实 就是 都是 "
     "反正 总是 老是 好像 应该 是否 能否 可否 问问 非常 特别 比较 真的 一点 大概 不会 被 想问 问下 想问下 "
-    "请教 你好 您好 打扰 打扰一下 那边 这边 过去 找 他 她 它 他们 人家 是不是 为啥 为什么 为何 干嘛 干啥".split()
+    "请教 你好 您好 打扰 打扰一下 那边 这边 过去 找 他 她 它 他们 人家 是不是 为啥 为什么 为何 干嘛 干啥 不能".split()
 )
 
 _USER_WORD_SET = frozenset(USER_WORDS)
@@ -223,7 +223,8 @@ class Faq:
     THRESHOLD = 0.23  # chosen by 5-fold cross-validation on the tuning part (bench/faq_eval.py)
     TIER_BOOST = 1.1
     FIT_BOOST = 1.5  # a question of the shape an entry `requires`
-    CUE_BOOST = 1.3  # a question with one of an entry's `cues`
+    CUE_BOOST = 1.2  # a question with one of an entry's `cues`...
+    CUE_BONUS = 0.1  # ...and what it adds (a cue lifts an entry the words barely found)
     UNKNOWN_WEIGHT = 1.0  # share of the highest idf a word the index never saw costs
 
     def __init__(self, path: Path = DATA):
@@ -336,7 +337,7 @@ class Faq:
             if tier and tier in entry.tier:
                 best[i] *= self.TIER_BOOST
             if any(c.search(cue_text) for c in entry.cues):
-                best[i] *= self.CUE_BOOST
+                best[i] = best[i] * self.CUE_BOOST + self.CUE_BONUS
             fits = entry.fits(read)
             if fits is not None:
                 boost = self.FIT_BOOST if entry.fit_boost is None else entry.fit_boost
