@@ -72,7 +72,7 @@ def test_top1_accuracy(f, capsys):
     accuracy = 1 - len(misses) / len(cases)
     with capsys.disabled():
         print(f"\nFAQ top-1 {accuracy:.1%} on {len(cases)} (tuning part); misses {misses}")
-    assert accuracy >= 0.90
+    assert accuracy >= 0.98  # 99.7% measured (README, "Conversation quality")
 
 
 def test_held_out_accuracy_does_not_fall_below_the_reported_figure(f):
@@ -175,3 +175,29 @@ def test_a_tie_is_no_answer(f):
     assert hits[0][1] >= f.THRESHOLD and hits[1][1] == hits[0][1]
     assert f.best("服务") is None
     assert f.best("陪同服务有吗") == "escort"
+
+
+@pytest.mark.parametrize("text,want", [
+    # The kind of question wins over the service it names (cues in faq.toml).
+    ("去体检的时候要带啥", "what_to_bring"),
+    ("洗牙的时候有人陪着吗", "escort"),
+    ("给我妈约的体检要带什么", "what_to_bring"),
+    ("预约的体检能推迟几天吗", "cancellation"),
+    ("洁牙那天能不能改到下礼拜", "cancellation"),
+    # A word jieba glued to a particle is read as the word it hides (没升 -> 升级).
+    ("我的级别咋还没升", "tier_change"),
+    # A variant stays one word (媳妇 -> 家人, not 我家/人).
+    ("帮我媳妇约个洗牙行吗", "family_use"),
+])
+def test_questions_written_for_the_mechanisms_not_in_the_labelled_set(f, text, want):
+    """Phrasings written for the retrieval's mechanisms (none is in tests/faq_labelled.toml or
+    faq.toml): what a customer would notice is the answer they get."""
+    labelled = {faq.normalize(t) for t, _ in TUNING}
+    assert faq.normalize(text) not in labelled
+    assert f.best(text) == want
+
+
+@pytest.mark.parametrize("text", ["明天去哪玩", "下周六有空吗", "今天股市怎么样", "星期天去爬山"])
+def test_a_day_word_alone_is_not_a_booking_question(f, text):
+    """今天/明天/周末 without a booking word or a service is chatter, not "how early to book"."""
+    assert f.best(text) is None
