@@ -1,11 +1,14 @@
 """FAQ retrieval and small talk.
 
 Retrieval: each FAQ entry (faq.toml) has a title and several phrasings; each is one short
-document. A query is segmented with jieba (with a user dictionary of domain words) and scored
-with BM25 (rank-bm25) against every document; an entry's score is its best document's. That is
-blended with a character-bigram overlap (which survives typos and segmentation slips) and
-compared with a confidence threshold: below it, `best` answers None and the caller falls back
-to suggestions.
+document. A query is normalised, its variants read as canonical words (faq.toml's synonyms),
+segmented with jieba (with a user dictionary of domain words), stripped of fillers, and a word
+the index never saw is read as the known words it hides (没升 -> 升级). It is scored with BM25
+(rank-bm25's idf and term factors, over inverted indexes) against every document; an entry's
+score is its best document's. That is blended with a character-bigram overlap (which survives
+typos and segmentation slips); then the entry's shape of question weighs in (`requires`,
+`excludes`, `cues`: see faq.toml's header), and the result is compared with a confidence
+threshold: below it, `best` answers None and the caller falls back to suggestions.
 
 Start-up: jieba loads its dictionary (about 1 s) on first use. Call `warm()` once at start-up
 (it loads jieba, builds the index and the emergency vocabulary) so no customer waits for it.
