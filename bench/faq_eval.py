@@ -1,16 +1,22 @@
 """FAQ and emergency evaluation: `python bench/faq_eval.py`.
 
-Prints the FAQ's top-1 accuracy on tests/faq_labelled.toml: the tuning part (with its misses),
-a k-fold cross-validation of the confidence threshold on the tuning part (the threshold is
-chosen on k-1 folds, with the off-topic `none` messages, and scored on the fold left out),
-then each held-out batch (`held_out`, `held_out_3`, `held_out_4`) and their union (the honest figures: their
-misses are not printed, so that nobody tunes on them; `--show-held-out` prints them when
-auditing), the off-topic messages it wrongly answers, the emergency detector's recall and
-false-alarm rate on tests/emergency_labelled.toml (tuning and held-out parts apart), whether
-any emergency phrasing would get an FAQ answer when the FAQ is asked first, jieba's load time
-and the per-query latency. `--tuning-only` leaves the held-out batches out (use it while
-tuning). Exit 1 when the held-out union is under 90% or the emergency sets have a miss or a
-false alarm."""
+Prints the FAQ's top-1 accuracy on the tuning part, tests/faq_labelled.toml (the union of
+`cases` and the retired held-out batches `was_held_out`, `was_held_out_3`, `was_held_out_4`;
+each list's figure, then the misses), a k-fold cross-validation of the confidence threshold on
+the tuning part (the threshold is chosen on k-1 folds, with the off-topic `none` messages, each
+class weighing the same, and scored on the fold left out), then the held-out figure: `held_out_5` in tests/faq_held_out.toml,
+written outside the tuning and measured once per round (its misses are not printed, so that
+nobody tunes on them; `--show-held-out` prints them when auditing). Then the off-topic messages
+it wrongly answers, the emergency detector's recall and false-alarm rate on
+tests/emergency_labelled.toml (tuning and held-out parts apart), whether any emergency phrasing
+would get an FAQ answer when the FAQ is asked first, jieba's load time and the per-query
+latency.
+
+`--tuning-only` leaves the held-out batch out (use only that while tuning). `--hide NAME`
+prints a tuning list's figure without its misses (a validation split of your own inside the
+tuning part, looked at every few iterations). Exit 1 when the held-out batch is under 90%, or
+its file is missing (unless `--tuning-only`), or the emergency sets have a miss or a false
+alarm."""
 from __future__ import annotations
 
 import argparse
@@ -26,13 +32,24 @@ sys.path.insert(0, str(ROOT))
 from bot.conversation import emergency, faq  # noqa: E402
 
 TARGET = 0.90  # held-out top-1 (issue 14)
-HELD_OUT = ("held_out", "held_out_3", "held_out_4")  # the held-out batches, in the order they were written
+# The tuning part: lists of tests/faq_labelled.toml, tuning cases first, then the retired
+# held-out batches in the order they were written.
+TUNING = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4")
+HELD_OUT_FILE = ROOT / "tests" / "faq_held_out.toml"  # written outside the tuning; the lead merges it
+HELD_OUT = "held_out_5"  # its key: a list of [text, entry_id]
 FOLDS = 5
 GRID = [round(0.10 + 0.01 * i, 2) for i in range(31)]  # thresholds tried, 0.10 to 0.40
 
 
 def load(name: str) -> dict:
     return tomllib.loads((ROOT / "tests" / name).read_text(encoding="utf-8"))
+
+
+def load_held_out() -> list | None:
+    """The held-out batch (`held_out_5` of tests/faq_held_out.toml), or None without the file."""
+    if not HELD_OUT_FILE.exists():
+        return None
+    return tomllib.loads(HELD_OUT_FILE.read_text(encoding="utf-8"))[HELD_OUT]
 
 
 def accuracy(f: faq.Faq, cases: list) -> tuple[float, list]:
@@ -50,11 +67,14 @@ def _top(f: faq.Faq, text: str) -> tuple[str | None, float]:
 
 
 def choose_threshold(top: list[tuple[str | None, float, str]], neg: list[float]) -> float:
-    """The threshold of GRID with the most right outcomes: a labelled phrasing answered by
-    its entry, an off-topic message left unanswered; ties go to the higher threshold."""
-    def right(th: float) -> int:
-        return (sum(got == want and score >= th for got, score, want in top)
-                + sum(score < th for score in neg))
+    """The threshold of GRID with the best balanced outcome: the share of labelled phrasings
+    answered by their entry plus the share of off-topic messages left unanswered (each class
+    weighs the same: with 686 phrasings and 29 off-topic messages, counting outcomes alone
+    would let the phrasings buy a threshold that answers chatter); ties go to the higher
+    threshold."""
+    def right(th: float) -> float:
+        return (sum(got == want and score >= th for got, score, want in top) / max(len(top), 1)
+                + sum(score < th for score in neg) / max(len(neg), 1))
     return max(reversed(GRID), key=right)
 
 
@@ -88,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show-held-out", action="store_true",
                     help="also print the held-out misses (for audits, never for tuning)")
     ap.add_argument("--tuning-only", action="store_true",
-                    help="leave the held-out batches out (while tuning)")
+                    help="leave the held-out batch out (while tuning)")
+    ap.add_argument("--hide", action="append", default=[], choices=TUNING, metavar="NAME",
+                    help="print this tuning list's figure but not its misses (a validation split)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     jieba_s = faq.warm()
@@ -96,31 +118,37 @@ def main(argv: list[str] | None = None) -> int:
     f = faq.default()
 
     labelled = load("faq_labelled.toml")
-    tuning, off_topic = labelled["cases"], labelled.get("none", [])
-    batches = {name: labelled[name] for name in HELD_OUT if name in labelled}
-    held = [case for batch in batches.values() for case in batch]
-    total = len(tuning) + len(held)
+    lists = {name: labelled[name] for name in TUNING}
+    tuning, off_topic = [case for cases in lists.values() for case in cases], labelled.get("none", [])
+    held = [] if args.tuning_only else load_held_out()
+    print(f"FAQ: {len(tuning)} tuning phrasings ({', '.join(f'{n} {len(c)}' for n, c in lists.items())}); "
+          + ("held-out batch left out (--tuning-only)" if args.tuning_only else
+             f"no held-out batch file ({HELD_OUT_FILE.relative_to(ROOT)})" if held is None else
+             f"{len(held)} held out ({HELD_OUT}, {HELD_OUT_FILE.relative_to(ROOT)})")
+          + f"; threshold {f.THRESHOLD}, {len(f.entries)} entries")
     tune_acc, tune_misses = accuracy(f, tuning)
-    print(f"FAQ: {total} labelled phrasings, {len(held)} held out ({len(held) / total:.0%}) in "
-          f"{len(batches)} batches; threshold {f.THRESHOLD}, {len(f.entries)} entries")
     print(f"FAQ top-1, tuning part:   {tune_acc:.1%} ({len(tuning) - len(tune_misses)}/{len(tuning)})")
-    for text, want, got, hits in tune_misses:
-        print(f"  miss: {text!r}: want {want}, got {got}; {hits}")
+    for name, cases in lists.items():
+        acc, misses = accuracy(f, cases)
+        print(f"  {name}: {acc:.1%} ({len(cases) - len(misses)}/{len(cases)})"
+              + (" (misses hidden)" if name in args.hide else ""))
+        for text, want, got, hits in ([] if name in args.hide else misses):
+            print(f"  miss: {text!r}: want {want}, got {got}; {hits}")
     cv_acc, cv_off, chosen, whole = cross_validate(f, tuning, off_topic)
     print(f"Threshold by {FOLDS}-fold cross-validation on the tuning part: folds chose {chosen}; "
           f"top-1 on the folds left out {cv_acc:.1%}, their off-topic answered {cv_off:.1%}; "
           f"the whole tuning part chooses {whole} (in use: {f.THRESHOLD})")
     held_acc = None
-    if not args.tuning_only:
-        for name, batch in batches.items():
-            acc, misses = accuracy(f, batch)
-            print(f"FAQ top-1, held-out {name}: {acc:.1%} ({len(batch) - len(misses)}/{len(batch)})")
-            if args.show_held_out:
-                for text, want, got, hits in misses:
-                    print(f"  held-out miss: {text!r}: want {want}, got {got}; {hits}")
+    if held is None:
+        print(f"FAQ top-1, held out: not measured: no held-out batch file "
+              f"({HELD_OUT_FILE.relative_to(ROOT)}, key {HELD_OUT})")
+    elif held:
         held_acc, held_misses = accuracy(f, held)
-        print(f"FAQ top-1, held-out union: {held_acc:.1%} ({len(held) - len(held_misses)}/{len(held)})"
+        print(f"FAQ top-1, held out ({HELD_OUT}): {held_acc:.1%} ({len(held) - len(held_misses)}/{len(held)})"
               f"  <- the honest figure (target {TARGET:.0%})")
+        if args.show_held_out:
+            for text, want, got, hits in held_misses:
+                print(f"  held-out miss: {text!r}: want {want}, got {got}; {hits}")
     answered = [(t, f.best(t)) for t in off_topic if f.best(t)]
     print(f"Off-topic answered: {len(answered)}/{len(off_topic)} {answered}")
 
@@ -144,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Emergency phrasings answered by the FAQ when checked emergency-first: {len(leaked)}")
     print(f"  (had the FAQ been asked first, it would have answered {len(faq_would)}: {faq_would})")
 
-    texts = [t for t, _ in tuning + held] + pos + neg
-    rounds = 20
+    texts = [t for t, _ in tuning + (held or [])] + pos + neg
+    rounds = 5
     t0 = time.perf_counter()
     for _ in range(rounds):
         for t in texts:
@@ -159,9 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jieba load {jieba_s:.2f} s; warm() total {warm_s:.2f} s; "
           f"{len(f.entries)} entries, {len(f.index.doc_entry)} documents")
     print(f"Per query: FAQ search {faq_ms:.3f} ms, emergency check {em_ms:.3f} ms")
-    if held_acc is None:
-        return 0 if ok_emergency and not leaked else 1
-    return 0 if held_acc >= TARGET and ok_emergency and not leaked else 1
+    ok_held = args.tuning_only or (held_acc is not None and held_acc >= TARGET)
+    return 0 if ok_held and ok_emergency and not leaked else 1
 
 
 if __name__ == "__main__":

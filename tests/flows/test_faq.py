@@ -13,9 +13,13 @@ from bot.infra.texts import template_exists
 from tests.support import ROOT
 
 LABELLED = tomllib.loads((ROOT / "tests" / "faq_labelled.toml").read_text("utf-8"))
+# The held-out batch: written outside the tuning, in its own file, merged by the lead; never
+# read while tuning. Without the file, the held-out tests fail (they do not skip).
+HELD_OUT_FILE = ROOT / "tests" / "faq_held_out.toml"
+HELD_OUT = "held_out_5"
 EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
 # The measured figures (README, "Conversation quality"), so that a regression fails.
-FLOOR = 0.86  # the held-out union measured 86.5% (276/319), rounded down
+FLOOR = 0.90  # issue 14's target for the held-out batch (README, "Conversation quality")
 OFF_TOPIC_ANSWERED = 2
 FACTS = faq.rules_facts(tomllib.loads((ROOT / "rules.toml").read_text("utf-8")))
 
@@ -26,45 +30,57 @@ def f() -> faq.Faq:
     return faq.default()
 
 
-HELD_OUT = ("held_out", "held_out_3", "held_out_4")  # the held-out batches (tests/faq_labelled.toml)
-HELD = [case for name in HELD_OUT for case in LABELLED[name]]
+# The tuning part: the tuning cases and the retired held-out batches (tests/faq_labelled.toml).
+TUNING_LISTS = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4")
+TUNING = [case for name in TUNING_LISTS for case in LABELLED[name]]
+
+
+def held_out() -> list:
+    """The held-out batch; a clear failure when its file is missing."""
+    assert HELD_OUT_FILE.exists(), (
+        f"no held-out batch file ({HELD_OUT_FILE.relative_to(ROOT)}, key {HELD_OUT}): "
+        "it is written outside the tuning and merged by the lead")
+    return tomllib.loads(HELD_OUT_FILE.read_text("utf-8"))[HELD_OUT]
 
 
 def test_labelled_set_is_big_and_labels_exist(f):
     ids = {e.id for e in f.entries}
-    assert len(LABELLED["cases"]) >= 80
-    assert {want for _, want in LABELLED["cases"] + HELD} <= ids
+    assert len(TUNING) >= 200
+    assert {want for _, want in TUNING} <= ids
+    # Every entry has tuning phrasings in each retired batch (each was written over all).
+    for name in TUNING_LISTS[1:]:
+        assert {want for _, want in LABELLED[name]} == ids, name
     # Labelled phrasings are not copies of the FAQ's own phrasings.
     own = {faq.normalize(p) for e in f.entries for p in (e.title, *e.phrasings)}
-    assert not [t for t, _ in LABELLED["cases"] if faq.normalize(t) in own]
-    assert not [t for t, _ in HELD if faq.normalize(t) in own]
+    assert not [t for t, _ in TUNING if faq.normalize(t) in own]
 
 
-def test_labelled_set_has_an_honest_held_out_part(f):
-    """Issue 14: at least 200 phrasings, at least 30% held out, every entry held out once in
-    each batch, and no held-out phrasing in the tuning part."""
-    tuning = LABELLED["cases"]
-    assert len(tuning) + len(HELD) >= 200
-    assert len(HELD) >= 0.3 * (len(tuning) + len(HELD))
-    for name in HELD_OUT:
-        assert {want for _, want in LABELLED[name]} == {e.id for e in f.entries}, name
-    assert not {faq.normalize(t) for t, _ in HELD} & {faq.normalize(t) for t, _ in tuning}
+def test_held_out_batch_is_honest(f):
+    """Issue 14: at least 30% of all labelled phrasings held out, every label an entry, no
+    held-out phrasing in the tuning part nor among the FAQ's own phrasings."""
+    held = held_out()
+    assert len(held) >= 0.3 * (len(TUNING) + len(held))
+    assert {want for _, want in held} <= {e.id for e in f.entries}
+    tuning = {faq.normalize(t) for t, _ in TUNING}
+    own = {faq.normalize(p) for e in f.entries for p in (e.title, *e.phrasings)}
+    assert not [t for t, _ in held if faq.normalize(t) in tuning | own]
 
 
 def test_top1_accuracy(f, capsys):
-    cases = LABELLED["cases"]
+    cases = TUNING
     misses = [(t, want, f.best(t)) for t, want in cases if f.best(t) != want]
     accuracy = 1 - len(misses) / len(cases)
     with capsys.disabled():
         print(f"\nFAQ top-1 {accuracy:.1%} on {len(cases)} (tuning part); misses {misses}")
-    assert accuracy >= 0.90
+    assert accuracy >= 0.98  # 99.7% measured (README, "Conversation quality")
 
 
 def test_held_out_accuracy_does_not_fall_below_the_reported_figure(f):
-    """The honest figure (README, "Conversation quality"): phrasings never tuned on, both
-    batches together. Not printed here: bench/faq_eval.py reports it."""
-    right = sum(f.best(t) == want for t, want in HELD)
-    assert right / len(HELD) >= FLOOR
+    """The honest figure (README, "Conversation quality"): phrasings never tuned on. Neither
+    it nor its misses are printed here: bench/faq_eval.py reports it."""
+    held = held_out()
+    right = sum(f.best(t) == want for t, want in held)
+    assert right / len(held) >= FLOOR
 
 
 def test_off_topic_gets_no_answer(f):
@@ -144,12 +160,14 @@ def test_answers_say_what_domain_says(f):
 
 
 def test_search_is_fast(f):
-    texts = [t for t, _ in LABELLED["cases"]]
-    start = time.perf_counter()
-    for t in texts:
-        f.search(t)
-    per_query_ms = (time.perf_counter() - start) * 1000 / len(texts)
-    assert per_query_ms < 5  # about 0.5 ms here; generous for slow CI machines
+    texts = [t for t, _ in TUNING]
+    passes = []
+    for _ in range(3):  # the best of three passes: a busy machine slows one, not the search
+        start = time.perf_counter()
+        for t in texts:
+            f.search(t)
+        passes.append((time.perf_counter() - start) * 1000 / len(texts))
+    assert min(passes) < 5  # about 0.6 ms on an idle machine; generous for slow CI machines
 
 
 def test_a_tie_is_no_answer(f):
@@ -159,3 +177,29 @@ def test_a_tie_is_no_answer(f):
     assert hits[0][1] >= f.THRESHOLD and hits[1][1] == hits[0][1]
     assert f.best("服务") is None
     assert f.best("陪同服务有吗") == "escort"
+
+
+@pytest.mark.parametrize("text,want", [
+    # The kind of question wins over the service it names (cues in faq.toml).
+    ("去体检的时候要带啥", "what_to_bring"),
+    ("洗牙的时候有人陪着吗", "escort"),
+    ("给我妈约的体检要带什么", "what_to_bring"),
+    ("预约的体检能推迟几天吗", "cancellation"),
+    ("洁牙那天能不能改到下礼拜", "cancellation"),
+    # A word jieba glued to a particle is read as the word it hides (没升 -> 升级).
+    ("我的级别咋还没升", "tier_change"),
+    # A variant stays one word (媳妇 -> 家人, not 我家/人).
+    ("帮我媳妇约个洗牙行吗", "family_use"),
+])
+def test_questions_written_for_the_mechanisms_not_in_the_labelled_set(f, text, want):
+    """Phrasings written for the retrieval's mechanisms (none is in tests/faq_labelled.toml or
+    faq.toml): what a customer would notice is the answer they get."""
+    labelled = {faq.normalize(t) for t, _ in TUNING}
+    assert faq.normalize(text) not in labelled
+    assert f.best(text) == want
+
+
+@pytest.mark.parametrize("text", ["明天去哪玩", "下周六有空吗", "今天股市怎么样", "星期天去爬山"])
+def test_a_day_word_alone_is_not_a_booking_question(f, text):
+    """今天/明天/周末 without a booking word or a service is chatter, not "how early to book"."""
+    assert f.best(text) is None
