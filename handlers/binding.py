@@ -194,6 +194,16 @@ def parse_code(ctx: Context, text: str, data: BindingData) -> str:
     return "ok"
 
 
+def looks_like_phone(text: str) -> bool:
+    """The phone step's answer shape (its parser counts failures and sends the code)."""
+    return is_valid_phone(normalize_phone(text))
+
+
+def looks_like_code(text: str) -> bool:
+    """The code step's answer shape: six digits, or 重发 (its parser counts failures)."""
+    return text in RESEND or re.fullmatch(r"[0-9]{6}", compact(text)) is not None
+
+
 def _code_digest(ctx: Context, code: str) -> str:
     return accounts.keyed_digest(_secret(ctx), "code", f"{ctx.openid}:{code}")
 
@@ -245,8 +255,8 @@ binding = router.flow(Flow(
              context=lambda ctx, data: {"url": ctx.services.settings.privacy_policy_url}),
         Step("name", "binding/ask_name", parse_name, free_text=True),
         Step("id_number", "binding/ask_id_number", parse_id_number, digits=True),
-        Step("phone", "binding/ask_phone", parse_phone, digits=True),
-        Step("code", "binding/ask_code", parse_code, digits=True,
+        Step("phone", "binding/ask_phone", parse_phone, digits=True, takes=looks_like_phone),
+        Step("code", "binding/ask_code", parse_code, digits=True, takes=looks_like_code,
              when=lambda ctx, data: ctx.services.sms.sends_codes, context=_code_prompt),
     ],
     begin=begin, finish=finish, model=BindingData,

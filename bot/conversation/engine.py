@@ -187,13 +187,8 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
 
 
 def parses(ctx: Context, flow: Flow, step: Step) -> bool:
-    """Whether the message is the step's own answer (its writes, if any, are undone when not)."""
-    try:
-        step.answer(ctx, flow.load(ctx.record.data))
-    except Exception:
-        ctx.discard()
-        return False
-    return True
+    """Whether the message is the step's own answer (`Step.accepts`: nothing is written)."""
+    return step.accepts(ctx, ctx.text, flow.load(ctx.record.data))
 
 
 def answer_at_step(ctx: Context, flow: Flow, step: Step) -> Reply | None:

@@ -7,9 +7,9 @@ has no answer yet: an entry that already knows some answers skips their steps, a
 `when` that depends on earlier answers needs no index arithmetic. 返回 walks back the
 stack of steps actually visited.
 
-`finish` runs in a savepoint with the state still in place: when it raises
-`Invalid(goto=step)` (a re-check at commit failed) its writes are rolled back and the
-customer is put back at that step.
+`finish` runs as an attempt (`ctx.attempt()`, the one savepoint API of the message's unit
+of work) with the state still in place: when it raises `Invalid(goto=step)` (a re-check at
+commit failed) its writes are undone and the customer is put back at that step.
 """
 from __future__ import annotations
 
@@ -42,7 +42,13 @@ class FlowData(BaseModel):
 @dataclass
 class Step:
     """One question. `parse(ctx, text, data)` returns the answer or raises `Invalid`;
-    `when(ctx, data)` skips the step when false; `context(ctx, data)` feeds the prompt."""
+    `when(ctx, data)` skips the step when false; `context(ctx, data)` feeds the prompt.
+
+    `accepts(ctx, text, data)` says whether a text is the step's answer without writing
+    anything (the engine asks it before it reads a menu word or a question as something
+    else): by default, whether `parse` takes it, so a parser must only read; a step whose
+    parser writes (counts a failure, sends a code) declares `takes(text)`, the shape of
+    its answer, instead."""
 
     name: str
     prompt: str
@@ -53,6 +59,7 @@ class Step:
     digits: bool = False  # expects an ID number, phone or code: digits are never an emergency
     symptoms: bool = False  # takes symptoms: emergency advice is shown and the flow goes on
     reask: str = ""  # a short template to ask again with (after a question was answered)
+    takes: Callable[[str], bool] | None = None  # the answer's shape, for a parser that writes
 
     def applies(self, ctx: "Context", data: Any) -> bool:
         return self.when is None or self.when(ctx, data)
@@ -62,6 +69,17 @@ class Step:
 
     def answer(self, ctx: "Context", data: Any) -> Any:
         return self.parse(ctx, ctx.text.strip(), data)
+
+    def accepts(self, ctx: "Context", text: str, data: Any) -> bool:
+        """Whether `text` is this step's answer (it would be taken, not refused); writes
+        nothing. `data` is a copy the reading may change."""
+        if self.takes is not None:
+            return self.takes(text.strip())
+        try:
+            self.parse(ctx, text.strip(), data)
+        except Exception:  # noqa: BLE001 - refused (Invalid) or not of the step's kind
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -113,30 +131,49 @@ class Choice(Step):
         return f"{super().ask(ctx, data)}\n{lines}".strip()
 
     def answer(self, ctx: "Context", data: Any) -> Any:
-        offered = offered_of(data)
         text = ctx.text
-        guess = getattr(data, GUESS, None)
-        if guess is not None:
-            setattr(data, GUESS, None)
-            said = yes_no(text)
-            if said is True and guess in {code for code, *_ in offered}:
-                return self.take(ctx, guess, data)
-            if said is False:
-                raise Invalid("flow/guess_declined")
-            # anything else is read afresh
-        code = pick(offered, text, ctx.inbound.menu_id)
+        code = self.read(ctx, text, data)
         if code is not None:
             return self.take(ctx, code, data)
-        if self.parse is not None:
-            code = self.parse(ctx, text.strip(), data)
-            if code is not None:
-                return self.take(ctx, code, data)
+        offered = offered_of(data)
         near = near_match(offered, text)
         if near is not None:
             setattr(data, GUESS, near)
             label = next(lab for code, lab, *_ in offered if code == near)
             raise Invalid("flow/did_you_mean", again=False, label=label)
         raise Invalid(self.unread, count=len(offered), said=_shown(text))
+
+    def read(self, ctx: "Context", text: str, data: Any) -> str | None:
+        """The option code the text names for certain: 是 to the guess proposed, a tap, a
+        number, a label or keyword (tiers 1 and 2), then the step's own parser (tier 3);
+        None when none of them reads it. Raises `Invalid` for 否 to the guess or the
+        parser's reason. Reads only (the parser must not write)."""
+        offered = offered_of(data)
+        guess = getattr(data, GUESS, None)
+        if guess is not None:
+            setattr(data, GUESS, None)
+            said = yes_no(text)
+            if said is True and guess in {code for code, *_ in offered}:
+                return guess
+            if said is False:
+                raise Invalid("flow/guess_declined")
+            # anything else is read afresh
+        code = pick(offered, text, ctx.inbound.menu_id)
+        if code is None and self.parse is not None:
+            code = self.parse(ctx, text.strip(), data)
+        return code
+
+    def accepts(self, ctx: "Context", text: str, data: Any) -> bool:
+        """Whether `text` is read for certain as an option (`read`, never a near match)
+        that `check` takes. Writes nothing: `check`, like the parser, only reads."""
+        try:
+            code = self.read(ctx, text, data)
+            if code is None:
+                return False
+            self.take(ctx, code, data)
+        except Exception:  # noqa: BLE001 - refused (Invalid), as the old try-and-undo did
+            return False
+        return True
 
     def take(self, ctx: "Context", code: str, data: Any) -> Any:
         return self.check(ctx, code, data) if self.check else code
@@ -333,27 +370,19 @@ class Flow:
         return Reply(render("flow/invalid", reason=exc.render(), prompt=self._ask(ctx, data, step)))
 
     def _finish(self, ctx: "Context", data: FlowData) -> Reply:
-        """Run `finish` in a savepoint; the state is cleared only when it succeeds."""
-        ctx.flush()
-        ctx.close()
-        savepoint = ctx.conn.begin_nested()
+        """Run `finish` as an attempt (`ctx.attempt()`): when it raises `Invalid` its
+        writes are undone and the customer is put back at a step; the state is cleared
+        only when it succeeds."""
         try:
-            reply = Reply.of(self.finish(ctx, data))
-            ctx.flush()
+            with ctx.attempt():
+                reply = Reply.of(self.finish(ctx, data))
         except Invalid as exc:
-            ctx.close()
-            savepoint.rollback()
             last = self.current(ctx) or self.steps[-1]
             if not exc.goto and not exc.end:
                 exc.goto = last.name if ctx.record.state else None
                 if exc.goto is None:
                     exc.end = True
             return self._refused(ctx, data, last, exc)
-        except BaseException:
-            ctx.close()
-            savepoint.rollback()
-            raise
-        savepoint.commit()
         ctx.record.clear()
         return reply
 
