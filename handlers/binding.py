@@ -16,6 +16,7 @@ import re
 import secrets
 
 from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
+from bot.conversation.flow import PARENT
 from bot.conversation.intents import normalize, yes_no
 from bot.domain import accounts, notify, privacy
 from bot.domain.broadcasts import sync_user
@@ -245,7 +246,8 @@ def finish(ctx: Context, data: BindingData) -> Reply:
     except accounts.BoundElsewhere:
         raise Invalid("binding/bound_elsewhere", end=True) from None
     log.info("bound %s… to customer %s", ctx.openid[:6], mask_id_number(customer.id_number))
-    return ctx.say("binding/done", customer=customer)
+    # Nested (asked for by 预约洁牙 …): what was asked for follows, not the menu's hint.
+    return ctx.say("binding/done", customer=customer, going_on=getattr(data, PARENT, None) is not None)
 
 
 binding = router.flow(Flow(
@@ -329,6 +331,7 @@ def start_unbinding(ctx: Context) -> Reply:
 
 @router.when_unbound
 def lead_into_binding(ctx: Context) -> Reply:
-    """A personal key (menus.PERSONAL) from a user with no bound customer: binding first."""
-    started = ctx.start(binding)
+    """A personal key (menus.PERSONAL) from a user with no bound customer: binding first,
+    nested, so that the key is served once binding has finished."""
+    started = ctx.start(binding, parent=ctx.key)
     return Reply(render("binding/needed") + "\n" + started.text)

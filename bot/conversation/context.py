@@ -115,6 +115,7 @@ class Context:
     work: Work = None  # type: ignore[assignment]  # the message's unit of work (the pipeline's)
     notices: list[str] = field(default_factory=list)
     key: Any = None  # the menu key being served (clicked or typed), set by the engine
+    resume: str | None = None  # a nested flow finished: its parent's key, served next
     _user: Any = field(default=None, repr=False)
     _staff: Any = field(default=False, repr=False)
     _account: Any = field(default=False, repr=False)
@@ -205,6 +206,11 @@ class Context:
         self.record.clear()
         self.record.state, self.record.data = self.MODE + mode, dict(data)
 
-    def start(self, flow: "Flow", **initial: Any) -> Reply:
-        """Start `flow` for this user (abandoning any other), with `initial` answers."""
-        return flow.start(self, initial)
+    def start(self, flow: "Flow", parent: Any = None, **initial: Any) -> Reply:
+        """Start `flow` for this user (abandoning any other), with `initial` answers. With
+        `parent` (a menu key) the flow is nested: once it finishes, that key is served."""
+        return flow.start(self, initial, parent)
+
+    def forget_reads(self) -> None:
+        """Forget what was read about this user (after a write changed it: a binding)."""
+        self._user, self._staff, self._account, self._customer = None, False, False, False

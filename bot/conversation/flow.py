@@ -16,12 +16,13 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.conversation.intents import normalize, yes_no
+from bot.conversation.intents import Universal, normalize, yes_no
 from bot.conversation.reply import Invalid, Reply
 from bot.infra.texts import render
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 SEP = ":"
 OPTIONS = "offered_"  # the data key holding the options a choice step last offered
+PARENT = "parent_"  # the data key holding the menu key a nested flow resumes when it finishes
 
 
 class FlowData(BaseModel):
@@ -238,10 +240,25 @@ def near_match(offered: list[tuple[str, ...]], text: str) -> str | None:
     return hits.pop() if len(hits) == 1 else None
 
 
+Fallback = Callable[["Context", "Flow"], Reply]
+
+
 @dataclass
 class Flow:
     """A declared conversation: `begin(ctx)` may refuse (return a Reply) or give initial
-    answers; `finish(ctx, data)` acts on the collected data."""
+    answers; `finish(ctx, data)` acts on the collected data.
+
+    As python-telegram-bot's ConversationHandler declares them:
+    - `fallbacks`: what a universal command (退出/取消, 返回) does at any step of this flow,
+      `fallback(ctx, flow) -> Reply`; the defaults are `Flow.exit` and `Flow.back`, and a
+      flow declares only the ones it does differently;
+    - `conversation_timeout`: how long the flow waits for an answer before it ends (the
+      next message is told and read afresh); None: the deployment's `flow_timeout_minutes`,
+      which it may not exceed (the state stores keep a state no longer);
+    - a nested flow returns to its parent (`map_to_parent`): started with `parent=key`
+      (`ctx.start(flow, parent=key)`), it keeps the menu key in its data and, when it
+      finishes, the engine serves that key (binding asked for by 预约洁牙 goes on to the
+      booking); 退出 inside it says that the key was not served either."""
 
     name: str
     title: str
@@ -251,11 +268,19 @@ class Flow:
     model: type[FlowData] = FlowData
     intro: bool = True  # greet with the flow's title when it starts
     sticky: bool = True  # False: an answer that does not fit leaves the flow, unanswered
+    fallbacks: Mapping[Universal, Fallback] = field(default_factory=dict)
+    conversation_timeout: timedelta | None = None
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.steps:
             raise ValueError(f"flow {self.name!r} has no steps")
+        unknown = set(self.fallbacks) - set(DEFAULT_FALLBACKS)
+        if unknown:
+            raise ValueError(f"flow {self.name!r}: no fallback for {sorted(unknown)}")
+        self.fallbacks = {**DEFAULT_FALLBACKS, **self.fallbacks}
+        if self.conversation_timeout is not None and self.conversation_timeout <= timedelta(0):
+            raise ValueError(f"flow {self.name!r}: conversation_timeout must be positive")
         for i, step in enumerate(self.steps):
             if not step.name or step.name[0] == "_" or step.name[-1] == "_" or SEP in step.name:
                 raise ValueError(f"flow {self.name!r}: bad step name {step.name!r}")
@@ -308,12 +333,22 @@ class Flow:
             return self._finish(ctx, data)
         return Reply(self._ask(ctx, data, step))
 
-    def start(self, ctx: "Context", initial: dict | None = None) -> Reply:
+    def timeout(self, default: timedelta) -> timedelta:
+        """How long this flow waits for an answer (`default`: the deployment's)."""
+        return self.conversation_timeout or default
+
+    def fallback(self, ctx: "Context", command: Universal) -> Reply:
+        """The reply to a universal command (退出, 返回) at a step of this flow."""
+        return self.fallbacks[command](ctx, self)
+
+    def start(self, ctx: "Context", initial: dict | None = None, parent: Any = None) -> Reply:
         ctx.record.clear()
         began = self.begin(ctx)
         if isinstance(began, Reply):
             return began
         data = self.load({**began, **(initial or {})})
+        if parent is not None:  # a nested flow: the key to serve once it finishes
+            setattr(data, PARENT, str(getattr(parent, "value", parent)))
         reply = self._advance(ctx, data)
         if ctx.record.state is None or not self.intro:  # finished at once, or no greeting
             return reply
@@ -384,6 +419,7 @@ class Flow:
                     exc.end = True
             return self._refused(ctx, data, last, exc)
         ctx.record.clear()
+        ctx.resume = getattr(data, PARENT, None)  # a nested flow: the engine serves its parent
         return reply
 
     def back(self, ctx: "Context") -> Reply:
@@ -398,5 +434,18 @@ class Flow:
         return Reply(render("flow/back", prompt=self._ask(ctx, data, prev)))
 
     def exit(self, ctx: "Context") -> Reply:
+        parent = (ctx.record.data or {}).get(PARENT)
         ctx.record.clear()
+        if parent is not None:  # a nested flow: what it was started for is not served either
+            vocabulary = ctx.router.vocabulary
+            key = vocabulary.key(parent) if vocabulary is not None else None
+            label = vocabulary.label.get(key) if key is not None else None
+            if label:
+                return Reply(render("flow/exit_nested", title=self.title, label=label))
         return Reply(render("flow/exit", title=self.title))
+
+
+DEFAULT_FALLBACKS: dict[Universal, Fallback] = {
+    Universal.EXIT: lambda ctx, flow: flow.exit(ctx),
+    Universal.BACK: lambda ctx, flow: flow.back(ctx),
+}

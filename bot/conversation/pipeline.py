@@ -20,6 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Connection, bindparam, insert, update
 
@@ -71,6 +72,12 @@ class Handoff:
 class Pipeline:
     def __init__(self, services: Services, router: Router, *, states: StateStore | None = None,
                  dedup: DedupStore | None = None) -> None:
+        keep = timedelta(minutes=services.settings.flow_timeout_minutes)
+        too_long = sorted(f.name for f in router.flows.values()
+                          if f.conversation_timeout is not None and f.conversation_timeout > keep)
+        if too_long:  # the state stores keep a flow's state for the setting's time, no longer
+            services.close()
+            raise ValueError(f"conversation_timeout above FLOW_TIMEOUT_MINUTES: {too_long}")
         self.services = services
         self.settings = services.settings
         self.router = router
