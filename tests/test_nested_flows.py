@@ -1,8 +1,8 @@
 """A nested flow returns to its parent (python-telegram-bot's map_to_parent), through
 /wechat: a customer who is not bound asks for a personal service (预约洁牙, 我的等级); the
-bot leads them into binding first (docs/programme.md: "Identity binding" comes before any
-personal service) and, once binding succeeds, serves what they asked for instead of leaving
-them at the menu. 退出 inside binding ends it and says the service was not served either."""
+bot leads them into binding first (the keys of `menus.PERSONAL` are served only to a bound
+customer) and, once binding succeeds, serves what they asked for instead of leaving them at
+the menu. 退出 inside binding ends it and says the service was not served either."""
 from __future__ import annotations
 
 import time

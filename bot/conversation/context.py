@@ -36,7 +36,6 @@ _ACCOUNT = Prepared(select(_USER.c.customer_id, _USER.c.bind_locked_until).where
     _USER.c.openid == bindparam("openid")))
 
 
-
 class Work:
     """One message's unit of work, made and ended by the pipeline (`flush`, `close`) inside
     the transaction it owns.
@@ -86,7 +85,7 @@ class Work:
     def attempt(self) -> Iterator[None]:
         """Run the block in a savepoint of the message's transaction: when it raises, its
         writes and what it queued (`outbox`, `after_commit`) are undone and the exception
-        goes on; the session starts afresh either way."""
+        goes on (and the session starts afresh)."""
         self.flush()
         self.close()
         queued, actions = len(self.outbox), len(self.after_commit)
@@ -99,7 +98,6 @@ class Work:
             savepoint.rollback()
             del self.outbox[queued:], self.after_commit[actions:]
             raise
-        self.close()
         savepoint.commit()
 
 
