@@ -31,6 +31,7 @@ router = Router(VOCABULARY)
 
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{1,30}")
 RESEND = ("重发", "重新发送")
+_CODE = re.compile(r"[0-9]{6}")  # the SMS code's shape
 
 
 def rules_of(ctx: Context) -> accounts.BindRules:
@@ -188,7 +189,7 @@ def parse_code(ctx: Context, text: str, data: BindingData) -> str:
     if elapsed > rules.code_ttl_seconds:
         raise Invalid("binding/code_expired")
     code = compact(text)
-    if not re.fullmatch(r"[0-9]{6}", code):
+    if not _CODE.fullmatch(code):
         raise Invalid("binding/bad_code_format")
     if not hmac.compare_digest(_code_digest(ctx, code), data.code_hash):
         raise fail(ctx, "binding/wrong_code", customer_id=customer.id)
@@ -202,7 +203,7 @@ def looks_like_phone(text: str) -> bool:
 
 def looks_like_code(text: str) -> bool:
     """The code step's answer shape: six digits, or 重发 (its parser counts failures)."""
-    return text in RESEND or re.fullmatch(r"[0-9]{6}", compact(text)) is not None
+    return text in RESEND or _CODE.fullmatch(compact(text)) is not None
 
 
 def _code_digest(ctx: Context, code: str) -> str:

@@ -68,7 +68,8 @@ def expire_flow(ctx: Context, default: timedelta) -> None:
 def resume_parent(ctx: Context, reply: Reply) -> Reply:
     """A nested flow has finished: serve the key it was started for (PTB's map_to_parent),
     as if it had been clicked now, after the child's own reply."""
-    key = ctx.router.vocabulary.key(ctx.resume)
+    vocabulary = ctx.router.vocabulary
+    key = vocabulary.key(ctx.resume) if vocabulary is not None else None
     ctx.resume = None
     if key is None:
         return reply
