@@ -16,6 +16,7 @@ import re
 import secrets
 
 from bot.conversation import Context, Flow, FlowData, Invalid, Reply, Router, Step
+from bot.conversation.flow import PARENT
 from bot.conversation.intents import normalize, yes_no
 from bot.domain import accounts, notify, privacy
 from bot.domain.broadcasts import sync_user
@@ -30,6 +31,7 @@ router = Router(VOCABULARY)
 
 _NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{1,30}")
 RESEND = ("重发", "重新发送")
+_CODE = re.compile(r"[0-9]{6}")  # the SMS code's shape
 
 
 def rules_of(ctx: Context) -> accounts.BindRules:
@@ -187,11 +189,21 @@ def parse_code(ctx: Context, text: str, data: BindingData) -> str:
     if elapsed > rules.code_ttl_seconds:
         raise Invalid("binding/code_expired")
     code = compact(text)
-    if not re.fullmatch(r"[0-9]{6}", code):
+    if not _CODE.fullmatch(code):
         raise Invalid("binding/bad_code_format")
     if not hmac.compare_digest(_code_digest(ctx, code), data.code_hash):
         raise fail(ctx, "binding/wrong_code", customer_id=customer.id)
     return "ok"
+
+
+def looks_like_phone(text: str) -> bool:
+    """The phone step's answer shape (its parser counts failures and sends the code)."""
+    return is_valid_phone(normalize_phone(text))
+
+
+def looks_like_code(text: str) -> bool:
+    """The code step's answer shape: six digits, or 重发 (its parser counts failures)."""
+    return text in RESEND or _CODE.fullmatch(compact(text)) is not None
 
 
 def _code_digest(ctx: Context, code: str) -> str:
@@ -235,7 +247,8 @@ def finish(ctx: Context, data: BindingData) -> Reply:
     except accounts.BoundElsewhere:
         raise Invalid("binding/bound_elsewhere", end=True) from None
     log.info("bound %s… to customer %s", ctx.openid[:6], mask_id_number(customer.id_number))
-    return ctx.say("binding/done", customer=customer)
+    # Nested (asked for by 预约洁牙 …): what was asked for follows, not the menu's hint.
+    return ctx.say("binding/done", customer=customer, going_on=getattr(data, PARENT, None) is not None)
 
 
 binding = router.flow(Flow(
@@ -245,8 +258,8 @@ binding = router.flow(Flow(
              context=lambda ctx, data: {"url": ctx.services.settings.privacy_policy_url}),
         Step("name", "binding/ask_name", parse_name, free_text=True),
         Step("id_number", "binding/ask_id_number", parse_id_number, digits=True),
-        Step("phone", "binding/ask_phone", parse_phone, digits=True),
-        Step("code", "binding/ask_code", parse_code, digits=True,
+        Step("phone", "binding/ask_phone", parse_phone, digits=True, takes=looks_like_phone),
+        Step("code", "binding/ask_code", parse_code, digits=True, takes=looks_like_code,
              when=lambda ctx, data: ctx.services.sms.sends_codes, context=_code_prompt),
     ],
     begin=begin, finish=finish, model=BindingData,
@@ -319,6 +332,7 @@ def start_unbinding(ctx: Context) -> Reply:
 
 @router.when_unbound
 def lead_into_binding(ctx: Context) -> Reply:
-    """A personal key (menus.PERSONAL) from a user with no bound customer: binding first."""
-    started = ctx.start(binding)
+    """A personal key (menus.PERSONAL) from a user with no bound customer: binding first,
+    nested, so that the key is served once binding has finished."""
+    started = ctx.start(binding, parent=ctx.key)
     return Reply(render("binding/needed") + "\n" + started.text)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import time
 import tomllib
+from dataclasses import replace
+from datetime import timedelta
 from functools import lru_cache
 
 from bot.conversation.context import Context
@@ -36,10 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def handle(ctx: Context) -> Reply:
-    """The whole reply to one message: expiry notice, the handler's reply, paging."""
+    """The whole reply to one message: expiry notice, the handler's reply (and a nested
+    flow's parent), paging."""
     settings = ctx.services.settings
-    expire_flow(ctx, settings.flow_timeout_minutes)
+    expire_flow(ctx, timedelta(minutes=settings.flow_timeout_minutes))
     reply = dispatch(ctx)
+    if ctx.resume is not None:
+        reply = resume_parent(ctx, reply)
     if ctx.notices:
         reply.text = "\n\n".join([*ctx.notices, reply.text]).strip()
     if reply.text and not reply.paged:
@@ -47,11 +52,32 @@ def handle(ctx: Context) -> Reply:
     return reply
 
 
-def expire_flow(ctx: Context, minutes: int) -> None:
-    rec = ctx.record  # modes (a hand-over) keep their own limits
-    if rec.state and SEP in rec.state and time.time() - rec.updated_at > minutes * 60:
+def expire_flow(ctx: Context, default: timedelta) -> None:
+    """End a flow idle for longer than its `conversation_timeout` (`default`: the
+    deployment's), telling the customer. Modes (a hand-over) keep their own limits."""
+    rec = ctx.record
+    if not (rec.state and SEP in rec.state):
+        return
+    flow = ctx.router.flows.get(rec.state.split(SEP, 1)[0])
+    limit = flow.timeout(default) if flow is not None else default
+    if time.time() - rec.updated_at > limit.total_seconds():
         rec.clear()
-        ctx.notices.append(render("flow/expired", minutes=minutes))
+        ctx.notices.append(render("flow/expired", minutes=max(1, round(limit.total_seconds() / 60))))
+
+
+def resume_parent(ctx: Context, reply: Reply) -> Reply:
+    """A nested flow has finished: serve the key it was started for (PTB's map_to_parent),
+    as if it had been clicked now, after the child's own reply."""
+    vocabulary = ctx.router.vocabulary
+    key = vocabulary.key(ctx.resume) if vocabulary is not None else None
+    ctx.resume = None
+    if key is None:
+        return reply
+    ctx.forget_reads()  # the child changed who this user is (bound now)
+    ctx.inbound = replace(ctx.inbound, kind=Kind.CLICK, text="", key=str(key), menu_id="")
+    then = run_key(ctx, key)
+    then.text = "\n\n".join(t for t in (reply.text, then.text) if t)
+    return then
 
 
 def current(ctx: Context) -> tuple[Flow, Step] | None:
@@ -124,12 +150,10 @@ def dispatch_text(ctx: Context) -> Reply:
     cmd = vocabulary.universal(text)
     if cmd is Universal.MORE:
         return next_page(ctx)
-    if cmd is Universal.EXIT:
-        if ctx.mode:
-            return leave_mode(ctx)
-        return in_flow[0].exit(ctx) if in_flow else Reply(render("nothing_to_exit"))
-    if cmd is Universal.BACK:
-        return in_flow[0].back(ctx) if in_flow else Reply(render("nothing_to_exit"))
+    if cmd is Universal.EXIT and ctx.mode:
+        return leave_mode(ctx)
+    if cmd in (Universal.EXIT, Universal.BACK):  # the flow's fallbacks (default: exit, back)
+        return in_flow[0].fallback(ctx, cmd) if in_flow else Reply(render("nothing_to_exit"))
     if cmd is not None:  # the help or the hand-over key
         reply = run_key(ctx, cmd)
         if in_flow and cmd == vocabulary.help:
@@ -187,13 +211,8 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
 
 
 def parses(ctx: Context, flow: Flow, step: Step) -> bool:
-    """Whether the message is the step's own answer (its writes, if any, are undone when not)."""
-    try:
-        step.answer(ctx, flow.load(ctx.record.data))
-    except Exception:
-        ctx.discard()
-        return False
-    return True
+    """Whether the message is the step's own answer (`Step.accepts`: nothing is written)."""
+    return step.accepts(ctx, ctx.text, flow.load(ctx.record.data))
 
 
 def answer_at_step(ctx: Context, flow: Flow, step: Step) -> Reply | None:

@@ -7,21 +7,22 @@ has no answer yet: an entry that already knows some answers skips their steps, a
 `when` that depends on earlier answers needs no index arithmetic. 返回 walks back the
 stack of steps actually visited.
 
-`finish` runs in a savepoint with the state still in place: when it raises
-`Invalid(goto=step)` (a re-check at commit failed) its writes are rolled back and the
-customer is put back at that step.
+`finish` runs as an attempt (`ctx.attempt()`, the one savepoint API of the message's unit
+of work) with the state still in place: when it raises `Invalid(goto=step)` (a re-check at
+commit failed) its writes are undone and the customer is put back at that step.
 """
 from __future__ import annotations
 
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.conversation.intents import normalize, yes_no
+from bot.conversation.intents import Universal, normalize, yes_no
 from bot.conversation.reply import Invalid, Reply
 from bot.infra.texts import render
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 SEP = ":"
 OPTIONS = "offered_"  # the data key holding the options a choice step last offered
+PARENT = "parent_"  # the data key holding the menu key a nested flow resumes when it finishes
 
 
 class FlowData(BaseModel):
@@ -42,7 +44,13 @@ class FlowData(BaseModel):
 @dataclass
 class Step:
     """One question. `parse(ctx, text, data)` returns the answer or raises `Invalid`;
-    `when(ctx, data)` skips the step when false; `context(ctx, data)` feeds the prompt."""
+    `when(ctx, data)` skips the step when false; `context(ctx, data)` feeds the prompt.
+
+    `accepts(ctx, text, data)` says whether a text is the step's answer without writing
+    anything (the engine asks it before it reads a menu word or a question as something
+    else): by default, whether `parse` takes it, so a parser must only read; a step whose
+    parser writes (counts a failure, sends a code) declares `takes(text)`, the shape of
+    its answer, instead."""
 
     name: str
     prompt: str
@@ -53,6 +61,7 @@ class Step:
     digits: bool = False  # expects an ID number, phone or code: digits are never an emergency
     symptoms: bool = False  # takes symptoms: emergency advice is shown and the flow goes on
     reask: str = ""  # a short template to ask again with (after a question was answered)
+    takes: Callable[[str], bool] | None = None  # the answer's shape, for a parser that writes
 
     def applies(self, ctx: "Context", data: Any) -> bool:
         return self.when is None or self.when(ctx, data)
@@ -62,6 +71,17 @@ class Step:
 
     def answer(self, ctx: "Context", data: Any) -> Any:
         return self.parse(ctx, ctx.text.strip(), data)
+
+    def accepts(self, ctx: "Context", text: str, data: Any) -> bool:
+        """Whether `text` is this step's answer (it would be taken, not refused); writes
+        nothing. `data` is a copy the reading may change."""
+        if self.takes is not None:
+            return self.takes(text.strip())
+        try:
+            self.parse(ctx, text.strip(), data)
+        except Exception:  # noqa: BLE001 - refused (Invalid) or not of the step's kind
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -113,30 +133,49 @@ class Choice(Step):
         return f"{super().ask(ctx, data)}\n{lines}".strip()
 
     def answer(self, ctx: "Context", data: Any) -> Any:
-        offered = offered_of(data)
         text = ctx.text
-        guess = getattr(data, GUESS, None)
-        if guess is not None:
-            setattr(data, GUESS, None)
-            said = yes_no(text)
-            if said is True and guess in {code for code, *_ in offered}:
-                return self.take(ctx, guess, data)
-            if said is False:
-                raise Invalid("flow/guess_declined")
-            # anything else is read afresh
-        code = pick(offered, text, ctx.inbound.menu_id)
+        code = self.read(ctx, text, data)
         if code is not None:
             return self.take(ctx, code, data)
-        if self.parse is not None:
-            code = self.parse(ctx, text.strip(), data)
-            if code is not None:
-                return self.take(ctx, code, data)
+        offered = offered_of(data)
         near = near_match(offered, text)
         if near is not None:
             setattr(data, GUESS, near)
             label = next(lab for code, lab, *_ in offered if code == near)
             raise Invalid("flow/did_you_mean", again=False, label=label)
         raise Invalid(self.unread, count=len(offered), said=_shown(text))
+
+    def read(self, ctx: "Context", text: str, data: Any) -> str | None:
+        """The option code the text names for certain: 是 to the guess proposed, a tap, a
+        number, a label or keyword (tiers 1 and 2), then the step's own parser (tier 3);
+        None when none of them reads it. Raises `Invalid` for 否 to the guess or the
+        parser's reason. Reads only (the parser must not write)."""
+        offered = offered_of(data)
+        guess = getattr(data, GUESS, None)
+        if guess is not None:
+            setattr(data, GUESS, None)
+            said = yes_no(text)
+            if said is True and guess in {code for code, *_ in offered}:
+                return guess
+            if said is False:
+                raise Invalid("flow/guess_declined")
+            # anything else is read afresh
+        code = pick(offered, text, ctx.inbound.menu_id)
+        if code is None and self.parse is not None:
+            code = self.parse(ctx, text.strip(), data)
+        return code
+
+    def accepts(self, ctx: "Context", text: str, data: Any) -> bool:
+        """Whether `text` is read for certain as an option (`read`, never a near match)
+        that `check` takes. Writes nothing: `check`, like the parser, only reads."""
+        try:
+            code = self.read(ctx, text, data)
+            if code is None:
+                return False
+            self.take(ctx, code, data)
+        except Exception:  # noqa: BLE001 - refused (Invalid), as the old try-and-undo did
+            return False
+        return True
 
     def take(self, ctx: "Context", code: str, data: Any) -> Any:
         return self.check(ctx, code, data) if self.check else code
@@ -201,10 +240,25 @@ def near_match(offered: list[tuple[str, ...]], text: str) -> str | None:
     return hits.pop() if len(hits) == 1 else None
 
 
+Fallback = Callable[["Context", "Flow"], Reply]
+
+
 @dataclass
 class Flow:
     """A declared conversation: `begin(ctx)` may refuse (return a Reply) or give initial
-    answers; `finish(ctx, data)` acts on the collected data."""
+    answers; `finish(ctx, data)` acts on the collected data.
+
+    As python-telegram-bot's ConversationHandler declares them:
+    - `fallbacks`: what a universal command (退出/取消, 返回) does at any step of this flow,
+      `fallback(ctx, flow) -> Reply`; the defaults are `Flow.exit` and `Flow.back`, and a
+      flow declares only the ones it does differently;
+    - `conversation_timeout`: how long the flow waits for an answer before it ends (the
+      next message is told and read afresh); None: the deployment's `flow_timeout_minutes`,
+      which it may not exceed (the state stores keep a state no longer);
+    - a nested flow returns to its parent (`map_to_parent`): started with `parent=key`
+      (`ctx.start(flow, parent=key)`), it keeps the menu key in its data and, when it
+      finishes, the engine serves that key (binding asked for by 预约洁牙 goes on to the
+      booking); 退出 inside it says that the key was not served either."""
 
     name: str
     title: str
@@ -214,11 +268,19 @@ class Flow:
     model: type[FlowData] = FlowData
     intro: bool = True  # greet with the flow's title when it starts
     sticky: bool = True  # False: an answer that does not fit leaves the flow, unanswered
+    fallbacks: Mapping[Universal, Fallback] = field(default_factory=dict)
+    conversation_timeout: timedelta | None = None
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.steps:
             raise ValueError(f"flow {self.name!r} has no steps")
+        unknown = set(self.fallbacks) - set(DEFAULT_FALLBACKS)
+        if unknown:
+            raise ValueError(f"flow {self.name!r}: no fallback for {sorted(unknown)}")
+        self.fallbacks = {**DEFAULT_FALLBACKS, **self.fallbacks}
+        if self.conversation_timeout is not None and self.conversation_timeout <= timedelta(0):
+            raise ValueError(f"flow {self.name!r}: conversation_timeout must be positive")
         for i, step in enumerate(self.steps):
             if not step.name or step.name[0] == "_" or step.name[-1] == "_" or SEP in step.name:
                 raise ValueError(f"flow {self.name!r}: bad step name {step.name!r}")
@@ -271,12 +333,22 @@ class Flow:
             return self._finish(ctx, data)
         return Reply(self._ask(ctx, data, step))
 
-    def start(self, ctx: "Context", initial: dict | None = None) -> Reply:
+    def timeout(self, default: timedelta) -> timedelta:
+        """How long this flow waits for an answer (`default`: the deployment's)."""
+        return self.conversation_timeout or default
+
+    def fallback(self, ctx: "Context", command: Universal) -> Reply:
+        """The reply to a universal command (退出, 返回) at a step of this flow."""
+        return self.fallbacks[command](ctx, self)
+
+    def start(self, ctx: "Context", initial: dict | None = None, parent: Any = None) -> Reply:
         ctx.record.clear()
         began = self.begin(ctx)
         if isinstance(began, Reply):
             return began
         data = self.load({**began, **(initial or {})})
+        if parent is not None:  # a nested flow: the key to serve once it finishes
+            setattr(data, PARENT, str(getattr(parent, "value", parent)))
         reply = self._advance(ctx, data)
         if ctx.record.state is None or not self.intro:  # finished at once, or no greeting
             return reply
@@ -333,28 +405,21 @@ class Flow:
         return Reply(render("flow/invalid", reason=exc.render(), prompt=self._ask(ctx, data, step)))
 
     def _finish(self, ctx: "Context", data: FlowData) -> Reply:
-        """Run `finish` in a savepoint; the state is cleared only when it succeeds."""
-        ctx.flush()
-        ctx.close()
-        savepoint = ctx.conn.begin_nested()
+        """Run `finish` as an attempt (`ctx.attempt()`): when it raises `Invalid` its
+        writes are undone and the customer is put back at a step; the state is cleared
+        only when it succeeds."""
         try:
-            reply = Reply.of(self.finish(ctx, data))
-            ctx.flush()
+            with ctx.attempt():
+                reply = Reply.of(self.finish(ctx, data))
         except Invalid as exc:
-            ctx.close()
-            savepoint.rollback()
             last = self.current(ctx) or self.steps[-1]
             if not exc.goto and not exc.end:
                 exc.goto = last.name if ctx.record.state else None
                 if exc.goto is None:
                     exc.end = True
             return self._refused(ctx, data, last, exc)
-        except BaseException:
-            ctx.close()
-            savepoint.rollback()
-            raise
-        savepoint.commit()
         ctx.record.clear()
+        ctx.resume = getattr(data, PARENT, None)  # a nested flow: the engine serves its parent
         return reply
 
     def back(self, ctx: "Context") -> Reply:
@@ -369,5 +434,18 @@ class Flow:
         return Reply(render("flow/back", prompt=self._ask(ctx, data, prev)))
 
     def exit(self, ctx: "Context") -> Reply:
+        parent = (ctx.record.data or {}).get(PARENT)
         ctx.record.clear()
+        if parent is not None:  # a nested flow: what it was started for is not served either
+            vocabulary = ctx.router.vocabulary
+            key = vocabulary.key(parent) if vocabulary is not None else None
+            label = vocabulary.label.get(key) if key is not None else None
+            if label:
+                return Reply(render("flow/exit_nested", title=self.title, label=label))
         return Reply(render("flow/exit", title=self.title))
+
+
+DEFAULT_FALLBACKS: dict[Universal, Fallback] = {
+    Universal.EXIT: lambda ctx, flow: flow.exit(ctx),
+    Universal.BACK: lambda ctx, flow: flow.back(ctx),
+}

@@ -2,7 +2,10 @@
 
 Each message is claimed in the de-duplication store before its handler runs; a retry or
 replay waits for, and gets, the first delivery's reply. The handler runs in one database
-transaction holding the user's lock. On the embedded default (SQLite, state in the
+transaction holding the user's lock: the pipeline is the one owner of that transaction (it
+begins, commits or rolls it back) and of each message's unit of work (`Work`: the session,
+the outbox rows and after-commit calls it collects, and the one savepoint API handlers may
+use, `ctx.attempt()`). On the embedded default (SQLite, state in the
 database) the messages waiting for the one connection share a commit (group commit), each
 in its own savepoint. A handler slower than the deadline answers "success" and its reply
 follows as a customer-service message.
@@ -17,10 +20,11 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Connection, bindparam, insert, update
 
-from bot.conversation.context import Context
+from bot.conversation.context import Context, Work
 from bot.conversation.engine import handle
 from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
@@ -68,6 +72,12 @@ class Handoff:
 class Pipeline:
     def __init__(self, services: Services, router: Router, *, states: StateStore | None = None,
                  dedup: DedupStore | None = None) -> None:
+        keep = timedelta(minutes=services.settings.flow_timeout_minutes)
+        too_long = sorted(f.name for f in router.flows.values()
+                          if f.conversation_timeout is not None and f.conversation_timeout > keep)
+        if too_long:  # the state stores keep a flow's state for the setting's time, no longer
+            services.close()
+            raise ValueError(f"conversation_timeout above FLOW_TIMEOUT_MINUTES: {too_long}")
         self.services = services
         self.settings = services.settings
         self.router = router
@@ -168,7 +178,8 @@ class Pipeline:
         # that had a state and has none now has changed; one that has a state is saved).
         before = record.dumps() if record.state is None else None
         now = self.services.now()
-        ctx = Context(self.services, self.router, msg, Inbound.of(msg), conn, record, now)
+        work = Work(conn)  # the message's unit of work: its session and what to send after
+        ctx = Context(self.services, self.router, msg, Inbound.of(msg), conn, record, now, work)
         touched = self._touch(conn, openid, now)
         queued_late = False
         try:
@@ -176,15 +187,14 @@ class Pipeline:
             if late is not None and late[0].settle("replied") == "late" and reply.text:
                 # Too slow for WeChat's window: the reply follows as a customer-service
                 # message, queued with the handler's writes.
-                notify.late_reply(ctx.session, openid, reply.text, now, key=f"late:{late[1]}")
+                notify.late_reply(work.session, openid, reply.text, now, key=f"late:{late[1]}")
                 queued_late = True
-            ctx.flush()
-            queued = ctx._session.info.pop("outbox", None) if ctx._session is not None else None
-            if queued:  # what this message queued goes out right after the commit
-                services = self.services
-                ctx.after_commit.append(lambda: services.kick_outbox(queued))
+            work.flush()
+            if work.outbox:  # what this message queued goes out right after the commit
+                services, queued = self.services, list(work.outbox)
+                work.after_commit.append(lambda: services.kick_outbox(queued))
         finally:
-            ctx.close()
+            work.close()
         save = None
         if record.state is not None or before is None or record.dumps() != before:
             record.updated_at = time.time()
@@ -192,7 +202,7 @@ class Pipeline:
                 self.states.save(openid, record, conn)
             else:
                 save = lambda: self.states.save(openid, record, conn)  # noqa: E731
-        return reply, ctx.after_commit, save, touched, queued_late
+        return reply, work.after_commit, save, touched, queued_late
 
     def _touch(self, conn: Connection, openid: str, now) -> str | None:
         """Write when the user last wrote (WeChat's 48-hour customer-service window), at

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import time
 
-from datetime import date
+from datetime import date, timedelta
 
 from bot.conversation import Arg, Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
+from bot.conversation.intents import Universal
 from models import LeftMessage
 from handlers import build_router
 from menus import Key
@@ -74,6 +75,22 @@ order = Flow(
 )
 
 
+class QuickData(FlowData):
+    word: str | None = None
+    n: int | None = None
+
+
+# A flow with its own timeout (5 minutes, under the deployment's 15) and its own 退出: it
+# keeps the customer where they were (返回 stays the default).
+quick = Flow(
+    name="quick", title="测试快答",
+    steps=[Step("word", "no_more", _name), Step("n", "scan", _number)],
+    finish=lambda ctx, data: Reply(f"QUICK {data.word} {data.n}"), model=QuickData,
+    conversation_timeout=timedelta(minutes=5),
+    fallbacks={Universal.EXIT: lambda ctx, flow: Reply(f"STAY {flow.current(ctx).name}")},
+)
+
+
 def _booking_no(v: str) -> str:
     if not (v.startswith("YY") and v[2:].isdigit() and len(v) == 12):
         raise ValueError(v)
@@ -92,6 +109,8 @@ def survey_router() -> Router:
     extra = Router()
     extra.flow(survey)
     extra.flow(order)
+    extra.flow(quick)
+    extra.key(Key.BOOK_EXPERT)(lambda ctx: ctx.start(quick))
     extra.key(Key.BOOK_CHECKUP)(lambda ctx: ctx.start(order))
 
     @extra.command("#测试", Arg("预约号", _booking_no, key="no"), Arg("YYYY-MM-DD", date.fromisoformat, key="day"),

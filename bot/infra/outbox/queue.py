@@ -38,6 +38,13 @@ UNSUBSCRIBED = 43004
 MESSAGE_KEYS = frozenset({"template", "text", "mass", "params"})  # a payload ready to send
 SEALED = "sealed"  # a payload key: the message's secret part, encrypted (bot.infra.sealed)
 SEAL_PURPOSE = "outbox"
+QUEUED = "outbox"  # the Session.info key under which `enqueue` collects the rows it queued
+
+
+def collecting(rows: list) -> dict:
+    """The `info` of a Session whose queued rows `enqueue` appends to `rows` (a message's
+    `ctx.outbox`), so that whoever commits the session can send them at once."""
+    return {QUEUED: rows}
 
 
 def client_msg_id(key: str) -> str:
@@ -65,7 +72,8 @@ def enqueue(db, *, kind: str, channel: str, recipient: str, payload: dict, key: 
             last_error: str | None = None, with_client_msg_id: bool = False) -> int:
     """Queue one message in the caller's transaction (a Session or a Connection); returns its
     row id (the existing row's when `key` was queued before). A Session remembers the ids it
-    queued in `session.info["outbox"]`, so that whoever commits it can send them at once."""
+    queued in `session.info[QUEUED]` (see `collecting`), so that whoever commits it can send
+    them at once."""
     values = dict(kind=kind, channel=channel, recipient=recipient,
                   payload=json.dumps(payload, ensure_ascii=False), dedupe_key=key,
                   status=status, tries=0, next_attempt_at=now.timestamp(),
@@ -76,7 +84,7 @@ def enqueue(db, *, kind: str, channel: str, recipient: str, payload: dict, key: 
     row_id = db.execute(select(OUTBOX.c.id).where(OUTBOX.c.dedupe_key == key)).scalar_one()
     info = getattr(db, "info", None)
     if isinstance(info, dict) and status == PENDING and hasattr(db, "get_bind"):
-        info.setdefault("outbox", []).append((row_id, channel))
+        info.setdefault(QUEUED, []).append((row_id, channel))
     return row_id
 
 
