@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from bot.domain import staff_login
 from bot.domain.bookings import ACTIVE, calendar
+from bot.infra.outbox.queue import QUEUED
 from bot.infra.services import Services
 from models import Booking
 
@@ -196,7 +197,7 @@ def banner_years(request: Request) -> list[int]:
 def commit(request: Request, session: Session) -> None:
     """Commit an action and send what it queued in the outbox at once (as the chat
     pipeline does after its commit); the dispatcher's sweep retries what fails."""
-    queued = session.info.pop("outbox", None)
+    queued = session.info.pop(QUEUED, None)
     session.commit()
     if queued:
         services(request).kick_outbox(queued)

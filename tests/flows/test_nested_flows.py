@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from bot.infra.texts import render
 from models import Institution
-from tests import factories
+from tests.support import factories
 
 U = "oNestUser00000000000000001"
 WED = "2026-11-25 10:00:00+08:00"  # a Wednesday: dental bookable from Friday

@@ -17,7 +17,7 @@ from bot.app import create_app
 from bot.conversation import Flow, Reply, Router, Step
 from bot.infra.texts import render
 from tests.conftest import WeChat
-from tests.flows import survey_router
+from tests.support.survey import survey_router
 
 pytestmark = pytest.mark.survey
 
