@@ -113,8 +113,8 @@ def load_demo_staff(session: Session, now: datetime) -> None:
 
     for openid, name, role, login, password in DEMO_STAFF:
         if session.get(Staff, openid) is None:
-            session.add(Staff(openid=openid, name=name, role=role, login=login,
-                              password_hash=hash_password(password), created_at=now))
+            member = accounts.save_staff(session, openid, name, role, now, login=login)
+            member.password_hash = hash_password(password)
 
 
 def load_demo(settings, *, if_empty: bool = False) -> str:

@@ -11,7 +11,8 @@ from bot.conversation import Choice, Context, Flow, FlowData, Option, Reply, Rou
 from bot.conversation.engine import answer_faq
 from bot.conversation.faq import default as faq_book
 from bot.domain import notify
-from models import LeftMessage, WechatUser
+from bot.domain import messages as left
+from models import WechatUser
 from handlers.tiers import capabilities, with_service
 from menus import VOCABULARY, Key
 
@@ -122,8 +123,8 @@ def human_talk(ctx: Context) -> Reply | None:
 @router.mode(LEAVE_MESSAGE)
 def leave_message(ctx: Context) -> Reply:
     account = ctx.account
-    ctx.session.add(LeftMessage(openid=ctx.openid, text=ctx.text[:2000], created_at=ctx.now,
-                                customer_id=account.customer_id if account else None))
+    left.leave_message(ctx.session, ctx.openid, ctx.text, ctx.now,
+                       account.customer_id if account else None)
     ctx.record.clear()
     return ctx.say("modes/message_received")
 

@@ -9,6 +9,7 @@ from datetime import date
 
 from bot.conversation import Arg, Context, Reply, Router
 from bot.domain import broadcasts
+from bot.domain import messages as left
 from bot.domain.accounts import BindRules
 from bot.domain import staff_desk as desk
 from bot.domain import staff_login
@@ -239,7 +240,7 @@ def messages(ctx: Context, open_only: bool | None) -> Reply:
                 summary="以客服消息回复留言，并关闭留言")
 def reply(ctx: Context, message_id: int, text: str) -> Reply:
     try:
-        desk.reply_to_message(ctx.session, who(ctx), message_id, text, ctx.now)
+        left.reply_to_message(ctx.session, who(ctx), message_id, text, ctx.now)
     except StaffRefused as exc:
         return refused(ctx, exc)
     return ctx.say("staff/replied", id=message_id)

@@ -1,5 +1,5 @@
 """Left messages and hospital-visit requests: the lists, reply and close. The reply is
-`staff_desk.reply_to_message`, the one #回复 uses (a customer-service message through the
+`messages.reply_to_message`, the one #回复 uses (a customer-service message through the
 outbox inside WeChat's window, else the reply-waiting template)."""
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from bot.domain import staff_desk as desk
 from bot.domain.staff_desk import StaffRefused
 from bot.infra.privacy import mask_name, mask_phone
 from bot.infra.texts import render
-from models import LeftMessage
 
 router = APIRouter(prefix="/admin")
 
@@ -54,7 +53,7 @@ def reply(request: Request, message_id: int, text: str = Form(""),
     svc = deps.services(request)
     with Session(svc.engine) as session:
         try:
-            desk.reply_to_message(session, me.openid, message_id, text, svc.now())
+            left.reply_to_message(session, me.openid, message_id, text, svc.now())
         except StaffRefused as exc:
             session.rollback()  # the connection goes back before the page reads
             return _messages_page(request, me, 400, error=refusal(exc))
@@ -67,17 +66,11 @@ def close(request: Request, message_id: int, me: StaffMember = Depends(require_s
           ) -> Response:
     svc = deps.services(request)
     with Session(svc.engine) as session:
-        msg = session.get(LeftMessage, message_id)
-        if msg is None or msg.closed_at is not None:
-            code = "unknown_message" if msg is None else "message_closed"
+        try:
+            left.close_message(session, me.openid, message_id, svc.now())
+        except StaffRefused as exc:
             session.rollback()
-            return _messages_page(request, me, 400,
-                                  error=refusal(StaffRefused(code, id=message_id)))
-        before = desk.snapshot(msg)
-        left.close_message(session, message_id, me.openid, svc.now())
-        session.flush()
-        desk.audit(session, me.openid, "message_closed", f"message:{message_id}", svc.now(),
-                   before=before, after=desk.snapshot(msg))
+            return _messages_page(request, me, 400, error=refusal(exc))
         commit(request, session)
     return _messages_page(request, me, notice=f"留言 {message_id} 已关闭（未回复客户）。")
 

@@ -1,5 +1,6 @@
-"""The inbound message as handlers see it: a small typed view over wechatpy's classes, so
-that no handler has to guess with `getattr` what kind of message it was given."""
+"""The inbound message as handlers see it: a small typed view over wechatpy's classes (the
+door types the XML with `wechatpy.parse_message`), made here and only here, so that no
+handler has to guess with `getattr` what kind of message it was given."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ class Inbound:
             return cls(Kind.VOICE, openid, mtype)
         if mtype == "event":
             event = (msg.event or "").lower()
-            key = str(getattr(msg, "key", None) or "")
+            key = str(msg._data.get("EventKey") or "")  # a QR code's scene without qrscene_
+            if event == "subscribe_scan_product":  # a follow from a product scan: welcomed
+                event = "subscribe"  # as any follow (the bot offers no product pages)
             if event == "click":
                 return cls(Kind.CLICK, openid, mtype, key=key, event=event)
             return cls(Kind.EVENT, openid, mtype, key=key, event=event)

@@ -1,20 +1,23 @@
 """Customers and their WeChat accounts: the one place that finds a policyholder by ID
-number, binds and unbinds an openid, and says who holds a customer; and the binding
-limits: failures per WeChat account and per customer, codes per phone. Used by the chat
-handlers, the CLI and the demo alike."""
+number, binds and unbinds an openid, and says who holds a customer; staff accounts (the one
+place one is created, with its console sign-in name); and the binding limits: failures per
+WeChat account and per customer, codes per phone. Used by the chat handlers, the CLI, the
+console and the demo alike."""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, case, delete, insert, update
 from sqlmodel import Session, select
 
+from bot.domain.vocab import STAFF_ROLES
 from bot.infra.db import upsert
-
-from models import BindLimit, Customer, WechatUser
+from models import BindLimit, Customer, Staff, WechatUser
 
 
 _USER = WechatUser.__table__
@@ -133,6 +136,73 @@ def unbind(session: Session, openid: str) -> bool:
     user.customer_id, user.bound_at = None, None
     session.add(user)
     return True
+
+
+# --- Staff accounts ------------------------------------------------------------------------
+
+LOGIN_RE = re.compile(r"[\w.\-]{2,64}")  # letters (Chinese too), digits, _ . -
+
+
+class LoginRefused(Exception):
+    """A login name or password that cannot be used; `code` names why (`holder`: who has a
+    taken login)."""
+
+    def __init__(self, code: str, holder: str | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.holder = holder
+
+
+def default_login(name: str) -> str:
+    """The sign-in name made from a staff member's name: NFKC, lower case, spaces and
+    punctuation dropped (王 专员 -> 王专员; Li Lei -> lilei)."""
+    text = unicodedata.normalize("NFKC", name).lower()
+    return "".join(ch for ch in text if ch.isalnum() or ch in "._-")[:64]
+
+
+def check_login(login: str) -> str:
+    login = unicodedata.normalize("NFKC", login.strip()).lower()
+    if not LOGIN_RE.fullmatch(login):
+        raise LoginRefused("bad_login")
+    return login
+
+
+def free_login(session: Session, wanted: str, openid: str | None = None) -> str:
+    """`wanted`, or `wanted2`, `wanted3`… when another staff member has it."""
+    base = check_login(wanted)
+    n = 1
+    while True:
+        candidate = base if n == 1 else f"{base[:60]}{n}"
+        holder = session.exec(select(Staff).where(Staff.login == candidate)).first()
+        if holder is None or holder.openid == openid:
+            return candidate
+        n += 1
+
+
+def save_staff(session: Session, openid: str, name: str, role: str, now: datetime, *,
+               login: str | None = None) -> Staff:
+    """Create (or update) the staff account of `openid`: the one path for `staff add`, an
+    invitation redeemed with `#注册` and the demo's accounts. Its console sign-in name is
+    `login` (refused as `bad_login`, or as `login_taken` when another member holds it) or,
+    for an account without one, made from the name (王专员, then 王专员2 …)."""
+    name = name.strip()
+    if role not in STAFF_ROLES:
+        raise ValueError("role must be specialist or admin")
+    if not name or len(name) > 64 or not openid.strip() or len(openid) > 64:
+        raise ValueError("openid and name must be 1-64 characters")
+    wanted = check_login(login) if login else None
+    if wanted:
+        holder = session.exec(select(Staff).where(Staff.login == wanted)).first()
+        if holder is not None and holder.openid != openid:
+            raise LoginRefused("login_taken", holder=holder.openid)
+    member = session.get(Staff, openid) or Staff(openid=openid, name=name, role=role,
+                                                 created_at=now)
+    member.name, member.role = name, role
+    if wanted or member.login is None:
+        member.login = wanted or free_login(session, default_login(name) or "staff", openid)
+    session.add(member)
+    session.flush()
+    return member
 
 
 # --- Binding limits -----------------------------------------------------------------------

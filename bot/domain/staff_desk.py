@@ -1,5 +1,6 @@
-"""What staff do to bookings, customers' messages and hospital visits, with an audit row for
-every change; staff invitations; the customer lookup. One data layer for the chat commands
+"""What staff do to bookings and hospital visits, with an audit row for every change; the
+lists of left messages (answered and closed in bot.domain.messages) and visits to call back;
+staff invitations; the customer lookup. One data layer for the chat commands
 (`handlers/staff.py`) and the CLI.
 
 Every booking rule stays in `bot.domain.bookings.check_booking`: a staff confirmation calls
@@ -22,7 +23,7 @@ from sqlmodel import Session, select
 
 from bot.domain import notify
 from bot.domain.accounts import (BindRules, count_register_failure, keyed_digest,
-                                 register_locked_until)
+                                 register_locked_until, save_staff)
 from bot.domain.booking_store import (Stale, beneficiary, bump, gather_facts,
                                       lock_quota, booking_by_number, uses)
 from bot.domain.bookings import (ACTIVE, BOOKING_NO, BookingRequest, Place, booking_warnings,
@@ -30,7 +31,6 @@ from bot.domain.bookings import (ACTIVE, BOOKING_NO, BookingRequest, Place, book
 from bot.domain.rules import Rules
 from bot.domain.vocab import STAFF_ROLES, BookingStatus
 from bot.domain.workdays import SHANGHAI, Calendar
-from bot.infra.texts import render
 from models import (Booking, Customer, FamilyMember, HospitalVisit, Institution, LeftMessage,
                     Policy, Staff, StaffAudit, StaffInvite, WechatUser)
 
@@ -157,10 +157,8 @@ def redeem_invite(session: Session, secret: str, code: str, openid: str, now: da
             raise StaffRefused("invite_locked", until=failure.locked_until.astimezone(SHANGHAI))
         raise StaffRefused(why)
     invite.used_at, invite.used_by = now, openid
-    member = Staff(openid=openid, name=invite.name, role=invite.role, created_at=now)
     session.add(invite)
-    session.add(member)
-    session.flush()
+    member = save_staff(session, openid, invite.name, invite.role, now)
     audit(session, openid, "register", f"invite:{invite.id}", now, after=snapshot(member))
     return member
 
@@ -408,27 +406,6 @@ def lookup(session: Session, key: str, today: date, rules: Rules) -> Summary | N
 
 
 # --- Messages and hospital visits --------------------------------------------------------------
-
-
-def reply_to_message(session: Session, who: str, message_id: int, text: str,
-                     now: datetime) -> LeftMessage:
-    """Answer a left message as a customer-service message (through the outbox) and close it.
-    The message quotes what the customer asked (short, and inert: a link they wrote is not
-    sent back as a link from the official account)."""
-    msg = session.get(LeftMessage, message_id)
-    if msg is None:
-        raise StaffRefused("unknown_message", id=message_id)
-    if msg.closed_at is not None:
-        raise StaffRefused("message_closed", id=message_id)
-    before = snapshot(msg)
-    msg.closed_at, msg.closed_by, msg.reply = now, who, text
-    session.add(msg)
-    session.flush()
-    notify.text_message(session, msg.openid, render("notify/message_reply", asked=msg.text,
-                                                    reply=text),
-                        now, key=f"left_message_reply:{msg.id}")
-    audit(session, who, "reply", f"message:{msg.id}", now, before=before, after=snapshot(msg))
-    return msg
 
 
 @dataclass

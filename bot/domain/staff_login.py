@@ -1,6 +1,6 @@
 """Staff accounts of the web console: sign-in names, passwords, sessions and the sign-in
-lock-out. One data layer for the console (bot/console) and the CLI (`staff add --login`,
-`staff passwd`, `staff remove`).
+lock-out. One data layer for the console (bot/console) and the CLI (`staff passwd`, `staff
+remove`); the account itself and its sign-in name are made by `accounts.save_staff`.
 
 A session is a random token in a signed cookie; only an HMAC of the token is stored (a
 `staff_session` row), so a copy of the database opens no session. A session ends on
@@ -10,7 +10,6 @@ a staff member whose password changes or who is removed.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from bot.domain.accounts import (Failure, count_signin_failure, keyed_digest, signin_keys,
-                                 signin_locked_until)
+from bot.domain.accounts import (Failure, LoginRefused, count_signin_failure, default_login,
+                                 free_login, keyed_digest, signin_keys, signin_locked_until)
 from bot.domain.staff_desk import audit, snapshot
 from bot.infra.passwords import check_password, hash_password
 from models import Staff, StaffSession, StaffSigninLink
@@ -28,7 +27,6 @@ from models import Staff, StaffSession, StaffSigninLink
 log = logging.getLogger(__name__)
 
 MIN_PASSWORD = 8
-LOGIN_RE = re.compile(r"[\w.\-]{2,64}")  # letters (Chinese too), digits, _ . -
 
 
 @dataclass(frozen=True)
@@ -46,41 +44,7 @@ class SignInRules:
                    settings.admin_session_max_hours)
 
 
-class LoginRefused(Exception):
-    """A login name or password that cannot be used; `code` names why."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 # --- Login names and passwords ------------------------------------------------------------
-
-
-def default_login(name: str) -> str:
-    """The sign-in name made from a staff member's name: NFKC, lower case, spaces and
-    punctuation dropped (王 专员 -> 王专员; Li Lei -> lilei)."""
-    text = unicodedata.normalize("NFKC", name).lower()
-    return "".join(ch for ch in text if ch.isalnum() or ch in "._-")[:64]
-
-
-def check_login(login: str) -> str:
-    login = unicodedata.normalize("NFKC", login.strip()).lower()
-    if not LOGIN_RE.fullmatch(login):
-        raise LoginRefused("bad_login")
-    return login
-
-
-def free_login(session: Session, wanted: str, openid: str | None = None) -> str:
-    """`wanted`, or `wanted2`, `wanted3`… when another staff member has it."""
-    base = check_login(wanted)
-    n = 1
-    while True:
-        candidate = base if n == 1 else f"{base[:60]}{n}"
-        holder = session.exec(select(Staff).where(Staff.login == candidate)).first()
-        if holder is None or holder.openid == openid:
-            return candidate
-        n += 1
 
 
 def check_new_password(password: str) -> str:

@@ -15,9 +15,8 @@ import xmltodict
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
-from wechatpy.events import EVENT_TYPES
+from wechatpy import parse_message
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
-from wechatpy.messages import MESSAGE_TYPES, UnknownMessage
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 from wechatpy.utils import WeChatSigner
 
@@ -229,27 +228,6 @@ def check_message(fields: dict) -> None:
         check_event(fields)
 
 
-def message_of(fields: dict):
-    """wechatpy's message or event class for checked fields (wechatpy.parser.parse_message,
-    without parsing the XML a second time)."""
-    message_type = fields["MsgType"].lower()
-    if message_type == "event" or message_type.startswith("device_"):
-        event_type = fields["Event"].lower() if fields.get("Event") else None
-        if event_type is None and message_type.startswith("device_"):
-            event_type = message_type
-        elif message_type.startswith("device_"):
-            event_type = f"device_{event_type}"
-        key = fields.get("EventKey")
-        if event_type == "subscribe" and key:
-            # A follow from a product scan (scanbarcode|…, scanimage|…) is welcomed as any
-            # follow: the bot offers no product pages.
-            if key.startswith("qrscene_"):
-                event_type = fields["Event"] = "subscribe_scan"
-                fields["EventKey"] = key[len("qrscene_"):]
-        return EVENT_TYPES.get(event_type, UnknownMessage)(fields)
-    return MESSAGE_TYPES.get(message_type, UnknownMessage)(fields)
-
-
 def decode(svc: Services, raw: bytes, q, timestamp: str, nonce: str) -> tuple[object, bool]:
     """Return (wechatpy message, encrypted?).
 
@@ -282,7 +260,10 @@ def decode(svc: Services, raw: bytes, q, timestamp: str, nonce: str) -> tuple[ob
     fields = parse_fields(xml)
     check_message(fields)
     try:
-        msg = message_of(fields)
+        # Typed by wechatpy's own parser and registry, once the XML and its fields have
+        # passed every check above (a follow from a QR code becomes subscribe_scan, one from
+        # a product scan subscribe_scan_product: Inbound.of reads both).
+        msg = parse_message(xml)
         if not (msg.source and msg.type):
             raise KeyError("FromUserName/MsgType")
         # wechatpy's `create_time` must convert (a 12-digit CreateTime overflows): checked
@@ -302,7 +283,7 @@ def dedup_key(msg) -> str:
     if msg_id:
         return f"m:{msg.source}:{msg_id}"
     event = getattr(msg, "event", "") or ""
-    key = getattr(msg, "key", None) or getattr(msg, "scene_id", None) or ""
+    key = msg._data.get("EventKey") or ""  # (a product scan's `key` property may raise)
     return f"e:{msg.source}:{int(msg.create_time.timestamp())}:{event}:{key}"[:160]
 
 

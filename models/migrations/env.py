@@ -1,4 +1,4 @@
-"""Alembic environment. The bot (`main.py db upgrade`, bot/cli.py) hands in its own
+"""Alembic environment. The bot (`main.py db upgrade`, bot/cli/db.py) hands in its own
 connection (`config.attributes["connection"]`); run by hand, `alembic upgrade head` takes
 the URL from alembic.ini's `sqlalchemy.url` or DATABASE_URL. The data layer imports nothing
 of the platform above it (bot.infra): the arrow runs downhill."""
