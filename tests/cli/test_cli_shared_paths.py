@@ -16,7 +16,8 @@ import time_machine
 from bot.infra.texts import render
 from bot.wechat.simulator import event_xml
 from tests.conftest import SECRET_KEY
-from tests.test_importer import ROOT, cli_env
+from tests.support import ROOT
+from tests.support.imports import cli_env
 
 ADDED = "oCliStaffAdded0000000000001"
 INVITED = "oCliStaffInvited00000000002"
