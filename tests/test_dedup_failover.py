@@ -6,6 +6,7 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -114,3 +115,24 @@ async def test_a_retry_after_redis_came_back_is_not_handled_again(settings, redi
         assert retry.content == first.content
 
     await _with_app(settings, redis_server, body)
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"),
+                    reason="PostgreSQL's connections")
+async def test_postgresql_dropping_every_connection_costs_one_apology_then_recovers(app, wx_plain,
+                                                                                   settings):
+    """As a PostgreSQL restart does: every pooled connection is cut (there is no ping on
+    checkout). The next message gets the apology, never a 500; the ones after are answered."""
+    import psycopg
+
+    for n in range(5):  # the pool holds connections now
+        assert await wx_plain.say(f"{USER}{n}", "帮助")
+    url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as admin:
+        cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                            ).fetchone()[0]
+    assert cut >= 1
+    replies = [await wx_plain.say(USER, "帮助") for _ in range(4)]
+    assert replies[0] in (render("error"), replies[-1])  # at most the one apology
+    assert replies[1:] == [replies[-1]] * 3 and replies[-1] != render("error")
