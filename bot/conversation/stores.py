@@ -811,10 +811,12 @@ def build_stores(settings, engine: Engine):
         timeouts = {"socket_connect_timeout": 1, "socket_timeout": 2}
         client = redis.Redis.from_url(settings.redis_url, **timeouts)
 
-        def aclient():
+        def aclient():  # bounded, as the threads bounded the synchronous one
             import redis.asyncio
 
-            return redis.asyncio.Redis.from_url(settings.redis_url, **timeouts)
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=16, timeout=2, **timeouts)
+            return redis.asyncio.Redis(connection_pool=pool)
 
         prefix = settings.redis_prefix
         failover = Failover((redis.exceptions.RedisError, OSError))
