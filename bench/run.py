@@ -76,9 +76,9 @@ def free_port() -> int:
 
 
 def start_server(app: str, env: dict, port: int, cpu: int | None,
-                 wait: float = 15.0) -> subprocess.Popen:
+                 wait: float = 60.0, workers: int = 1) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--no-access-log", "--log-level", "warning"]
+           "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     if app.endswith(":make"):
         cmd.append("--factory")
     if os.environ.get("BENCH_PYSPY") and app.startswith("bot"):  # a profile of the bot
@@ -94,6 +94,58 @@ def start_server(app: str, env: dict, port: int, cpu: int | None,
             time.sleep(0.05)
     proc.kill()
     raise SystemExit(f"{app} did not start")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / _TICK  # utime + stime
+    except (OSError, IndexError):
+        return 0.0
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the uvicorn supervisor and its workers)."""
+    parents: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
+
+
+def _named(*names: str) -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as fh:
+                    if fh.read().strip() in names:
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_snapshot(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the bot (its process tree), by every PostgreSQL process and
+    by Redis (theirs include whatever else used them meanwhile)."""
+    return {"bot": sum(_cpu_seconds(p) for p in _tree(server_pid)),
+            "postgres": sum(_cpu_seconds(p) for p in _named("postgres")),
+            "redis": sum(_cpu_seconds(p) for p in _named("redis-server"))}
 
 
 def users_of(scenario: str, mode: str, c: int, per_conn_users: int, echo: bool) -> list[str]:
@@ -139,7 +191,8 @@ def _batch(port, batch, cpu) -> dict:
     return result
 
 
-def measure(port, mode, connections, per_conn, users, scenario: Scenario, cpu) -> dict:
+def measure(port, mode, connections, per_conn, users, scenario: Scenario, cpu,
+            server_pid: int | None = None) -> dict:
     if scenario.prepare:
         prep = _batch(port, build(port, mode, connections, 0, users, scenario.prepare, once=True),
                       cpu)
@@ -149,7 +202,13 @@ def measure(port, mode, connections, per_conn, users, scenario: Scenario, cpu) -
     warm = build(port, mode, connections, max(2 * n, per_conn // 10 // n * n), users,
                  scenario.script)
     _batch(port, warm, cpu)
-    return _batch(port, build(port, mode, connections, per_conn, users, scenario.script), cpu)
+    reqs = build(port, mode, connections, per_conn, users, scenario.script)
+    before = cpu_snapshot(server_pid) if server_pid else None
+    r = _batch(port, reqs, cpu)
+    if before:  # CPU milliseconds per message, of the bot and of the stores
+        after = cpu_snapshot(server_pid)
+        r["cpu_ms"] = {k: (after[k] - before[k]) * 1000 / r["requests"] for k in before}
+    return r
 
 
 def replies(mode: str, bodies: list[bytes]) -> list[str]:
@@ -203,6 +262,9 @@ def main() -> None:
     ap.add_argument("--redis-url", default=REDIS, help="for the postgresql store ('' for none)")
     ap.add_argument("--database-url", default="",
                     help="measure this one database instead (no scratch database)")
+    ap.add_argument("--pg-workers", type=int, default=2,
+                    help="also measure `serve --workers N` on PostgreSQL + Redis, unpinned "
+                         "(0: not)")
     args = ap.parse_args()
     scenarios = [x for x in args.scenarios.split(",") if x]
     modes = [x for x in args.modes.split(",") if x]
@@ -257,20 +319,27 @@ def main() -> None:
                     print("   " + "\n   ".join(line for line in report.splitlines()
                                                 if line.startswith(("import", "bind", "  bound",
                                                                     "  rejected", "  tier"))))
-                targets = [("bot", "bot.asgi:make", sc) for sc in scenarios]
+                targets = [("bot", "bot.asgi:make", sc, 1) for sc in scenarios]
+                if not store_label.startswith("SQLite") and args.pg_workers > 1:
+                    targets += [("bot", "bot.asgi:make", sc, args.pg_workers) for sc in scenarios]
                 if not rows:  # one echo per run, first
-                    targets.insert(0, ("reference echo", "bench.echo_app:app", "binding"))
-                for name, app, scenario in targets:
+                    targets.insert(0, ("reference echo", "bench.echo_app:app", "binding", 1))
+                for name, app, scenario, workers in targets:
                     for mode in modes:  # the account's mode is a setting: one server each
                         port = free_port()
+                        # One worker: pinned to one core, the load on the other. Several:
+                        # unpinned, as `serve --workers N` runs.
+                        pinned = workers == 1
                         server = start_server(app, dict(env, WECHAT_MESSAGE_MODE=mode), port,
-                                              server_cpu)
+                                              server_cpu if pinned else None, workers=workers)
                         echo = name != "bot"
                         try:
+                            time.sleep(0 if pinned else 5)  # every worker up
                             r = measure(port, mode, args.connections, per_conn(scenario),
                                         users(scenario, mode, echo), SCENARIOS[scenario],
-                                        load_cpu)
-                            rows.append((name, "-" if echo else store_label,
+                                        load_cpu if pinned else None, server.pid)
+                            label = store_label + ("" if pinned else f" ×{workers}")
+                            rows.append((name, "-" if echo else label,
                                          scenario if not echo else "-", mode, r))
                         finally:
                             server.send_signal(signal.SIGINT)
@@ -291,15 +360,18 @@ def main() -> None:
     print(f"\n/wechat, one worker, {args.connections} connections, about {args.messages} "
           f"messages per row; bound scenarios over {per_conn_users * args.connections} "
           f"customers per row; PostgreSQL and Redis share this machine's cores with the bot")
-    print(f"{'target':15} {'store':20} {'scenario':9} {'mode':6} {'msg/s':>8} {'p50 ms':>8} "
+    print(f"{'target':15} {'store':23} {'scenario':9} {'mode':6} {'msg/s':>8} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'vs echo':>7} {'errors':>7}")
     for name, store, scenario, mode, r in rows:
-        print(f"{name:15} {store:20} {scenario:9} {mode:6} {r['rps']:8.0f} {r['p50_ms']:8.2f} "
+        print(f"{name:15} {store:23} {scenario:9} {mode:6} {r['rps']:8.0f} {r['p50_ms']:8.2f} "
               f"{r['p99_ms']:8.2f} {r['rps'] / ref[mode]:7.0%} {r['failures']:7d}")
-        print("   max ms", round(r["max_ms"]), "  reply:", r.get("sample", "(echo)"))
+        cpu = r.get("cpu_ms", {})
+        print("   max ms", round(r["max_ms"]), "  CPU ms per message:",
+              ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()) or "-",
+              "  reply:", r.get("sample", "(echo)"))
         if r["first_failure"]:
             print("   first failure:", r["first_failure"])
-    stores_seen = sorted({s for _, s, _, _, _ in rows if s != "-"})
+    stores_seen = sorted({s for _, s, _, _, _ in rows if s != "-" and "×" not in s})
     if len(stores_seen) == 2:
         print("\nPostgreSQL + Redis against the embedded default, same scenario and mode:")
         by = {(s, sc, m): r for _, s, sc, m, r in rows}
@@ -309,6 +381,11 @@ def main() -> None:
             for m in modes:
                 if (emb, sc, m) in by and (pg, sc, m) in by:
                     print(f"   {sc:9} {m:6} {by[(pg, sc, m)]['rps'] / by[(emb, sc, m)]['rps']:6.0%}")
+                    many = next((s for s in by if s[0].startswith(pg + " ×") and s[1:] == (sc, m)),
+                                None)
+                    if many:
+                        print(f"   {sc:9} {m:6} {many[0]}: "
+                              f"{by[many]['rps'] / by[(emb, sc, m)]['rps']:6.0%} of one embedded worker")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ class Pipeline:
         self.executor.shutdown(wait=True)
         if self.dedup_executor is not self.executor:
             self.dedup_executor.shutdown(wait=True)
+        getattr(self.dedup, "close", lambda: None)()  # Redis's copy in the database, written
         self.services.close()
 
     # --- One transaction ----------------------------------------------------------------
@@ -231,6 +232,9 @@ class Pipeline:
         are remembered for as long as their timestamp stays inside the window."""
         ttl = 2 * self.settings.timestamp_window_seconds + 60
         loop = asyncio.get_running_loop()
+        if getattr(self.dedup, "asynchronous", False):  # Redis: on the event loop
+            return await self.dedup.arequest_seen(timestamp, nonce, digest, ttl,
+                                                  self._on_dedup_thread)
         return await self._dedup(loop, lambda _: self.dedup.request_seen(timestamp, nonce, digest, ttl), None)
 
     async def receive(self, msg, key: str) -> Reply:
@@ -275,11 +279,19 @@ class Pipeline:
         claim = getattr(self.dedup, "claim_prefetching", None)
         if claim is None or self.group_commit:
             return await self._dedup(loop, self.dedup.claim, key)
-        claimed = await self._dedup(loop, lambda k: claim(k, msg.source), key)
+        if getattr(self.dedup, "asynchronous", False):  # Redis: on the event loop
+            claimed = await self.dedup.aclaim_prefetching(key, msg.source, self._on_dedup_thread)
+        else:
+            claimed = await self._dedup(loop, lambda k: claim(k, msg.source), key)
         if isinstance(claimed, Prefetch):
             PREFETCH.set(claimed)
             return True
         return bool(claimed)
+
+    def _on_dedup_thread(self, fn) -> asyncio.Future:
+        """`fn()` on a de-duplication thread (the database's fallback of an async store)."""
+        return asyncio.get_running_loop().run_in_executor(
+            self.dedup_executor, contextvars.copy_context().run, fn)
 
     async def _dedup(self, loop, fn, key):
         if isinstance(self.dedup, MemoryDedupStore):

@@ -10,19 +10,21 @@ handler's writes commit together); the others ignore the connection they are giv
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
 import threading
 import time
 import uuid
+import weakref
 import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from bot.infra import metrics
 from bot.infra.db import driver_execute, upsert
@@ -238,7 +240,9 @@ class RedisStateStore:
         held = _HELD.get()
         release = held is not None and held[0] == key and not held[2]
         if release:
-            self._unlock(keys=[self.lock_key(key)], args=[held[1]], client=pipe)
+            # EVAL, not the registered script: redis-py sends SCRIPT EXISTS (a round trip of
+            # its own) before a pipeline that holds a registered script.
+            pipe.eval(_UNLOCK, 1, self.lock_key(key), held[1])
         pipe.execute()
         if release:
             held[2] = True
@@ -359,25 +363,152 @@ class SqlDedupStore:
         return stored == digest
 
 
+class DedupMirror:
+    """The database's copy of the claims and replies made in Redis, written a moment later
+    (every INTERVAL seconds, in one statement, by a thread of its own) so that the database
+    can take over exactly where Redis stopped: a message claimed in Redis and retried by
+    WeChat after Redis went away is found in the database, not handled again. Before the
+    database answers a claim (Redis down), what is still waiting here is written first.
+
+    The copy does not wait for the disk on PostgreSQL (`synchronous_commit` off for its own
+    transaction only): it costs no message a WAL flush, and a PostgreSQL crash can lose
+    its last fraction of a second, which only matters if Redis fails in the same moment."""
+
+    INTERVAL = 0.1
+    MAX_ROWS = 200_000  # held while the database does not answer; the oldest go first
+
+    def __init__(self, engine: Engine, ttl_seconds: int) -> None:
+        self._engine = engine
+        self._ttl = ttl_seconds
+        self._pg = engine.dialect.name == "postgresql"
+        self._rows: dict[str, tuple[float, str | None]] = {}  # key -> (created_at, reply)
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+        self._failing = False
+
+    def add(self, key: str, created_at: float, reply: str | None = None) -> None:
+        with self._lock:
+            old = self._rows.get(key)
+            if old is not None:
+                created_at, reply = old[0], old[1] if reply is None else reply
+            elif len(self._rows) >= self.MAX_ROWS:
+                del self._rows[next(iter(self._rows))]
+            self._rows[key] = (created_at, reply)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="dedup-mirror",
+                                                daemon=True)
+                self._thread.start()
+
+    def flush(self) -> None:
+        """Write what is waiting (and on every minute, prune the old rows)."""
+        with self._flushing:  # one writer at a time: rows are written in the order taken
+            with self._lock:
+                rows, self._rows = self._rows, {}
+            now = time.time()
+            prune = now - self._last_prune > 60
+            if not rows and not prune:
+                return
+            try:
+                with self._engine.begin() as conn:
+                    if self._pg:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
+                    if rows:
+                        stmt = upsert(self._engine, DEDUP_T)
+                        stmt = stmt.on_conflict_do_update(
+                            index_elements=[DEDUP_T.c.key],
+                            set_={"reply": func.coalesce(stmt.excluded.reply, DEDUP_T.c.reply)})
+                        conn.execute(stmt, [{"key": k, "created_at": c, "reply": r}
+                                            for k, (c, r) in rows.items()])
+                    if prune:
+                        conn.execute(delete(DEDUP_T).where(DEDUP_T.c.created_at < now - self._ttl))
+                if prune:
+                    self._last_prune = now
+                if self._failing:
+                    self._failing = False
+                    log.warning("de-duplication records are written to the database again")
+            except Exception as exc:  # noqa: BLE001 (the database is away: keep, retry)
+                with self._lock:
+                    for k, v in rows.items():
+                        self._rows.setdefault(k, v)
+                if not self._failing:
+                    self._failing = True
+                    log.error("de-duplication records could not be copied to the database "
+                              "(%s); kept to retry", _one_line(exc))
+                raise
+
+    def recent(self, seconds: float) -> list[tuple[str, str | None]]:
+        """The database's claims of the last `seconds` (key, reply)."""
+        with self._engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(DEDUP_T.c.key, DEDUP_T.c.reply)
+                .where(DEDUP_T.c.created_at > time.time() - seconds))]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 (logged once by flush)
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 class RedisDedupStore:
+    """Claims and replies in Redis. With `aclient` (a factory of redis.asyncio clients) the
+    two calls every message makes before its handler (`arequest_seen`,
+    `aclaim_prefetching`) run on the event loop itself: no thread hop each (measured with
+    bench/profile_message.py and py-spy: handing a call to a thread and back cost more of
+    the worker's CPU than the Redis call)."""
+
     def __init__(self, client, ttl_seconds: int, prefix: str,
-                 states: RedisStateStore | None = None) -> None:
+                 states: RedisStateStore | None = None, aclient=None,
+                 mirror: DedupMirror | None = None) -> None:
+        self.mirror = mirror
         self._r = client
         self._ttl = ttl_seconds
         self._prefix = prefix
         self._states = states
         self._claim_lock_load = client.register_script(_CLAIM_LOCK_LOAD)
+        self._aclient = aclient
+        # One asyncio client per event loop (a connection belongs to the loop that made
+        # it; tests run one loop each).
+        self._async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def claim_prefetching(self, key: str, user: str) -> "bool | Prefetch":
-        """`claim`, and when claimed, the user's lock and record in the same round trip
-        (a `Prefetch` for the handler; True when the lock is busy: the handler waits for it)."""
-        if self._states is None:
-            return self.claim(key)
+    @property
+    def asynchronous(self) -> bool:
+        return self._aclient is not None
+
+    def _on_loop(self):
+        loop = asyncio.get_running_loop()
+        got = self._async.get(loop)
+        if got is None:
+            client = self._aclient()
+            got = self._async[loop] = (client, client.register_script(_CLAIM_LOCK_LOAD))
+        return got
+
+    def _claim_args(self, key: str, user: str) -> tuple[str, list, list]:
         token = uuid.uuid4().hex
         st = self._states
-        res = self._claim_lock_load(
-            keys=[self._prefix + key, st.lock_key(user), st.state_key(user)],
-            args=[self._ttl, token, st.LOCK_MS])
+        return (token, [self._prefix + key, st.lock_key(user), st.state_key(user)],
+                [self._ttl, token, st.LOCK_MS])
+
+    def _mirrored(self, key: str, claimed, reply: str | None = None, created=None):
+        if claimed and self.mirror is not None:
+            self.mirror.add(key, time.time() if created is None else created, reply)
+        return claimed
+
+    @staticmethod
+    def _claimed(res, user: str, token: str) -> "bool | Prefetch":
         if not res[0]:
             return False
         if not res[1]:
@@ -386,12 +517,43 @@ class RedisDedupStore:
         record = Record.loads(raw, float(updated or 0)) if raw else Record()
         return Prefetch(user, token, record)
 
+    def claim_prefetching(self, key: str, user: str) -> "bool | Prefetch":
+        """`claim`, and when claimed, the user's lock and record in the same round trip
+        (a `Prefetch` for the handler; True when the lock is busy: the handler waits for it)."""
+        if self._states is None:
+            return self.claim(key)
+        token, keys, args = self._claim_args(key, user)
+        return self._mirrored(key, self._claimed(self._claim_lock_load(keys=keys, args=args),
+                                                 user, token))
+
+    async def aclaim_prefetching(self, key: str, user: str) -> "bool | Prefetch":
+        """`claim_prefetching` on the event loop."""
+        client, script = self._on_loop()
+        if self._states is None:
+            return self._mirrored(key, bool(await client.set(self._prefix + key, "", nx=True,
+                                                             ex=self._ttl)))
+        token, keys, args = self._claim_args(key, user)
+        return self._mirrored(key, self._claimed(await script(keys=keys, args=args), user, token))
+
+    async def arequest_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
+        """`request_seen` on the event loop."""
+        client, _ = self._on_loop()
+        pair = _request_key(timestamp, nonce)
+        key = self._prefix + pair
+        if await client.set(key, digest, nx=True, ex=ttl):
+            return self._mirrored(pair, True, digest, time.time() + ttl - self._ttl)
+        stored = await client.get(key)
+        stored = stored.decode() if isinstance(stored, bytes) else stored
+        return stored is None or stored == digest
+
     def claim(self, key: str) -> bool:
-        return bool(self._r.set(self._prefix + key, "", nx=True, ex=self._ttl))
+        return self._mirrored(key, bool(self._r.set(self._prefix + key, "", nx=True,
+                                                    ex=self._ttl)))
 
     def complete(self, key: str, reply: str) -> None:
         # "\x00" prefix tells a completed empty reply from a pending claim ("").
         self._r.set(self._prefix + key, "\x00" + reply, ex=self._ttl)
+        self._mirrored(key, True, reply)
 
     def reply(self, key: str) -> str | None:
         raw = self._r.get(self._prefix + key)
@@ -401,9 +563,10 @@ class RedisDedupStore:
         return raw[1:]
 
     def request_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
-        key = self._prefix + _request_key(timestamp, nonce)
+        pair = _request_key(timestamp, nonce)
+        key = self._prefix + pair
         if self._r.set(key, digest, nx=True, ex=ttl):
-            return True
+            return self._mirrored(pair, True, digest, time.time() + ttl - self._ttl)
         stored = self._r.get(key)
         stored = stored.decode() if isinstance(stored, bytes) else stored
         return stored is None or stored == digest
@@ -428,6 +591,7 @@ class Failover:
         self.down = False
         self._next_try = 0.0
         self._lock = threading.Lock()
+        self.on_back: list = []  # called (once) when the primary answers again, before use
 
     def call(self, primary, fallback):
         if not self.down or time.monotonic() >= self._next_try:
@@ -440,6 +604,20 @@ class Failover:
                     self._back()
                 return result
         return fallback()
+
+    async def acall(self, primary, fallback, run):
+        """`call` with a coroutine function as the primary; the fallback (the database's,
+        blocking) is run by `run` (on a thread) and awaited."""
+        if not self.down or time.monotonic() >= self._next_try:
+            try:
+                result = await primary()
+            except self.errors as exc:
+                self.failed(exc)
+            else:
+                if self.down:
+                    self._back()
+                return result
+        return await run(fallback)
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
@@ -456,6 +634,14 @@ class Failover:
         with self._lock:
             if not self.down:
                 return
+            for hook in self.on_back:
+                try:
+                    hook()
+                except Exception as exc:  # noqa: BLE001 (stay on the database a while more)
+                    self._next_try = time.monotonic() + self.RETRY_SECONDS
+                    log.error("%s answers again, but could not be brought up to date (%s)",
+                              self.what, _one_line(exc))
+                    return
             self.down = False
         _record_backends("redis", "redis")
         metrics.STORE_SWITCHES.labels("redis").inc()
@@ -477,27 +663,80 @@ def _one_line(exc: BaseException) -> str:
 
 
 class FailoverDedupStore:
+    """Redis, the database behind it. The database holds a copy of Redis's records a moment
+    old (`DedupMirror`), so a message claimed in Redis is not handled again by the database
+    when Redis goes; when Redis answers again it gets the database's recent records
+    (RESTORE_SECONDS, beyond WeChat's retries) before it answers a claim, so a message
+    handled while Redis was down is not handled again by Redis."""
+
+    RESTORE_SECONDS = 120
+
     def __init__(self, primary, fallback, failover: Failover) -> None:
         self.primary, self.fallback, self.failover = primary, fallback, failover
+        self.mirror = getattr(primary, "mirror", None)
+        if self.mirror is not None:
+            failover.on_back.append(self._restore)
+
+    def _restore(self) -> None:
+        """The database's recent claims and replies into Redis (what is there stays)."""
+        p = self.primary
+        pipe = p._r.pipeline(transaction=False)
+        for key, reply in self.mirror.recent(self.RESTORE_SECONDS):
+            if key.startswith("n:"):  # a request pair: its body's digest
+                pipe.set(p._prefix + key, reply or "", nx=True, ex=p._ttl)
+            else:
+                pipe.set(p._prefix + key, "" if reply is None else "\x00" + reply, nx=True,
+                         ex=p._ttl)
+        pipe.execute()
+
+    def _db(self, fn):
+        """The database's call, once what the mirror holds is written (a claim made in Redis
+        a moment ago must be there to be found)."""
+        def call():
+            if self.mirror is not None:
+                self.mirror.flush()
+            return fn()
+        return call
+
+    def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
 
     def claim(self, key: str) -> bool:
-        return self.failover.call(lambda: self.primary.claim(key), lambda: self.fallback.claim(key))
+        return self.failover.call(lambda: self.primary.claim(key),
+                                  self._db(lambda: self.fallback.claim(key)))
 
     def claim_prefetching(self, key: str, user: str):
         return self.failover.call(lambda: self.primary.claim_prefetching(key, user),
-                                  lambda: self.fallback.claim(key))
+                                  self._db(lambda: self.fallback.claim(key)))
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether `aclaim_prefetching` and `arequest_seen` take the event loop's path."""
+        return getattr(self.primary, "asynchronous", False)
+
+    async def aclaim_prefetching(self, key: str, user: str, run):
+        """`claim_prefetching`, Redis's call on the event loop, the database's by `run`."""
+        return await self.failover.acall(lambda: self.primary.aclaim_prefetching(key, user),
+                                         self._db(lambda: self.fallback.claim(key)), run)
+
+    async def arequest_seen(self, timestamp: str, nonce: str, digest: str, ttl: int, run):
+        return await self.failover.acall(
+            lambda: self.primary.arequest_seen(timestamp, nonce, digest, ttl),
+            self._db(lambda: self.fallback.request_seen(timestamp, nonce, digest, ttl)), run)
 
     def complete(self, key: str, reply: str) -> None:
         self.failover.call(lambda: self.primary.complete(key, reply),
-                           lambda: self.fallback.complete(key, reply))
+                           self._db(lambda: self.fallback.complete(key, reply)))
 
     def reply(self, key: str) -> str | None:
-        return self.failover.call(lambda: self.primary.reply(key), lambda: self.fallback.reply(key))
+        return self.failover.call(lambda: self.primary.reply(key),
+                                  self._db(lambda: self.fallback.reply(key)))
 
     def request_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
         return self.failover.call(
             lambda: self.primary.request_seen(timestamp, nonce, digest, ttl),
-            lambda: self.fallback.request_seen(timestamp, nonce, digest, ttl))
+            self._db(lambda: self.fallback.request_seen(timestamp, nonce, digest, ttl)))
 
 
 class FailoverStateStore:
@@ -569,15 +808,24 @@ def build_stores(settings, engine: Engine):
 
         # Short timeouts: a Redis that stops answering costs a message a second or two once,
         # then the database takes over (Failover).
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1,
-                                      socket_timeout=2)
+        timeouts = {"socket_connect_timeout": 1, "socket_timeout": 2}
+        client = redis.Redis.from_url(settings.redis_url, **timeouts)
+
+        def aclient():  # bounded, as the threads bounded the synchronous one
+            import redis.asyncio
+
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=16, timeout=2, **timeouts)
+            return redis.asyncio.Redis(connection_pool=pool)
+
         prefix = settings.redis_prefix
         failover = Failover((redis.exceptions.RedisError, OSError))
         _record_backends("redis", "redis")
         states = RedisStateStore(client, prefix + "state:", state_ttl_seconds(settings))
         return (FailoverStateStore(states, SqlStateStore(engine), failover),
                 FailoverDedupStore(RedisDedupStore(client, settings.dedup_ttl_seconds,
-                                                   prefix + "dedup:", states),
+                                                   prefix + "dedup:", states, aclient,
+                                                   DedupMirror(engine, settings.dedup_ttl_seconds)),
                                    SqlDedupStore(engine, settings.dedup_ttl_seconds), failover))
     memory = engine.dialect.name == "sqlite"
     dedup = (MemoryDedupStore(settings.dedup_ttl_seconds) if memory

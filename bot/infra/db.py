@@ -12,9 +12,10 @@ from sqlalchemy.pool import NullPool
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
                 pool_timeout: float = 3.0) -> Engine:
-    """An engine for `url`. PostgreSQL: a pool of `pool_size` connections plus up to
-    `max_overflow` more; a caller waits at most `pool_timeout` seconds for one, then gets
-    sqlalchemy.exc.TimeoutError (a message then gets the apology). `pool_size=0`: no pool."""
+    """An engine for `url`. PostgreSQL: a pool of up to `pool_size + max_overflow`
+    connections, opened as needed and kept; a caller waits at most `pool_timeout` seconds
+    for one, then gets sqlalchemy.exc.TimeoutError (a message then gets the apology).
+    `pool_size=0`: no pool."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -42,7 +43,12 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
     # server dropped (a restart) fails its first statement, which makes SQLAlchemy discard
     # the whole pool, so one message per process gets the apology and the next ones get
     # fresh connections. Idle connections are renewed after half an hour.
-    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+    # Every connection opened is kept (`pool_size + max_overflow` of them, opened as they
+    # are needed): an overflow connection closed on its return, as QueuePool does, is a
+    # new PostgreSQL backend (a fork, authentication, empty caches, no prepared
+    # statements) a moment later. Measured: one new connection per ten messages under
+    # load, with 20 handler threads on a pool of 10 + 10.
+    return create_engine(url, pool_size=pool_size + max_overflow, max_overflow=0,
                          pool_timeout=pool_timeout, pool_pre_ping=False, pool_recycle=1800)
 
 

@@ -279,6 +279,12 @@ async def test_a_broken_store_gets_an_apology_not_a_500(wx_plain, pipeline, monk
     monkeypatch.setattr(pipeline.dedup, "claim", down)
     if hasattr(pipeline.dedup, "claim_prefetching"):  # Redis: the claim with the user's lock
         monkeypatch.setattr(pipeline.dedup, "claim_prefetching", down)
+
+    async def adown(key, *_args):
+        down(key)
+
+    if hasattr(pipeline.dedup, "aclaim_prefetching"):  # Redis's, on the event loop
+        monkeypatch.setattr(pipeline.dedup, "aclaim_prefetching", adown)
     reply = await wx_plain.deliver(text_xml(OPENID, "帮助"), OPENID)
     assert reply["Content"] == render("error")
 
