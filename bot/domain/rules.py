@@ -156,6 +156,9 @@ def _clock(value: Any) -> time:
     raise ValueError('must be a time of day written "HH:MM"')
 
 
+InstitutionKind = Literal["commercial", "tertiary_hospital"]
+
+
 class Booking(_Frozen):
     """How appointments are booked and cancelled (洁牙, 体检, 专家门诊, 特种检查)."""
 
@@ -171,8 +174,15 @@ class Booking(_Frozen):
     # The services a customer service officer escorts at a 三甲 hospital.
     escorted_at_tertiary: tuple[Code, ...] = ("checkup", "expert_outpatient", "special_exam")
     # What a package's `venues` name, as institution kinds (commercial | tertiary_hospital).
-    venue_kinds: dict[Text, Literal["commercial", "tertiary_hospital"]] = Field(
+    venue_kinds: dict[Text, InstitutionKind] = Field(
         default_factory=lambda: {"商业体检机构": "commercial", "三甲医院": "tertiary_hospital"})
+    # What customers and staff read for each institution kind (the import's `kind` column),
+    # whatever the service: a dental clinic is a 商业机构 too.
+    kind_names: dict[InstitutionKind, Text] = Field(
+        default_factory=lambda: {"commercial": "商业机构", "tertiary_hospital": "三甲医院"})
+
+    def kind_name(self, kind: str) -> str:
+        return self.kind_names.get(kind, kind)
 
 
 Month = Annotated[int, Field(strict=True, ge=1, le=12)]
@@ -211,6 +221,13 @@ class Binding(_Frozen):
     sms_codes_per_phone_per_day: Count = 10
 
 
+class Contact(_Frozen):
+    """The numbers the handbook gives customers."""
+
+    hotline: Text = "95359"  # 全国客户服务热线
+    service_line: Text = "95359-8-1"  # 健康顾问 and the value-added services' bookings
+
+
 class Rules(_Frozen):
     tiers: tuple[Tier, ...] = Field(min_length=1)  # highest first
     contribution: Contribution
@@ -221,6 +238,7 @@ class Rules(_Frozen):
     festival: Festival = Festival()
     human_service: HumanService = HumanService()
     binding: Binding = Binding()
+    contact: Contact = Contact()
 
     # --- Tiers ---------------------------------------------------------------------------
     def tier(self, code: str) -> Tier:
@@ -392,6 +410,8 @@ def _cross_check(rules: Rules) -> None:
     _known("booking.customer_pays_fees", rules.booking.customer_pays_fees, rules.booking.services)
     _known("booking.escorted_at_tertiary", rules.booking.escorted_at_tertiary,
            rules.booking.services)
+    _known("booking.venue_kinds", dict.fromkeys(rules.booking.venue_kinds.values()),
+           tuple(rules.booking.kind_names))
 
 
 def _unique(key: str, codes: Iterable[str]) -> None:

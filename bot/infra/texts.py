@@ -30,6 +30,16 @@ def set_timezone(tz: tzinfo) -> None:
     _display_tz = tz
 
 
+def set_rules(rules) -> None:
+    """The programme's rules (bot.domain.rules.Rules: rules.toml validated at start-up, with
+    the settings that override a rule), which every template reads as `rules` (tier names,
+    venues, the cut-off, the hotline…), so that no template writes a rule of its own. Called
+    when the services are built."""
+    _env.globals["rules"] = rules
+    for template in _templates.values():  # their globals are a copy (see _template)
+        template.globals["rules"] = rules
+
+
 def local(value, tz: tzinfo | None = None):
     """`value` as the wall-clock time of TIMEZONE (or `tz`). An aware datetime (every stored
     instant) is converted; a date, or a naive datetime (a service's date and time, which is
