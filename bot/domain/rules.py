@@ -191,7 +191,7 @@ Minutes = Annotated[int, Field(strict=True, ge=1, le=7 * 24 * 60)]
 
 
 class Festival(_Frozen):
-    """The customer service festival (客户服务节): its months (the handbook: July and August)."""
+    """The customer service festival (客户服务节): its months (docs/programme.md: July and August)."""
 
     months: tuple[Month, ...] = Field(default=(7, 8), min_length=1)
 
@@ -222,7 +222,7 @@ class Binding(_Frozen):
 
 
 class Contact(_Frozen):
-    """The numbers the handbook gives customers."""
+    """The numbers customers call (docs/programme.md: the hotline 95359, 健康顾问 95359-8-1)."""
 
     hotline: Text = "95359"  # 全国客户服务热线
     service_line: Text = "95359-8-1"  # 健康顾问 and the value-added services' bookings
