@@ -116,5 +116,11 @@ def render(template: str, /, **ctx) -> str:
     return "\n".join(out)
 
 
+def names(template: str):
+    """The variables a names template sets (`staff/names`, `booking/names`: status and
+    relation names), for the other places that show them (the console)."""
+    return _template(template).module
+
+
 def template_exists(name: str) -> bool:
     return (TEMPLATES / f"{name}.j2").is_file()
