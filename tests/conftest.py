@@ -35,6 +35,24 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 USE_PG = PG_URL.startswith("postgresql")
 
 
+# --- The rules every template reads ----------------------------------------------------------
+
+_DEFAULT_RULES = []
+
+
+@pytest.fixture(autouse=True)
+def template_rules():
+    """The repository's rules.toml as the templates' `rules` (bot.infra.texts.set_rules), for
+    a test that renders without building the services; building them (an app) sets theirs."""
+    from bot.domain.rules import load_rules
+    from bot.infra import texts
+
+    if not _DEFAULT_RULES:
+        _DEFAULT_RULES.append(load_rules(Path(__file__).resolve().parent.parent / "rules.toml"))
+    texts.set_rules(_DEFAULT_RULES[0])
+    yield _DEFAULT_RULES[0]
+
+
 # --- WeChat's API, on loopback -------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from bot.console import deps
 from bot.console.deps import StaffMember, commit, require_staff
-from bot.console.web import page
+from bot.console.web import page, refusal, said
 from bot.domain import broadcasts, staff_login
 from bot.domain import importer
 from bot.domain import staff_desk as desk
@@ -28,14 +28,7 @@ router = APIRouter(prefix="/admin")
 ADMIN = require_staff("admin")
 MAX_BROADCAST = 600  # characters of a broadcast's text
 MAX_UPLOAD = 5 * 1024 * 1024
-
-
-def _refused(request: Request, exc: StaffRefused) -> Markup:
-    facts = dict(exc.facts)
-    rules = deps.services(request).rules
-    if "tiers" in facts:
-        facts["tiers"] = [rules.tier(t).name for t in facts["tiers"]]
-    return Markup(render("staff/refused", code=exc.code, **facts))
+MAX_NAME = 64  # characters of a staff member's name (the column's length)
 
 
 # --- Broadcasts ----------------------------------------------------------------------------
@@ -75,7 +68,7 @@ async def broadcast_preview(request: Request, me: StaffMember = Depends(ADMIN)) 
     tiers, content = _tiers(request, form), str(form.get("content") or "").strip()
     if not tiers or not content or len(content) > MAX_BROADCAST:
         return _broadcast_page(request, 400, chosen=tiers, content=content[:MAX_BROADCAST],
-                               error=f"请至少选择一个层级，并填写群发内容（{MAX_BROADCAST}字以内）。")
+                               error=said("broadcast_invalid", limit=MAX_BROADCAST))
     svc = deps.services(request)
     with Session(svc.engine) as session:
         try:
@@ -83,7 +76,7 @@ async def broadcast_preview(request: Request, me: StaffMember = Depends(ADMIN)) 
         except StaffRefused as exc:
             session.rollback()
             return _broadcast_page(request, 409, chosen=tiers, content=content,
-                                   error=_refused(request, exc))
+                                   error=refusal(exc))
     names = {t.code: t.name for t in svc.rules.tiers}
     rows = [dict(name=names[p.tier], audience=p.audience, left=p.left) for p in found]
     return _broadcast_page(request, chosen=tiers, content=content, preview=dict(
@@ -96,14 +89,14 @@ async def broadcast_send(request: Request, me: StaffMember = Depends(ADMIN)) -> 
     tiers, content = _tiers(request, form), str(form.get("content") or "").strip()
     if not tiers or not content or len(content) > MAX_BROADCAST or form.get("confirmed") != "1":
         return _broadcast_page(request, 400, chosen=tiers, content=content[:MAX_BROADCAST],
-                               error="请先预览，再确认发送。")
+                               error=said("preview_first"))
     svc = deps.services(request)
     with Session(svc.engine) as session:
         try:
             rows = broadcasts.send(session, me.openid, tiers, content, svc.now())
         except StaffRefused as exc:
             session.rollback()
-            return _broadcast_page(request, 409, error=_refused(request, exc))
+            return _broadcast_page(request, 409, error=refusal(exc))
         names = [svc.rules.tier(r.tier).name for r in rows]
         audience = sum(r.audience for r in rows)
         commit(request, session)
@@ -125,9 +118,9 @@ def _outbox_page(request: Request, status_code: int = 200, **values) -> Response
     dead = outbox.listing(svc.engine, dead_only=True, limit=200)
     age = None
     if oldest is not None:
-        from bot.console.bookings import _age
+        from bot.console.bookings import age as waited
 
-        age = _age(oldest, svc.now())
+        age = waited(oldest, svc.now())
     return page(request, "outbox.html", status_code=status_code, backlog=backlog,
                 oldest=oldest, age=age, dead=dead, **values)
 
@@ -149,7 +142,7 @@ def outbox_retry(request: Request, row: str = Form(""), me: StaffMember = Depend
         ids = [int(row)]
         n = outbox.retry(svc.engine, now.timestamp(), row_id=int(row))
     else:
-        return _outbox_page(request, 400, error="请选择要重试的消息。")
+        return _outbox_page(request, 400, error=said("retry_none"))
     with Session(svc.engine) as session:
         desk.audit(session, me.openid, "outbox_retry", f"outbox:{row}", now,
                    after={"rows": n})
@@ -158,7 +151,7 @@ def outbox_retry(request: Request, row: str = Form(""), me: StaffMember = Depend
         session.commit()
     if channels:  # sent now; the dispatcher's sweep takes what is left
         svc.kick_outbox(list(channels.items()))
-    return _outbox_page(request, notice=f"已重新排队 {n} 条消息。")
+    return _outbox_page(request, notice=said("retried", n=n))
 
 
 # --- Institutions ------------------------------------------------------------------------------
@@ -184,10 +177,10 @@ def institutions(request: Request, me: StaffMember = Depends(ADMIN)) -> Response
 async def institutions_upload(request: Request, file: UploadFile = File(None),
                               me: StaffMember = Depends(ADMIN)) -> Response:
     if file is None or not file.filename:
-        return _institutions_page(request, 400, error="请选择要上传的CSV文件。")
+        return _institutions_page(request, 400, error=said("csv_missing"))
     data = await file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
-        return _institutions_page(request, 400, error="文件太大（最大5MB）。")
+        return _institutions_page(request, 400, error=said("csv_too_big", mb=MAX_UPLOAD // (1024 * 1024)))
     svc = deps.services(request)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "institutions.csv"
@@ -224,8 +217,8 @@ def staff(request: Request, me: StaffMember = Depends(ADMIN)) -> Response:
 def staff_invite(request: Request, name: str = Form(""), role: str = Form(""),
                  me: StaffMember = Depends(ADMIN)) -> Response:
     name = name.strip()
-    if not name or len(name) > 64 or role not in STAFF_ROLES:
-        return _staff_page(request, 400, error="请填写姓名（64字以内）并选择角色。")
+    if not name or len(name) > MAX_NAME or role not in STAFF_ROLES:
+        return _staff_page(request, 400, error=said("staff_invalid", limit=MAX_NAME))
     svc = deps.services(request)
     with Session(svc.engine) as session:
         code, invite = desk.create_invite(session, svc.settings.secret_key, name, role,
@@ -243,16 +236,16 @@ def _member(session: Session, openid: str) -> Staff | None:
 def staff_remove(request: Request, openid: str, me: StaffMember = Depends(ADMIN)) -> Response:
     svc = deps.services(request)
     if openid == me.openid:
-        return _staff_page(request, 400, error="不能停用自己的账号。")
+        return _staff_page(request, 400, error=said("self_deactivate"))
     with Session(svc.engine) as session:
         member = _member(session, openid)
         if member is None:
             session.rollback()
-            return _staff_page(request, 404, error="没有这个员工账号。")
+            return _staff_page(request, 404, error=said("unknown_staff"))
         name = member.name
         staff_login.remove_staff(session, me.openid, member, svc.now())
         session.commit()
-    return _staff_page(request, notice=f"已停用{name}的账号，其登录已全部失效。")
+    return _staff_page(request, notice=said("deactivated", name=name))
 
 
 @router.post("/staff/{openid}/password")
@@ -262,7 +255,7 @@ def staff_password(request: Request, openid: str, me: StaffMember = Depends(ADMI
         member = _member(session, openid)
         if member is None:
             session.rollback()
-            return _staff_page(request, 404, error="没有这个员工账号。")
+            return _staff_page(request, 404, error=said("unknown_staff"))
         password = staff_login.temporary_password()
         staff_login.set_password(session, me.openid, member, password, svc.now())
         reset = dict(name=member.name, login=member.login, password=password)

@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from bot.console import deps
 from bot.console.deps import COOKIE, PRE_COOKIE, StaffMember, require_staff
-from bot.console.web import STATIC, page
+from bot.console.web import STATIC, page, said
 from bot.domain import staff_login
 
 router = APIRouter(prefix="/admin")
@@ -112,7 +112,7 @@ async def link_sign_in(request: Request, t: str = Form("")) -> Response:
         session.commit()
     if result.token is None:
         request.state.staff = None
-        return _login_form(request, status_code=401, error="链接无效、已使用或已过期，请在微信中重新发送 #登录。")
+        return _login_form(request, status_code=401, error=said("link_refused"))
     return _signed_in(request, secret, result.token, "/admin/bookings")
 
 

@@ -19,32 +19,25 @@ from sqlmodel import Session
 
 from bot.console import deps
 from bot.console.deps import StaffMember, commit, require_staff
-from bot.console.web import page
+from bot.console.web import page, refusal, said, wording
 from bot.domain import staff_desk as desk
 from bot.domain.booking_store import booking_by_number
 from bot.domain.bookings import ACTIVE, calendar
 from bot.domain.staff_desk import StaffRefused
 from bot.domain.vocab import BookingStatus
 from bot.infra.privacy import mask_name
-from bot.infra.texts import render
+from bot.infra.texts import names as names_of, render
 from models import Booking, Customer, FamilyMember, Institution, Notification, StaffAudit
 
 router = APIRouter(prefix="/admin")
 
 PAGE_SIZE = 50
-STATUS_NAMES = {"submitted": "受理", "confirmed": "已确认", "completed": "已完成",
-                "no_show": "爽约", "cancelled": "已取消", "cancelled_late": "逾期取消"}
-RELATION_NAMES = {"spouse": "配偶", "parent": "父母", "child": "子女"}
-ACTION_NAMES = {"confirm": "确认", "reconfirm": "改期确认", "completed": "完成", "no_show": "爽约",
-                "cancel": "取消", "booked": "提交"}
+# The chat commands' names (bot/templates/staff/names.j2, booking/names.j2), one set of words.
+STATUS_NAMES = names_of("staff/names").status_names
+ACTION_NAMES = names_of("staff/names").action_names
+RELATION_NAMES = names_of("booking/names").relation_names
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 TIME_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
-
-
-def refusal(exc: StaffRefused) -> Markup:
-    """The chat command's refusal sentence (staff/refused.j2). The staff templates escape
-    every value they print (bot.infra.texts `inert`), so the sentence is safe as it is."""
-    return Markup(render("staff/refused", code=exc.code, **exc.facts))
 
 
 def parse_day(value: str | None) -> date | None:
@@ -131,9 +124,13 @@ def find(session: Session, f: Filters, today: date, *, limit: int | None, offset
     return session.execute(query).all(), int(count)
 
 
-def _age(created: datetime, now: datetime) -> str:
+def age(created: datetime, now: datetime) -> str:
+    """How long a booking (or a message) has waited, in days and hours."""
     hours = int((now - created).total_seconds() // 3600)
-    return f"{hours // 24}天{hours % 24}小时" if hours >= 24 else f"{max(hours, 0)}小时"
+    words = wording()
+    if hours >= 24:
+        return words.age_days.format(days=hours // 24, hours=hours % 24)
+    return words.age_hours.format(hours=max(hours, 0))
 
 
 def _row(b: Booking, c: Customer, m: FamilyMember | None, i: Institution | None, names: dict,
@@ -143,7 +140,7 @@ def _row(b: Booking, c: Customer, m: FamilyMember | None, i: Institution | None,
                 institution=i.name if i else "", city=i.city if i else "",
                 preferred=b.preferred_date, confirmed=b.confirmed_date, at=b.confirmed_time,
                 status=b.status, status_name=STATUS_NAMES.get(b.status, b.status),
-                age=_age(b.created_at, now))
+                age=age(b.created_at, now))
 
 
 def _choices(request: Request, session: Session) -> dict:
@@ -154,19 +151,35 @@ def _choices(request: Request, session: Session) -> dict:
                 cities=sorted({r.city for r in institutions}), institutions=institutions)
 
 
-@router.get("/bookings")
-def queue_page(request: Request, me: StaffMember = Depends(require_staff())) -> Response:
+@dataclass
+class _Queue:
+    now: datetime
+    filters: Filters
+    rows: list[dict]
+    total: int
+    choices: dict
+
+
+def _queue(request: Request, *, limit: int, paged: bool) -> _Queue:
+    """The queue as the request's filters select it: rows as the page and the CSV show them,
+    the total, and (for the page) the filters' choices."""
     svc = deps.services(request)
     now = svc.now()
     f = Filters.of(request)
     names = {s.code: s.name for s in svc.rules.services}
     with Session(svc.engine) as session:
-        rows, total = find(session, f, now.date(), limit=PAGE_SIZE,
-                           offset=(f.page - 1) * PAGE_SIZE)
-        choices = _choices(request, session)
-    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
-    return page(request, "bookings.html", rows=[_row(*r, names, now) for r in rows], f=f,
-                total=total, pages=pages, **choices)
+        found, total = find(session, f, now.date(), limit=limit,
+                            offset=(f.page - 1) * limit if paged else 0)
+        choices = _choices(request, session) if paged else {}
+    return _Queue(now, f, [_row(*r, names, now) for r in found], total, choices)
+
+
+@router.get("/bookings")
+def queue_page(request: Request, me: StaffMember = Depends(require_staff())) -> Response:
+    q = _queue(request, limit=PAGE_SIZE, paged=True)
+    pages = max(1, (q.total + PAGE_SIZE - 1) // PAGE_SIZE)
+    return page(request, "bookings.html", rows=q.rows, f=q.filters, total=q.total,
+                pages=pages, **q.choices)
 
 
 def _safe_cell(value: Any) -> str:
@@ -178,24 +191,17 @@ def _safe_cell(value: Any) -> str:
 @router.get("/bookings.csv")
 def queue_csv(request: Request, me: StaffMember = Depends(require_staff())) -> Response:
     """The filtered queue as CSV (UTF-8 with BOM, for Excel), names masked."""
-    svc = deps.services(request)
-    now = svc.now()
-    f = Filters.of(request)
-    names = {s.code: s.name for s in svc.rules.services}
-    with Session(svc.engine) as session:
-        rows, _ = find(session, f, now.date(), limit=100_000)
+    q = _queue(request, limit=100_000, paged=False)
     out = io.StringIO()
     out.write("\ufeff")
     w = csv.writer(out)
-    w.writerow(["预约号", "服务", "受益人", "机构", "城市", "期望日期", "确认日期", "时间", "状态",
-                "已等待"])
-    for r in rows:
-        row = _row(*r, names, now)
+    w.writerow(wording().queue_csv_header)
+    for row in q.rows:
         w.writerow([_safe_cell(row[k]) for k in ("number", "service", "person", "institution",
                                                  "city", "preferred", "confirmed", "at",
                                                  "status_name", "age")])
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="bookings-{now:%Y%m%d}.csv"'})
+        "Content-Disposition": f'attachment; filename="bookings-{q.now:%Y%m%d}.csv"'})
 
 
 # --- One booking -------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def booking_page(request: Request, number: str, *, status_code: int = 200, **val
         b = booking_by_number(session, number)
         facts = None if b is None else _facts(request, session, b)
     if facts is None:
-        return page(request, "not_found.html", status_code=404, what=f"预约 {number}")
+        return page(request, "not_found.html", status_code=404, what=said("a_booking", number=number))
     return page(request, "booking.html", status_code=status_code, **facts, **values)
 
 
@@ -247,9 +253,9 @@ def _facts(request: Request, session: Session, b: Booking) -> dict:
         b=b, service=service.name if service else b.service, package=package,
         tier=rules.tier(b.tier).name if rules.has_tier(b.tier) else b.tier,
         person=mask_name(m.name if m else c.name), holder=mask_name(c.name),
-        relation=RELATION_NAMES.get(m.relation, m.relation) if m else "本人",
+        relation=RELATION_NAMES.get(m.relation, m.relation) if m else wording().self_person,
         institution=inst, status_name=STATUS_NAMES.get(b.status, b.status),
-        free_cancel_until=cal.free_cancel_deadline(day),
+        free_cancel_until=cal.free_cancel_deadline(day, cutoff=rules.booking.cancel_cutoff),
         provisional=cal.is_provisional(day), active=b.status in ACTIVE,
         history=_history(session, b.number), messages=_messages(session, b.id),
         places=places, notes=[n for n in (b.department, b.hospital_preference, b.expert,
@@ -272,7 +278,7 @@ def _act(request: Request, number: str, version: str, action) -> Response:
     svc = deps.services(request)
     shown = _version(version)
     if shown is None:
-        return booking_page(request, number, status_code=400, error="表单已过期，请刷新页面后重试。")
+        return booking_page(request, number, status_code=400, error=said("form_expired"))
     with Session(svc.engine, expire_on_commit=False) as session:
         try:
             notice = action(session, svc.now(), shown)
@@ -292,7 +298,7 @@ def confirm(request: Request, number: str, day: str = Form(""), at: str = Form("
     on = parse_day(day)
     if on is None or not TIME_RE.fullmatch(at.strip()):
         return booking_page(request, number, status_code=400,
-                            error="请填写确认日期（YYYY-MM-DD）和时间（HH:MM）。")
+                            error=said("confirm_fields"))
 
     def action(session: Session, now: datetime, shown: int):
         svc = deps.services(request)
@@ -312,7 +318,7 @@ def close(request: Request, number: str, outcome: str = Form(""), version: str =
           me: StaffMember = Depends(require_staff())) -> Response:
     number = number.upper()[:16]
     if outcome not in (BookingStatus.COMPLETED.value, BookingStatus.NO_SHOW.value):
-        return booking_page(request, number, status_code=400, error="请选择「已完成」或「爽约」。")
+        return booking_page(request, number, status_code=400, error=said("outcome_choice"))
 
     def action(session: Session, now: datetime, shown: int):
         b = desk.close_booking(session, me.openid, number, BookingStatus(outcome), now,
@@ -328,7 +334,7 @@ def cancel(request: Request, number: str, reason: str = Form(""), version: str =
     number = number.upper()[:16]
     if not reason.strip():
         return booking_page(request, number, status_code=400,
-                            error="请填写取消原因，客户会收到这个原因。")
+                            error=said("cancel_reason"))
 
     def action(session: Session, now: datetime, shown: int):
         b = desk.staff_cancel(session, me.openid, number, reason.strip()[:200], now,

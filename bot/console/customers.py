@@ -12,7 +12,7 @@ from sqlmodel import Session
 from bot.console import deps
 from bot.console.bookings import RELATION_NAMES, STATUS_NAMES
 from bot.console.deps import StaffMember, require_staff
-from bot.console.web import page
+from bot.console.web import page, said, wording
 from bot.domain import customers as customer_data
 from bot.domain import staff_desk as desk
 from bot.domain.tiers import explanation
@@ -22,7 +22,7 @@ from models import Booking, Customer, FamilyMember, Policy, WechatUser
 
 router = APIRouter(prefix="/admin")
 
-FIELDS = {"name": "姓名", "phone": "手机号", "id_number": "身份证号", "policies": "保单号"}
+FIELDS = wording().fields  # what an admin may reveal, by name (console/names.html)
 
 
 def _tier_text(session: Session, customer: Customer, rules, today) -> str:
@@ -104,7 +104,7 @@ def show(request: Request, customer_id: int, me: StaffMember = Depends(require_s
         c = session.get(Customer, customer_id)
         one = _summary(request, session, c, {}) if c else None
     if one is None:
-        return page(request, "not_found.html", status_code=404, what="这位客户")
+        return page(request, "not_found.html", status_code=404, what=said("a_customer"))
     return page(request, "customers.html", q="", one=one, many=[], searched=False)
 
 
@@ -118,15 +118,15 @@ def reveal(request: Request, customer_id: int, field: str = Form(""), reason: st
         c = session.get(Customer, customer_id)
         if c is None:
             session.rollback()
-            return page(request, "not_found.html", status_code=404, what="这位客户")
+            return page(request, "not_found.html", status_code=404, what=said("a_customer"))
         if field not in FIELDS or len(reason) < 2:
             one = _summary(request, session, c, {})
             session.rollback()
             return page(request, "customers.html", status_code=400, q="", one=one, many=[],
-                        searched=False, error="请选择要查看的一项，并写明查看原因。")
+                        searched=False, error=said("reveal_choose"))
         desk.audit(session, me.openid, "reveal", f"customer:{c.id}", svc.now(),
                    after={"field": field, "reason": reason})
         one = _summary(request, session, c, {field: True})
         session.commit()
     return page(request, "customers.html", q="", one=one, many=[], searched=False,
-                notice=f"已显示{FIELDS[field]}（已记入审计）。")
+                notice=said("revealed", field=FIELDS[field]))

@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from bot.console import charts
 from bot.console.deps import StaffMember, commit, require_staff
-from bot.console.web import PREFIX, page
+from bot.console.web import PREFIX, page, said
 from bot.domain import dashboard as figures
 from menus import INTENT_LABEL, SERVICE_OF
 
@@ -96,11 +96,12 @@ def nudge_page(request: Request, me: StaffMember = Depends(require_staff("admin"
     year, audience, services = _preview(request)
     totals = {code: sum(a["customers"] for a in audience if a["service"] == code)
               for code in services}
-    samples = {code: {"benefit": f"{year}年{name}服务", "deadline": f"{year}年12月31日",
+    samples = {code: {"benefit": said("nudge_benefit", year=year, name=name),
+                      "deadline": said("year_end", year=year),
                       "note": render("notify/year_end_note", words=BOOKING_WORDS[code])}
                for code, name in services.items()}
     sent = request.query_params.get("sent", "")
-    notice = f"已通过消息队列发送 {int(sent)} 条年末提醒。" if sent.isdigit() else None
+    notice = said("nudge_sent", n=int(sent)) if sent.isdigit() else None
     return page(request, "nudge.html", year=year, audience=audience, services=services,
                 totals=totals, samples=samples, notice=notice)
 
@@ -113,11 +114,11 @@ async def nudge_send(request: Request,
     svc = request.app.state.services
     year, _, services = _preview(request)
     if str(form.get("year") or "") != str(year):
-        return nudge_error(request, "页面已过期，请重新预览后再确认。")
+        return nudge_error(request, said("nudge_expired"))
     if not chosen or any(c not in services for c in chosen):
-        return nudge_error(request, "请至少勾选一项权益。")
+        return nudge_error(request, said("nudge_none"))
     if form.get("confirm") != "yes":
-        return nudge_error(request, "请勾选「我已核对受众」后再发送。")
+        return nudge_error(request, said("nudge_unchecked"))
     with Session(svc.engine, expire_on_commit=False) as session:
         queued = figures.send_nudge(session, svc.rules, me.openid, year, chosen, svc.now(),
                                    BOOKING_WORDS)

@@ -11,14 +11,13 @@ from sqlmodel import Session
 from bot.console import deps
 from bot.console.bookings import PAGE_SIZE, parse_day
 from bot.console.deps import StaffMember, require_staff
-from bot.console.web import page
+from bot.console.web import page, wording
 from bot.domain.bookings import calendar
 from bot.domain.workdays import SHANGHAI
 from models import Staff, StaffAudit
 
 router = APIRouter(prefix="/admin")
-SOURCES = {"official": "官方日历（chinesecalendar）", "override": "覆盖文件 calendar_overrides.toml",
-           "provisional": "暂定（仅周末和推算的法定节假日，未含调休）"}
+SOURCES = wording().calendar_sources  # a year's calendar source, by name (console/names.html)
 
 
 @router.get("/calendar")

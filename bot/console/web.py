@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 from bot.infra.privacy import mask_id_number, mask_name, mask_phone, mask_policy_no
-from bot.infra.texts import local
+from bot.infra.texts import local, render
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "console"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -34,6 +35,24 @@ env.filters["mask_name"] = mask_name
 env.filters["mask_phone"] = mask_phone
 env.filters["mask_id"] = mask_id_number
 env.filters["mask_policy"] = mask_policy_no
+
+
+def said(code: str, **facts: Any) -> Markup:
+    """One of the console's sentences (bot/templates/console/said.html) by code: what a form
+    refused or what was done. Escaped there, so shown as it is."""
+    return Markup(env.get_template("said.html").render(code=code, **facts).strip())
+
+
+def refusal(exc) -> Markup:
+    """The chat command's refusal sentence for a `StaffRefused` (staff/refused.j2, the same
+    words as #确认 and the rest). The staff templates escape every value they print
+    (bot.infra.texts `inert`), so the sentence is safe as it is."""
+    return Markup(render("staff/refused", code=exc.code, **exc.facts))
+
+
+def wording():
+    """The console's names and formats (bot/templates/console/names.html)."""
+    return env.get_template("names.html").module
 
 
 def page(request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:

@@ -96,5 +96,6 @@ def make_id_number(region: str, birth: date, seq: int, sex: str) -> str:
 
 
 
-# The masks every reply and log line uses live with the platform (logs need them too).
-from bot.infra.privacy import mask_id_number, mask_name, mask_phone, mask_policy_no  # noqa: E402,F401
+# The masks every reply and log line uses are defined once, in bot.infra.privacy (logs need
+# them too); these names stay importable from here for the flows that read identities.
+from bot.infra.privacy import mask_id_number, mask_name, mask_phone  # noqa: E402,F401

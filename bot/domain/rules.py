@@ -156,23 +156,31 @@ def _clock(value: Any) -> time:
     raise ValueError('must be a time of day written "HH:MM"')
 
 
+InstitutionKind = Literal["commercial", "tertiary_hospital"]
+
+
 class Booking(_Frozen):
     """How appointments are booked and cancelled (洁牙, 体检, 专家门诊, 特种检查)."""
 
-    services: tuple[Code, ...] = ("dental", "checkup", "expert_outpatient", "special_exam")
-    lead_workdays: Annotated[int, Field(strict=True, ge=0, le=30)] = 2
-    window_days: Annotated[int, Field(strict=True, ge=1, le=366)] = 90
-    cancel_cutoff: Annotated[time, PlainValidator(_clock)] = time(12, 0)
-    confirm_grace_hours: Annotated[int, Field(strict=True, ge=0, le=168)] = 24
-    dates_offered: Annotated[int, Field(strict=True, ge=1, le=9)] = 5
+    services: tuple[Code, ...]
+    lead_workdays: Annotated[int, Field(strict=True, ge=0, le=30)]
+    window_days: Annotated[int, Field(strict=True, ge=1, le=366)]
+    cancel_cutoff: Annotated[time, PlainValidator(_clock)]
+    confirm_grace_hours: Annotated[int, Field(strict=True, ge=0, le=168)]
+    dates_offered: Annotated[int, Field(strict=True, ge=1, le=9)]
     # The services whose medical fees (挂号费, 检查费 …) the customer pays; the booking's
     # summary and confirmation say so.
-    customer_pays_fees: tuple[Code, ...] = ("expert_outpatient", "special_exam")
+    customer_pays_fees: tuple[Code, ...]
     # The services a customer service officer escorts at a 三甲 hospital.
-    escorted_at_tertiary: tuple[Code, ...] = ("checkup", "expert_outpatient", "special_exam")
+    escorted_at_tertiary: tuple[Code, ...]
     # What a package's `venues` name, as institution kinds (commercial | tertiary_hospital).
-    venue_kinds: dict[Text, Literal["commercial", "tertiary_hospital"]] = Field(
-        default_factory=lambda: {"商业体检机构": "commercial", "三甲医院": "tertiary_hospital"})
+    venue_kinds: dict[Text, InstitutionKind]
+    # What customers and staff read for each institution kind (the import's `kind` column),
+    # whatever the service: a dental clinic is a 商业机构 too.
+    kind_names: dict[InstitutionKind, Text]
+
+    def kind_name(self, kind: str) -> str:
+        return self.kind_names.get(kind, kind)
 
 
 Month = Annotated[int, Field(strict=True, ge=1, le=12)]
@@ -181,9 +189,9 @@ Minutes = Annotated[int, Field(strict=True, ge=1, le=7 * 24 * 60)]
 
 
 class Festival(_Frozen):
-    """The customer service festival (客户服务节): its months (the handbook: July and August)."""
+    """The customer service festival (客户服务节): its months (docs/programme.md: July and August)."""
 
-    months: tuple[Month, ...] = Field(default=(7, 8), min_length=1)
+    months: tuple[Month, ...] = Field(min_length=1)
 
 
 def _hours(value: Any) -> tuple[time, time]:
@@ -197,18 +205,25 @@ def _hours(value: Any) -> tuple[time, time]:
 class HumanService(_Frozen):
     """When 人工 reaches a human agent (daily, Asia/Shanghai); outside them the hotline."""
 
-    hours: Annotated[tuple[time, time], PlainValidator(_hours)] = (time(9, 0), time(21, 0))
+    hours: Annotated[tuple[time, time], PlainValidator(_hours)]
 
 
 class Binding(_Frozen):
     """The limits of identity binding (绑定) against guessing."""
 
-    max_failures: Annotated[int, Field(strict=True, ge=1, le=100)] = 5  # per WeChat account
-    lock_minutes: Minutes = 30
-    customer_max_failures: Annotated[int, Field(strict=True, ge=1, le=100)] = 5  # per customer
-    customer_window_minutes: Minutes = 30
-    sms_codes_per_phone_per_hour: Count = 5
-    sms_codes_per_phone_per_day: Count = 10
+    max_failures: Annotated[int, Field(strict=True, ge=1, le=100)]  # per WeChat account
+    lock_minutes: Minutes
+    customer_max_failures: Annotated[int, Field(strict=True, ge=1, le=100)]  # per customer
+    customer_window_minutes: Minutes
+    sms_codes_per_phone_per_hour: Count
+    sms_codes_per_phone_per_day: Count
+
+
+class Contact(_Frozen):
+    """The numbers customers call (docs/programme.md: the hotline 95359, 健康顾问 95359-8-1)."""
+
+    hotline: Text  # 全国客户服务热线
+    service_line: Text  # 健康顾问 and the value-added services' bookings
 
 
 class Rules(_Frozen):
@@ -217,10 +232,12 @@ class Rules(_Frozen):
     reviews: Reviews
     basic_services: BasicServices
     services: tuple[Service, ...] = ()
-    booking: Booking = Booking()
-    festival: Festival = Festival()
-    human_service: HumanService = HumanService()
-    binding: Binding = Binding()
+    # Every figure below is stated in rules.toml, once: no default in code.
+    booking: Booking
+    festival: Festival
+    human_service: HumanService
+    binding: Binding
+    contact: Contact
 
     # --- Tiers ---------------------------------------------------------------------------
     def tier(self, code: str) -> Tier:
@@ -392,6 +409,8 @@ def _cross_check(rules: Rules) -> None:
     _known("booking.customer_pays_fees", rules.booking.customer_pays_fees, rules.booking.services)
     _known("booking.escorted_at_tertiary", rules.booking.escorted_at_tertiary,
            rules.booking.services)
+    _known("booking.venue_kinds", dict.fromkeys(rules.booking.venue_kinds.values()),
+           tuple(rules.booking.kind_names))
 
 
 def _unique(key: str, codes: Iterable[str]) -> None:

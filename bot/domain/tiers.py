@@ -290,7 +290,7 @@ def explanation(policies: list, on: date, rules: Rules, held) -> dict:
     """How a customer's tier was computed as of `on`, as 我的等级 (template tier/my_tier)
     tells it, in chat and in the console alike: each policy's line (numbers masked), the
     total, the gap to the next tier, whether the held tier is protected until the review."""
-    from bot.domain.identity import mask_policy_no
+    from bot.infra.privacy import mask_policy_no
 
     ev = evaluate(policies, on, rules)
     computed = rules.tier(ev.tier)

@@ -50,23 +50,25 @@ class Settings(BaseSettings):
 
     # Conversations
     flow_timeout_minutes: int = Field(default=15, ge=1, le=24 * 60)
-    human_service_hours: str = "09:00-21:00"
+    # The programme's rules below (人工's hours, the festival months, binding's limits) are
+    # stated in rules.toml; a setting given here overrides its rule (bot.domain.rules.OVERRIDES).
+    human_service_hours: str | None = None
     # After 人工, messages go to the agents until one closes the session, 退出, or no agent
     # has taken it within this many minutes.
     human_wait_minutes: int = Field(default=30, ge=1, le=24 * 60)
     privacy_policy_url: str = "https://www.icbc-axa.com/privacy"
-    festival_months: tuple[int, ...] = (7, 8)
+    festival_months: tuple[int, ...] | None = None
     festival_file: Path = ROOT / "festival.toml"
 
     # Identity binding
     bind_code_ttl_seconds: int = Field(default=300, ge=60, le=3600)
     bind_resend_after_seconds: int = Field(default=60, ge=10, le=600)
-    bind_max_failures: int = Field(default=5, ge=1, le=100)  # per WeChat account
-    bind_lock_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
-    bind_customer_max_failures: int = Field(default=5, ge=1, le=100)  # per customer, all accounts
-    bind_customer_window_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
-    sms_codes_per_phone_per_hour: int = Field(default=5, ge=1, le=1000)
-    sms_codes_per_phone_per_day: int = Field(default=10, ge=1, le=10000)
+    bind_max_failures: int | None = Field(default=None, ge=1, le=100)  # per WeChat account
+    bind_lock_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    bind_customer_max_failures: int | None = Field(default=None, ge=1, le=100)  # per customer
+    bind_customer_window_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    sms_codes_per_phone_per_hour: int | None = Field(default=None, ge=1, le=1000)
+    sms_codes_per_phone_per_day: int | None = Field(default=None, ge=1, le=10000)
 
     # Connection pool per process (SQLite always uses one connection). Keep the timeout
     # below REPLY_DEADLINE_SECONDS: a message that waited that long gets the apology in time.
@@ -194,8 +196,9 @@ class Settings(BaseSettings):
 
     @field_validator("human_service_hours")
     @classmethod
-    def _hours(cls, v: str) -> str:
-        parse_hours(v)
+    def _hours(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_hours(v)
         return v
 
     @field_validator("sms_provider")
@@ -248,7 +251,7 @@ class Settings(BaseSettings):
     @field_validator("sms_codes_per_phone_per_day")
     @classmethod
     def _sms_day(cls, v: int, info) -> int:
-        if v < (info.data.get("sms_codes_per_phone_per_hour") or 0):
+        if v is not None and v < (info.data.get("sms_codes_per_phone_per_hour") or 0):
             raise ValueError("must be at least SMS_CODES_PER_PHONE_PER_HOUR")
         return v
 
@@ -284,9 +287,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    @property
-    def service_hours(self) -> tuple[time, time]:
-        return parse_hours(self.human_service_hours)
 
 
 def _b64(v: str) -> bytes:

@@ -83,6 +83,7 @@ class Services:
         self.notify = notify
         self.outbox_prepare = outbox_prepare
         texts.set_timezone(settings.tz)  # every time a person reads is TIMEZONE
+        texts.set_rules(rules)  # every template reads the rules as `rules`
         redact.install(settings.wechat_app_secret, settings.sms_gateway_token,
                        settings.wechat_token, settings.wechat_encoding_aes_key,
                        settings.tencent_secret_key)

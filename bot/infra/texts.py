@@ -30,6 +30,16 @@ def set_timezone(tz: tzinfo) -> None:
     _display_tz = tz
 
 
+def set_rules(rules) -> None:
+    """The programme's rules (bot.domain.rules.Rules: rules.toml validated at start-up, with
+    the settings that override a rule), which every template reads as `rules` (tier names,
+    venues, the cut-off, the hotline…), so that no template writes a rule of its own. Called
+    when the services are built."""
+    _env.globals["rules"] = rules
+    for template in _templates.values():  # their globals are a copy (see _template)
+        template.globals["rules"] = rules
+
+
 def local(value, tz: tzinfo | None = None):
     """`value` as the wall-clock time of TIMEZONE (or `tz`). An aware datetime (every stored
     instant) is converted; a date, or a naive datetime (a service's date and time, which is
@@ -41,23 +51,32 @@ def local(value, tz: tzinfo | None = None):
 
 _env.filters["local"] = local
 _env.filters["money"] = lambda v: f"{v:,.2f}"
+# The words of the filters below: bot/templates/_formats.j2 (no sentence is written in code).
+_F = _env.get_template("_formats.j2").module
 # 吴女士 / 周先生: warm, and no full name on a screen someone else may read.
-_env.filters["honorific"] = lambda c: f"{c.name[:1]}{'先生' if c.sex == 'M' else '女士'}"
-_env.filters["cn_date"] = lambda d: f"{d.year}年{d.month}月{d.day}日"
-_env.filters["weekday"] = lambda d: "周" + "一二三四五六日"[d.weekday()]
-_env.filters["cn_md"] = lambda d: f"{d.month}月{d.day}日"
+_env.filters["honorific"] = lambda c: _F.honorific["M" if c.sex == "M" else "F"].format(
+    surname=c.name[:1])
+_env.filters["cn_date"] = lambda d: _F.cn_date.format(year=d.year, month=d.month, day=d.day)
+_env.filters["weekday"] = lambda d: _F.weekday.format(day=_F.weekdays[d.weekday()])
+_env.filters["cn_md"] = lambda d: _F.cn_md.format(month=d.month, day=d.day)
 _env.filters["hm"] = lambda t: t.strftime("%H:%M")
 _env.filters["percent"] = lambda w: f"{float(w) * 100:g}%"
-_CN_DIGITS = "零一二三四五六七八九十"
-_env.filters["cn_years"] = lambda n: f"{_CN_DIGITS[n] if 0 <= n <= 10 else n}年"
+_env.filters["cn_years"] = lambda n: _F.cn_years.format(
+    n=_F.cn_digits[n] if 0 <= n <= 10 else n)
 
 
 def _wan(v) -> str:
     """1000000 -> 100万; 30000 -> 3万."""
-    return f"{v / 10000:g}万" if v >= 10000 and v % 100 == 0 else f"{v:,}"
+    return _F.wan.format(n=v / 10000) if v >= 10000 and v % 100 == 0 else f"{v:,}"
 
 
 _env.filters["wan"] = _wan
+
+
+def formatted(filter_name: str, value) -> str:
+    """`value` through one of the templates' filters (cn_md, cn_date, weekday…), for a text
+    built outside a template (an SMS's parameters)."""
+    return _env.filters[filter_name](value)
 # `services | selectattr("tiers", "contains", code)`: the services a tier has.
 _env.tests["contains"] = lambda seq, item: item in seq
 
@@ -104,6 +123,12 @@ def render(template: str, /, **ctx) -> str:
         if line or (out and out[-1]):
             out.append(line)
     return "\n".join(out)
+
+
+def names(template: str):
+    """The variables a names template sets (`staff/names`, `booking/names`: status and
+    relation names), for the other places that show them (the console)."""
+    return _template(template).module
 
 
 def template_exists(name: str) -> bool:

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.domain.identity import (check_digit, id_birth_date, id_sex, is_valid_phone, make_id_number,
-                          mask_id_number, mask_name, mask_phone, mask_policy_no,
                           normalize_id_number, validate_id_number)
+from bot.infra.privacy import mask_id_number, mask_name, mask_phone, mask_policy_no
 
 # The standard's own example (X check digit), and two whose check digits were worked by hand.
 VALID = ["11010519491231002X", "110105194912310038", "440106198001010019"]

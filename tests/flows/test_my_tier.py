@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from sqlmodel import Session
 
-from bot.domain.identity import mask_policy_no
+from bot.infra.privacy import mask_policy_no
 from bot.infra.texts import render
 from bot.domain.accounts import bind
 from tests.support import factories

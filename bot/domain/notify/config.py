@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from bot.domain.bookings import service_start
 from bot.domain.rules import Booking as BookingRules
 from bot.infra import outbox
+from bot.infra.texts import formatted
 from bot.infra.wxfields import template_data
 from models import Booking, Customer, FamilyMember, Institution, WechatUser
 
@@ -87,20 +88,22 @@ def template_body(name: str, values: dict[str, Any], **link_values: Any) -> dict
     return body
 
 
-def _service_name(code: str) -> str:
+def _name(kind: str, code: str) -> str:
+    """The name of a service or tier (`kind`: "service" | "tier") in the rules; the code when
+    the rules do not know it (or before `configure`)."""
     rules = _config.rules
     try:
-        return rules.service(code).name if rules is not None else code
+        return getattr(rules, kind)(code).name if rules is not None else code
     except KeyError:
         return code
+
+
+def _service_name(code: str) -> str:
+    return _name("service", code)
 
 
 def _tier_name(code: str) -> str:
-    rules = _config.rules
-    try:
-        return rules.tier(code).name if rules is not None else code
-    except KeyError:
-        return code
+    return _name("tier", code)
 
 
 @dataclass
@@ -139,8 +142,8 @@ def _when(booking: Booking) -> datetime | date:
 
 
 def _booking_rules() -> BookingRules:
-    """rules.toml's [booking] (its defaults before `configure`: a bare script)."""
-    return _config.rules.booking if _config.rules is not None else BookingRules()
+    """rules.toml's [booking] (`configure` gave the rules, at start-up)."""
+    return _config.rules.booking
 
 
 def _starts(booking: Booking) -> datetime:
@@ -158,7 +161,7 @@ def _values(f: _Facts, **extra: Any) -> dict[str, Any]:
 
 def _when_text(booking: Booking) -> str:
     d = _day(booking)
-    text = f"{d.month}月{d.day}日"
+    text = formatted("cn_md", d)
     return f"{text} {booking.confirmed_time}" if booking.confirmed_time else text
 
 
