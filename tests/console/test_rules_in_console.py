@@ -8,10 +8,10 @@ import re
 import pytest
 import time_machine
 
-from tests.console import SPEC_LOGIN, add_staff, sign_in
-from tests.test_booking import WED
-from tests.test_rules_in_templates import change, changed, settings  # noqa: F401  (fixtures)
-from tests.test_staff import SPEC, booked, desk  # noqa: F401  (fixture)
+from tests.support.console import SPEC_LOGIN, add_staff, sign_in
+from tests.support.booking import WED
+from tests.support.rules import change, changed, settings  # noqa: F401  (fixtures)
+from tests.support.staff import SPEC, booked, desk  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.settings(admin_enabled=True)
 DEADLINE = re.compile(r"免费取消截止</dt><dd>(\d{4}-\d\d-\d\d) (\d\d:\d\d)</dd>")

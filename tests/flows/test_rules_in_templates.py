@@ -4,37 +4,10 @@ question with the file as shipped gives what docs/programme.md states (every fig
 a default of rules.toml). The templates write none of these facts themselves."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.test_booking import INSTITUTIONS, U, world  # noqa: F401  (fixture)
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def changed(request):
-    """The (old, new) replacements this test makes in rules.toml (indirect parameter)."""
-    return getattr(request, "param", ())
-
-
-@pytest.fixture
-def settings(settings, changed, tmp_path):
-    """The test settings, reading a copy of rules.toml with `changed` applied."""
-    if not changed:
-        return settings
-    text = (ROOT / "rules.toml").read_text(encoding="utf-8")
-    for old, new in changed:
-        assert text.count(old) == 1, f"{old!r} is not written once in rules.toml"
-        text = text.replace(old, new)
-    path = tmp_path / "rules.toml"
-    path.write_text(text, encoding="utf-8")
-    return settings.model_copy(update={"rules_file": path})
-
-
-def change(*pairs):
-    return pytest.mark.parametrize("changed", [pairs], indirect=True)
+from tests.support.booking import INSTITUTIONS, U, world  # noqa: F401  (fixture)
+from tests.support.rules import change, changed, settings  # noqa: F401  (fixtures)
 
 
 async def test_as_shipped_the_customer_reads_what_the_programme_states(wx_plain, world):
