@@ -4,7 +4,6 @@ question with the file as shipped gives what docs/programme.md states (every fig
 a default of rules.toml). The templates write none of these facts themselves."""
 from __future__ import annotations
 
-
 from tests.support.booking import INSTITUTIONS, U, world  # noqa: F401  (fixture)
 from tests.support.rules import change, changed, settings  # noqa: F401  (fixtures)
 
