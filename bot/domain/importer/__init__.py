@@ -514,14 +514,15 @@ def _write_staged_pg(conn: Connection, stage: _Stage, report: ImportReport) -> N
     """PostgreSQL, in the import's one transaction: the holders upserted in one statement,
     the new policies inserted in one, the changed ones updated in one (a self-join keeps each
     one's previous holder, who is affected by a move too), and the affected customers flagged
-    in one; no statement per row."""
+    in one; no statement per row. A new holder is flagged as it is inserted (its policies are
+    all new), so the flagging updates only customers who existed before."""
     tier = CUSTOMER_T.c.tier.default.arg
     holder_cols = ("name", "phone", "sex", "birth_date")
     inserted, updated = conn.execute(text(f"""
         WITH up AS (
             INSERT INTO customer (id_number, name, phone, sex, birth_date, tier, contribution,
                                   needs_recompute)
-            SELECT h.id_number, h.name, h.phone, h.sex, h.birth_date, :tier, 0, false
+            SELECT h.id_number, h.name, h.phone, h.sex, h.birth_date, :tier, 0, true
             FROM {HOLDERS} h
             ON CONFLICT (id_number) DO UPDATE
                SET {', '.join(f"{c} = excluded.{c}" for c in holder_cols)}
