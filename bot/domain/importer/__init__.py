@@ -197,9 +197,14 @@ def _import_rows(engine: Engine, spec: Kind, layout: Layout,
 #
 # A policy file is validated row by row as above, and each good row goes to a scratch table
 # (COPY on PostgreSQL; a TEMPORARY table on SQLite, which lives outside the database file and
-# takes no lock on it). Nothing of the bot's tables is touched until the whole file is checked;
-# then the holders and the policies are written set-based from the scratch table:
-# - PostgreSQL: in one transaction with the staging (all or nothing, even on a crash);
+# takes no lock on it). On PostgreSQL a record whose cells are all canonical (`canonical`: what
+# an export writes) is checked by one pattern and a few remembered lookups and goes to COPY as
+# the text it is; any other record goes through the parsers. Nothing of the bot's tables is
+# touched until the whole file is checked; then the holders and the policies are written
+# set-based from the scratch table:
+# - PostgreSQL: in one transaction with the staging (all or nothing, even on a crash), in a few
+#   statements (`_write_staged_pg`: holders upserted with ON CONFLICT, new policies inserted,
+#   changed ones updated, the affected customers flagged);
 # - SQLite: in short transactions of BATCH_ROWS rows each, so that the bot's messages wait for
 #   one batch at most, never for the whole import. A crash mid-write leaves the batches before it
 #   written (and their customers flagged for the tier run, in the same transactions); running
