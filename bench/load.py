@@ -96,7 +96,12 @@ def double_app():
     async def stats():
         keys = [m["body"].get("client_msg_id") for m in app.state.sent]
         ids = [k for k in keys if k]
+        custom = [json.dumps(m["body"], sort_keys=True, ensure_ascii=False)
+                  for m in app.state.sent if m["api"] == "custom"]
         return {"sent": len(app.state.sent), "sms": len(app.state.sms),
+                # customer-service messages have no de-duplication key at WeChat: the same
+                # body to the same follower twice is a message delivered twice
+                "custom_bodies_twice": len(custom) - len(set(custom)),
                 "duplicates_refused": len(app.state.duplicates),
                 "client_msg_ids_twice": len(ids) - len(set(ids)),
                 "by_api": {a: sum(1 for m in app.state.sent if m["api"] == a)
@@ -464,7 +469,8 @@ def check(engine, told: dict[str, str]) -> dict:
         ).scalar()  # dental, gold: one a year (rules.toml)
         numbers = {r[0] for r in c.execute(text("SELECT number FROM booking"))}
         by_status = dict(c.execute(text("SELECT status, count(*) FROM booking GROUP BY 1")).all())
-        outbox = dict(c.execute(text("SELECT status, count(*) FROM notification GROUP BY 1")).all())
+        outbox = {f"{k}/{st}": n for k, st, n in c.execute(text(
+            "SELECT kind, status, count(*) FROM notification GROUP BY 1, 2")).all()}
         sent_twice = c.execute(text(
             "SELECT count(*) FROM (SELECT dedupe_key FROM notification GROUP BY 1 "
             "HAVING count(*) > 1) k")).scalar()
