@@ -16,6 +16,14 @@ Faults (`--fault`), each injected while the traffic runs:
   redis         Redis stopped for 15 s, then started again (the bot answers from the
                 database stores meanwhile)
   wechat-down   the WeChat API double answers -1 (system busy) to every send for 20 s
+  wechat-down-5min
+                the same for 5 minutes (the traffic stops first; the outbox backs up, then
+                drains: the drain is awaited up to 3 minutes after the outage ends, with the
+                backoff capped at 120 s for this run)
+  pg-restart    the PostgreSQL server restarted (`pg_ctlcluster` when given --pg-cluster,
+                e.g. "15 main"; the server is shared: it is restarted only when asked): the
+                bot apologises while it is down, then recovers; the run reports the apology
+                window and checks that no message was half-applied
   scheduler     the active scheduler killed with SIGKILL while it holds its lock (a
                 standby runs beside it), with the WeChat API down for 10 s: the failed
                 sends are retried only if the standby takes over
@@ -23,7 +31,9 @@ Faults (`--fault`), each injected while the traffic runs:
 Everything runs on scratch resources of its own: a PostgreSQL database created for the run
 (and dropped), a redis-server on its own port (never the shared one), temporary files.
 
-    .venv/bin/python bench/load.py [--fault none|kill-worker|redis|wechat-down] [--seconds 40]
+    .venv/bin/python bench/load.py [--fault none|kill-worker|redis|wechat-down|...]
+                                  [--seconds 40]
+    .venv/bin/python bench/load.py --fault pg-restart --pg-cluster "15 main"
 """
 from __future__ import annotations
 
@@ -86,7 +96,12 @@ def double_app():
     async def stats():
         keys = [m["body"].get("client_msg_id") for m in app.state.sent]
         ids = [k for k in keys if k]
+        custom = [json.dumps(m["body"], sort_keys=True, ensure_ascii=False)
+                  for m in app.state.sent if m["api"] == "custom"]
         return {"sent": len(app.state.sent), "sms": len(app.state.sms),
+                # customer-service messages have no de-duplication key at WeChat: the same
+                # body to the same follower twice is a message delivered twice
+                "custom_bodies_twice": len(custom) - len(set(custom)),
                 "duplicates_refused": len(app.state.duplicates),
                 "client_msg_ids_twice": len(ids) - len(set(ids)),
                 "by_api": {a: sum(1 for m in app.state.sent if m["api"] == a)
@@ -139,6 +154,8 @@ class Load:
         self.retries = 0
         self.told: dict[str, str] = {}  # booking number -> openid, as the replies said
         self.messages = 0
+        self.failures_at: list[float] = []  # when each error or apology was seen (epoch s)
+        self.answered_at: list[float] = []  # when each HTTP answer came (epoch s)
 
     async def post(self, http, xml: str, openid: str) -> str:
         params, body = self.side.request(xml, openid=openid)
@@ -148,15 +165,19 @@ class Load:
                                   headers={"Content-Type": "text/xml"})
         except Exception as exc:  # noqa: BLE001 (a worker killed mid-request: count it)
             self.errors.append(f"{type(exc).__name__}")
+            self.failures_at.append(time.time())
             return ""
         self.latencies.append(time.perf_counter() - t0)
         self.messages += 1
+        self.answered_at.append(time.time())
         if res.status_code != 200:
             self.errors.append(f"HTTP {res.status_code}")
+            self.failures_at.append(time.time())
             return ""
         content = self.side.read_reply(res.content).get("Content") or ""
         if ERROR in content:
             self.errors.append("apology")
+            self.failures_at.append(time.time())
         return content
 
     async def say(self, http, openid: str, text: str) -> str:
@@ -226,18 +247,26 @@ def main() -> None:
     ap.add_argument("--retry-share", type=float, default=0.05,
                     help="share of messages WeChat delivers three times")
     ap.add_argument("--fault", default="none", choices=["none", "kill-worker", "redis",
-                                                         "wechat-down", "scheduler"])
+                                                         "wechat-down", "wechat-down-5min",
+                                                         "scheduler", "pg-restart"])
+    ap.add_argument("--pg-cluster", default="",
+                    help='pg-restart: the cluster `pg_ctlcluster VERSION NAME restart` restarts, '
+                         'e.g. "15 main" (required for that fault)')
     ap.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--redis-port", type=int, default=6390)
     args = ap.parse_args()
     seconds = min(args.seconds, 60.0)
+    if args.fault == "pg-restart" and len(args.pg_cluster.split()) != 2:
+        ap.error('--fault pg-restart needs --pg-cluster "VERSION NAME" (see ls /etc/postgresql)')
+    outage = {"wechat-down": 20.0, "wechat-down-5min": 300.0}.get(args.fault, 0.0)
+    backoff_cap = 120 if args.fault == "wechat-down-5min" else 8
     rng = random.Random(17)
 
     from sqlalchemy import create_engine, text
 
     name = f"vipbot_load_{os.getpid()}"
     admin = create_engine(args.pg_admin_url.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+                          isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     db_url = args.pg_admin_url.rsplit("/", 1)[0] + "/" + name
@@ -265,7 +294,8 @@ def main() -> None:
            "SMS_GATEWAY_TOKEN": "load-gw-token", "IN_PROCESS_JOBS": "false",
            "METRICS_ENABLED": "true", "PROMETHEUS_MULTIPROC_DIR": str(work / "prom"),
            "OUTBOX_POLL_SECONDS": "1", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
-           "OUTBOX_BACKOFF_BASE": "1", "OUTBOX_BACKOFF_CAP": "8"}
+           "OUTBOX_BACKOFF_BASE": "1" if backoff_cap == 8 else "2",
+           "OUTBOX_BACKOFF_CAP": str(backoff_cap), "OUTBOX_MAX_TRIES": "12"}
     report: dict = {"fault": args.fault}
     try:
         procs.append(subprocess.Popen(
@@ -288,12 +318,14 @@ def main() -> None:
             time.sleep(4)
             procs.append(subprocess.Popen([sys.executable, "main.py", "scheduler"], cwd=ROOT,
                                           env=env, stdout=subprocess.DEVNULL, stderr=logs))
-        wait_port(bot_port)
+        wait_port(bot_port, 180)  # a loaded machine starts workers slowly
         time.sleep(3)  # both workers up
         url = f"http://127.0.0.1:{bot_port}/wechat"
         load = Load(url, WeChatSide(TOKEN, APP_ID, "", "plain"), args.retry_share, rng)
         followers = [Follower(o, random.Random(i)) for i, o in enumerate(openids)]
         events: list[str] = []
+        outage_end = [0.0]  # when the WeChat API outage ends (epoch s)
+        restart: list[float] = []  # the PostgreSQL restart's start and end (epoch s)
 
         async def fault():
             nonlocal redis_proc
@@ -323,11 +355,23 @@ def main() -> None:
                 os.kill(active.pid, signal.SIGKILL)
                 events.append(f"t=8s: SIGKILL to the active scheduler {active.pid}; WeChat API "
                               "double answers -1 for 10 s")
-            elif args.fault == "wechat-down":
+            elif outage:
                 async with httpx.AsyncClient() as h:
                     await h.post(f"http://127.0.0.1:{double_port}/_load/outage",
-                                 params={"seconds": 20})
-                events.append("t=8s: WeChat API double answers -1 to every send for 20 s")
+                                 params={"seconds": outage})
+                outage_end[0] = time.time() + outage
+                events.append(f"t=8s: WeChat API double answers -1 to every send for "
+                              f"{outage:.0f} s")
+            elif args.fault == "pg-restart":
+                version, cluster = args.pg_cluster.split()
+                t0 = time.time()
+                done = await asyncio.to_thread(
+                    subprocess.run, ["pg_ctlcluster", version, cluster, "restart"],
+                    capture_output=True, text=True, timeout=60)
+                restart[:] = [t0, time.time()]
+                events.append(f"t=8s: pg_ctlcluster {version} {cluster} restart: exit "
+                              f"{done.returncode} after {time.time() - t0:.1f} s "
+                              f"{done.stderr.strip()[:120]}")
 
         elapsed = asyncio.run(drive(url, followers, seconds, args.concurrency, load, fault))
         lat = sorted(load.latencies)
@@ -339,19 +383,39 @@ def main() -> None:
                       error_kinds={k: load.errors.count(k) for k in set(load.errors)},
                       retried_messages=load.retries, retries_with_another_reply=load.retry_mismatch,
                       bookings_told=len(load.told), events=events)
+        if restart:
+            after = [t for t in load.failures_at if t >= restart[0] - 1]
+            report["apology_window"] = {
+                "restart_s": round(restart[1] - restart[0], 1),
+                "failures_from_restart": len(after),
+                "first_after_restart_start_s": round(after[0] - restart[0], 1) if after else None,
+                "last_after_restart_start_s": round(after[-1] - restart[0], 1) if after else None,
+                "answered_ok_after_last_failure": sum(
+                    1 for t in load.answered_at if after and t > after[-1])}
         # The outbox drains: wait (bounded) until nothing is pending or sending.
-        engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+        engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"),
+                               pool_pre_ping=True)
         drained_at = None
-        t_end = time.time() + 90
+        backlog: list[tuple[float, int]] = []  # (epoch s, rows pending or sending)
+        # Bounded: 90 s after the traffic, or 180 s after a long outage ends.
+        t_end = max(time.time() + 90, outage_end[0] + 180) if outage > 60 else time.time() + 90
         while time.time() < t_end:
             with engine.connect() as c:
                 waiting = c.execute(text("SELECT count(*) FROM notification WHERE status IN "
                                          "('pending', 'sending')")).scalar()
-            if waiting == 0:
+            backlog.append((time.time(), waiting))
+            if waiting == 0 and time.time() > outage_end[0]:
                 drained_at = time.time()
                 break
             time.sleep(1)
         report["outbox_drained"] = drained_at is not None
+        if outage:
+            report["outbox_backlog"] = {
+                "max_pending": max((w for _, w in backlog), default=0),
+                "pending_when_outage_ended": next((w for t, w in backlog if t >= outage_end[0]),
+                                                  None),
+                "drained_s_after_outage_end": (round(drained_at - outage_end[0], 1)
+                                               if drained_at else None)}
         import httpx
         report["double"] = httpx.get(f"http://127.0.0.1:{double_port}/_load/stats").json()
         metrics = httpx.get(f"http://127.0.0.1:{bot_port}/metrics").text
@@ -405,14 +469,25 @@ def check(engine, told: dict[str, str]) -> dict:
         ).scalar()  # dental, gold: one a year (rules.toml)
         numbers = {r[0] for r in c.execute(text("SELECT number FROM booking"))}
         by_status = dict(c.execute(text("SELECT status, count(*) FROM booking GROUP BY 1")).all())
-        outbox = dict(c.execute(text("SELECT status, count(*) FROM notification GROUP BY 1")).all())
+        outbox = {f"{k}/{st}": n for k, st, n in c.execute(text(
+            "SELECT kind, status, count(*) FROM notification GROUP BY 1, 2")).all()}
         sent_twice = c.execute(text(
             "SELECT count(*) FROM (SELECT dedupe_key FROM notification GROUP BY 1 "
             "HAVING count(*) > 1) k")).scalar()
+        # Half-applied messages: a booking's row and the message telling the customer are
+        # written in one transaction, so one without the other means a message half-applied.
+        without_receipt = c.execute(text(
+            "SELECT count(*) FROM booking b WHERE NOT EXISTS (SELECT 1 FROM notification n "
+            "WHERE n.dedupe_key = 'booking:' || b.id || '\\:received')")).scalar()
+        cancelled_untold = c.execute(text(
+            "SELECT count(*) FROM booking b WHERE b.status IN ('cancelled', 'cancelled_late') "
+            "AND NOT EXISTS (SELECT 1 FROM notification n "
+            "WHERE n.dedupe_key = 'booking:' || b.id || '\\:cancelled')")).scalar()
     return {"live_bookings_doubled": doubles, "quota_exceeded": over,
             "bookings_told_but_missing": sorted(set(told) - numbers)[:10],
             "bookings_by_status": by_status, "outbox_by_status": outbox,
-            "outbox_keys_twice": sent_twice}
+            "outbox_keys_twice": sent_twice, "bookings_without_receipt": without_receipt,
+            "cancellations_untold": cancelled_untold}
 
 
 if __name__ == "__main__":

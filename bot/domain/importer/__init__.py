@@ -61,6 +61,7 @@ from bot.domain.importer.cells import (BINDING_COLUMNS, CUSTOMER_T, FAMILY_COLUM
 from bot.domain.importer.report import (KEPT_REJECTIONS, SHOWN_REJECTIONS, FileError, ImportReport,
                                         Rejection)
 from bot.domain.importer.csv_reader import (_Lines, _records, Layout, read_header)
+from bot.domain.importer.canonical import Canonical, cents
 from bot.domain.importer.writers import (BINDING_REFUSALS, mark_for_recompute,
                                          marked_for_recompute, sync_rows, Synced, write_bindings,
                                          write_family, write_institutions)
@@ -196,9 +197,14 @@ def _import_rows(engine: Engine, spec: Kind, layout: Layout,
 #
 # A policy file is validated row by row as above, and each good row goes to a scratch table
 # (COPY on PostgreSQL; a TEMPORARY table on SQLite, which lives outside the database file and
-# takes no lock on it). Nothing of the bot's tables is touched until the whole file is checked;
-# then the holders and the policies are written set-based from the scratch table:
-# - PostgreSQL: in one transaction with the staging (all or nothing, even on a crash);
+# takes no lock on it). On PostgreSQL a record whose cells are all canonical (`canonical`: what
+# an export writes) is checked by one pattern and a few remembered lookups and goes to COPY as
+# the text it is; any other record goes through the parsers. Nothing of the bot's tables is
+# touched until the whole file is checked; then the holders and the policies are written
+# set-based from the scratch table:
+# - PostgreSQL: in one transaction with the staging (all or nothing, even on a crash), in a few
+#   statements (`_write_staged_pg`: holders upserted with ON CONFLICT, new policies inserted,
+#   changed ones updated, the affected customers flagged);
 # - SQLite: in short transactions of BATCH_ROWS rows each, so that the bot's messages wait for
 #   one batch at most, never for the whole import. A crash mid-write leaves the batches before it
 #   written (and their customers flagged for the tier run, in the same transactions); running
@@ -229,8 +235,14 @@ class _Stage:
         self.lines: list[int] = []  # the line of every BATCH_ROWS-th staged row
         self._holders: dict[str, tuple] = {}
         self._windows: dict[tuple, tuple[date, date]] = {}
-        self._buffer: list[tuple] = []
+        self._buffer: list = []  # PostgreSQL: COPY text lines; SQLite: rows
         self._copy_cm = None
+        # The fast path's remembered answers (`add_canonical`), by cell text.
+        self._canonical_holders: dict[str, tuple[str, str]] = {}
+        self._text_windows: dict[tuple, tuple[str, str]] = {}
+        self._cents: dict[str, str] = {}
+        self._parse_id = POLICY_COLUMNS["holder_id_number"]
+        self._parse_date = POLICY_COLUMNS["effective_date"]
         key = "" if self.pg else " PRIMARY KEY"
         columns = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}{key if c == 'line' else ''}"
                             for c in _STAGED)
@@ -267,15 +279,63 @@ class _Stage:
             self.lines.append(line)
         self.rows += 1
         if self.pg:
-            self._copy.write_row(row)
+            self._buffer.append("\t".join(map(_copy_text, row)) + "\n")
+            if len(self._buffer) >= BATCH_ROWS:
+                self.flush()
             return
         self._buffer.append(tuple(x.isoformat() if isinstance(x, date) else
                                   int(x) if isinstance(x, bool) else x for x in row))
         if len(self._buffer) >= BATCH_ROWS:
             self.flush()
 
+    def add_canonical(self, line: int, cells: tuple[str, ...]) -> bool:
+        """Stage a record the fast path matched (`canonical`): its cells in POLICY_COLUMNS
+        order, already the text COPY reads. False when a remembered check refuses it (a bad
+        check digit, no such date): the parsers then say why."""
+        (policy, number, name, phone, product, liabilities, mode, m1, m2, m3, m4, m5,
+         effective, years, status, cooling, pledged, loan) = cells
+        holder = self._canonical_holders.get(number)
+        if holder is None:
+            try:
+                self._parse_id(number)
+            except ValueError:
+                return False
+            holder = self._canonical_holders[number] = (id_sex(number),
+                                                        id_birth_date(number).isoformat())
+            self._holders[number] = holder
+        terms = (effective, cooling, mode, years)
+        span = self._text_windows.get(terms)
+        if span is None:
+            try:
+                start, until = window_of(self._parse_date(effective), self._parse_date(cooling),
+                                         mode, int(years), self.rules)
+            except ValueError:
+                return False
+            span = (start.isoformat(), until.isoformat())
+            if len(self._text_windows) < 200_000:
+                self._text_windows[terms] = span
+        money = self._cents
+        amounts = []
+        for m in (m1, m2, m3, m4, m5):
+            c = money.get(m)
+            if c is None:
+                c = money[m] = cents(m)
+            amounts.append(c)
+        if self.rows % BATCH_ROWS == 0:
+            self.lines.append(line)
+        self.rows += 1
+        self._buffer.append("\t".join((
+            str(line), policy, number, name, phone, *holder, product, liabilities, mode,
+            *amounts, effective, years, status, cooling, pledged, loan, *span)) + "\n")
+        if len(self._buffer) >= BATCH_ROWS:
+            self.flush()
+        return True
+
     def flush(self) -> None:
-        if self._buffer:
+        if self._buffer and self.pg:
+            self._copy.write("".join(self._buffer))
+            self._buffer.clear()
+        elif self._buffer:
             marks = ", ".join("?" * len(_STAGED))
             self.raw.execute("BEGIN")  # deferred: locks the temp schema only
             self.raw.executemany(f"INSERT INTO {STAGE} VALUES ({marks})", self._buffer)
@@ -294,12 +354,11 @@ class _Stage:
 
     def close(self) -> None:
         """The staging is complete: the holders table (each holder's last row in the file)."""
+        self.flush()
         if self.pg:
             cm, self._copy_cm = self._copy_cm, None
             cm.__exit__(None, None, None)
             self._cursor.close()
-        else:
-            self.flush()
         self._sql(f"DROP TABLE IF EXISTS {HOLDERS}")
         key = "" if self.pg else " PRIMARY KEY"
         self._sql(f"CREATE TEMPORARY TABLE {HOLDERS} (seq INTEGER{key}, id_number TEXT, "
@@ -320,6 +379,18 @@ class _Stage:
     def drop(self) -> None:
         for table in (HOLDERS, STAGE):
             self._sql(f"DROP TABLE IF EXISTS {table}")
+
+
+def _copy_text(value) -> str:
+    """A staged value as PostgreSQL's COPY text format writes it."""
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace(
+            "\n", "\\n").replace("\r", "\\r")
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
 
 
 def _differs(p: str, s: str, c: str) -> str:
@@ -403,8 +474,16 @@ def _import_policies(engine: Engine, spec: Kind, layout: Layout,
         stage = None
         try:
             stage = _Stage(conn, rules)
+            fast = Canonical(layout.width, [i for _, i, _ in layout.fields]) if pg else None
             for line, cells in records:
                 report.rows += 1
+                if fast is not None and (canonical := fast.cells(cells)) is not None:
+                    if seen.setdefault((canonical[0],), line) == line:
+                        if stage.add_canonical(line, canonical):
+                            if report.rows % BATCH_ROWS == 0:
+                                advance()
+                            continue
+                        del seen[(canonical[0],)]  # the parsers record it again
                 try:
                     values = check_record(spec, layout, cells, seen, line)
                 except ValueError as exc:
@@ -433,10 +512,74 @@ def _import_policies(engine: Engine, spec: Kind, layout: Layout,
         report.discard_counts()
 
 
+AFFECTED = "tmp_import_affected"
+
+
+def _write_staged_pg(conn: Connection, stage: _Stage, report: ImportReport) -> None:
+    """PostgreSQL, in the import's one transaction: the holders upserted in one statement,
+    the new policies inserted in one, the changed ones updated in one (a self-join keeps each
+    one's previous holder, who is affected by a move too), and the affected customers flagged
+    in one; no statement per row. A new holder is flagged as it is inserted (its policies are
+    all new), so the flagging updates only customers who existed before."""
+    tier = CUSTOMER_T.c.tier.default.arg
+    holder_cols = ("name", "phone", "sex", "birth_date")
+    inserted, updated = conn.execute(text(f"""
+        WITH up AS (
+            INSERT INTO customer (id_number, name, phone, sex, birth_date, tier, contribution,
+                                  needs_recompute)
+            SELECT h.id_number, h.name, h.phone, h.sex, h.birth_date, :tier, 0, true
+            FROM {HOLDERS} h
+            ON CONFLICT (id_number) DO UPDATE
+               SET {', '.join(f"{c} = excluded.{c}" for c in holder_cols)}
+             WHERE ({', '.join(f"customer.{c}" for c in holder_cols)})
+                   IS DISTINCT FROM ({', '.join(f"excluded.{c}" for c in holder_cols)})
+            RETURNING xmax = 0 AS inserted)
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"""),
+        {"tier": tier}).one()
+    report.customers_inserted += inserted
+    report.customers_updated += updated
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {AFFECTED}")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {AFFECTED} (id INTEGER)")
+    windows = ("counts_from", "counts_until")
+    columns = ("policy_no", *_COMPARED, *windows)
+    inserted = conn.exec_driver_sql(f"""
+        WITH ins AS (
+            INSERT INTO policy (customer_id, {', '.join(columns)})
+            SELECT c.id, {', '.join(f's.{col}' for col in columns)}
+            FROM {STAGE} s JOIN customer c ON c.id_number = s.holder_id_number
+            ON CONFLICT (policy_no) DO NOTHING
+            RETURNING customer_id),
+        mark AS (INSERT INTO {AFFECTED} (id) SELECT DISTINCT customer_id FROM ins)
+        SELECT count(*) FROM ins""").scalar_one()
+    assign = ", ".join(f"{col} = s.{col}" for col in (*_COMPARED, *windows))
+    changed = _differs("old", "s", "c")
+    windows_differ = " OR ".join(f"old.{w} IS DISTINCT FROM s.{w}" for w in windows)
+    updated = conn.exec_driver_sql(f"""
+        WITH up AS (
+            UPDATE policy SET customer_id = c.id, {assign}
+            FROM {STAGE} s JOIN customer c ON c.id_number = s.holder_id_number, policy old
+            WHERE policy.policy_no = s.policy_no AND old.id = policy.id
+              AND ({changed} OR {windows_differ})
+            RETURNING c.id AS now_id, old.customer_id AS was_id, ({changed}) AS changed),
+        mark AS (INSERT INTO {AFFECTED} (id)
+                 SELECT now_id FROM up WHERE changed
+                 UNION SELECT was_id FROM up WHERE changed)
+        SELECT count(*) FILTER (WHERE changed) FROM up""").scalar_one()
+    conn.exec_driver_sql(f"""
+        UPDATE customer SET needs_recompute = true
+        FROM (SELECT DISTINCT id FROM {AFFECTED}) a
+        WHERE customer.id = a.id AND NOT customer.needs_recompute""")
+    report.affected_customers.update(
+        conn.exec_driver_sql(f"SELECT DISTINCT id FROM {AFFECTED}").scalars())
+    conn.exec_driver_sql(f"DROP TABLE {AFFECTED}")
+    report.inserted += inserted
+    report.updated += updated
+    report.unchanged += stage.rows - inserted - updated
+
+
 def _write_staged(conn: Connection, stage: _Stage, report: ImportReport, pg: bool) -> None:
-    if pg:  # one transaction, one statement each
-        _write_holders(conn, 1, stage.holders, report)
-        _write_policies(conn, 0, 2**31 - 1, stage.rows, report)
+    if pg:  # one transaction, a few set-based statements
+        _write_staged_pg(conn, stage, report)
         return
     for lo in range(1, stage.holders + 1, BATCH_ROWS):
         with conn.begin():
