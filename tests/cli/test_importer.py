@@ -22,10 +22,10 @@ from bot.domain.identity import make_id_number, mask_id_number, mask_phone
 from bot.domain.importer import POLICY_COLUMNS, import_csv
 from models import Customer, FamilyMember, Policy, TierHistory
 from tests.conftest import _settings
-from tests.support.imports import HOLDER, cli, count, db, policy, to_csv  # noqa: F401
+from tests.support.imports import (HOLDER, HOLDER2, cfg, cli, count, db, lines_of, policy,  # noqa: F401
+                                   rows_of, run, to_csv)
 
 
-HOLDER2 = make_id_number("310101", date(1975, 1, 2), 7, "F")
 SPOUSE = make_id_number("310101", date(1982, 3, 4), 1, "F")
 CHILD = make_id_number("310101", date(2010, 6, 1), 2, "M")
 BAD_CHECK = HOLDER[:17] + ("0" if HOLDER[17] != "0" else "1")
@@ -36,30 +36,6 @@ def member(id_number: str = SPOUSE, **cells: str) -> dict[str, str]:
                phone="13900001111")
     row.update(cells)
     return row
-
-
-@pytest.fixture
-def cfg(db_url):
-    return _settings(db_url)
-
-
-@pytest.fixture
-def run(cfg, tmp_path):
-    """Import `content` (text is written as UTF-8) as a file of `kind`."""
-    def run_(kind: str, content: str | bytes, *, skip_bad: bool = False, name: str = "in.csv"):
-        path = tmp_path / name
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-        return import_csv(cfg, kind, path, skip_bad=skip_bad, progress=False)
-    return run_
-
-
-def rows_of(db, model) -> list:
-    with db.connect() as c:
-        return c.execute(select(model.__table__)).all()
-
-
-def lines_of(report) -> dict[int, str]:
-    return {r.line: r.reason for r in report.rejections}
 
 
 # --- A good file ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Shared set-ups (fixtures, constants and helpers) first written for tests/test_binding.py."""
+"""Shared set-ups (fixtures, constants and helpers) first written for tests/flows/test_binding.py."""
 from __future__ import annotations
 
 import time

@@ -1,11 +1,13 @@
-"""Shared set-ups (fixtures, constants and helpers) first written for tests/test_booking.py."""
+"""Shared set-ups (fixtures, constants and helpers) first written for tests/flows/test_booking.py."""
 from __future__ import annotations
 
 import re
+
 import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 from sqlmodel import select as sm_select
+
 from bot.domain.accounts import bind
 from models import Booking, Institution
 from tests.support import factories

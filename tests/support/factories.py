@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from datetime import date
-from itertools import count
 from decimal import Decimal
+from itertools import count
 
 from sqlmodel import Session
 

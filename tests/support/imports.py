@@ -1,4 +1,4 @@
-"""Shared set-ups (fixtures, constants and helpers) first written for tests/test_importer.py."""
+"""Shared set-ups (fixtures, constants and helpers) first written for tests/cli/test_importer.py."""
 from __future__ import annotations
 
 import csv
@@ -8,14 +8,19 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
-from tests.support import ROOT
-from bot.infra.config import Settings
+
 from bot.domain.identity import make_id_number
+from bot.domain.importer import import_csv
+from bot.infra.config import Settings
+from tests.conftest import _settings
+from tests.support import ROOT
 
 
 HOLDER = make_id_number("110105", date(1980, 5, 17), 3, "M")
+HOLDER2 = make_id_number("310101", date(1975, 1, 2), 7, "F")
 
 
 PHONE = "13812345678"
@@ -66,3 +71,27 @@ def cli_env(db_url: str) -> dict[str, str]:
 def cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "main.py", "import", *args], cwd=ROOT,
                           env=cli_env(db_url), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cfg(db_url):
+    return _settings(db_url)
+
+
+@pytest.fixture
+def run(cfg, tmp_path):
+    """Import `content` (text is written as UTF-8) as a file of `kind`."""
+    def run_(kind: str, content: str | bytes, *, skip_bad: bool = False, name: str = "in.csv"):
+        path = tmp_path / name
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return import_csv(cfg, kind, path, skip_bad=skip_bad, progress=False)
+    return run_
+
+
+def rows_of(db, model) -> list:
+    with db.connect() as c:
+        return c.execute(select(model.__table__)).all()
+
+
+def lines_of(report) -> dict[int, str]:
+    return {r.line: r.reason for r in report.rejections}

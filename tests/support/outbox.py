@@ -1,11 +1,13 @@
-"""Shared set-ups (fixtures, constants and helpers) first written for tests/test_outbox.py."""
+"""Shared set-ups (fixtures, constants and helpers) first written for tests/outbound/test_outbox.py."""
 from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from itertools import count
+
 from sqlalchemy import select
 from sqlmodel import Session
+
 from bot.domain import notify
 from bot.domain.accounts import bind
 from bot.domain.vocab import BookingStatus

@@ -1,10 +1,12 @@
-"""Shared set-ups (fixtures, constants and helpers) first written for tests/test_staff.py, tests/test_staff_desk.py."""
+"""Shared set-ups (fixtures, constants and helpers) first written for tests/flows/test_staff.py, tests/flows/test_staff_desk.py."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+
 import pytest
 from sqlmodel import Session
 from sqlmodel import select as sm_select
+
 from bot.domain import broadcasts
 from bot.domain.accounts import bind
 from bot.domain.staff_desk import create_invite

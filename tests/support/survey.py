@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import time
-
 from datetime import date, timedelta
 
 from bot.conversation import Arg, Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
 from bot.conversation.intents import Universal
-from models import LeftMessage
 from handlers import build_router
 from menus import Key
+from models import LeftMessage
 
 
 class SurveyData(FlowData):

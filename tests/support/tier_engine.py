@@ -1,12 +1,14 @@
-"""Shared set-ups (fixtures, constants and helpers) first written for tests/test_tier_engine.py."""
+"""Shared set-ups (fixtures, constants and helpers) first written for tests/domain/test_tier_engine.py."""
 from __future__ import annotations
 
 from dataclasses import asdict, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import count
+
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
+
 from models import Customer, Notification, Policy, TierHistory, WechatUser
 from tests.support.tiers import P
 

@@ -1,10 +1,11 @@
-"""Shared set-ups (fixtures, constants and helpers) first written for tests/test_tiers.py."""
+"""Shared set-ups (fixtures, constants and helpers) first written for tests/domain/test_tiers.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+
 from bot.domain.rules import load_rules
 from bot.domain.tiers import effective_date
 from tests.support import ROOT

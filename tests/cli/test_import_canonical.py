@@ -14,7 +14,7 @@ from bot.domain.importer import POLICY_COLUMNS
 from bot.domain.importer.canonical import Canonical, cents
 from bot.domain.importer.cells import parse_row
 from models import Customer, Policy
-from tests.test_importer import (HOLDER, HOLDER2, count, lines_of, policy, rows_of, to_csv,
+from tests.support.imports import (HOLDER, HOLDER2, count, lines_of, policy, rows_of, to_csv,
                                  cfg, db, run)  # noqa: F401 (fixtures)
 
 COLUMNS = list(POLICY_COLUMNS)
