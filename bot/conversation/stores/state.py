@@ -1,0 +1,252 @@
+"""Conversation state stores (memory, SQL, Redis): each user's `Record` and the user's lock.
+
+The SQL state store works on the message's own connection and transaction (state and the
+handler's writes commit together); the others ignore the connection they are given."""
+from __future__ import annotations
+
+import contextvars
+import json
+import threading
+import time
+import uuid
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+from sqlalchemy import Connection, Engine, delete
+
+from bot.infra.db import driver_execute
+from models import FsmState
+
+
+STATE_T = FsmState.__table__
+
+
+@dataclass
+class Record:
+    """What the bot remembers about one user's conversation: the flow step (`flow:step`),
+    the flow's answers, the steps visited (for 返回) and the pages still to show."""
+
+    state: str | None = None
+    data: dict = field(default_factory=dict)
+    pages: list[str] = field(default_factory=list)
+    updated_at: float = 0.0
+    history: list[str] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.state, self.data, self.history = None, {}, []
+
+    @property
+    def empty(self) -> bool:
+        return self.state is None and not self.data and not self.pages
+
+    def dumps(self) -> str:
+        value = {"state": self.state, "data": self.data, "pages": self.pages}
+        if self.history:
+            value["history"] = self.history
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, raw: str | bytes | None, updated_at: float) -> "Record":
+        if not raw:
+            return cls()
+        try:
+            v = json.loads(raw)
+            return cls(v.get("state"), v.get("data") or {}, v.get("pages") or [], updated_at,
+                       v.get("history") or [])
+        except (ValueError, AttributeError):
+            return cls()  # a corrupt record is a fresh start, never a crash
+
+
+class _Striped:
+    """A fixed set of locks picked by key hash: bounded memory, per-key serialisation."""
+
+    def __init__(self, n: int = 512) -> None:
+        self._locks = [threading.Lock() for _ in range(n)]
+
+    def __call__(self, key: str) -> threading.Lock:
+        return self._locks[zlib.crc32(key.encode()) % len(self._locks)]
+
+
+# --- State stores ------------------------------------------------------------------------
+
+
+class StateStore(Protocol):
+    def lock(self, key: str, conn: Connection): ...
+    def load(self, key: str, conn: Connection) -> Record: ...
+    def save(self, key: str, record: Record, conn: Connection) -> None: ...
+
+
+class MemoryStateStore:
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float]] = {}
+        self._locks = _Striped()
+
+    def lock(self, key: str, conn: Connection):
+        return self._locks(key)
+
+    def load(self, key: str, conn: Connection) -> Record:
+        raw = self._data.get(key)
+        return Record.loads(raw[0], raw[1]) if raw else Record()
+
+    def save(self, key: str, record: Record, conn: Connection) -> None:
+        if record.empty:
+            self._data.pop(key, None)
+        else:
+            self._data[key] = (record.dumps(), record.updated_at)
+
+
+class SqlStateStore:
+    """State rows in the bot's database, written in the message's transaction.
+
+    Serialisation per user: SQLite runs one transaction at a time (BEGIN IMMEDIATE, one
+    connection per process); PostgreSQL takes a transaction-scoped advisory lock on the
+    user's key, so two workers cannot interleave one user's messages.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._pg = engine.dialect.name == "postgresql"
+        # Plain SQL straight on the DB-API cursor of the message's connection (inside its
+        # transaction): this runs for every message, and SQLAlchemy's per-statement
+        # machinery would be most of its cost. Same text on both dialects.
+        p = "%s" if self._pg else "?"
+        self._lock = f"SELECT pg_advisory_xact_lock({p})"
+        self._select = f"SELECT value, updated_at FROM fsm_state WHERE key = {p}"
+        self._delete = f"DELETE FROM fsm_state WHERE key = {p}"
+        self._upsert = (f"INSERT INTO fsm_state (key, value, updated_at) VALUES ({p}, {p}, {p}) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                        "updated_at = excluded.updated_at")
+
+    @contextmanager
+    def lock(self, key: str, conn: Connection) -> Iterator[None]:
+        if self._pg:
+            driver_execute(conn, self._lock, (zlib.crc32(key.encode()) - 2**31,))
+        yield
+
+    def load(self, key: str, conn: Connection) -> Record:
+        row = driver_execute(conn, self._select, (key,))
+        return Record.loads(row[0], row[1]) if row else Record()
+
+    def save(self, key: str, record: Record, conn: Connection) -> None:
+        if record.empty:
+            driver_execute(conn, self._delete, (key,))
+        else:
+            driver_execute(conn, self._upsert, (key, record.dumps(), record.updated_at))
+
+
+# A user's lock and record, taken with the message's de-duplication claim (one Redis round
+# trip, `RedisDedupStore.claim_prefetching`) and handed to the handler's thread in this
+# context variable; the lock held by the running message (its key, token, whether released).
+PREFETCH: contextvars.ContextVar["Prefetch | None"] = contextvars.ContextVar("prefetch", default=None)
+_HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("held_lock", default=None)
+
+# Release a lock only if it is still ours (its token): an expired one may be another's.
+_UNLOCK = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+           "end return 0")
+# The claim of a message, then (if claimed) its user's lock, then (if locked) the user's
+# record: {0} not claimed; {1, 0} claimed, lock busy; {1, 1, value, updated_at}.
+_CLAIM_LOCK_LOAD = """
+if not redis.call('SET', KEYS[1], '', 'NX', 'EX', ARGV[1]) then return {0} end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, 0} end
+local v = redis.call('HMGET', KEYS[3], 'v', 't')
+return {1, 1, v[1] or false, v[2] or false}
+"""
+
+
+class LockBusy(RuntimeError):
+    """Another message of the user held the lock for longer than we wait."""
+
+
+@dataclass
+class Prefetch:
+    key: str  # the user's
+    token: str
+    record: "Record"
+
+
+class RedisStateStore:
+    """State in Redis hashes; a short Redis lock (SET NX PX with a token, released by a
+    compare-and-delete script) serialises one user's messages across workers. The release
+    travels with the state's write (one round trip), and the lock and the record may come
+    with the message's claim (`Prefetch`)."""
+
+    LOCK_MS = 30_000  # a worker that dies holding a lock holds it this long at most
+    WAIT_SECONDS = 10.0
+
+    def __init__(self, client, prefix: str, ttl_seconds: int = 15 * 60 + 300):
+        self._r = client
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+        self._unlock = client.register_script(_UNLOCK)
+
+    def lock_key(self, key: str) -> str:
+        return f"{self._prefix}lock:{key}"
+
+    def state_key(self, key: str) -> str:
+        return self._prefix + key
+
+    @contextmanager
+    def lock(self, key: str, conn: Connection) -> Iterator[None]:
+        pre = PREFETCH.get()
+        if pre is not None and pre.key == key:
+            token = pre.token  # taken with the claim
+        else:
+            token = uuid.uuid4().hex
+            deadline = time.monotonic() + self.WAIT_SECONDS
+            pause = 0.002
+            while not self._r.set(self.lock_key(key), token, nx=True, px=self.LOCK_MS):
+                if time.monotonic() > deadline:
+                    raise LockBusy(f"user lock busy for {self.WAIT_SECONDS:g} s")
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        held = [key, token, False]
+        reset = _HELD.set(held)
+        try:
+            yield
+        finally:
+            _HELD.reset(reset)
+            if not held[2]:
+                self._unlock(keys=[self.lock_key(key)], args=[token])
+
+    def load(self, key: str, conn: Connection) -> Record:
+        pre = PREFETCH.get()
+        if pre is not None and pre.key == key:
+            PREFETCH.set(None)  # once
+            return pre.record
+        raw = self._r.hmget(self.state_key(key), "v", "t")
+        return Record.loads(raw[0], float(raw[1] or 0)) if raw[0] else Record()
+
+    def save(self, key: str, record: Record, conn: Connection) -> None:
+        """Write the record (or delete it when empty) and, when this thread holds the
+        user's lock, release it in the same round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        if record.empty:
+            pipe.delete(self.state_key(key))
+        else:
+            pipe.hset(self.state_key(key), mapping={"v": record.dumps(), "t": record.updated_at})
+            pipe.expire(self.state_key(key), self._ttl)
+        held = _HELD.get()
+        release = held is not None and held[0] == key and not held[2]
+        if release:
+            # EVAL, not the registered script: redis-py sends SCRIPT EXISTS (a round trip of
+            # its own) before a pipeline that holds a registered script.
+            pipe.eval(_UNLOCK, 1, self.lock_key(key), held[1])
+        pipe.execute()
+        if release:
+            held[2] = True
+STATE_MARGIN_SECONDS = 300  # abandoned state outlives the flow timeout by at most this
+
+
+def state_ttl_seconds(settings) -> int:
+    """How long a conversation record outlives its last message: the flow timeout (after
+    which the engine ends the flow anyway) plus a margin."""
+    return settings.flow_timeout_minutes * 60 + STATE_MARGIN_SECONDS
+
+
+def purge_states(engine: Engine, settings, now: float | None = None) -> int:
+    """Delete SQL conversation records idle longer than the flow timeout (abandoned flows
+    and pages nobody asked for): the daily job's, the SQL flavour of Redis's TTL."""
+    cutoff = (time.time() if now is None else now) - settings.flow_timeout_minutes * 60
+    with engine.begin() as conn:
+        return conn.execute(delete(STATE_T).where(STATE_T.c.updated_at < cutoff)).rowcount
