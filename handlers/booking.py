@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-import weakref
 from datetime import date, timedelta
 from typing import Any
 
@@ -92,19 +91,13 @@ def _service(ctx: Context, data: BookingData) -> Service:
     return ctx.services.rules.service(data.service)
 
 
-# The booking facts of each message being handled (keyed by its Context, dropped with it).
-_STORED: dict[int, store.Stored] = {}
-
-
 def stored(ctx: Context, *, fresh: bool = False) -> store.Stored:
     """What the database says about this customer's booking, each fact read at most once
-    per message (`fresh`: read again, e.g. after the commit's re-check under the lock)."""
+    per message (kept in the message's memo; `fresh`: read again, e.g. after the commit's
+    re-check under the lock)."""
     customer = bound_customer(ctx)
-    got = _STORED.get(id(ctx))
-    if fresh or got is None or got.conn is not ctx.conn or got.customer_id != customer.id:
-        got = _STORED[id(ctx)] = store.Stored(ctx.conn, customer.id)
-        weakref.finalize(ctx, _STORED.pop, id(ctx), None)
-    return got
+    return ctx.memo((store.Stored, customer.id), lambda: store.Stored(ctx.conn, customer.id),
+                    fresh=fresh)
 
 
 def draft(ctx: Context, data: BookingData) -> BookingDraft:
