@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-import weakref
 from datetime import date, timedelta
 from typing import Any
 
@@ -92,19 +91,13 @@ def _service(ctx: Context, data: BookingData) -> Service:
     return ctx.services.rules.service(data.service)
 
 
-# The booking facts of each message being handled (keyed by its Context, dropped with it).
-_STORED: dict[int, store.Stored] = {}
-
-
 def stored(ctx: Context, *, fresh: bool = False) -> store.Stored:
     """What the database says about this customer's booking, each fact read at most once
-    per message (`fresh`: read again, e.g. after the commit's re-check under the lock)."""
+    per message (kept in the message's memo; `fresh`: read again, e.g. after the commit's
+    re-check under the lock)."""
     customer = bound_customer(ctx)
-    got = _STORED.get(id(ctx))
-    if fresh or got is None or got.conn is not ctx.conn or got.customer_id != customer.id:
-        got = _STORED[id(ctx)] = store.Stored(ctx.conn, customer.id)
-        weakref.finalize(ctx, _STORED.pop, id(ctx), None)
-    return got
+    return ctx.memo((store.Stored, customer.id), lambda: store.Stored(ctx.conn, customer.id),
+                    fresh=fresh)
 
 
 def draft(ctx: Context, data: BookingData) -> BookingDraft:
@@ -143,8 +136,8 @@ def refusal(ctx: Context, code: Refusal, d: BookingDraft, req: BookingRequest | 
     kw: dict[str, Any] = dict(service=service, tier=rules.tier(req.tier), place=req.institution,
                               date=req.date, window=rules.booking.window_days,
                               latest=today + timedelta(days=rules.booking.window_days),
-                              earliest=calendar().earliest_bookable(ctx.now,
-                                                                    rules.booking.lead_workdays))
+                              earliest=calendar().earliest_bookable(
+                                  ctx.now, lead_workdays=rules.booking.lead_workdays))
     if code == Refusal.QUOTA_USED:
         spent, spare = d.but(service=req.service).spent_years()
         kw.update(years=[req.date.year] if req.date else spent,
@@ -427,7 +420,7 @@ def date_options(ctx: Context, data: BookingData) -> list[Option]:
 def date_context(ctx: Context, data: BookingData) -> dict:
     rules = ctx.services.rules
     note, data.date_note = data.date_note, ""
-    earliest = calendar().earliest_bookable(ctx.now, rules.booking.lead_workdays)
+    earliest = calendar().earliest_bookable(ctx.now, lead_workdays=rules.booking.lead_workdays)
     offered = [date.fromisoformat(code) for code, *_ in offered_of(data)]
     # The year said aloud: this year's uses are spent and only next year's dates are offered.
     spent = None
@@ -605,7 +598,8 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
         if parsed.ok:
             rules = ctx.services.rules
             why = validate_service_date(parsed.date, ctx.now, calendar(),
-                                        rules.booking.lead_workdays, rules.booking.window_days)
+                                        lead_workdays=rules.booking.lead_workdays,
+                                        window_days=rules.booking.window_days)
             if why is None:
                 out["date"] = parsed.date
             else:

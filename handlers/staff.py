@@ -119,8 +119,9 @@ def staff_help(ctx: Context) -> Reply:
                 summary="用管理员发给您的一次性邀请码，把本微信号登记为员工")
 def register(ctx: Context, code: str) -> Reply:
     try:
+        limits = BindRules.of(ctx.services.settings, ctx.services.rules)
         member = desk.redeem_invite(ctx.session, ctx.services.settings.secret_key, code,
-                                    ctx.openid, ctx.now, BindRules.of(ctx.services.settings, ctx.services.rules))
+                                    ctx.openid, ctx.now, limits=limits)
     except StaffRefused as exc:
         return refused(ctx, exc)
     ctx._staff = member

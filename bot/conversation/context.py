@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, TypeVar
 
 from sqlalchemy import Connection, bindparam, select
 from sqlmodel import Session
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bot.conversation.router import Router
     from bot.infra.services import Services
 
+T = TypeVar("T")
 _USER = WechatUser.__table__
 # Built and compiled once (bot.infra.db.Prepared).
 _ACCOUNT = Prepared(select(_USER.c.customer_id, _USER.c.bind_locked_until).where(
@@ -49,9 +50,11 @@ class Work:
     - `after_commit`: outbound calls to run once the transaction has committed. Each only
       hands its work to a lane (`services.sms.send`, `services.send_text`), never blocks.
     - `attempt()`: a block whose writes (ORM or Core, on the connection) are undone when it
-      raises, together with what it collected."""
+      raises, together with what it collected.
+    - `memo(key, make)`: a value worked out once for this message (facts a flow's steps
+      share), gone with the message's `Work`."""
 
-    __slots__ = ("conn", "outbox", "after_commit", "_session", "on_reset")
+    __slots__ = ("conn", "outbox", "after_commit", "_session", "on_reset", "_memo")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -59,6 +62,7 @@ class Work:
         self.after_commit: list[Callable[[], None]] = []
         self._session: Session | None = None
         self.on_reset: Callable[[], None] | None = None  # forget rows read through the session
+        self._memo: dict[Hashable, Any] = {}
 
     @property
     def session(self) -> Session:
@@ -80,6 +84,13 @@ class Work:
             self._session = None
             if self.on_reset is not None:
                 self.on_reset()
+
+    def memo(self, key: Hashable, make: Callable[[], T], *, fresh: bool = False) -> T:
+        """The value kept under `key` for this message, made by `make()` on first need
+        (`fresh`: made again, e.g. after the facts moved)."""
+        if fresh or key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     @contextmanager
     def attempt(self) -> Iterator[None]:
@@ -142,6 +153,11 @@ class Context:
     def after_commit(self) -> list[Callable[[], None]]:
         """Outbound calls run once this message's transaction has committed."""
         return self.work.after_commit
+
+    def memo(self, key: Hashable, make: Callable[[], T], *, fresh: bool = False) -> T:
+        """A value made once for this message and shared by the steps that need it
+        (`Work.memo`): it lives exactly as long as the message."""
+        return self.work.memo(key, make, fresh=fresh)
 
     def attempt(self):
         """`with ctx.attempt():` a block whose writes are undone when it raises

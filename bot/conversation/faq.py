@@ -428,12 +428,12 @@ def rules_facts(rules: Mapping) -> dict:
     return {
         "tiers": tiers,
         "weights": {k: float(v) for k, v in contribution.get("weights", {}).items()},
-        "tail_years": contribution.get("tail_years", 3),
-        "single_years": contribution.get("single_premium_payment_years", 1),
+        "tail_years": contribution["tail_years"],
+        "single_years": contribution["single_premium_payment_years"],
         "reviews": reviews,
         "services": services,
         "basic_services": {"tiers": list(basic.get("tiers", [])), "items": list(basic.get("items", []))},
-        "festival_months": list(rules.get("festival", {}).get("months", [7, 8])),
+        "festival_months": list(rules["festival"]["months"]),
     }
 
 

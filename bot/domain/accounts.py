@@ -217,14 +217,14 @@ class BindRules:
     """The binding rules' numbers: the code's life from settings, the limits from rules.toml
     ([binding], which a setting may override)."""
 
-    code_ttl_seconds: int = 300
-    resend_after_seconds: int = 60
-    max_failures: int = 5  # per WeChat account
-    lock_minutes: int = 30
-    customer_max_failures: int = 5  # per customer, across WeChat accounts
-    customer_window_minutes: int = 30
-    sms_per_hour: int = 5  # codes per phone
-    sms_per_day: int = 10
+    code_ttl_seconds: int
+    resend_after_seconds: int
+    max_failures: int  # per WeChat account
+    lock_minutes: int
+    customer_max_failures: int  # per customer, across WeChat accounts
+    customer_window_minutes: int
+    sms_per_hour: int  # codes per phone
+    sms_per_day: int
 
     @classmethod
     def of(cls, settings, rules) -> "BindRules":

@@ -6,8 +6,8 @@ quota row locked, see `bot.domain.booking_store.submit_booking`), and staff conf
 calls it with `staff=True` (a date inside the customer lead time is then a warning, not a
 refusal). It returns a `Refusal` code or None; callers map codes to their templates.
 
-`cancellation_terms(booking, now, calendar)` says whether a cancellation now is free and
-until when it is.
+`cancellation_terms(booking, now, calendar, cutoff=, grace_hours=)` says whether a
+cancellation now is free and until when it is (the cut-off and the grace from rules.toml).
 
 No I/O here: the facts (institution, beneficiary, uses of the quota) are gathered by
 `bot.domain.booking_store.gather_facts` (staff, and the commit under the lock) or, for the
@@ -172,8 +172,9 @@ def check_booking(req: BookingRequest, facts: BookingFacts, *, staff: bool = Fal
         if package is not None and package.venues and place.kind not in venue_kinds(package, rules):
             return Refusal.VENUE
     if req.date is not None:
-        why = validate_service_date(req.date, req.requested_at, cal, rules.booking.lead_workdays,
-                                    rules.booking.window_days)
+        why = validate_service_date(req.date, req.requested_at, cal,
+                                    lead_workdays=rules.booking.lead_workdays,
+                                    window_days=rules.booking.window_days)
         if why is not None and not (staff and why == "too_soon"):
             return Refusal(why)
         if place is not None and not place.open_on(req.date):
@@ -186,7 +187,8 @@ def booking_warnings(req: BookingRequest, facts: BookingFacts) -> list[Refusal]:
     if req.date is None:
         return []
     why = validate_service_date(req.date, req.requested_at, facts.calendar,
-                                facts.rules.booking.lead_workdays, facts.rules.booking.window_days)
+                                lead_workdays=facts.rules.booking.lead_workdays,
+                                window_days=facts.rules.booking.window_days)
     return [Refusal.TOO_SOON] if why == "too_soon" else []
 
 
@@ -215,7 +217,8 @@ def bookable_dates(req: BookingRequest, facts: BookingFacts, count: int) -> list
     """The first `count` dates from today on that `check_booking` accepts for `req`."""
     today = req.requested_at.astimezone(SHANGHAI).date()
     # Every day before the earliest bookable one is refused (past or too soon): start there.
-    first = facts.calendar.earliest_bookable(req.requested_at, facts.rules.booking.lead_workdays)
+    first = facts.calendar.earliest_bookable(req.requested_at,
+                                          lead_workdays=facts.rules.booking.lead_workdays)
     out: list[date] = []
     for i in range(max((first - today).days, 0), facts.rules.booking.window_days + 1):
         d = today + timedelta(days=i)
@@ -268,8 +271,7 @@ def starts_at(day: date, hhmm: str | None) -> datetime:
 
 
 def cancellation_terms(booking: Any, now: datetime, calendar: Calendar, *,
-                       cutoff: time = time(12, 0), grace_hours: int = 24
-                       ) -> tuple[bool, datetime | None]:
+                       cutoff: time, grace_hours: int) -> tuple[bool, datetime | None]:
     """(free, deadline): whether cancelling at `now` is free, and until when (exclusive) it
     is free; deadline None means free at any time (a booking staff have not confirmed).
 
@@ -278,7 +280,7 @@ def cancellation_terms(booking: Any, now: datetime, calendar: Calendar, *,
     until `grace_hours` after it was sent, never after the service starts."""
     if booking.status == BookingStatus.SUBMITTED:
         return True, None
-    deadline = calendar.free_cancel_deadline(service_date(booking), SHANGHAI, cutoff)
+    deadline = calendar.free_cancel_deadline(service_date(booking), cutoff=cutoff, tz=SHANGHAI)
     grace = timedelta(hours=grace_hours)
     confirmed_at = booking.confirmed_at
     if confirmed_at is not None:

@@ -56,7 +56,7 @@ class Calendar(Protocol):
 
     def is_holiday(self, d: date) -> bool: ...
     def add_workdays(self, d: date, n: int) -> date: ...
-    def earliest_bookable(self, request_dt: datetime | date, lead_workdays: int = 2,
+    def earliest_bookable(self, request_dt: datetime | date, *, lead_workdays: int,
                           tz: tzinfo = SHANGHAI) -> date: ...
     def touches_provisional(self, first: date, last: date) -> bool: ...
 
@@ -280,8 +280,8 @@ def _parse(text: str, now: datetime, today: date, calendar: Calendar, depth: int
 # --- Booking rules -------------------------------------------------------------------------
 
 
-def validate_service_date(d: date, request_dt: datetime, calendar: Calendar,
-                          lead_workdays: int = 2, window_days: int = 90,
+def validate_service_date(d: date, request_dt: datetime, calendar: Calendar, *,
+                          lead_workdays: int, window_days: int,
                           tz: tzinfo = SHANGHAI) -> Refusal | None:
     """Why `d` cannot be booked by a request made at `request_dt`, or None when it can.
 
@@ -296,7 +296,7 @@ def validate_service_date(d: date, request_dt: datetime, calendar: Calendar,
     request_day = local_date(request_dt, tz)
     if d < request_day:
         return "past"
-    if d < calendar.earliest_bookable(request_dt, lead_workdays, tz):
+    if d < calendar.earliest_bookable(request_dt, lead_workdays=lead_workdays, tz=tz):
         return "too_soon"
     if (d - request_day).days > window_days:
         return "beyond_window"

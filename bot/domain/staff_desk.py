@@ -121,13 +121,12 @@ def create_invite(session: Session, secret: str, name: str, role: str, now: date
     return code, invite
 
 
-def redeem_invite(session: Session, secret: str, code: str, openid: str, now: datetime,
-                  limits: BindRules | None = None) -> Staff:
+def redeem_invite(session: Session, secret: str, code: str, openid: str, now: datetime, *,
+                  limits: BindRules) -> Staff:
     """Link `openid` as the invited staff member; refuses used, expired and unknown codes.
     Each refused code is counted against `openid` (in SQL, `accounts.count_register_failure`),
     logged (never the code) and audited; the last one allowed locks registration from that
     account for a while, as binding's failures do."""
-    limits = limits or BindRules()
     if session.get(Staff, openid) is not None:
         raise StaffRefused("already_staff")
     conn = session.connection()

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 Source = Literal["official", "override", "provisional"]
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-FREE_CANCEL_CUTOFF = time(12, 0)
 # Any stretch of this many days without a working day means the data is wrong.
 _MAX_DAYS_OFF = 60
 
@@ -248,12 +247,13 @@ class Calendar:
         """The last working day strictly before `d`."""
         return self.add_workdays(d, -1)
 
-    def earliest_bookable(self, request_dt: datetime | date, lead_workdays: int = 2,
+    def earliest_bookable(self, request_dt: datetime | date, *, lead_workdays: int,
                           tz: tzinfo = SHANGHAI) -> date:
         """The first service date bookable for a request made at `request_dt`.
 
         The request date is the local date (`tz`) of the request moment; the earliest date is
-        the `lead_workdays`-th working day after it (Wednesday → Friday, Saturday → Tuesday).
+        the `lead_workdays`-th working day after it (with a lead of 2: Wednesday → Friday,
+        Saturday → Tuesday).
         """
         key = (local_date(request_dt, tz), lead_workdays)
         earliest = self._earliest.get(key)
@@ -263,9 +263,10 @@ class Calendar:
             earliest = self._earliest[key] = self.add_workdays(*key)
         return earliest
 
-    def free_cancel_deadline(self, service_date: date, tz: tzinfo = SHANGHAI,
-                             cutoff: time = FREE_CANCEL_CUTOFF) -> datetime:
-        """Until when (exclusive) a cancellation is free: 12:00 on the last working day before."""
+    def free_cancel_deadline(self, service_date: date, *, cutoff: time,
+                             tz: tzinfo = SHANGHAI) -> datetime:
+        """Until when (exclusive) a cancellation is free: `cutoff` (rules.toml's
+        `booking.cancel_cutoff`) on the last working day before."""
         return datetime.combine(self.last_workday_before(service_date), cutoff, tzinfo=tz)
 
     # --- The per-year table ------------------------------------------------------------

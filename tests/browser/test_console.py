@@ -39,7 +39,8 @@ def a_submitted_booking(live_server) -> tuple[str, datetime]:
     for the earliest day the rules allow."""
     services = live_server.app.state.services
     now = services.now()
-    day = calendar().earliest_bookable(now)
+    day = calendar().earliest_bookable(
+        now, lead_workdays=services.rules.booking.lead_workdays)
     with Session(services.engine) as s:
         customer = s.exec(select(Customer).join(WechatUser, WechatUser.customer_id == Customer.id)
                           .where(WechatUser.openid == GOLD)).scalars().one()

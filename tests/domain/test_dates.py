@@ -21,6 +21,7 @@ from bot.domain.dates import (ParsedDate, normalize, parse_date, service_date_no
                               validate_service_date)
 from bot.domain.workdays import Calendar
 from tests.support import ROOT
+from tests.support.tiers import RULES
 
 TZ = ZoneInfo("Asia/Shanghai")
 REPO = ROOT
@@ -189,6 +190,14 @@ TABLE_JAN = [
 ]
 
 
+def validate(d, request_dt, cal, **rule):
+    """`validate_service_date` under the shipped booking rules, or those `rule` changes."""
+    booking = RULES.booking
+    return validate_service_date(d, request_dt, cal, **{"lead_workdays": booking.lead_workdays,
+                                                        "window_days": booking.window_days,
+                                                        **rule})
+
+
 def _check(cal, reference, text, expected, code):
     result = parse_date(text, at(reference), cal)
     if expected is None:
@@ -197,7 +206,7 @@ def _check(cal, reference, text, expected, code):
         return
     assert result == ParsedDate(D(expected)), (text, result)
     assert result.ok
-    assert validate_service_date(result.date, at(reference), cal) == code, text
+    assert validate(result.date, at(reference), cal) == code, text
 
 
 @pytest.mark.parametrize("text, expected, code", TABLE_MON)
@@ -235,8 +244,8 @@ def test_a_bare_weekday_already_passed_this_week_is_next_weeks(cal):
     assert parse_date("周一", friday, cal) == ParsedDate(D("2026-12-07"))
     assert parse_date("这周一", friday, cal) == ParsedDate(reason="past")
     # Fri 4 Dec: Mon 7, Tue 8 are the two working days.
-    assert validate_service_date(D("2026-12-07"), friday, cal) == "too_soon"
-    assert validate_service_date(D("2026-12-08"), friday, cal) is None
+    assert validate(D("2026-12-07"), friday, cal) == "too_soon"
+    assert validate(D("2026-12-08"), friday, cal) is None
 
 
 def test_today_is_the_local_date_of_the_reference(cal):
@@ -251,33 +260,33 @@ def test_today_is_the_local_date_of_the_reference(cal):
 
 def test_lead_time_at_midnight(cal):
     # Tue 1 Dec 23:59:59 → earliest Thu 3 Dec; Wed 2 Dec 00:00 → earliest Fri 4 Dec.
-    assert validate_service_date(D("2026-12-03"), at("2026-12-01 23:59:59"), cal) is None
-    assert validate_service_date(D("2026-12-03"), at("2026-12-02 00:00:00"), cal) == "too_soon"
-    assert validate_service_date(D("2026-12-04"), at("2026-12-02 00:00:00"), cal) is None
+    assert validate(D("2026-12-03"), at("2026-12-01 23:59:59"), cal) is None
+    assert validate(D("2026-12-03"), at("2026-12-02 00:00:00"), cal) == "too_soon"
+    assert validate(D("2026-12-04"), at("2026-12-02 00:00:00"), cal) is None
 
 
 def test_validate_edges(cal):
     monday = at(MON)
-    assert validate_service_date(D("2026-11-29"), monday, cal) == "past"
-    assert validate_service_date(D("2026-11-30"), monday, cal) == "too_soon"
-    assert validate_service_date(D("2026-12-01"), monday, cal) == "too_soon"
-    assert validate_service_date(D("2026-12-02"), monday, cal) is None
-    assert validate_service_date(D("2027-02-28"), monday, cal) is None
-    assert validate_service_date(D("2027-03-01"), monday, cal) == "beyond_window"
+    assert validate(D("2026-11-29"), monday, cal) == "past"
+    assert validate(D("2026-11-30"), monday, cal) == "too_soon"
+    assert validate(D("2026-12-01"), monday, cal) == "too_soon"
+    assert validate(D("2026-12-02"), monday, cal) is None
+    assert validate(D("2027-02-28"), monday, cal) is None
+    assert validate(D("2027-03-01"), monday, cal) == "beyond_window"
     # Settings are parameters.
-    assert validate_service_date(D("2026-12-01"), monday, cal, lead_workdays=1) is None
-    assert validate_service_date(D("2026-12-02"), monday, cal, lead_workdays=3) == "too_soon"
-    assert validate_service_date(D("2026-12-30"), monday, cal, window_days=30) is None
-    assert validate_service_date(D("2026-12-31"), monday, cal, window_days=30) == "beyond_window"
+    assert validate(D("2026-12-01"), monday, cal, lead_workdays=1) is None
+    assert validate(D("2026-12-02"), monday, cal, lead_workdays=3) == "too_soon"
+    assert validate(D("2026-12-30"), monday, cal, window_days=30) is None
+    assert validate(D("2026-12-31"), monday, cal, window_days=30) == "beyond_window"
 
 
 def test_a_holiday_or_weekend_service_date_is_not_refused(cal):
     # Request Tue 22 Sep 2026: Wed 23, Thu 24 → 中秋 (Fri 25) and 国庆 dates are bookable.
     tuesday = at("2026-09-22 10:00")
-    assert validate_service_date(D("2026-09-24"), tuesday, cal) is None
-    assert validate_service_date(D("2026-09-25"), tuesday, cal) is None
-    assert validate_service_date(D("2026-10-01"), tuesday, cal) is None
-    assert validate_service_date(D("2026-09-23"), tuesday, cal) == "too_soon"
+    assert validate(D("2026-09-24"), tuesday, cal) is None
+    assert validate(D("2026-09-25"), tuesday, cal) is None
+    assert validate(D("2026-10-01"), tuesday, cal) is None
+    assert validate(D("2026-09-23"), tuesday, cal) == "too_soon"
 
 
 def test_service_date_notes(cal):

@@ -19,8 +19,11 @@ import pytest
 from bot.domain.workdays import (Calendar, CalendarError, check_command, load_overrides,
                                  official_years, parse_overrides)
 from tests.support import ROOT
+from tests.support.tiers import RULES
 
 TZ = ZoneInfo("Asia/Shanghai")
+LEAD = RULES.booking.lead_workdays  # the shipped rule (the handbook's 2 working days)
+CUTOFF = RULES.booking.cancel_cutoff  # the shipped rule (the handbook's noon)
 REPO = ROOT
 D = date.fromisoformat
 
@@ -109,22 +112,24 @@ def test_workdays_2026(cal, day, workday):
     ("2026-12-30 10:00", "2027-01-04"),
 ])
 def test_earliest_bookable(cal, request_at, earliest):
-    assert cal.earliest_bookable(at(request_at)) == D(earliest)
+    assert cal.earliest_bookable(at(request_at), lead_workdays=LEAD) == D(earliest)
 
 
 def test_request_date_is_the_local_date_of_the_moment(cal):
     # Wednesday 23:59:59 → Friday; Thursday 00:00 → Monday.
-    assert cal.earliest_bookable(at("2026-12-02 23:59:59")) == D("2026-12-04")
-    assert cal.earliest_bookable(at("2026-12-03 00:00:00")) == D("2026-12-07")
+    assert cal.earliest_bookable(at("2026-12-02 23:59:59"), lead_workdays=LEAD) == D("2026-12-04")
+    assert cal.earliest_bookable(at("2026-12-03 00:00:00"), lead_workdays=LEAD) == D("2026-12-07")
     # The same moments in UTC (Shanghai is UTC+8).
     utc = timezone.utc
-    assert cal.earliest_bookable(datetime(2026, 12, 2, 15, 59, 59, tzinfo=utc)) == D("2026-12-04")
-    assert cal.earliest_bookable(datetime(2026, 12, 2, 16, 0, 0, tzinfo=utc)) == D("2026-12-07")
+    assert (cal.earliest_bookable(datetime(2026, 12, 2, 15, 59, 59, tzinfo=utc), lead_workdays=LEAD)
+            == D("2026-12-04"))
+    assert (cal.earliest_bookable(datetime(2026, 12, 2, 16, 0, 0, tzinfo=utc), lead_workdays=LEAD)
+            == D("2026-12-07"))
 
 
 def test_a_naive_request_time_is_refused(cal):
     with pytest.raises(ValueError):
-        cal.earliest_bookable(datetime(2026, 12, 2, 10, 0))
+        cal.earliest_bookable(datetime(2026, 12, 2, 10, 0), lead_workdays=LEAD)
 
 
 def test_lead_workdays_is_a_parameter(cal):
@@ -166,13 +171,13 @@ def test_last_workday_before(cal, day, before):
     ("2026-10-11", "2026-10-10 12:00"),
 ])
 def test_free_cancel_deadline(cal, service, deadline):
-    got = cal.free_cancel_deadline(D(service))
+    got = cal.free_cancel_deadline(D(service), cutoff=CUTOFF)
     assert got == at(deadline)
     assert got.utcoffset() == timedelta(hours=8)
 
 
 def test_free_cancel_deadline_both_sides_of_noon(cal):
-    deadline = cal.free_cancel_deadline(D("2026-10-08"))
+    deadline = cal.free_cancel_deadline(D("2026-10-08"), cutoff=CUTOFF)
     assert at("2026-09-30 11:59:59") < deadline          # still free
     assert not at("2026-09-30 12:00:00") < deadline      # counted from 12:00 on
     # 04:00 UTC is noon in Shanghai.
@@ -213,9 +218,9 @@ def test_provisional_2027(cal, day, workday):
 
 def test_lead_time_on_the_provisional_calendar(cal):
     # Thu 30 Sep 2027: (1-5 Oct off) Wed 6, Thu 7.
-    assert cal.earliest_bookable(at("2027-09-30 10:00")) == D("2027-10-07")
+    assert cal.earliest_bookable(at("2027-09-30 10:00"), lead_workdays=LEAD) == D("2027-10-07")
     # Thu 4 Feb 2027: (5-10 Feb off) Thu 11, Fri 12.
-    assert cal.earliest_bookable(at("2027-02-04 10:00")) == D("2027-02-12")
+    assert cal.earliest_bookable(at("2027-02-04 10:00"), lead_workdays=LEAD) == D("2027-02-12")
     assert cal.touches_provisional(D("2026-12-30"), D("2027-01-04"))
     assert not cal.touches_provisional(D("2026-12-01"), D("2026-12-31"))
 
@@ -225,7 +230,7 @@ def test_a_provisional_year_warns_once(caplog):
     with caplog.at_level(logging.WARNING, logger="bot.domain.workdays"):
         calendar.is_workday(D("2027-03-01"))
         calendar.is_workday(D("2027-10-01"))
-        calendar.earliest_bookable(at("2027-06-01 10:00"))
+        calendar.earliest_bookable(at("2027-06-01 10:00"), lead_workdays=LEAD)
         calendar.is_workday(D("2026-03-02"))  # official: no warning
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -245,8 +250,8 @@ def test_override_year(cal_2027):
                                                           # provisional holiday no longer counts
     assert not cal_2027.is_workday(D("2027-01-01"))
     # Thu 30 Sep 2027: (1-7 Oct off) Fri 8, Sat 9 (make-up workday).
-    assert cal_2027.earliest_bookable(at("2027-09-30 10:00")) == D("2027-10-09")
-    assert cal_2027.free_cancel_deadline(D("2027-10-08")) == at("2027-09-30 12:00")
+    assert cal_2027.earliest_bookable(at("2027-09-30 10:00"), lead_workdays=LEAD) == D("2027-10-09")
+    assert cal_2027.free_cancel_deadline(D("2027-10-08"), cutoff=CUTOFF) == at("2027-09-30 12:00")
 
 
 def test_an_override_entry_reaching_into_the_previous_year_wins(cal, cal_2027):

@@ -18,6 +18,7 @@ from bot.domain.vocab import BookingStatus
 from models import Booking, Customer, FamilyMember, Institution
 from tests.support import factories
 from tests.support.booking import MID, NUMBER, U, U2, WED, book_dental, bookings, count_bookings, walk, world  # noqa: F401
+from tests.support.tiers import RULES
 
 
 # A Wednesday: the earliest bookable date is Friday 27 November 2026 (DOMAIN: 2 working days).
@@ -97,6 +98,8 @@ async def test_a_tier_without_the_service_is_told_which_tier_gives_it(wx_plain, 
     assert count_bookings(services) == 0
 
 
+# The shipped cancellation rules (rules.toml): the handbook's noon cut-off and 24 h grace.
+TERMS = dict(cutoff=RULES.booking.cancel_cutoff, grace_hours=RULES.booking.confirm_grace_hours)
 # DOMAIN, "Services": the services each tier may book (all for family too).
 TIER_SERVICES = {"diamond": {"洁牙", "健康体检", "专家门诊预约", "特种检查预约"},
                  "platinum": {"洁牙", "健康体检", "专家门诊预约"}, "gold": {"洁牙"},
@@ -532,11 +535,11 @@ async def test_deadline_when_the_day_before_is_a_holiday(services):
                         confirmed_at=datetime.fromisoformat("2026-09-20 10:00:00+08:00"))
     # 9 October (Friday): 8 October is the first working day after the holiday
     free, deadline = cancellation_terms(b, datetime.fromisoformat("2026-10-08 11:59:59+08:00"),
-                                        calendar())
+                                        calendar(), **TERMS)
     assert free and deadline == datetime.fromisoformat("2026-10-08 12:00:00+08:00")
     b.confirmed_date = date(2026, 10, 8)  # Thursday after the holiday: last working day 30 Sep
     free, deadline = cancellation_terms(b, datetime.fromisoformat("2026-10-01 09:00:00+08:00"),
-                                        calendar())
+                                        calendar(), **TERMS)
     assert not free and deadline == datetime.fromisoformat("2026-09-30 12:00:00+08:00")
 
 
@@ -548,7 +551,7 @@ def test_a_submitted_booking_cancels_free_at_any_time():
     b = SimpleNamespace(status="submitted", confirmed_date=None, preferred_date=date(2026, 12, 3),
                         confirmed_time=None, confirmed_at=None)
     assert cancellation_terms(b, datetime.fromisoformat("2026-12-02 18:00:00+08:00"),
-                              calendar()) == (True, None)
+                              calendar(), **TERMS) == (True, None)
 
 
 def test_a_late_confirmation_gives_24_hours_never_past_the_start():
@@ -561,16 +564,16 @@ def test_a_late_confirmation_gives_24_hours_never_past_the_start():
                         preferred_date=date(2026, 12, 3), confirmed_time="09:30",
                         confirmed_at=datetime.fromisoformat("2026-12-02 15:00:00+08:00"))
     free, deadline = cancellation_terms(b, datetime.fromisoformat("2026-12-03 09:00:00+08:00"),
-                                        calendar())
+                                        calendar(), **TERMS)
     assert free and deadline == datetime.fromisoformat("2026-12-03 09:30:00+08:00")
     # confirmed Monday 30 November 20:00 for Wednesday 2 December 14:00: free until Tue 20:00
     b.confirmed_date, b.confirmed_time = date(2026, 12, 2), "14:00"
     b.confirmed_at = datetime.fromisoformat("2026-11-30 20:00:00+08:00")
     free, deadline = cancellation_terms(b, datetime.fromisoformat("2026-12-01 19:59:59+08:00"),
-                                        calendar())
+                                        calendar(), **TERMS)
     assert free and deadline == datetime.fromisoformat("2026-12-01 20:00:00+08:00")
     assert not cancellation_terms(b, datetime.fromisoformat("2026-12-01 20:00:00+08:00"),
-                                  calendar())[0]
+                                  calendar(), **TERMS)[0]
 
 
 async def test_cancelling_another_customers_booking_is_refused(wx_plain, world, services):
