@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import Engine, case, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.infra import metrics
 from bot.infra.privacy import mask_phone
@@ -71,6 +72,12 @@ class Dispatcher:
         self.limit = RateLimit(settings.outbox_rate_per_second)
         self.pool = ThreadPoolExecutor(max_workers=settings.outbox_concurrency,
                                        thread_name_prefix="outbox")
+        # Sends whose outcome could not be written (the database went away between the send
+        # and its mark): row id -> (the claimed row, its outcome). They are written at the
+        # next run, and a row claimed again meanwhile is marked, not sent again (a
+        # customer-service message has no key WeChat de-duplicates on).
+        self._unmarked: dict[int, tuple[Any, Outcome]] = {}
+        self._unmarked_lock = threading.Lock()
         self._fit_http_pool(settings.outbox_concurrency)
 
     def _fit_http_pool(self, size: int) -> None:
@@ -91,14 +98,50 @@ class Dispatcher:
         return self._run(ids)[0]
 
     def _run(self, ids: Iterable[int] | None = None) -> tuple[Counter, list]:
+        self._mark_unmarked()
         now = self.clock()
         rows = claim(self.engine, now, self.batch, self.lease, ids)
         if not rows:
             return Counter(), []
         results = self.process(rows, now)
-        return (mark(self.engine, results, self.clock(), self.max_tries, self.jitter,
-                     base=self.settings.outbox_backoff_base, cap=self.settings.outbox_backoff_cap),
-                rows)
+        try:
+            return self._mark(results), rows
+        except SQLAlchemyError:
+            self._keep_unmarked(results)
+            raise
+
+    def _mark(self, results: list[tuple[Any, Outcome]]) -> Counter:
+        return mark(self.engine, results, self.clock(), self.max_tries, self.jitter,
+                    base=self.settings.outbox_backoff_base, cap=self.settings.outbox_backoff_cap)
+
+    def _keep_unmarked(self, results: list[tuple[Any, Outcome]]) -> None:
+        sent = {row.id: (row, out) for row, out in results if out.status == SENT}
+        if sent:
+            log.warning("outbox: %d sent message(s) could not be marked sent; kept to mark "
+                        "later, not to send again", len(sent))
+            with self._unmarked_lock:
+                self._unmarked.update(sent)
+
+    def _mark_unmarked(self) -> None:
+        """Write the kept outcomes (fenced as any mark: a row another dispatcher claimed
+        since is left to it). While the database is still away, keep them."""
+        with self._unmarked_lock:
+            kept = list(self._unmarked.values())
+        if not kept:
+            return
+        try:
+            self._mark(kept)
+        except SQLAlchemyError:
+            return
+        with self._unmarked_lock:
+            for row, _ in kept:
+                self._unmarked.pop(row.id, None)
+
+    def _already_sent(self, row) -> Outcome | None:
+        """The outcome of an earlier send of this row that could not be marked."""
+        with self._unmarked_lock:
+            kept = self._unmarked.pop(row.id, None)
+        return kept[1] if kept is not None else None
 
     def drain(self, max_batches: int = 1_000_000) -> Counter:
         total: Counter = Counter()
@@ -143,7 +186,9 @@ class Dispatcher:
         results: dict[int, Outcome] = {}
         live = []
         for row in rows:
-            if row.expires_at is not None and row.expires_at <= now:
+            if (done := self._already_sent(row)) is not None:
+                results[row.id] = done
+            elif row.expires_at is not None and row.expires_at <= now:
                 results[row.id] = Outcome(EXPIRED, "expired before it could be sent",
                                           payload=_scrub(row))
             else:
