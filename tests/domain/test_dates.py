@@ -11,30 +11,14 @@ Reference MON: Monday 30 November 2026, 10:00 Asia/Shanghai. Earliest bookable: 
 """
 from __future__ import annotations
 
-from datetime import date, datetime
-from pathlib import Path
-from zoneinfo import ZoneInfo
+from datetime import date
 
 import pytest
 
 from bot.domain.dates import (ParsedDate, normalize, parse_date, service_date_notes,
                               validate_service_date)
-from bot.domain.workdays import Calendar
-from tests.support import ROOT
+from tests.support.calendar import D, OVERRIDES, TZ, at, cal  # noqa: F401 (cal: a fixture)
 from tests.support.tiers import RULES
-
-TZ = ZoneInfo("Asia/Shanghai")
-REPO = ROOT
-D = date.fromisoformat
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=TZ)
-
-
-@pytest.fixture(scope="module")
-def cal() -> Calendar:
-    return Calendar.from_file(REPO / "calendar_overrides.toml")
 
 
 MON = "2026-11-30 10:00"

@@ -11,31 +11,16 @@ from __future__ import annotations
 import logging
 import tomllib
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.domain.workdays import (Calendar, CalendarError, check_command, load_overrides,
                                  official_years, parse_overrides)
-from tests.support import ROOT
+from tests.support.calendar import D, OVERRIDES, TZ, at, cal  # noqa: F401 (cal: a fixture)
 from tests.support.tiers import RULES
 
-TZ = ZoneInfo("Asia/Shanghai")
 LEAD = RULES.booking.lead_workdays  # the shipped rule (the handbook's 2 working days)
 CUTOFF = RULES.booking.cancel_cutoff  # the shipped rule (the handbook's noon)
-REPO = ROOT
-D = date.fromisoformat
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=TZ)
-
-
-@pytest.fixture(scope="module")
-def cal() -> Calendar:
-    """The repo's calendar (its override file lists no year yet)."""
-    return Calendar.from_file(REPO / "calendar_overrides.toml")
 
 
 OVERRIDE_2027 = """
@@ -288,7 +273,7 @@ def test_check_year(cal, cal_2027):
 
 
 def test_the_repo_file_loads_and_its_example_matches_the_library(cal):
-    lines = (REPO / "calendar_overrides.toml").read_text(encoding="utf-8").splitlines()
+    lines = OVERRIDES.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("# EXAMPLE"))
     example = "\n".join(line[2:] for line in lines[start + 1:] if line.startswith("# "))
     example_calendar = Calendar(parse_overrides(tomllib.loads(example)))
