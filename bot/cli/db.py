@@ -57,21 +57,21 @@ def prepare_database(s: Settings, *, redis: bool = False) -> tuple[str | None, s
         fail("DATABASE_URL", f"cannot use the database {where}: {health.one_line(exc)}")
     engine = make_engine(s.database_url, pool_size=0) if not s.is_sqlite else \
         make_engine(s.database_url)
-    try:
-        problem = health.check_writable(engine)
-    finally:
-        engine.dispose()
-    if problem:
+    if problem := _probe(engine, health.check_writable, engine.dispose):
         fail("DATABASE_URL", f"the database {where} is {problem}")
     if redis and s.redis_url:
         client = health.redis_client(s.redis_url)
-        try:
-            problem = health.check_redis(client)
-        finally:
-            client.close()
-        if problem:
+        if problem := _probe(client, health.check_redis, client.close):
             fail("REDIS_URL", f"Redis at {make_url_redis(s.redis_url)} is {problem}")
     return revisions
+
+
+def _probe(resource, check, close) -> str | None:
+    """`check(resource)`'s problem (None when fine), the resource closed after."""
+    try:
+        return check(resource)
+    finally:
+        close()
 
 
 def make_url_redis(url: str) -> str:
