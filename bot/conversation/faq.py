@@ -380,9 +380,10 @@ class Faq:
 
     def _build(self) -> _Index:
         corpus, doc_entry, doc_bigrams = [], [], []
+        seen: dict[str, list[str]] = {}  # text -> its tokens, for the classifier's fit
         for i, entry in enumerate(self.entries):
             for text in (entry.title, *entry.phrasings):
-                toks = tokens(text, self.synonyms)
+                toks = seen[text] = tokens(text, self.synonyms)
                 if not toks:
                     continue
                 corpus.append(toks)
@@ -407,7 +408,9 @@ class Faq:
         learned = [(text, i) for i, e in enumerate(self.entries) for text in (e.title, *e.phrasings)]
         learned += [(text, position[want]) for text, want in self.training]
         classifier = _Classifier.fit(
-            [(self._read(normalize(text)), self._words(text, bm25.idf)) for text, _ in learned],
+            [(self._read(normalize(text)),
+              self._repaired(seen[text] if text in seen else tokens(text, self.synonyms), bm25.idf))
+             for text, _ in learned],
             [i for _, i in learned], len(self.entries))
         return _Index(classifier=classifier, 
             bm25=bm25, doc_entry=doc_entry, doc_bigrams=doc_bigrams, max_idf=max_idf,
@@ -431,10 +434,10 @@ class Faq:
     def words(self, text: str) -> list[str]:
         """The query's words as the index reads them (tokens, then repaired against its
         vocabulary)."""
-        return self._words(text, self.index.bm25.idf)
+        return self._repaired(tokens(text, self.synonyms), self.index.bm25.idf)
 
-    def _words(self, text: str, idf: Mapping) -> list[str]:
-        return [w for word in tokens(text, self.synonyms) for w in _repair(word, idf, self.synonyms)
+    def _repaired(self, toks: list[str], idf: Mapping) -> list[str]:
+        return [w for word in toks for w in _repair(word, idf, self.synonyms)
                 if w in idf or not w.isdigit() or len(w) > 2]  # 12月, 1月 say nothing; 120 or a phone does
 
     def _read(self, norm: str) -> str:
