@@ -446,13 +446,16 @@ class Faq:
 
     def search(self, text: str, k: int = 3, *, tier: str | None = None) -> list[tuple[str, float]]:
         """The k best entries for the text, as (entry_id, score), best first. The score is
-        roughly in [0, 1]; `tier` (the customer's tier code) slightly favours entries about it."""
+        roughly in [0, 1]; `tier` (the customer's tier code) slightly favours entries about it.
+        Only entries the text shares a word, a bigram or a cue with are listed (the classifier
+        alone scores every entry a little, chatter too)."""
         scored = self._scores(text, tier)
         if scored is None:
             return []
-        best = scored[0]
-        ranked = sorted(range(len(best)), key=lambda i: -best[i])[:k]
-        return [(self.entries[i].id, round(best[i], 4)) for i in ranked if best[i] > 0]
+        best, rule = scored
+        ranked = [i for i in sorted(range(len(best)), key=lambda i: -best[i])
+                  if best[i] > 0 and rule[i] > 0][:k]
+        return [(self.entries[i].id, round(best[i], 4)) for i in ranked]
 
     def top(self, text: str, *, tier: str | None = None) -> tuple[str | None, float]:
         """The best entry and its score, or (None, 0.0) when two entries tie, on the final
