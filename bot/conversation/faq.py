@@ -7,11 +7,20 @@ the index never saw is read as the known words it hides (没升 -> 升级). It i
 (rank-bm25's idf and term factors, over inverted indexes) against every document; an entry's
 score is its best document's. That is blended with a character-bigram overlap (which survives
 typos and segmentation slips); then the entry's shape of question weighs in (`requires`,
-`excludes`, `cues`: see faq.toml's header), and the result is compared with a confidence
-threshold: below it, `best` answers None and the caller falls back to suggestions.
+`excludes`, `cues`: see faq.toml's header). That rule score is blended with a learned one: a
+linear classifier (ridge regression on one-hot labels, solved in its dual form with numpy) over
+TF-IDF features (character 1-3-grams of the normalised, synonym-read text and the query's
+words), trained on the entries' titles and phrasings and on every labelled phrasing of
+tests/faq_labelled.toml (customers' phrasings by several writers; `none`, the off-topic
+chatter, is not trained on). Hand rules written from past batches did not carry over to a new
+writer (bench/faq_eval.py --by-batch measures that). An entry a `requires`/`excludes` rules out
+stays out, the customer's tier still weighs in, and the result is compared with a confidence
+threshold: below it, or when two entries tie, `best` answers None and the caller falls back to
+suggestions.
 
 Start-up: jieba loads its dictionary (about 1 s) on first use. Call `warm()` once at start-up
-(it loads jieba, builds the index and the emergency vocabulary) so no customer waits for it.
+(it loads jieba, builds the index, fits the classifier and builds the emergency vocabulary) so
+no customer waits for it.
 
 Answers: `Faq.answer(entry_id, **facts)` renders bot/templates/faq/<id>.j2. Values that live in
 rules.toml (thresholds, weights, quotas, packages) come from the caller as facts;
@@ -40,6 +49,10 @@ from rank_bm25 import BM25Okapi
 from bot.infra.texts import render
 
 DATA = Path(__file__).with_name("faq.toml")
+# The labelled customer phrasings the classifier learns from (every list but `none`). Without
+# the file (an installed package without the repository's tests/), it learns from faq.toml's
+# phrasings alone, and says so in the log.
+LABELLED = Path(__file__).resolve().parents[2] / "tests" / "faq_labelled.toml"
 
 # Domain words jieba should keep whole (word, frequency); also the tier names.
 USER_WORDS = [
@@ -173,6 +186,98 @@ def _bigrams(norm: str) -> frozenset[str]:
     return frozenset(norm[i:i + 2] for i in range(len(norm) - 1)) or frozenset([norm])
 
 
+def labelled_phrasings(path: Path = LABELLED) -> list[tuple[str, str]]:
+    """Every labelled (text, entry_id) of the file but the off-topic `none`; [] without it."""
+    if not Path(path).exists():
+        log.warning("no labelled FAQ phrasings at %s: the classifier learns from faq.toml alone", path)
+        return []
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return [(text, want) for name, cases in data.items() if name != "none" for text, want in cases]
+
+
+def _features(read: str, words: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """A text's character 1-3-grams (of its normalised, synonym-read form) and its words, each
+    with its sublinear term frequency (1 + log tf)."""
+    grams: dict[str, int] = {}
+    for n in (1, 2, 3):
+        for i in range(len(read) - n + 1):
+            grams[read[i:i + n]] = grams.get(read[i:i + n], 0) + 1
+    counted: dict[str, int] = {}
+    for w in words:
+        counted[w] = counted.get(w, 0) + 1
+    return ({g: 1 + math.log(c) for g, c in grams.items()},
+            {"w:" + w: 1 + math.log(c) for w, c in counted.items()})
+
+
+@dataclass
+class _Classifier:
+    """A linear classifier over TF-IDF features: score of entry e = x . weights[:, e] + bias[e],
+    about 1 for the entry a text asks about and 0 for the others."""
+    feature: dict[str, int]   # feature -> column
+    idf: np.ndarray
+    weights: np.ndarray       # features x entries
+    bias: np.ndarray          # entries
+
+    RIDGE = 0.3  # the ridge penalty (bench/faq_eval.py --by-batch chose it)
+
+    @classmethod
+    def fit(cls, docs: list[tuple[str, list[str]]], labels: list[int], entries: int) -> "_Classifier":
+        """Ridge regression of one-hot labels (as -1/+1) on the documents' TF-IDF vectors, in its
+        dual form: with fewer documents than features, the documents' Gram matrix is small."""
+        raw = [_features(read, words) for read, words in docs]
+        feature: dict[str, int] = {}
+        for parts in raw:
+            for part in parts:
+                for g in part:
+                    feature.setdefault(g, len(feature))
+        n = len(docs)
+        rows, cols, vals = [], [], []
+        for d, parts in enumerate(raw):
+            for part in parts:
+                rows += [d] * len(part)
+                cols += [feature[g] for g in part]
+                vals += list(part.values())
+        rows_a, cols_a, vals_a = np.array(rows), np.array(cols), np.array(vals)
+        df = np.bincount(cols_a, minlength=len(feature))
+        idf = np.log((1 + n) / (1 + df)) + 1
+        vals_a = vals_a * idf[cols_a]
+        # Each part (characters, words) of a document has unit length.
+        part_of = np.array([0 if not f.startswith("w:") else 1 for f in feature])[cols_a]
+        norms = np.zeros((n, 2))
+        np.add.at(norms, (rows_a, part_of), vals_a ** 2)
+        vals_a = vals_a / np.sqrt(np.maximum(norms[rows_a, part_of], 1e-12))
+        # The Gram matrix: every pair of documents sharing a feature, feature by feature.
+        order = np.argsort(cols_a, kind="stable")
+        r, c, v = rows_a[order], cols_a[order], vals_a[order]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        sizes = np.diff(np.r_[starts, len(c)])
+        size_of = np.repeat(sizes, sizes)            # each nonzero: its feature's document count
+        start_of = np.repeat(starts, sizes)
+        left = np.repeat(np.arange(len(c)), size_of)  # each nonzero paired with its feature's
+        offsets = np.repeat(np.cumsum(size_of) - size_of, size_of)
+        right = start_of[left] + (np.arange(len(left)) - offsets)
+        gram = np.bincount(r[left] * n + r[right], weights=v[left] * v[right],
+                           minlength=n * n).reshape(n, n)
+        targets = -np.ones((n, entries))
+        targets[np.arange(n), labels] = 1.0
+        # A constant feature (the bias, penalised like the rest): every pair shares it.
+        dual = np.linalg.solve(gram + 1.0 + cls.RIDGE * np.eye(n), targets)
+        weights = np.zeros((len(feature), entries))
+        np.add.at(weights, c, v[:, None] * dual[r])
+        return cls(feature=feature, idf=idf, weights=weights, bias=dual.sum(axis=0))
+
+    def scores(self, read: str, words: list[str]) -> np.ndarray:
+        """Each entry's score for a text, mapped to about [0, 1]."""
+        out = self.bias.copy()
+        for part in _features(read, words):
+            cols = [self.feature[g] for g in part if g in self.feature]
+            if not cols:
+                continue
+            x = np.array([t for g, t in part.items() if g in self.feature]) * self.idf[cols]
+            out += (x / np.linalg.norm(x)) @ self.weights[cols]
+        return (out + 1) / 2
+
+
 @dataclass(frozen=True)
 class Entry:
     id: str
@@ -191,6 +296,7 @@ class Entry:
     # service it names) favours it.
     cues: tuple[re.Pattern, ...] = ()
     fit_boost: float | None = None  # how much fitting `requires` favours it (None: FIT_BOOST)
+    group: str = ""  # entries of one kind of question, one per tier: they share the learned score
 
     def fits(self, text: str) -> bool | None:
         """For an entry with `requires`: whether the (normalised, synonym-read) text fits it."""
@@ -215,6 +321,7 @@ class _Index:
     doc_gram_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
     entry_start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     smalltalk: dict[str, str] = field(default_factory=dict)  # normalised word -> id
+    classifier: _Classifier | None = None
 
 
 class Faq:
@@ -223,17 +330,22 @@ class Faq:
     # Blend weights and the confidence threshold, tuned on tests/faq_labelled.toml.
     BM25_WEIGHT = 0.6
     BIGRAM_WEIGHT = 0.4
-    # The 5-fold cross-validation on the tuning part (bench/faq_eval.py) chooses 0.23-0.24; the
-    # lower one, since tuned-on phrasings score higher than unseen ones (0.24 would leave 4
-    # tuning phrasings unanswered to keep 1 of 69 off-topic messages out).
-    THRESHOLD = 0.23
+    # The learned score's share of the final score (the rule score has the rest), and the
+    # confidence threshold: chosen by the leave-one-batch-out evaluation (bench/faq_eval.py
+    # --by-batch), each batch scored by what was fitted without it.
+    CLASSIFIER_WEIGHT = 0.4
+    GROUP_OWN = 0.25  # how much of its own learned score a group's entry keeps (see `group`)
+    RULE_TIES = True  # a tie of the rule score is no answer (see `top`)
+    THRESHOLD = 0.32  # all batches chose 0.33, each batch 0.28-0.34; 0.32 answers "#查询 <phone>" (check_tier, 0.328)
     TIER_BOOST = 1.1
     FIT_BOOST = 1.5  # a question of the shape an entry `requires`
     CUE_BOOST = 1.2  # a question with one of an entry's `cues`...
     CUE_BONUS = 0.1  # ...and what it adds (a cue lifts an entry the words barely found)
     UNKNOWN_WEIGHT = 1.0  # share of the highest idf a word the index never saw costs
 
-    def __init__(self, path: Path = DATA):
+    def __init__(self, path: Path = DATA, *, training: list[tuple[str, str]] | None = None):
+        """`training`: the labelled (text, entry_id) phrasings the classifier learns from besides
+        the entries' own (default: tests/faq_labelled.toml's, `labelled_phrasings`)."""
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         self.entries: list[Entry] = [
             Entry(id=e["id"], title=e["title"], phrasings=tuple(e.get("phrasings", ())),
@@ -242,7 +354,7 @@ class Faq:
                   requires=tuple(tuple(normalize(w) for w in g) for g in e.get("requires", ())),
                   excludes=tuple(normalize(w) for w in e.get("excludes", ())),
                   cues=tuple(re.compile(c) for c in e.get("cues", ())),
-                  fit_boost=e.get("fit_boost"))
+                  fit_boost=e.get("fit_boost"), group=e.get("group", ""))
             for e in data.get("entry", [])
         ]
         ids = [e.id for e in self.entries]
@@ -252,6 +364,15 @@ class Faq:
         self._smalltalk_words = {normalize(w): s["id"] for s in data.get("smalltalk", [])
                                  for w in s["words"]}
         self.synonyms = _Synonyms(data.get("synonyms", {}))
+        self.training = labelled_phrasings() if training is None else list(training)
+        unknown = {want for _, want in self.training} - set(self._by_id)
+        if unknown:
+            raise ValueError(f"labelled phrasings for unknown FAQ ids {sorted(unknown)}")
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(self.entries):
+            if e.group:
+                groups.setdefault(e.group, []).append(i)
+        self._groups = [np.array(members) for members in groups.values()]
         self._index: _Index | None = None
         self._lock = threading.Lock()
 
@@ -259,9 +380,10 @@ class Faq:
 
     def _build(self) -> _Index:
         corpus, doc_entry, doc_bigrams = [], [], []
+        seen: dict[str, list[str]] = {}  # text -> its tokens, for the classifier's fit
         for i, entry in enumerate(self.entries):
             for text in (entry.title, *entry.phrasings):
-                toks = tokens(text, self.synonyms)
+                toks = seen[text] = tokens(text, self.synonyms)
                 if not toks:
                     continue
                 corpus.append(toks)
@@ -282,7 +404,15 @@ class Faq:
         starts = [d for d in range(n) if d == 0 or doc_entry[d] != doc_entry[d - 1]]
         if [doc_entry[d] for d in starts] != list(range(len(self.entries))):
             raise ValueError("every FAQ entry needs a title with a word")
-        return _Index(
+        position = {e.id: i for i, e in enumerate(self.entries)}
+        learned = [(text, i) for i, e in enumerate(self.entries) for text in (e.title, *e.phrasings)]
+        learned += [(text, position[want]) for text, want in self.training]
+        classifier = _Classifier.fit(
+            [(self._read(normalize(text)),
+              self._repaired(seen[text] if text in seen else tokens(text, self.synonyms), bm25.idf))
+             for text, _ in learned],
+            [i for _, i in learned], len(self.entries))
+        return _Index(classifier=classifier, 
             bm25=bm25, doc_entry=doc_entry, doc_bigrams=doc_bigrams, max_idf=max_idf,
             entry_count=len(self.entries),
             postings={w: (np.array([d for d, _ in p]), np.array([x for _, x in p]))
@@ -304,17 +434,53 @@ class Faq:
     def words(self, text: str) -> list[str]:
         """The query's words as the index reads them (tokens, then repaired against its
         vocabulary)."""
-        idf = self.index.bm25.idf
-        return [w for word in tokens(text, self.synonyms) for w in _repair(word, idf, self.synonyms)
+        return self._repaired(tokens(text, self.synonyms), self.index.bm25.idf)
+
+    def _repaired(self, toks: list[str], idf: Mapping) -> list[str]:
+        return [w for word in toks for w in _repair(word, idf, self.synonyms)
                 if w in idf or not w.isdigit() or len(w) > 2]  # 12月, 1月 say nothing; 120 or a phone does
+
+    def _read(self, norm: str) -> str:
+        """The normalised text with its variants read as canonical words, spaces dropped."""
+        return self.synonyms.text(norm).replace(" ", "")
 
     def search(self, text: str, k: int = 3, *, tier: str | None = None) -> list[tuple[str, float]]:
         """The k best entries for the text, as (entry_id, score), best first. The score is
-        roughly in [0, 1]; `tier` (the customer's tier code) slightly favours entries about it."""
+        roughly in [0, 1]; `tier` (the customer's tier code) slightly favours entries about it.
+        Only entries the text shares a word, a bigram or a cue with are listed (the classifier
+        alone scores every entry a little, chatter too)."""
+        scored = self._scores(text, tier)
+        if scored is None:
+            return []
+        best, rule = scored
+        ranked = [i for i in sorted(range(len(best)), key=lambda i: -best[i])
+                  if best[i] > 0 and rule[i] > 0][:k]
+        return [(self.entries[i].id, round(best[i], 4)) for i in ranked]
+
+    def top(self, text: str, *, tier: str | None = None) -> tuple[str | None, float]:
+        """The best entry and its score, or (None, 0.0) when two entries tie, on the final
+        score or on the rule score (服务 alone matches 陪同服务 and 基础服务 alike: what the
+        classifier leans to does not settle it)."""
+        scored = self._scores(text, tier)
+        if scored is None:
+            return None, 0.0
+        best, rule = scored
+        first, second = sorted(range(len(best)), key=lambda i: -best[i])[:2]
+        if best[first] <= 0 or best[second] >= best[first]:
+            return None, 0.0
+        if self.RULE_TIES:
+            top_rule = max(rule)
+            tied = [i for i, r in enumerate(rule) if r == top_rule]
+            if top_rule > 0 and len(tied) > 1:
+                return None, 0.0
+        return self.entries[first].id, round(best[first], 4)
+
+    def _scores(self, text: str, tier: str | None) -> tuple[list[float], list[float]] | None:
+        """Each entry's final score and its rule score (words, bigrams, cues, shapes)."""
         idx = self.index
         norm = normalize(text)
         if not norm:
-            return []
+            return None
         query = self.words(text)
         k1 = idx.bm25.k1
         # The best a document could score on this query: every word found once in a short
@@ -334,31 +500,37 @@ class Faq:
         overlap = 2 * common / (len(qgrams) + idx.doc_gram_count)
         scores = (self.BM25_WEIGHT * np.minimum(bm25 / ceiling, 1.0)
                   + self.BIGRAM_WEIGHT * overlap)
-        best = np.maximum.reduceat(scores, idx.entry_start).tolist()
+        rule = np.maximum.reduceat(scores, idx.entry_start)
+        learned = (idx.classifier.scores(self._read(norm), query) if idx.classifier is not None
+                   else np.zeros(idx.entry_count))
+        for members in self._groups:  # which tier: the rule's and the customer's to say first
+            top = learned[members].max()
+            learned[members] = top - self.GROUP_OWN * (top - learned[members])
         # What `requires` reads: the text with its long variants replaced, and its words with
         # the one-character variants read too (痛 as 疼 when jieba yields it whole).
-        read = self.synonyms.text(norm).replace(" ", "") + "|" + "|".join(query)
+        read = self._read(norm) + "|" + "|".join(query)
         cue_text = norm + "|" + read
+        best, rules = [0.0] * idx.entry_count, [0.0] * idx.entry_count
         for i, entry in enumerate(self.entries):
-            if tier and tier in entry.tier:
-                best[i] *= self.TIER_BOOST
+            r = float(rule[i])
             if any(c.search(cue_text) for c in entry.cues):
-                best[i] = best[i] * self.CUE_BOOST + self.CUE_BONUS
+                r = r * self.CUE_BOOST + self.CUE_BONUS
             fits = entry.fits(read)
             if fits is not None:
-                boost = self.FIT_BOOST if entry.fit_boost is None else entry.fit_boost
-                best[i] *= boost if fits else 0.0
-        ranked = sorted(range(idx.entry_count), key=lambda i: -best[i])[:k]
-        return [(self.entries[i].id, round(float(best[i]), 4)) for i in ranked if best[i] > 0]
+                r *= self.FIT_BOOST if entry.fit_boost is None else entry.fit_boost
+            score = (1 - self.CLASSIFIER_WEIGHT) * r + self.CLASSIFIER_WEIGHT * float(learned[i])
+            if fits is False:  # a question of another shape (a tier named, no service)
+                r = score = 0.0
+            if tier and tier in entry.tier:
+                score, r = score * self.TIER_BOOST, r * self.TIER_BOOST
+            best[i], rules[i] = score, round(r, 9)
+        return best, rules
 
     def best(self, text: str, *, tier: str | None = None) -> str | None:
         """The entry that answers the text, or None when no entry is confident enough or two
-        entries score the same."""
-        hits = self.search(text, k=2, tier=tier)
-        if not hits or hits[0][1] < self.THRESHOLD:
-            return None
-        # A tie is no answer: 服务 alone matches 陪同服务 and 基础服务 alike.
-        return None if len(hits) > 1 and hits[1][1] >= hits[0][1] else hits[0][0]
+        entries tie (`top`)."""
+        entry_id, score = self.top(text, tier=tier)
+        return entry_id if entry_id is not None and score >= self.THRESHOLD else None
 
     # -- small talk ------------------------------------------------------------------------
 
