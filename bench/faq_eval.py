@@ -1,6 +1,6 @@
 """FAQ and emergency evaluation: `python bench/faq_eval.py`.
 
-Prints the FAQ's top-1 accuracy on the tuning part, tests/faq_labelled.toml (the union of
+Prints the FAQ's top-1 accuracy on the tuning part, bot/conversation/faq_labelled.toml (the union of
 `cases` and the retired held-out batches `was_held_out`, `was_held_out_3`, `was_held_out_4`,
 `was_held_out_5`; each list's figure, then the misses), a k-fold cross-validation of the
 confidence threshold on the tuning part (the threshold is chosen on k-1 folds, with the
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bot.conversation import emergency, faq  # noqa: E402
 
 TARGET = 0.90  # held-out top-1 (issue 14)
-# The tuning part: lists of tests/faq_labelled.toml, tuning cases first, then the retired
+# The tuning part: lists of bot/conversation/faq_labelled.toml, tuning cases first, then the retired
 # held-out batches in the order they were written.
 TUNING = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5")
 HELD_OUT_FILE = ROOT / "tests" / "faq_held_out.toml"  # written outside the tuning; the lead merges it
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_s = time.perf_counter() - start
     f = faq.default()
 
-    labelled = load("faq_labelled.toml")
+    labelled = tomllib.loads(faq.LABELLED.read_text(encoding="utf-8"))
     lists = {name: labelled[name] for name in TUNING}
     tuning, off_topic = [case for cases in lists.values() for case in cases], labelled.get("none", [])
     held = [] if args.tuning_only else load_held_out()

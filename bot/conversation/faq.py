@@ -11,7 +11,7 @@ typos and segmentation slips); then the entry's shape of question weighs in (`re
 linear classifier (ridge regression on one-hot labels, solved in its dual form with numpy) over
 TF-IDF features (character 1-3-grams of the normalised, synonym-read text and the query's
 words), trained on the entries' titles and phrasings and on every labelled phrasing of
-tests/faq_labelled.toml (customers' phrasings by several writers; `none`, the off-topic
+bot/conversation/faq_labelled.toml (customers' phrasings by several writers; `none`, the off-topic
 chatter, is not trained on). Hand rules written from past batches did not carry over to a new
 writer (bench/faq_eval.py --by-batch measures that). An entry a `requires`/`excludes` rules out
 stays out, the customer's tier still weighs in, and the result is compared with a confidence
@@ -52,7 +52,7 @@ DATA = Path(__file__).with_name("faq.toml")
 # The labelled customer phrasings the classifier learns from (every list but `none`). Without
 # the file (an installed package without the repository's tests/), it learns from faq.toml's
 # phrasings alone, and says so in the log.
-LABELLED = Path(__file__).resolve().parents[2] / "tests" / "faq_labelled.toml"
+LABELLED = Path(__file__).with_name("faq_labelled.toml")
 
 # Domain words jieba should keep whole (word, frequency); also the tier names.
 USER_WORDS = [
@@ -327,7 +327,7 @@ class _Index:
 class Faq:
     """FAQ search over faq.toml. Build once (module-level `default()`), search many times."""
 
-    # Blend weights and the confidence threshold, tuned on tests/faq_labelled.toml.
+    # Blend weights and the confidence threshold, tuned on bot/conversation/faq_labelled.toml.
     BM25_WEIGHT = 0.6
     BIGRAM_WEIGHT = 0.4
     # The learned score's share of the final score (the rule score has the rest), and the
@@ -345,7 +345,7 @@ class Faq:
 
     def __init__(self, path: Path = DATA, *, training: list[tuple[str, str]] | None = None):
         """`training`: the labelled (text, entry_id) phrasings the classifier learns from besides
-        the entries' own (default: tests/faq_labelled.toml's, `labelled_phrasings`)."""
+        the entries' own (default: bot/conversation/faq_labelled.toml's, `labelled_phrasings`)."""
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         self.entries: list[Entry] = [
             Entry(id=e["id"], title=e["title"], phrasings=tuple(e.get("phrasings", ())),

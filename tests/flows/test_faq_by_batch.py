@@ -1,5 +1,5 @@
 """FAQ retrieval judged the way a new writer's batch judges it: each labelled batch of
-tests/faq_labelled.toml (each written by a different writer) is answered by a FAQ whose
+bot/conversation/faq_labelled.toml (each written by a different writer) is answered by a FAQ whose
 classifier learned without it. A random split, whose parts share their writers, over-promises;
 this is the proxy for the next held-out batch (bench/faq_eval.py --by-batch also refits the
 threshold without the batch; here the threshold in use is kept, so one fit per batch)."""
@@ -12,7 +12,7 @@ import pytest
 from bot.conversation import faq
 from tests.support import ROOT
 
-LABELLED = tomllib.loads((ROOT / "tests" / "faq_labelled.toml").read_text("utf-8"))
+LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").read_text("utf-8"))
 BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5")
 # Measured at the threshold in use (0.32): mean 96.3%, was_held_out_5 88.1% (the one batch the
 # hand rules of faq.toml were never written from); the rule score alone (classifier weight 0)
