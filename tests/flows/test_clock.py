@@ -297,7 +297,8 @@ async def test_a_confirmation_for_tomorrow_by_chat_reaches_the_customer_before_i
         for _ in range(250):
             ids = [c["body"].get("template_id") for c in wechat_api.state.sent
                    if c["api"] == "template" and c["body"].get("touser") == U]
-            if "demo-booking-reminder" in ids:
+            reminded_by_sms = any("温馨提醒" in t for _, t in services.sms.provider.sent)
+            if "demo-booking-reminder" in ids and reminded_by_sms:  # both lanes sent it
                 break
             await asyncio.sleep(0.02)
     assert ids == ["demo-booking-received", "demo-booking-confirmed", "demo-booking-reminder"], (
