@@ -49,9 +49,9 @@ from rank_bm25 import BM25Okapi
 from bot.infra.texts import render
 
 DATA = Path(__file__).with_name("faq.toml")
-# The labelled customer phrasings the classifier learns from (every list but `none`). Without
-# the file (an installed package without the repository's tests/), it learns from faq.toml's
-# phrasings alone, and says so in the log.
+# The labelled customer phrasings the classifier learns from (every list but `none`); they ship
+# with the package. Without the file, it learns from faq.toml's phrasings alone, and says so in
+# the log.
 LABELLED = Path(__file__).with_name("faq_labelled.toml")
 
 # Domain words jieba should keep whole (word, frequency); also the tier names.

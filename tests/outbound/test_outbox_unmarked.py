@@ -54,14 +54,20 @@ def customer_service_message(services, openid: str, text: str) -> None:
         s.commit()
 
 
-def test_a_send_whose_mark_failed_is_marked_later_not_sent_again(services, sent, database_away):
-    openid = "oUnmarked0000001"
-    customer_service_message(services, openid, "您的留言已收到")
+def sent_while_away(services, database_away, openid: str, text: str):
+    """A customer-service message sent while the database refuses its mark: (clock, dispatcher)."""
+    customer_service_message(services, openid, text)
     clock = Clock()
     d = dispatcher(services, clock)
     database_away.away = True
     with pytest.raises(OperationalError):
         d.run_once()  # delivered, then the database went away before the mark
+    return clock, d
+
+
+def test_a_send_whose_mark_failed_is_marked_later_not_sent_again(services, sent, database_away):
+    openid = "oUnmarked0000001"
+    clock, d = sent_while_away(services, database_away, openid, "您的留言已收到")
     assert database_away.refused == 1
     [row] = rows(services, recipient=openid)
     assert row.status == "sending"  # the database still says "being sent"
@@ -80,12 +86,7 @@ def test_a_row_claimed_again_while_its_mark_was_pending_is_not_resent(services, 
     claims it again: it is not sent a second time; the earlier outcome is kept for the new
     try and written once the database is back."""
     openid = "oUnmarked0000002"
-    customer_service_message(services, openid, "专家门诊已为您登记")
-    clock = Clock()
-    d = dispatcher(services, clock)
-    database_away.away = True
-    with pytest.raises(OperationalError):
-        d.run_once()
+    clock, d = sent_while_away(services, database_away, openid, "专家门诊已为您登记")
     clock.t += d.lease + 1
     with pytest.raises(OperationalError):
         d.run_once()  # claimed again (try 2), not sent, and still not markable
