@@ -324,12 +324,47 @@ def wants_package(ctx: Context, data: BookingData) -> bool:
     return len(draft(ctx, data).packages()) > 1
 
 
-def parse_package(ctx: Context, text: str, data: BookingData) -> str | None:
-    """The package step's own parser: any of the service's packages named exactly, so that
-    one the rules refuse (the other sex's, another tier's) is explained, not swapped."""
+# Words around a short name (要女性的, 女性套餐, 华山医院那家): dropped to find the name typed.
+_AROUND = re.compile(r"^(?:我想要|我想|我要|想要|我选|选择|要|选|就|给他|给她|给)|"
+                     r"(?:套餐|的|那个|那家|这个|这家|吧|就行|就好|即可)+$")
+
+
+def _core(text: str) -> str:
     said = normalize(text)
-    found = [p.code for p in _service(ctx, data).packages if normalize(p.name) == said]
-    return found[0] if len(found) == 1 else None
+    for _ in range(3):  # 要女性的套餐: both ends, more than one layer
+        said = _AROUND.sub("", said)
+    return said
+
+
+def named_not_offered(ctx: Context, data: BookingData, text: str,
+                      names: list[tuple[str, str]], prefer=lambda code: False) -> str | None:
+    """The one thing (code, name) the text names in short form (女性 for 钻石健康体检套餐(女性),
+    华山医院 for 复旦大学附属华山医院) among those the step did NOT offer, so that the rules
+    explain why it cannot be booked; one that was offered is left to the near match, which
+    asks back. Several named: those `prefer` picks (the customer's tier), if exactly one."""
+    said = _core(text)
+    if len(said) < 2:
+        return None
+    hits = [code for code, name in names if said in normalize(name)]
+    if len(hits) > 1:
+        hits = [code for code in hits if prefer(code)] or hits
+    offered = {code for code, *_ in offered_of(data)}
+    return hits[0] if len(hits) == 1 and hits[0] not in offered else None
+
+
+def parse_package(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The package step's own parser: any of the service's packages named exactly, or in
+    short form when it is not one offered (女性 for a husband), so that one the rules refuse
+    (the other sex's, another tier's) is explained, not swapped."""
+    said = normalize(text)
+    packages = _service(ctx, data).packages
+    found = [p.code for p in packages if normalize(p.name) == said]
+    if len(found) == 1:
+        return found[0]
+    tier = held_tier(ctx, bound_customer(ctx)).code
+    mine = {p.code for p in packages if p.tier == tier}
+    return named_not_offered(ctx, data, text, [(p.code, p.name) for p in packages],
+                             prefer=mine.__contains__)
 
 
 def check_package(ctx: Context, code: str, data: BookingData) -> str:
@@ -374,13 +409,19 @@ def institution_context(ctx: Context, data: BookingData) -> dict:
 
 
 def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
-    """The institution step's own parser: any institution named exactly, so that one the
-    rules refuse (not giving the service, not for the package) is explained, and one in
+    """The institution step's own parser: any institution named exactly (or in short form
+    when it is not one offered: 华山医院), so that one the rules refuse (not giving the service, not for the package) is explained, and one in
     another city that the rules allow is taken (with its city)."""
     said = normalize(text)
-    found = [p for p in stored(ctx).places if normalize(p.name) == said]
+    places = stored(ctx).places
+    found = [p for p in places if normalize(p.name) == said]
     if len(found) != 1:
-        return None
+        code = named_not_offered(ctx, data, text, [(p.code, p.name) for p in places],
+                                 prefer=lambda c: any(p.code == c and p.city == data.city
+                                                      for p in places))
+        found = [p for p in places if p.code == code]
+        if len(found) != 1:
+            return None
     if found[0].offers(data.service):
         data.city = found[0].city
     return found[0].code

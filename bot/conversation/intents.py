@@ -12,6 +12,7 @@ from functools import cached_property
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_MEASURE = re.compile(r"(?<=[洗约做看挂])(?:个|一个|一下|一次|次)")  # 洗个牙, 约一次体检
 
 
 class Universal(StrEnum):
@@ -116,8 +117,11 @@ class Vocabulary:
         table = self._table
         if norm in table:
             return table[norm]
-        # Only Chinese words are looked for inside a sentence: "hi" is not in "this".
-        contained = [w for w in table if len(w) >= 2 and _CJK.search(w) and w in norm]
+        # Only Chinese words are looked for inside a sentence: "hi" is not in "this"; a
+        # measure word inside the command (我要洗个牙, 约一次体检) does not hide it.
+        bare = _MEASURE.sub("", norm)
+        contained = [w for w in table if len(w) >= 2 and _CJK.search(w)
+                     and (w in norm or w in bare)]
         if contained:
             return table[max(contained, key=len)]
         close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)

@@ -1,0 +1,125 @@
+"""An outside reviewer's chat with the bot (issue 14): what the customer typed is heard, and
+refused choices are explained. Through /wechat with a fixed clock: Wednesday 2 December
+2026, 10:00 Asia/Shanghai (docs/programme.md: earliest bookable date the 2nd working day
+after, 12月4日; window 90 days)."""
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import time_machine
+from sqlalchemy import update
+from sqlmodel import Session
+
+from models import Booking, Institution
+from tests.support.booking import U, bookings, walk, world  # noqa: F401 (fixture)
+
+NOW = "2026-12-02 10:00:00+08:00"
+WIFE = ("spouse", "王芳", date(1982, 3, 4), "F")
+HUSBAND = ("spouse", "王强", date(1979, 1, 2), "M")
+
+
+# --- 1. A package typed in short form that the rules refuse is explained -----------------------
+
+@pytest.mark.parametrize("sex,family,typed,only", [
+    ("M", [WIFE], "男性", "男性"), ("M", [WIFE], "男性套餐", "男性"),
+    ("F", [HUSBAND], "女性", "女性"), ("F", [HUSBAND], "女性套餐", "女性"),
+    ("F", [HUSBAND], "要女性的", "女性"),
+])
+async def test_the_other_sexs_package_in_short_form_is_explained(wx_plain, world, services, sex,
+                                                                 family, typed, only):
+    with time_machine.travel(NOW, tick=False):
+        world("diamond", sex=sex, family=family)
+        await walk(wx_plain, U, "预约体检", "2")  # for the spouse
+        reply = await wx_plain.say(U, typed)
+    assert f"只适用于{only}" in reply and "没能对上" not in reply, reply
+    assert "请选择就近的城市" not in reply
+    assert bookings(services) == []
+
+
+# --- 7. Command forms with 个 start the booking --------------------------------------------------
+
+@pytest.mark.parametrize("typed", ["我要洗个牙", "我想洗个牙", "想去洗个牙", "想洗牙", "约个洗牙"])
+async def test_a_command_form_with_ge_starts_the_dental_booking(wx_plain, world, typed):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        reply = await wx_plain.say(U, typed)
+    assert "这次为谁预约" in reply, reply
+
+
+# --- 3, 4, 15. 取消预约: soonest first, a service word picks one, its own re-ask -------------------
+
+async def _two_bookings(wx_plain, world, services):
+    world("platinum")
+    await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "12月20日", "确认")
+    await walk(wx_plain, U, "预约体检", "本人", "北京", "北京商业体检中心", "12月10日", "确认")
+    dental, checkup = bookings(services)
+    return dental, checkup
+
+
+async def test_the_cancel_list_is_soonest_first(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        dental, checkup = await _two_bookings(wx_plain, world, services)
+        ask = await wx_plain.say(U, "取消预约")
+    assert ask.index(checkup.number) < ask.index(dental.number), ask  # 10th before 20th
+
+
+async def test_a_service_word_picks_the_one_booking_to_cancel(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        dental, checkup = await _two_bookings(wx_plain, world, services)
+        await wx_plain.say(U, "取消预约")
+        reply = await wx_plain.say(U, "洁牙那个")
+        assert dental.number in reply and "没能对上" not in reply, reply
+        await wx_plain.say(U, "确认")
+    assert [b.status for b in bookings(services)] == ["cancelled", "submitted"]
+
+
+async def test_a_service_word_naming_two_bookings_asks_which(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        world("platinum", family=[WIFE])
+        await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "12月20日", "确认")
+        await walk(wx_plain, U, "预约洁牙", "2", "上海", "上海洁牙门诊", "12月21日", "确认")
+        await wx_plain.say(U, "取消预约")
+        reply = await wx_plain.say(U, "洁牙那个")
+    assert "洁牙" in reply and "哪" in reply and "没能对上" not in reply, reply
+    assert [b.status for b in bookings(services)] == ["submitted", "submitted"]
+
+
+async def test_the_cancel_confirmation_re_asks_in_its_own_words(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "12月20日", "确认")
+        ask = await wx_plain.say(U, "取消预约")
+        assert "确定取消" in ask
+        reply = await wx_plain.say(U, "12月6日")
+        assert "提交预约" not in reply and "取消" in reply, reply
+        await wx_plain.say(U, "确认")
+    assert [b.status for b in bookings(services)] == ["cancelled"]
+
+
+# --- 3, 16. The attendance choice: a service word picks one; confirmed ones are left out ---------
+
+async def _two_tomorrow(wx_plain, world, services):
+    world("platinum")
+    await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "12月10日", "确认")
+    await walk(wx_plain, U, "专家门诊", "本人", "心内科", "不限", "北京", "北京三甲医院",
+               "12月10日", "确认")
+    with Session(services.engine) as s:
+        s.execute(update(Booking).values(status="confirmed", confirmed_date=date(2026, 12, 10),
+                                         confirmed_time="09:30"))
+        s.commit()
+    return bookings(services)
+
+
+async def test_a_service_word_picks_the_attendance_to_confirm(wx_plain, world, services):
+    with time_machine.travel(NOW, tick=False):
+        dental, expert = await _two_tomorrow(wx_plain, world, services)
+    with time_machine.travel("2026-12-09 18:00:00+08:00", tick=False):
+        ask = await wx_plain.say(U, "确认")
+        assert dental.number in ask and expert.number in ask, ask
+        reply = await wx_plain.say(U, "专家门诊那个")
+        assert "没能对上" not in reply and expert.number in reply, reply
+        again = await wx_plain.say(U, "确认")
+    assert expert.number not in again and dental.number in again, again  # only one left
+    attended = {b.number: b.attendance_confirmed_at for b in bookings(services)}
+    assert attended[expert.number] is not None and attended[dental.number] is not None
