@@ -654,6 +654,19 @@ def book(ctx: Context) -> Reply:
     return start_booking(ctx, SERVICE_OF[ctx.key])
 
 
+def booking_named(ctx: Context, text: str, data: Any, listed: list) -> str | None:
+    """The parser of a step listing the customer's bookings (取消预约, 确认到场): the number of
+    the one listed booking whose service the text names (洁牙那个); several of that service:
+    the customer is asked which (`Invalid`); none: None."""
+    code = SERVICE_OF.get(VOCABULARY.match(text))
+    offered = {c for c, *_ in offered_of(data)}
+    hits = [b for b in listed if b.service == code and b.number in offered]
+    if len(hits) > 1:
+        raise Invalid("booking/which_of_service", count=len(hits),
+                      service=ctx.services.rules.service(code).name)
+    return hits[0].number if hits else None
+
+
 def who(ctx: Context, customer: Customer, booking) -> str:
     """The person a booking is for, as the booking flow labels them."""
     if booking.family_member_id is None:

@@ -76,9 +76,10 @@ async def test_a_service_word_picks_the_one_booking_to_cancel(wx_plain, world, s
 
 async def test_a_service_word_naming_two_bookings_asks_which(wx_plain, world, services):
     with time_machine.travel(NOW, tick=False):
-        world("platinum", family=[WIFE])
+        world("platinum")  # one 洁牙 a year: this year's and next year's
         await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "12月20日", "确认")
-        await walk(wx_plain, U, "预约洁牙", "2", "上海", "上海洁牙门诊", "12月21日", "确认")
+        await walk(wx_plain, U, "预约洁牙", "本人", "上海", "上海洁牙门诊", "2027年1月6日", "确认")
+        assert len(bookings(services)) == 2
         await wx_plain.say(U, "取消预约")
         reply = await wx_plain.say(U, "洁牙那个")
     assert "洁牙" in reply and "哪" in reply and "没能对上" not in reply, reply
