@@ -27,7 +27,7 @@ from bot.domain.bookings import (BookingRequest, Person, Refusal, calendar, esco
                                  packages_for)
 from bot.domain.dates import parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
-                                 validate_id_number)
+                                 plausible_name, validate_id_number)
 from bot.domain.rules import Service
 from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, Relation
 from bot.infra.sealed import seal, unseal_or_none
@@ -265,12 +265,9 @@ def check_relation(ctx: Context, code: str, data: BookingData) -> str:
     return code
 
 
-_NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
-
-
 def parse_new_name(ctx: Context, text: str, data: BookingData) -> str:
-    if not _NAME.fullmatch(text.strip()):
-        raise Invalid("booking/bad_name")
+    if not plausible_name(text):
+        raise Invalid("booking/bad_name", said=text.strip() if len(text.strip()) <= 12 else "")
     return _seal(ctx, text.strip())
 
 

@@ -124,3 +124,24 @@ async def test_a_service_word_picks_the_attendance_to_confirm(wx_plain, world, s
     assert expert.number not in again and dental.number in again, again  # only one left
     attended = {b.number: b.attendance_confirmed_at for b in bookings(services)}
     assert attended[expert.number] is not None and attended[dental.number] is not None
+
+
+# --- 5. A name step refuses what is not a name -------------------------------------------------
+
+@pytest.mark.parametrize("typed", ["同意", "确认", "是", "好的", "123456", "😀😀", "。。。"])
+async def test_the_binding_name_step_refuses_what_is_not_a_name(wx_plain, services, typed):
+    await walk(wx_plain, U, "绑定", "同意")
+    reply = await wx_plain.say(U, typed)
+    assert "姓名" in reply and "身份证号" not in reply, reply  # asked again, not taken
+    # the step goes on: a real name is taken next
+    assert "身份证号" in await wx_plain.say(U, "李四")
+
+
+@pytest.mark.parametrize("typed", ["同意", "好的", "8888"])
+async def test_the_family_name_step_refuses_what_is_not_a_name(wx_plain, world, typed):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "添加家人", "子女")
+        reply = await wx_plain.say(U, typed)
+        assert "身份证号" not in reply and "姓名" in reply, reply
+        assert "身份证号" in await wx_plain.say(U, "李小明")
