@@ -471,6 +471,7 @@ def date_context(ctx: Context, data: BookingData) -> dict:
     return {"note": note, "offered": bool(offered), "earliest": earliest,
             "latest": ctx.today + timedelta(days=rules.booking.window_days),
             "spent_year": spent, "next_year": offered[0].year if offered else None,
+            "example": offered[-1] if offered else None,  # a date it would take, as typed
             "service": _service(ctx, data)}
 
 

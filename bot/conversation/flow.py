@@ -203,6 +203,10 @@ def _plain(text: str) -> str:
     return _PADDING.sub("", normalize(text)) or normalize(text)
 
 
+_ORDINAL = re.compile(r"(?:选|要|我选|就)?第(\d{1,2}|[一二两三四五六七八九十])(?:个|项|条|家|天|种|位)?(?:吧)?")
+_CN_ORDINALS = {c: i for i, c in enumerate("一二三四五六七八九十", 1)} | {"两": 2}
+
+
 def pick(offered: list[tuple[str, ...]], text: str, menu_id: str = "") -> str | None:
     """The option chosen for certain (tiers 1 and 2 of `Choice`): a tap on an offered line,
     the option's number, its exact label or a keyword only it has; else None."""
@@ -210,6 +214,9 @@ def pick(offered: list[tuple[str, ...]], text: str, menu_id: str = "") -> str | 
     if menu_id and menu_id in codes:
         return menu_id
     norm = normalize(text)
+    ordinal = _ORDINAL.fullmatch(norm)  # 第2个, 第二项: the option's number said as an ordinal
+    if ordinal:
+        norm = str(_CN_ORDINALS.get(ordinal[1], ordinal[1]))
     if norm.isdigit():
         return offered[int(norm) - 1][0] if 1 <= int(norm) <= len(offered) else None
     for said in dict.fromkeys((norm, _plain(text))):

@@ -145,3 +145,47 @@ async def test_the_family_name_step_refuses_what_is_not_a_name(wx_plain, world, 
         reply = await wx_plain.say(U, typed)
         assert "身份证号" not in reply and "姓名" in reply, reply
         assert "身份证号" in await wx_plain.say(U, "李小明")
+
+
+# --- 6. Two dates: ask which; an ordinal picks the numbered option ------------------------------
+
+TO_DATES = ("预约洁牙", "本人", "上海", "上海洁牙门诊")  # open every day: 12月4日…12月8日 offered
+
+
+@pytest.mark.parametrize("typed", ["12月9日或10日", "周三还是周四", "9号或者10号"])
+async def test_two_dates_typed_are_asked_about(wx_plain, world, services, typed):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, *TO_DATES)
+        reply = await wx_plain.say(U, typed)
+        assert "哪一天" in reply and "请核对预约信息" not in reply, reply
+        summary = await wx_plain.say(U, "12月10日")
+        assert "2026年12月10日" in summary, summary
+        await wx_plain.say(U, "确认")
+    (b,) = bookings(services)
+    assert b.preferred_date == date(2026, 12, 10)
+
+
+@pytest.mark.parametrize("typed", ["第2个", "第二个"])
+async def test_an_ordinal_picks_the_numbered_date(wx_plain, world, services, typed):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        *_, ask = await walk(wx_plain, U, *TO_DATES)
+        assert "2. 12月5日" in ask
+        summary = await wx_plain.say(U, typed)
+        assert "2026年12月5日" in summary, summary
+
+
+async def test_the_date_prompts_example_is_a_date_it_takes_once_the_year_is_spent(wx_plain, world,
+                                                                                   services):
+    import re as _re
+
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, *TO_DATES, "1", "确认")  # 2026's 洁牙 spent
+        *_, ask = await walk(wx_plain, U, *TO_DATES)
+        assert "1. 1月1日" in ask
+        example = _re.search(r"如「([^」]+)」", ask)[1]
+        assert not example.startswith("12月") and "下周" not in example, ask
+        summary = await wx_plain.say(U, example)
+        assert "请核对预约信息" in summary, summary
