@@ -29,7 +29,7 @@ from bot.domain.dates import parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
                                  plausible_name, validate_id_number)
 from bot.domain.rules import Service
-from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, Relation
+from bot.domain.vocab import NO_DESCRIPTION, NOT_FAMILY_WORDS, RELATION_WORDS, Relation
 from bot.infra.sealed import seal, unseal_or_none
 from bot.infra.texts import render
 from handlers.tiers import held_tier
@@ -389,9 +389,48 @@ def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
     return parse
 
 
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def parse_symptoms(ctx: Context, text: str, data: BookingData) -> str:
+    """特种检查's basis (the handbook: 根据病情): the symptoms or the doctor's referral, in a
+    few words of Chinese; punctuation, emoji, latin letters alone, or 不知道 / 没有 are asked
+    again."""
+    text = text.strip()
+    if len(text) > 200:
+        raise Invalid("booking/free_too_long", max_len=200)
+    if len(_CJK.findall(text)) < 2 or normalize(text) in NO_DESCRIPTION:
+        raise Invalid("booking/symptoms_needed")
+    return text
+
+
 def city_options(ctx: Context, data: BookingData) -> list[Option]:
     return [Option(o.code, o.code, note=label("city", count=o.count), words=(f"{o.code}市",))
             for o in draft(ctx, data).options("city")]
+
+
+# 有深圳的吗, 深圳有没有, 杭州可以吗: a place the customer asks about at the city step.
+_CITY_ASKED = re.compile(r"^(?:请问)?(?:有没有|有)?([\u4e00-\u9fff]{2,4}?)市?(?:的|那边|这边)?"
+                         r"(?:机构|医院|门诊|网点)?(?:有没有|有吗|可以吗|行吗|能约吗|吗|呢|么)$")
+
+
+def parse_city(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The city step's own parser: a city asked about (有深圳的吗) is that city when it is
+    offered, else refused saying which cities there are."""
+    m = _CITY_ASKED.match(normalize(text))
+    if m is None:
+        return None
+    asked = m[1]
+    offered = [code for code, *_ in offered_of(data)]
+    if asked in offered:
+        return asked
+    if not any(asked in code or code in asked for code in offered) and asked not in _NOT_PLACES:
+        raise Invalid("booking/no_city", city=asked, cities=offered)
+    return None
+
+
+_NOT_PLACES = ("哪里", "哪个", "哪些", "什么", "周末", "今天", "明天", "几点", "多少", "附近", "别的",
+               "其他", "其它")
 
 
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -565,7 +604,7 @@ booking_flow = router.flow(Flow(
                check=check_package, when=wants_package),
         Choice("exam", "booking/ask_exam", options=exam_options,
                when=lambda ctx, d: bool(_service(ctx, d).choices)),
-        Step("symptoms", "booking/ask_symptoms", parse_free(200), free_text=True, symptoms=True,
+        Step("symptoms", "booking/ask_symptoms", parse_symptoms, free_text=True, symptoms=True,
              when=_is(SPECIAL)),
         Step("department", "booking/ask_department", parse_free(64), free_text=True,
              symptoms=True, when=_is(EXPERT)),
@@ -574,7 +613,7 @@ booking_flow = router.flow(Flow(
         Step("expert", "booking/ask_expert", parse_free(64, ("不指定", "无", "没有", "不用")),
              free_text=True, when=lambda ctx, d: d.service == EXPERT and _service(ctx, d)
              .may_name_expert(held_tier(ctx, bound_customer(ctx)).code)),
-        Choice("city", "booking/ask_city", options=city_options),
+        Choice("city", "booking/ask_city", options=city_options, parse=parse_city),
         Choice("institution", "booking/ask_institution", options=institution_options,
                parse=parse_institution, check=check_institution, context=institution_context),
         Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,

@@ -189,3 +189,49 @@ async def test_the_date_prompts_example_is_a_date_it_takes_once_the_year_is_spen
         assert not example.startswith("12月") and "下周" not in example, ask
         summary = await wx_plain.say(U, example)
         assert "请核对预约信息" in summary, summary
+
+
+# --- 10, 12. Questions inside a flow are answered or admitted, then the step goes on --------------
+
+@pytest.mark.parametrize("reach,typed,again", [
+    (("预约洁牙", "本人", "北京"), "这家周末开门吗", "请选择北京的服务机构"),
+    (("预约洁牙", "本人"), "哪天人少？", "请选择就近的城市"),
+    (("预约洁牙", "本人"), "几点开门", "请选择就近的城市"),
+    (TO_DATES, "哪天人少？", "请选择服务日期"),
+])
+async def test_a_question_at_a_choice_step_is_admitted_and_the_step_asked_again(
+        wx_plain, world, reach, typed, again):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, *reach)
+        reply = await wx_plain.say(U, typed)
+    assert "没能对上" not in reply and "没能看懂" not in reply, reply
+    assert again in reply, reply
+    assert "人工" in reply or "95" in reply, reply  # the hand-over or the hotline offered
+
+
+async def test_a_question_at_the_consent_step_is_admitted(wx_plain):
+    await wx_plain.say(U, "绑定")
+    reply = await wx_plain.say(U, "收集这些干嘛用？")
+    assert "没能对上" not in reply and "同意" in reply, reply
+    assert "姓名" in await wx_plain.say(U, "同意")
+
+
+async def test_a_city_not_served_is_said_with_the_cities_there_are(wx_plain, world):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "本人")
+        reply = await wx_plain.say(U, "有深圳的吗")
+        assert "暂时没有深圳" in reply and "北京" in reply and "上海" in reply, reply
+        assert "没能对上" not in reply
+        assert "请选择北京的服务机构" in await wx_plain.say(U, "北京")
+
+
+@pytest.mark.parametrize("typed", ["😀😀😀", "asdf", "不知道", "没有", "。。。", "检查费多少钱？"])
+async def test_the_symptoms_step_wants_a_description(wx_plain, world, services, typed):
+    with time_machine.travel(NOW, tick=False):
+        world("diamond")
+        await walk(wx_plain, U, "特种检查", "本人", "CT检查")
+        reply = await wx_plain.say(U, typed)
+        assert "请选择就近的城市" not in reply and "症状" in reply, reply
+        assert "请选择就近的城市" in await wx_plain.say(U, "体检发现肺结节，医生建议复查CT")
