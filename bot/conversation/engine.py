@@ -144,8 +144,12 @@ def dispatch_text(ctx: Context) -> Reply:
     step = in_flow[1] if in_flow else None
     if emergency.is_emergency(text, digits_step=bool(step and step.digits)):
         advice = render("emergency")
-        if not (step and step.symptoms):
-            return Reply(advice)  # the flow, if any, waits where it was
+        if step is None:
+            return Reply(advice)
+        if not step.symptoms:  # the flow waits where it was, and says so
+            flow = in_flow[0]
+            return Reply(render("flow/answered", answer=advice, title=flow.title,
+                                prompt=flow.ask_again(ctx, step)))
         ctx.notices.append(advice)
     vocabulary = ctx.router.vocabulary
     cmd = vocabulary.universal(text)

@@ -235,3 +235,24 @@ async def test_the_symptoms_step_wants_a_description(wx_plain, world, services, 
         reply = await wx_plain.say(U, typed)
         assert "请选择就近的城市" not in reply and "症状" in reply, reply
         assert "请选择就近的城市" in await wx_plain.say(U, "体检发现肺结节，医生建议复查CT")
+
+
+# --- 11. A question about 120 is not a call for help; the advice at a choice step re-asks --------
+
+@pytest.mark.parametrize("typed", ["急救电话是120吗", "客服电话是不是120", "急救电话是多少"])
+async def test_a_question_about_120_is_not_an_emergency(wx_plain, typed):
+    reply = await wx_plain.say(U, typed)
+    assert "很紧急" not in reply, reply
+
+
+async def test_a_call_for_help_still_gets_the_advice(wx_plain):
+    assert "120" in await wx_plain.say(U, "快打急救电话")
+
+
+async def test_the_emergency_advice_at_the_city_step_asks_the_step_again(wx_plain, world):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, "预约洁牙", "本人")
+        reply = await wx_plain.say(U, "救命，胸口疼得厉害")
+        assert "120" in reply and "请选择就近的城市" in reply, reply
+        assert "请选择北京的服务机构" in await wx_plain.say(U, "北京")
