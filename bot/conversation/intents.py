@@ -54,7 +54,13 @@ def is_question(text: str) -> bool:
     """Whether the message asks about something (洁牙疼不疼, 专家门诊挂号费谁出) rather than
     asks for it (预约洁牙, 我要洗牙, 帮我约体检). The one place that decides it: a question gets
     the FAQ's answer before a word inside it is taken as a command."""
-    return bool(_QUESTION.search(unicodedata.normalize("NFKC", text or "").strip()))
+    said = _INDEFINITE.sub("", unicodedata.normalize("NFKC", text or "").strip())
+    return bool(_QUESTION.search(said))
+
+
+# A question word used as "any" (随便哪天, 哪家都行, 什么时候都可以) asks nothing.
+_INDEFINITE = re.compile(r"(?:随便|不管|无论|任意)(?:哪|什么|几|谁)[^\W\d_]?|"
+                         r"(?:哪|什么)[^\W\d_]{0,3}都(?:行|可以|好|成|方便)")
 
 
 YES = frozenset({"是", "是的", "好", "好的", "对", "对的", "确认", "确定", "可以", "行", "嗯", "要",
