@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
 from bot.conversation.flow import offered_of
-from bot.conversation.intents import normalize, yes_no
+from bot.conversation.intents import Universal, normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
 from bot.domain.booking_draft import MEMBER, NEW, SELF, BookingDraft
@@ -243,6 +243,7 @@ def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
         return f"{MEMBER}{members[0].family_member_id}"
     if members:
         return None  # several fit: the customer picks one from the list
+    _one_spouse(ctx, relation)  # 老公 with a wife on file
     data.new_relation, data.new_sex_said = relation.value, sex
     return NEW
 
@@ -258,8 +259,21 @@ def parse_relation(ctx: Context, text: str, data: BookingData) -> None:
     return None
 
 
+def _one_spouse(ctx: Context, relation: str) -> None:
+    """A customer has one spouse: one on file is chosen from the list, never added again."""
+    if relation != Relation.SPOUSE:
+        return
+    spouse = next((m for m in stored(ctx).family if m.relation == Relation.SPOUSE), None)
+    if spouse is not None:
+        raise Invalid("booking/spouse_on_file", goto="beneficiary", name=mask_name(spouse.name),
+                      label=label("relative", relation=spouse.relation,
+                                  name=mask_name(spouse.name)))
+
+
 def check_relation(ctx: Context, code: str, data: BookingData) -> str:
-    """Remember the sex the word implied (老公, 妈), to question an ID number of the other."""
+    """Remember the sex the word implied (老公, 妈), to question an ID number of the other;
+    a second spouse is refused (`_one_spouse`)."""
+    _one_spouse(ctx, code)
     said = RELATION_WORDS.get(normalize(ctx.text))
     data.new_sex_said = said[1] if said and said[0] == code else None
     return code
@@ -310,6 +324,15 @@ def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
     data.new_id_number = _seal(ctx, number)
     _check(ctx, data)
     return data.new_id_number
+
+
+def back(ctx: Context, flow: Flow) -> Reply:
+    """返回: one step back, except while an ID number is questioned (妈, then a man's ID
+    number): back to the relation, as the question says."""
+    hist = ctx.record.history
+    if (ctx.record.data or {}).get("age_pending") and "new_relation" in hist:
+        del hist[hist.index("new_relation") + 2:]  # one step back from here is the relation
+    return flow.back(ctx)
 
 
 def package_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -620,7 +643,7 @@ booking_flow = router.flow(Flow(
                check=check_date, context=date_context, unread="booking/refusal/nonsense"),
         Step("confirm", "booking/summary", parse_confirm, context=summary_context),
     ],
-    finish=finish, model=BookingData,
+    finish=finish, model=BookingData, fallbacks={Universal.BACK: back},
     begin=lambda ctx: {"key": uuid.uuid4().hex},
 ))
 

@@ -256,3 +256,30 @@ async def test_the_emergency_advice_at_the_city_step_asks_the_step_again(wx_plai
         reply = await wx_plain.say(U, "救命，胸口疼得厉害")
         assert "120" in reply and "请选择就近的城市" in reply, reply
         assert "请选择北京的服务机构" in await wx_plain.say(U, "北京")
+
+
+# --- 13. 返回 after a questioned ID number goes where the question says --------------------------
+
+async def test_back_after_a_questioned_sex_goes_to_the_relation(wx_plain, world):
+    from bot.domain.identity import make_id_number
+
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        *_, asked = await walk(wx_plain, U, "预约洁牙", "添加家人", "妈", "李家人",
+                               make_id_number("310101", date(1950, 1, 1), 7, "M"))
+        assert "男性" in asked and "返回" in asked, asked
+        back = await wx_plain.say(U, "返回")
+    assert "请选择这位家人和您的关系" in back and "姓名" not in back, back
+
+
+# --- 14. One spouse --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [("添加家人", "配偶"), ("老婆",), ("添加家人", "老婆")])
+async def test_a_second_spouse_is_refused_with_the_reason(wx_plain, world, services, steps):
+    with time_machine.travel(NOW, tick=False):
+        world("gold", sex="F", family=[HUSBAND])
+        await wx_plain.say(U, "预约洁牙")
+        *_, reply = await walk(wx_plain, U, *steps)
+        assert "一位配偶" in reply and "请输入家人的姓名" not in reply, reply
+        assert "配偶 王*" in reply  # the list again, the husband on file in it
+        assert "请选择就近的城市" in await wx_plain.say(U, "配偶 王*")
