@@ -283,3 +283,24 @@ async def test_a_second_spouse_is_refused_with_the_reason(wx_plain, world, servi
         assert "一位配偶" in reply and "请输入家人的姓名" not in reply, reply
         assert "配偶 王*" in reply  # the list again, the husband on file in it
         assert "请选择就近的城市" in await wx_plain.say(U, "配偶 王*")
+
+
+# --- 2. An institution the rules refuse, typed by its short name, is explained ---------------------
+
+async def test_a_refused_venue_by_its_short_name_is_explained(wx_plain, world, services):
+    """DOMAIN: 铂金 checkups at commercial centres only."""
+    with Session(services.engine) as s:
+        for code, name, kind in (("H2", "复旦大学附属华山医院", "tertiary_hospital"),
+                                 ("C2", "上海商业体检中心", "commercial")):
+            s.add(Institution(code=code, name=name, city="上海", address="上海某路2号", kind=kind,
+                              services="checkup", phone="021-12345678", closed_weekdays="",
+                              closed_dates=""))
+        s.commit()
+    with time_machine.travel(NOW, tick=False):
+        world("platinum")
+        *_, ask = await walk(wx_plain, U, "预约体检", "本人", "上海")
+        assert "上海商业体检中心" in ask and "华山" not in ask, ask
+        for typed in ("华山医院", "复旦大学附属华山医院"):
+            reply = await wx_plain.say(U, typed)
+            assert "商业体检机构" in reply and "没能对上" not in reply, reply
+            assert "请选择服务日期" not in reply
