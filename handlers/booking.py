@@ -432,9 +432,10 @@ def city_options(ctx: Context, data: BookingData) -> list[Option]:
             for o in draft(ctx, data).options("city")]
 
 
-# 有深圳的吗, 深圳有没有, 杭州可以吗: a place the customer asks about at the city step.
-_CITY_ASKED = re.compile(r"^(?:请问)?(?:有没有|有)?([\u4e00-\u9fff]{2,4}?)市?(?:的|那边|这边)?"
-                         r"(?:机构|医院|门诊|网点)?(?:有没有|有吗|可以吗|行吗|能约吗|吗|呢|么)$")
+# 有深圳的吗, 有没有杭州的, 深圳有没有: a place the customer asks about at the city step.
+_CITY_ASKED = re.compile(
+    r"^(?:请问)?(?:有没有|有)(?P<a>[\u4e00-\u9fff]{2,4}?)市?(?:的|那边)?(?:机构|医院|门诊)?(?:吗|么|呢|没有)?$|"
+    r"^(?:请问)?(?P<b>[\u4e00-\u9fff]{2,4}?)市?(?:那边)?(?:有没有|有吗|有没|有么)$")
 
 
 def parse_city(ctx: Context, text: str, data: BookingData) -> str | None:
@@ -443,13 +444,14 @@ def parse_city(ctx: Context, text: str, data: BookingData) -> str | None:
     m = _CITY_ASKED.match(normalize(text))
     if m is None:
         return None
-    asked = m[1]
+    asked = m["a"] or m["b"]
     offered = [code for code, *_ in offered_of(data)]
     if asked in offered:
         return asked
-    if not any(asked in code or code in asked for code in offered) and asked not in _NOT_PLACES:
-        raise Invalid("booking/no_city", city=asked, cities=offered)
-    return None
+    if any(asked in code or code in asked for code in offered) or asked in _NOT_PLACES \
+            or VOCABULARY.match(asked) is not None:  # 有洁牙吗 asks about the service
+        return None
+    raise Invalid("booking/no_city", city=asked, cities=offered)
 
 
 _NOT_PLACES = ("哪里", "哪个", "哪些", "什么", "周末", "今天", "明天", "几点", "多少", "附近", "别的",
