@@ -25,7 +25,7 @@ from bot.domain import notify
 from bot.domain.booking_draft import MEMBER, NEW, SELF, BookingDraft
 from bot.domain.bookings import (BookingRequest, Person, Refusal, calendar, escorted,
                                  packages_for)
-from bot.domain.dates import parse_date, validate_service_date
+from bot.domain.dates import is_bare_weekday, parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
                                  plausible_name, validate_id_number)
 from bot.domain.rules import Service
@@ -506,6 +506,12 @@ def parse_typed_date(ctx: Context, text: str, data: BookingData) -> str | None:
     if normalize(text).isdigit() and len(normalize(text)) <= 2:
         return None
     parsed = parse_date(text, ctx.now, calendar())
+    if parsed.ok and parsed.date == ctx.today and is_bare_weekday(text):
+        # 周六 on a Saturday is today (too soon): said so, with next week's offered instead.
+        d = draft(ctx, data)
+        exc = refusal(ctx, Refusal.TOO_SOON, d, d.request(date=parsed.date))
+        exc.ctx["next_same_weekday"] = parsed.date + timedelta(days=7)
+        raise exc
     if parsed.ok:
         return parsed.date.isoformat()
     if parsed.reason == "past":

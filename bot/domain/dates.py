@@ -220,6 +220,11 @@ def _jionlp_days(text: str, now: datetime) -> tuple[date, date] | None:
 # --- Parsing -------------------------------------------------------------------------------
 
 
+def is_bare_weekday(text: str) -> bool:
+    """Whether the text is a weekday alone (周六, 星期六): on that weekday it means today."""
+    return bool(_WEEKDAY.match(normalize(text)))
+
+
 def parse_date(text: str, reference: datetime, calendar: Calendar,
                tz: tzinfo = SHANGHAI) -> ParsedDate:
     """The service date a customer means by `text`, typed at `reference` (an aware datetime;

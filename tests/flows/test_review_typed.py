@@ -304,3 +304,24 @@ async def test_a_refused_venue_by_its_short_name_is_explained(wx_plain, world, s
             reply = await wx_plain.say(U, typed)
             assert "商业体检机构" in reply and "没能对上" not in reply, reply
             assert "请选择服务日期" not in reply
+
+
+# --- Smaller: the beneficiary step's number; 周六 on a Saturday ------------------------------------
+
+async def test_the_beneficiary_step_says_how_many_uses_a_year_are_shared(wx_plain, world):
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        ask = await wx_plain.say(U, "预约洁牙")
+    assert "每年共用1次" in ask, ask  # DOMAIN / rules.toml: 洁牙 once a year
+
+
+async def test_a_bare_weekday_that_is_today_says_why_and_offers_the_next_one(wx_plain, world,
+                                                                             services):
+    with time_machine.travel("2026-12-05 10:00:00+08:00", tick=False):  # a Saturday
+        world("gold")
+        await walk(wx_plain, U, *TO_DATES)
+        reply = await wx_plain.say(U, "周六")
+        assert "今天就是周六" in reply and "12月12日" in reply, reply
+        assert "请核对预约信息" not in reply
+        summary = await wx_plain.say(U, "下周六")
+        assert "2026年12月12日" in summary, summary
