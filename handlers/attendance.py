@@ -2,31 +2,18 @@
 answer to the day-before reminder (tomorrow's booking marked attendance-confirmed)."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router
 from bot.domain import booking_store as store
 from bot.domain import notify
-from bot.domain.bookings import check_cancellation, service_date
-from bot.domain.vocab import BookingStatus
-from handlers.booking import bound_customer, stored, who
+from bot.domain.bookings import check_cancellation, service_date, upcoming_first
+from handlers.booking import booking_named, bound_customer, stored, who
 from handlers.cancellation import terms
 from menus import VOCABULARY, Key
 from models import Customer, Institution
 
 router = Router(VOCABULARY)
-
-
-def upcoming_first(bookings: list, today: date) -> list:
-    """Bookings still to come (submitted or confirmed, from today on), soonest first; then
-    the others, most recent first."""
-    def ahead(b) -> bool:
-        return b.status in (BookingStatus.SUBMITTED, BookingStatus.CONFIRMED) and \
-            service_date(b) >= today
-    coming = sorted((b for b in bookings if ahead(b)), key=lambda b: (service_date(b), b.id))
-    rest = sorted((b for b in bookings if not ahead(b)), key=lambda b: (service_date(b), b.id),
-                  reverse=True)
-    return coming + rest
 
 
 @router.key(Key.MY_BOOKINGS)
@@ -54,10 +41,17 @@ def my_bookings(ctx: Context) -> Reply:
 
 
 def _tomorrow(ctx: Context, customer: Customer) -> list:
-    """The customer's confirmed bookings for tomorrow (the reminder is for these)."""
+    """The customer's confirmed bookings for tomorrow (the reminder is for these), soonest
+    first."""
     tomorrow = ctx.today + timedelta(days=1)
-    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
-            if b.status == "confirmed" and b.confirmed_date == tomorrow]
+    return upcoming_first([b for b in store.bookings_of(ctx.session, customer.id, limit=50)
+                           if b.status == "confirmed" and b.confirmed_date == tomorrow],
+                          ctx.today)
+
+
+def _unanswered(ctx: Context, customer: Customer) -> list:
+    """Tomorrow's bookings whose attendance is not confirmed yet (the ones still to choose)."""
+    return [b for b in _tomorrow(ctx, customer) if b.attendance_confirmed_at is None]
 
 
 def _attend(ctx: Context, booking) -> Reply:
@@ -78,7 +72,11 @@ def attend_options(ctx: Context, data: AttendData) -> list[Option]:
     rules = ctx.services.rules
     return [Option(b.number, f"{b.number} {rules.service(b.service).name}",
                    note=f"{b.confirmed_time or ''}，{who(ctx, customer, b)}", words=(b.number,))
-            for b in _tomorrow(ctx, customer)]
+            for b in _unanswered(ctx, customer)]
+
+
+def parse_attend(ctx: Context, text: str, data: AttendData) -> str | None:
+    return booking_named(ctx, text, data, _unanswered(ctx, bound_customer(ctx)))
 
 
 def attend_finish(ctx: Context, data: AttendData) -> Reply:
@@ -90,7 +88,8 @@ def attend_finish(ctx: Context, data: AttendData) -> Reply:
 
 attend_flow = router.flow(Flow(
     name="confirm_attendance", title="确认到场",
-    steps=[Choice("which", "booking/attendance/ask_which", options=attend_options)],
+    steps=[Choice("which", "booking/attendance/ask_which", options=attend_options,
+                  parse=parse_attend)],
     finish=attend_finish, model=AttendData,
 ))
 
@@ -98,11 +97,13 @@ attend_flow = router.flow(Flow(
 @router.key(Key.CONFIRM_ATTENDANCE)
 def confirm_attendance(ctx: Context) -> Reply:
     """确认 after the day-before reminder: tomorrow's booking is marked attendance-confirmed
-    (staff see it); with several bookings tomorrow, the bot asks which."""
+    (staff see it); with several bookings tomorrow not confirmed yet, the bot asks which
+    (one already confirmed is not offered again)."""
     customer = ctx.customer  # a personal key: the router served it to a bound customer
     tomorrow = _tomorrow(ctx, customer)
     if not tomorrow:
         return ctx.say("booking/attendance/none")
-    if len(tomorrow) == 1:
-        return _attend(ctx, tomorrow[0])
+    pending = _unanswered(ctx, customer)
+    if len(pending) <= 1:  # one to confirm, or all confirmed already (said so)
+        return _attend(ctx, (pending or tomorrow)[0])
     return ctx.start(attend_flow)

@@ -21,7 +21,8 @@ from bot.conversation.intents import normalize, yes_no
 from bot.domain import accounts, notify, privacy
 from bot.domain.broadcasts import sync_user
 from bot.domain.identity import (compact, is_valid_phone, mask_id_number, mask_name, mask_phone,
-                                 normalize_phone, typed_id_number, validate_id_number)
+                                 normalize_phone, plausible_name, typed_id_number,
+                                 validate_id_number)
 from bot.infra.texts import render
 from menus import VOCABULARY, Key
 from models import Customer
@@ -29,7 +30,6 @@ from models import Customer
 log = logging.getLogger(__name__)
 router = Router(VOCABULARY)
 
-_NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{1,30}")
 RESEND = ("重发", "重新发送")
 _CODE = re.compile(r"[0-9]{6}")  # the SMS code's shape
 
@@ -106,8 +106,8 @@ def _name_digest(ctx: Context, name: str) -> str:
 
 def parse_name(ctx: Context, text: str, data: BindingData) -> bool:
     name = text.strip()
-    if not _NAME.fullmatch(name):
-        raise Invalid("binding/bad_name")
+    if not plausible_name(name):
+        raise Invalid("binding/bad_name", said=name if len(name) <= 12 else "")
     data.name_mac = _name_digest(ctx, name)
     return True
 

@@ -19,17 +19,17 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
 from bot.conversation.flow import offered_of
-from bot.conversation.intents import normalize, yes_no
+from bot.conversation.intents import Universal, normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
 from bot.domain.booking_draft import MEMBER, NEW, SELF, BookingDraft
 from bot.domain.bookings import (BookingRequest, Person, Refusal, calendar, escorted,
                                  packages_for)
-from bot.domain.dates import parse_date, validate_service_date
+from bot.domain.dates import is_bare_weekday, parse_date, validate_service_date
 from bot.domain.identity import (compact, id_birth_date, id_sex, mask_name, normalize_id_number,
-                                 validate_id_number)
+                                 plausible_name, validate_id_number)
 from bot.domain.rules import Service
-from bot.domain.vocab import NOT_FAMILY_WORDS, RELATION_WORDS, Relation
+from bot.domain.vocab import NO_DESCRIPTION, NOT_FAMILY_WORDS, RELATION_WORDS, Relation
 from bot.infra.sealed import seal, unseal_or_none
 from bot.infra.texts import render
 from handlers.tiers import held_tier
@@ -243,6 +243,7 @@ def parse_beneficiary(ctx: Context, text: str, data: BookingData) -> str | None:
         return f"{MEMBER}{members[0].family_member_id}"
     if members:
         return None  # several fit: the customer picks one from the list
+    _one_spouse(ctx, relation)  # 老公 with a wife on file
     data.new_relation, data.new_sex_said = relation.value, sex
     return NEW
 
@@ -258,19 +259,29 @@ def parse_relation(ctx: Context, text: str, data: BookingData) -> None:
     return None
 
 
+def _one_spouse(ctx: Context, relation: str) -> None:
+    """A customer has one spouse: one on file is chosen from the list, never added again."""
+    if relation != Relation.SPOUSE:
+        return
+    spouse = next((m for m in stored(ctx).family if m.relation == Relation.SPOUSE), None)
+    if spouse is not None:
+        raise Invalid("booking/spouse_on_file", goto="beneficiary", name=mask_name(spouse.name),
+                      label=label("relative", relation=spouse.relation,
+                                  name=mask_name(spouse.name)))
+
+
 def check_relation(ctx: Context, code: str, data: BookingData) -> str:
-    """Remember the sex the word implied (老公, 妈), to question an ID number of the other."""
+    """Remember the sex the word implied (老公, 妈), to question an ID number of the other;
+    a second spouse is refused (`_one_spouse`)."""
+    _one_spouse(ctx, code)
     said = RELATION_WORDS.get(normalize(ctx.text))
     data.new_sex_said = said[1] if said and said[0] == code else None
     return code
 
 
-_NAME = re.compile(r"[\u4e00-\u9fa5A-Za-z·•. ]{2,30}")
-
-
 def parse_new_name(ctx: Context, text: str, data: BookingData) -> str:
-    if not _NAME.fullmatch(text.strip()):
-        raise Invalid("booking/bad_name")
+    if not plausible_name(text):
+        raise Invalid("booking/bad_name", said=text.strip() if len(text.strip()) <= 12 else "")
     return _seal(ctx, text.strip())
 
 
@@ -315,6 +326,15 @@ def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
     return data.new_id_number
 
 
+def back(ctx: Context, flow: Flow) -> Reply:
+    """返回: one step back, except while an ID number is questioned (妈, then a man's ID
+    number): back to the relation, as the question says."""
+    hist = ctx.record.history
+    if (ctx.record.data or {}).get("age_pending") and "new_relation" in hist:
+        del hist[hist.index("new_relation") + 2:]  # one step back from here is the relation
+    return flow.back(ctx)
+
+
 def package_options(ctx: Context, data: BookingData) -> list[Option]:
     return [Option(o.code, o.item.name, note=o.item.content)
             for o in draft(ctx, data).options("package")]
@@ -324,12 +344,47 @@ def wants_package(ctx: Context, data: BookingData) -> bool:
     return len(draft(ctx, data).packages()) > 1
 
 
-def parse_package(ctx: Context, text: str, data: BookingData) -> str | None:
-    """The package step's own parser: any of the service's packages named exactly, so that
-    one the rules refuse (the other sex's, another tier's) is explained, not swapped."""
+# Words around a short name (要女性的, 女性套餐, 华山医院那家): dropped to find the name typed.
+_AROUND = re.compile(r"^(?:我想要|我想|我要|想要|我选|选择|要|选|就|给他|给她|给)|"
+                     r"(?:套餐|的|那个|那家|这个|这家|吧|就行|就好|即可)+$")
+
+
+def _core(text: str) -> str:
     said = normalize(text)
-    found = [p.code for p in _service(ctx, data).packages if normalize(p.name) == said]
-    return found[0] if len(found) == 1 else None
+    for _ in range(3):  # 要女性的套餐: both ends, more than one layer
+        said = _AROUND.sub("", said)
+    return said
+
+
+def named_not_offered(ctx: Context, data: BookingData, text: str,
+                      names: list[tuple[str, str]], prefer=lambda code: False) -> str | None:
+    """The one thing (code, name) the text names in short form (女性 for 钻石健康体检套餐(女性),
+    华山医院 for 复旦大学附属华山医院) among those the step did NOT offer, so that the rules
+    explain why it cannot be booked; one that was offered is left to the near match, which
+    asks back. Several named: those `prefer` picks (the customer's tier), if exactly one."""
+    said = _core(text)
+    if len(said) < 2:
+        return None
+    hits = [code for code, name in names if said in normalize(name)]
+    if len(hits) > 1:
+        hits = [code for code in hits if prefer(code)] or hits
+    offered = {code for code, *_ in offered_of(data)}
+    return hits[0] if len(hits) == 1 and hits[0] not in offered else None
+
+
+def parse_package(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The package step's own parser: any of the service's packages named exactly, or in
+    short form when it is not one offered (女性 for a husband), so that one the rules refuse
+    (the other sex's, another tier's) is explained, not swapped."""
+    said = normalize(text)
+    packages = _service(ctx, data).packages
+    found = [p.code for p in packages if normalize(p.name) == said]
+    if len(found) == 1:
+        return found[0]
+    tier = held_tier(ctx, bound_customer(ctx)).code
+    mine = {p.code for p in packages if p.tier == tier}
+    return named_not_offered(ctx, data, text, [(p.code, p.name) for p in packages],
+                             prefer=mine.__contains__)
 
 
 def check_package(ctx: Context, code: str, data: BookingData) -> str:
@@ -357,9 +412,50 @@ def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
     return parse
 
 
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def parse_symptoms(ctx: Context, text: str, data: BookingData) -> str:
+    """特种检查's basis (the handbook: 根据病情): the symptoms or the doctor's referral, in a
+    few words of Chinese; punctuation, emoji, latin letters alone, or 不知道 / 没有 are asked
+    again."""
+    text = text.strip()
+    if len(text) > 200:
+        raise Invalid("booking/free_too_long", max_len=200)
+    if len(_CJK.findall(text)) < 2 or normalize(text) in NO_DESCRIPTION:
+        raise Invalid("booking/symptoms_needed")
+    return text
+
+
 def city_options(ctx: Context, data: BookingData) -> list[Option]:
     return [Option(o.code, o.code, note=label("city", count=o.count), words=(f"{o.code}市",))
             for o in draft(ctx, data).options("city")]
+
+
+# 有深圳的吗, 有没有杭州的, 深圳有没有: a place the customer asks about at the city step.
+_CITY_ASKED = re.compile(
+    r"^(?:请问)?(?:有没有|有)(?P<a>[\u4e00-\u9fff]{2,4}?)市?(?:的|那边)?(?:机构|医院|门诊)?(?:吗|么|呢|没有)?$|"
+    r"^(?:请问)?(?P<b>[\u4e00-\u9fff]{2,4}?)市?(?:那边)?(?:有没有|有吗|有没|有么)$")
+
+
+def parse_city(ctx: Context, text: str, data: BookingData) -> str | None:
+    """The city step's own parser: a city asked about (有深圳的吗) is that city when it is
+    offered, else refused saying which cities there are."""
+    m = _CITY_ASKED.match(normalize(text))
+    if m is None:
+        return None
+    asked = m["a"] or m["b"]
+    offered = [code for code, *_ in offered_of(data)]
+    if asked in offered:
+        return asked
+    if any(asked in code or code in asked for code in offered) or asked in _NOT_PLACES \
+            or VOCABULARY.match(asked) is not None:  # 有洁牙吗 asks about the service
+        return None
+    raise Invalid("booking/no_city", city=asked, cities=offered)
+
+
+_NOT_PLACES = ("哪里", "哪个", "哪些", "什么", "周末", "今天", "明天", "几点", "多少", "附近", "别的",
+               "其他", "其它")
 
 
 def institution_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -374,13 +470,19 @@ def institution_context(ctx: Context, data: BookingData) -> dict:
 
 
 def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
-    """The institution step's own parser: any institution named exactly, so that one the
-    rules refuse (not giving the service, not for the package) is explained, and one in
+    """The institution step's own parser: any institution named exactly (or in short form
+    when it is not one offered: 华山医院), so that one the rules refuse (not giving the service, not for the package) is explained, and one in
     another city that the rules allow is taken (with its city)."""
     said = normalize(text)
-    found = [p for p in stored(ctx).places if normalize(p.name) == said]
+    places = stored(ctx).places
+    found = [p for p in places if normalize(p.name) == said]
     if len(found) != 1:
-        return None
+        code = named_not_offered(ctx, data, text, [(p.code, p.name) for p in places],
+                                 prefer=lambda c: any(p.code == c and p.city == data.city
+                                                      for p in places))
+        found = [p for p in places if p.code == code]
+        if len(found) != 1:
+            return None
     if found[0].offers(data.service):
         data.city = found[0].city
     return found[0].code
@@ -404,6 +506,12 @@ def parse_typed_date(ctx: Context, text: str, data: BookingData) -> str | None:
     if normalize(text).isdigit() and len(normalize(text)) <= 2:
         return None
     parsed = parse_date(text, ctx.now, calendar())
+    if parsed.ok and parsed.date == ctx.today and is_bare_weekday(text):
+        # 周六 on a Saturday is today (too soon): said so, with next week's offered instead.
+        d = draft(ctx, data)
+        exc = refusal(ctx, Refusal.TOO_SOON, d, d.request(date=parsed.date))
+        exc.ctx["next_same_weekday"] = parsed.date + timedelta(days=7)
+        raise exc
     if parsed.ok:
         return parsed.date.isoformat()
     if parsed.reason == "past":
@@ -433,6 +541,7 @@ def date_context(ctx: Context, data: BookingData) -> dict:
     return {"note": note, "offered": bool(offered), "earliest": earliest,
             "latest": ctx.today + timedelta(days=rules.booking.window_days),
             "spent_year": spent, "next_year": offered[0].year if offered else None,
+            "example": offered[-1] if offered else None,  # a date it would take, as typed
             "service": _service(ctx, data)}
 
 
@@ -526,7 +635,7 @@ booking_flow = router.flow(Flow(
                check=check_package, when=wants_package),
         Choice("exam", "booking/ask_exam", options=exam_options,
                when=lambda ctx, d: bool(_service(ctx, d).choices)),
-        Step("symptoms", "booking/ask_symptoms", parse_free(200), free_text=True, symptoms=True,
+        Step("symptoms", "booking/ask_symptoms", parse_symptoms, free_text=True, symptoms=True,
              when=_is(SPECIAL)),
         Step("department", "booking/ask_department", parse_free(64), free_text=True,
              symptoms=True, when=_is(EXPERT)),
@@ -535,14 +644,14 @@ booking_flow = router.flow(Flow(
         Step("expert", "booking/ask_expert", parse_free(64, ("不指定", "无", "没有", "不用")),
              free_text=True, when=lambda ctx, d: d.service == EXPERT and _service(ctx, d)
              .may_name_expert(held_tier(ctx, bound_customer(ctx)).code)),
-        Choice("city", "booking/ask_city", options=city_options),
+        Choice("city", "booking/ask_city", options=city_options, parse=parse_city),
         Choice("institution", "booking/ask_institution", options=institution_options,
                parse=parse_institution, check=check_institution, context=institution_context),
         Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,
                check=check_date, context=date_context, unread="booking/refusal/nonsense"),
         Step("confirm", "booking/summary", parse_confirm, context=summary_context),
     ],
-    finish=finish, model=BookingData,
+    finish=finish, model=BookingData, fallbacks={Universal.BACK: back},
     begin=lambda ctx: {"key": uuid.uuid4().hex},
 ))
 
@@ -611,6 +720,19 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
 @router.key(Key.BOOK_DENTAL, Key.BOOK_CHECKUP, Key.BOOK_EXPERT, Key.BOOK_SPECIAL)
 def book(ctx: Context) -> Reply:
     return start_booking(ctx, SERVICE_OF[ctx.key])
+
+
+def booking_named(ctx: Context, text: str, data: Any, listed: list) -> str | None:
+    """The parser of a step listing the customer's bookings (取消预约, 确认到场): the number of
+    the one listed booking whose service the text names (洁牙那个); several of that service:
+    the customer is asked which (`Invalid`); none: None."""
+    code = SERVICE_OF.get(VOCABULARY.match(text))
+    offered = {c for c, *_ in offered_of(data)}
+    hits = [b for b in listed if b.service == code and b.number in offered]
+    if len(hits) > 1:
+        raise Invalid("booking/which_of_service", count=len(hits),
+                      service=ctx.services.rules.service(code).name)
+    return hits[0].number if hits else None
 
 
 def who(ctx: Context, customer: Customer, booking) -> str:

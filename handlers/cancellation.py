@@ -10,9 +10,9 @@ from bot.conversation.intents import normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
 from bot.domain.bookings import (BOOKING_NO, calendar, cancellation_terms, check_cancellation,
-                                 service_date)
+                                 service_date, upcoming_first)
 from bot.infra.texts import render
-from handlers.booking import bound_customer, label, who
+from handlers.booking import booking_named, bound_customer, label, who
 from menus import VOCABULARY, Key
 from models import Customer
 
@@ -35,8 +35,9 @@ class CancelData(FlowData):
 
 
 def _own_active(ctx: Context, customer: Customer) -> list:
-    return [b for b in store.bookings_of(ctx.session, customer.id, limit=50)
-            if check_cancellation(b, ctx.now) is None]
+    """The bookings the customer may still cancel, soonest first (as 我的预约 lists them)."""
+    return upcoming_first([b for b in store.bookings_of(ctx.session, customer.id, limit=50)
+                           if check_cancellation(b, ctx.now) is None], ctx.today)
 
 
 def which_options(ctx: Context, data: CancelData) -> list[Option]:
@@ -58,6 +59,10 @@ def _booking(ctx: Context, number: str):
         raise Invalid(f"booking/cancel/{why}", end=True, number=number,
                       status=render("booking/status", status=booking.status))
     return booking
+
+
+def parse_which(ctx: Context, text: str, data: CancelData) -> str | None:
+    return booking_named(ctx, text, data, _own_active(ctx, bound_customer(ctx)))
 
 
 def check_which(ctx: Context, code: str, data: CancelData) -> str:
@@ -85,7 +90,7 @@ def parse_cancel_confirm(ctx: Context, text: str, data: CancelData) -> bool:
             return True
         if yes_no(text) is False:
             raise Invalid("booking/cancel/kept", end=True)
-        raise Invalid("booking/confirm_again")
+        raise Invalid("booking/cancel/confirm_free_again")
     if late_phrase:
         return True
     if yes_no(text) is False:
@@ -118,7 +123,7 @@ class CancelConfirm(Step):
 cancel_flow = router.flow(Flow(
     name="cancel_booking", title="取消预约",
     steps=[Choice("which", "booking/cancel/ask_which", options=which_options,
-                  check=check_which),
+                  parse=parse_which, check=check_which),
            CancelConfirm("confirm", "booking/cancel/confirm_free", parse_cancel_confirm)],
     finish=cancel_finish, model=CancelData,
 ))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from bot.cli.common import settings, shown
+from bot.cli.common import settings, shown, shown_record
 from bot.cli.db import open_session
 
 app = typer.Typer(help="The audit log of staff actions.", no_args_is_help=True)
@@ -28,6 +28,6 @@ def audit_list(since: str = typer.Option(None, "--since", help="From YYYY-MM-DD 
         rows = audit_rows(session, since=day, staff=staff)
     for r in rows:
         typer.echo(f"{r.id}\t{shown(r.at, s, '%Y-%m-%d %H:%M:%S')}\t{r.staff_openid}\t{r.action}\t{r.target}"
-                   f"\tbefore={r.before or '-'}\tafter={r.after or '-'}")
+                   f"\tbefore={shown_record(r.before, s)}\tafter={shown_record(r.after, s)}")
     if not rows:
         typer.echo("no staff actions recorded" + (f" since {since}" if since else ""))

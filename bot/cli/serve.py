@@ -58,7 +58,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     typer.echo(serving_banner(host, port, demo, admin=s.admin_enabled))
     from bot.app import server_options
 
+    from bot.infra.logs import uvicorn_log_config
+
     uvicorn.run("bot.asgi:make", factory=True, host=host, port=port, workers=workers,
+                log_config=uvicorn_log_config(s.timezone, s.log_format, s.log_level),
                 **server_options(s))
 
 

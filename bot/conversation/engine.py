@@ -25,13 +25,14 @@ from datetime import timedelta
 from functools import lru_cache
 
 from bot.conversation.context import Context
-from bot.conversation.flow import SEP, Flow, Step, offered_tap
+from bot.conversation.flow import ANSWER, NEAR, REASON, SEP, UNREAD, Flow, Step, offered_tap
 from bot.conversation import emergency, faq
 from bot.conversation.intents import Universal, is_question, yes_no
 from bot.conversation.message import Kind
 from bot.conversation.reply import Invalid, Reply
 from bot.conversation.router import BadArgs
 from bot.domain import booking_store, unanswered
+from bot.domain.vocab import describes_symptoms
 from bot.infra.texts import render
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,12 @@ def dispatch_text(ctx: Context) -> Reply:
     step = in_flow[1] if in_flow else None
     if emergency.is_emergency(text, digits_step=bool(step and step.digits)):
         advice = render("emergency")
-        if not (step and step.symptoms):
-            return Reply(advice)  # the flow, if any, waits where it was
+        if step is None:
+            return Reply(advice)
+        if not step.symptoms:  # the flow waits where it was, and says so
+            flow = in_flow[0]
+            return Reply(render("flow/answered", answer=advice, title=flow.title,
+                                prompt=flow.ask_again(ctx, step)))
         ctx.notices.append(advice)
     vocabulary = ctx.router.vocabulary
     cmd = vocabulary.universal(text)
@@ -203,7 +208,7 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
     if key is not None and key in ctx.router.keys:
         if not parses(ctx, flow, step):  # not an answer here: the customer asked for something else
             return run_key(ctx, key)
-    if question and flow.sticky and not step.symptoms:
+    if question and flow.sticky and not (step.symptoms and describes_symptoms(ctx.text)):
         answered = answer_at_step(ctx, flow, step)
         if answered is not None:
             return answered
@@ -217,15 +222,25 @@ def parses(ctx: Context, flow: Flow, step: Step) -> bool:
 
 def answer_at_step(ctx: Context, flow: Flow, step: Step) -> Reply | None:
     """A question at a step that is not the step's answer: the FAQ's answer, then the step
-    again. None (the step reads it) when the FAQ has no confident answer or, at a step that
-    does not take any text, when the step's parser reads it (下周三可以吗 at the date step).
-    A step that takes symptoms reads questions too (胃疼是不是要做胃镜 describes them), and a
-    flow that is not sticky (the FAQ's suggestions) lets the message go."""
-    entry = faq.default().best(ctx.text, tier=held_tier_code(ctx))
-    if entry is None or (not step.free_text and parses(ctx, flow, step)):
+    again; when the FAQ has no confident answer, a reply that admits it (the hand-over and
+    the hotline), then the step again, never 「没能对上您的选择」. None (the step reads it)
+    when, at a step that does not take any text, the step's parser reads it (下周三可以吗 at
+    the date step) or refuses it with a reason of its own (有深圳的吗 at the city step), or
+    would ask back about a near match; at a free-text step when the FAQ has no answer.
+    A step that takes symptoms reads questions that describe them (胃疼是不是要做胃镜), and
+    a flow that is not sticky (the FAQ's suggestions) lets the message go."""
+    heard = UNREAD if step.free_text else step.hears(ctx, ctx.text, flow.load(ctx.record.data))
+    if heard in (ANSWER, REASON):
         return None
-    return Reply(render("flow/answered", answer=answer_faq(ctx, entry, ctx.text),
-                        title=flow.title, prompt=flow.ask_again(ctx, step)))
+    tier = held_tier_code(ctx)
+    entry = faq.default().best(ctx.text, tier=tier)
+    if entry is not None:
+        return Reply(render("flow/answered", answer=answer_faq(ctx, entry, ctx.text),
+                            title=flow.title, prompt=flow.ask_again(ctx, step)))
+    if (step.free_text and not step.symptoms) or heard == NEAR:
+        return None  # a name, a hospital: the step reads it; a near match is asked back
+    unanswered.record(ctx.session, ctx.text, tier, ctx.now)  # for staff to grow the FAQ
+    return Reply(render("flow/unsure", title=flow.title, prompt=flow.ask_again(ctx, step)))
 
 
 def understand(ctx: Context, text: str) -> Reply:

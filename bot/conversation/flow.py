@@ -83,6 +83,13 @@ class Step:
             return False
         return True
 
+    def hears(self, ctx: "Context", text: str, data: Any) -> str:
+        """How the step reads a text, writing nothing (`data`: a copy): ANSWER (taken), REASON
+        (its own refusal, with a reason worth saying: a date in the past), NEAR (a near match
+        it would ask back about) or UNREAD (not of its kind). A step that is not a choice
+        has no reason worth more than a question's answer: a refusal is UNREAD."""
+        return ANSWER if self.accepts(ctx, text, data) else UNREAD
+
 
 @dataclass(frozen=True)
 class Option:
@@ -92,6 +99,7 @@ class Option:
     words: tuple[str, ...] = ()  # other words a customer may type for it (exact, whole message)
 
 
+ANSWER, REASON, NEAR, UNREAD = "answer", "reason", "near", "unread"  # `Step.hears`
 GUESS = "guess_"  # the data key holding the option a near match proposed, awaiting 是/否
 # Polite padding around an answer (要咖啡, 我选北京吧): dropped before an exact comparison.
 _PADDING = re.compile(r"^(?:我想要|我想|我要|想要|我选|选择|要|选|就)|(?:吧|啊|呀|就行|就好|即可)$")
@@ -180,6 +188,18 @@ class Choice(Step):
     def take(self, ctx: "Context", code: str, data: Any) -> Any:
         return self.check(ctx, code, data) if self.check else code
 
+    def hears(self, ctx: "Context", text: str, data: Any) -> str:
+        try:
+            code = self.read(ctx, text, data)
+            if code is not None:
+                self.take(ctx, code, data)
+                return ANSWER
+        except Invalid as exc:
+            return UNREAD if exc.template == self.unread else REASON
+        except Exception:  # noqa: BLE001 - a parser that cannot read it at all
+            return UNREAD
+        return NEAR if near_match(offered_of(data), text) is not None else UNREAD
+
 
 def offered_of(data: Any) -> list[tuple[str, ...]]:
     """The options (code, label, *words) the step last offered, as kept with the data."""
@@ -203,6 +223,10 @@ def _plain(text: str) -> str:
     return _PADDING.sub("", normalize(text)) or normalize(text)
 
 
+_ORDINAL = re.compile(r"(?:选|要|我选|就)?第(\d{1,2}|[一二两三四五六七八九十])(?:个|项|条|家|天|种|位)?(?:吧)?")
+_CN_ORDINALS = {c: i for i, c in enumerate("一二三四五六七八九十", 1)} | {"两": 2}
+
+
 def pick(offered: list[tuple[str, ...]], text: str, menu_id: str = "") -> str | None:
     """The option chosen for certain (tiers 1 and 2 of `Choice`): a tap on an offered line,
     the option's number, its exact label or a keyword only it has; else None."""
@@ -210,6 +234,9 @@ def pick(offered: list[tuple[str, ...]], text: str, menu_id: str = "") -> str | 
     if menu_id and menu_id in codes:
         return menu_id
     norm = normalize(text)
+    ordinal = _ORDINAL.fullmatch(norm)  # 第2个, 第二项: the option's number said as an ordinal
+    if ordinal:
+        norm = str(_CN_ORDINALS.get(ordinal[1], ordinal[1]))
     if norm.isdigit():
         return offered[int(norm) - 1][0] if 1 <= int(norm) <= len(offered) else None
     for said in dict.fromkeys((norm, _plain(text))):

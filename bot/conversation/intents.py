@@ -12,6 +12,7 @@ from functools import cached_property
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_MEASURE = re.compile(r"(?<=[洗约做看挂])(?:个|一个|一下|一次|次)")  # 洗个牙, 约一次体检
 
 
 class Universal(StrEnum):
@@ -53,7 +54,13 @@ def is_question(text: str) -> bool:
     """Whether the message asks about something (洁牙疼不疼, 专家门诊挂号费谁出) rather than
     asks for it (预约洁牙, 我要洗牙, 帮我约体检). The one place that decides it: a question gets
     the FAQ's answer before a word inside it is taken as a command."""
-    return bool(_QUESTION.search(unicodedata.normalize("NFKC", text or "").strip()))
+    said = _INDEFINITE.sub("", unicodedata.normalize("NFKC", text or "").strip())
+    return bool(_QUESTION.search(said))
+
+
+# A question word used as "any" (随便哪天, 哪家都行, 什么时候都可以) asks nothing.
+_INDEFINITE = re.compile(r"(?:随便|不管|无论|任意)(?:哪|什么|几|谁)[^\W\d_]?|"
+                         r"(?:哪|什么)[^\W\d_]{0,3}都(?:行|可以|好|成|方便)")
 
 
 YES = frozenset({"是", "是的", "好", "好的", "对", "对的", "确认", "确定", "可以", "行", "嗯", "要",
@@ -116,8 +123,11 @@ class Vocabulary:
         table = self._table
         if norm in table:
             return table[norm]
-        # Only Chinese words are looked for inside a sentence: "hi" is not in "this".
-        contained = [w for w in table if len(w) >= 2 and _CJK.search(w) and w in norm]
+        # Only Chinese words are looked for inside a sentence: "hi" is not in "this"; a
+        # measure word inside the command (我要洗个牙, 约一次体检) does not hide it.
+        bare = _MEASURE.sub("", norm)
+        contained = [w for w in table if len(w) >= 2 and _CJK.search(w)
+                     and (w in norm or w in bare)]
         if contained:
             return table[max(contained, key=len)]
         close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)

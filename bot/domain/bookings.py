@@ -254,6 +254,18 @@ def service_date(booking: Any) -> date:
     return booking.confirmed_date or booking.preferred_date
 
 
+def upcoming_first(bookings: list, today: date) -> list:
+    """Bookings still to come (submitted or confirmed, from today on), soonest first; then
+    the others, most recent first."""
+    def ahead(b) -> bool:
+        return b.status in (BookingStatus.SUBMITTED, BookingStatus.CONFIRMED) and \
+            service_date(b) >= today
+    coming = sorted((b for b in bookings if ahead(b)), key=lambda b: (service_date(b), b.id))
+    rest = sorted((b for b in bookings if not ahead(b)), key=lambda b: (service_date(b), b.id),
+                  reverse=True)
+    return coming + rest
+
+
 def service_start(booking: Any) -> datetime:
     """When the service starts: the one definition of "the service has started" (docs/programme.md,
     Cancellation: free cancellation never runs past it; messages about the booking expire

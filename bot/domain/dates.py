@@ -7,7 +7,9 @@ the moment they typed it, or into a refusal reason:
 * ``nonsense``: not a date, a date that does not exist (32号, 13月5日, 2月30日), or something
   too vague to ask about (明年的某一天);
 * ``ambiguous``: a span of days (下周, 12月, 周末, 12月中旬): ask which day;
-* ``past``: a date before the reference date.
+* ``past``: a date before the reference date;
+* ``several``: two or more dates offered as alternatives (12月9日或10日, 周三还是周四): ask
+  which one, never take the first.
 
 No customer-facing text here: callers map the codes to their templates.
 
@@ -46,7 +48,7 @@ from typing import Literal, Protocol
 from bot.domain.workdays import SHANGHAI, local_date
 
 
-ParseReason = Literal["empty", "nonsense", "ambiguous", "past"]
+ParseReason = Literal["empty", "nonsense", "ambiguous", "past", "several"]
 Refusal = Literal["past", "too_soon", "beyond_window"]
 
 
@@ -130,6 +132,10 @@ _WEEKDAY = re.compile(r"^(?:周|星期|礼拜)([一二三四五六日天1-7])$")
 _AFTER = re.compile(r"^(.+?)(?:之|以)?后的?第([一二三四五1-5])个工作日$")
 _FESTIVAL = re.compile(r"^(?:元旦|春节|除夕|元宵节?|清明节?|五一|劳动节|端午节?|七夕|中秋节?|"
                        r"国庆节?|重阳节?|圣诞节?|元旦节)$")
+# Alternatives between dates (或, 还是, 、): each side naming a day, a weekday or a day word.
+_OR = re.compile(r"或者|或是|或|还是|要么|、|，|,|和|跟")
+_DAYLIKE = re.compile(r"\d{1,2}[日号]?$|\d{1,2}[日号]|\d{1,2}月|[周星期礼拜][一二三四五六日天1-7]|"
+                      r"今天|明天|后天|大后天|元旦|春节|国庆|中秋|端午|清明|五一")
 _EXPLICIT_YEAR = re.compile(r"\d{2,4}年|今年|明年|去年|前年|后年")
 
 
@@ -214,6 +220,11 @@ def _jionlp_days(text: str, now: datetime) -> tuple[date, date] | None:
 # --- Parsing -------------------------------------------------------------------------------
 
 
+def is_bare_weekday(text: str) -> bool:
+    """Whether the text is a weekday alone (周六, 星期六): on that weekday it means today."""
+    return bool(_WEEKDAY.match(normalize(text)))
+
+
 def parse_date(text: str, reference: datetime, calendar: Calendar,
                tz: tzinfo = SHANGHAI) -> ParsedDate:
     """The service date a customer means by `text`, typed at `reference` (an aware datetime;
@@ -232,6 +243,9 @@ def parse_date(text: str, reference: datetime, calendar: Calendar,
 
 
 def _parse(text: str, now: datetime, today: date, calendar: Calendar, depth: int) -> ParsedDate:
+    parts = [p for p in _OR.split(text) if p]
+    if len(parts) >= 2 and sum(bool(_DAYLIKE.search(p)) for p in parts) >= 2:
+        return _refuse("several")
     if _VAGUE.search(text):
         return _refuse("nonsense")
     if _SPANS.search(text):

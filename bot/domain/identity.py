@@ -15,6 +15,27 @@ _PHONE = re.compile(r"1[3-9][0-9]{9}")
 _EARLIEST_BIRTH = date(1900, 1, 1)
 
 
+_NAME_SHAPE = re.compile(r"[\u4e00-\u9fa5·•]{2,30}|[A-Za-z][A-Za-z·•. ]{1,29}")
+# Whole answers that are not a person's name: replies to another question (同意, 确认, 是),
+# refusals and fillers. Compared after dropping spaces and punctuation.
+NOT_A_NAME = frozenset({
+    "同意", "不同意", "确认", "确定", "提交", "是", "是的", "否", "不是", "好", "好的", "好吧", "对",
+    "对的", "可以", "行", "嗯", "嗯嗯", "哦", "知道了", "收到", "谢谢", "不知道", "没有", "不用", "不要",
+    "本人", "我", "我自己", "自己", "姓名", "名字", "你好", "您好", "测试", "随便",
+    "ok", "okay", "yes", "no", "hi", "hello", "test", "asdf",
+})
+
+
+def plausible_name(text: str) -> bool:
+    """Whether `text` can be a person's name as an ID card gives it: 2–30 Chinese characters
+    (with the · of minority names) or Latin letters and spaces; never a word that answers
+    something else (同意, 确认, 是, 好的), digits, emoji or punctuation alone."""
+    name = unicodedata.normalize("NFKC", text or "").strip()
+    if not _NAME_SHAPE.fullmatch(name):
+        return False
+    return re.sub(r"[\s·•.]+", "", name).casefold() not in NOT_A_NAME
+
+
 def check_digit(first17: str) -> str:
     """The 18th character of the ID number whose first 17 digits are `first17`."""
     return _CHECK_CHARS[sum(map(mul, map(int, first17), _WEIGHTS)) % 11]

@@ -77,3 +77,25 @@ NOT_FAMILY_WORDS: tuple[str, ...] = (
     "哥哥", "姐姐", "弟弟", "妹妹", "兄弟", "姐妹", "爷爷", "奶奶", "外公", "外婆", "姥姥", "姥爷",
     "孙子", "孙女", "外孙", "外孙女", "岳父", "岳母", "公公", "婆婆", "叔叔", "阿姨", "舅舅", "姑姑",
     "侄子", "侄女", "朋友", "同事", "亲戚", "女婿", "儿媳")
+
+
+# What a symptom description or a doctor's referral names (特种检查, 专家门诊: 胃疼是不是要做胃镜
+# describes symptoms, 检查费多少钱 does not). A question with none of these at a symptoms step
+# is a question, answered before the step is asked again.
+SYMPTOM_WORDS: tuple[str, ...] = (
+    "疼", "痛", "酸", "胀", "麻", "痒", "肿", "晕", "咳", "喘", "吐", "泻", "烧", "热", "冷", "血",
+    "不舒服", "不适", "难受", "乏力", "失眠", "便秘", "结节", "囊肿", "息肉", "包块", "肿块", "增生",
+    "异常", "偏高", "偏低", "指标", "报告", "复查", "医生", "大夫", "建议", "怀疑", "确诊", "病",
+    "炎", "癌", "瘤", "胃", "肠", "肝", "胆", "肺", "心", "肾", "脑", "头", "胸", "腹", "腰", "背",
+    "颈", "膝", "关节", "乳", "甲状腺", "前列腺", "子宫", "卵巢", "眼", "耳", "鼻", "喉", "牙",
+)
+# Answers that describe nothing (the symptoms step asks again).
+NO_DESCRIPTION: frozenset[str] = frozenset({
+    "不知道", "不清楚", "不晓得", "没有", "没", "无", "没什么", "没啥", "不想说", "随便", "都行",
+    "不用", "不需要", "算了", "略", "暂无", "还没", "没症状", "无症状",
+})
+
+
+def describes_symptoms(text: str) -> bool:
+    """Whether the text names a symptom, a body part or a doctor's referral."""
+    return any(word in text for word in SYMPTOM_WORDS)

@@ -100,3 +100,26 @@ def formatter(tz, fmt: str = "text") -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter(tz)
     return IsoFormatter(tz, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def uvicorn_formatter(tz: str, fmt: str = "text") -> logging.Formatter:
+    """The app's formatter for uvicorn's own loggers (built by `logging.config.dictConfig`)."""
+    from zoneinfo import ZoneInfo
+
+    return formatter(ZoneInfo(tz), fmt)
+
+
+def uvicorn_log_config(tz: str, fmt: str = "text", level: str = "INFO") -> dict:
+    """uvicorn's `log_config`: its own lines (Started server process, Application startup
+    complete, Uvicorn running on …) in the app's format, time-stamped in ISO 8601 with the
+    offset of `tz` (TIMEZONE), to stderr; other loggers are left as they are."""
+    handler = {"class": "logging.StreamHandler", "formatter": "app",
+               "stream": "ext://sys.stderr", "filters": ["ids"]}
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"app": {"()": "bot.infra.logs.uvicorn_formatter", "tz": tz, "fmt": fmt}},
+        "filters": {"ids": {"()": "bot.infra.logs.ContextFilter"}},
+        "handlers": {"uvicorn": handler},
+        "loggers": {name: {"handlers": ["uvicorn"], "level": level.upper(), "propagate": False}
+                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+    }

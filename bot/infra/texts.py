@@ -1,6 +1,7 @@
 """Customer-facing text: every sentence comes from a Jinja2 template in bot/templates/."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -92,7 +93,26 @@ def inert(value):
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-_env.filters["inert"] = inert  # for customer text quoted in a message to a customer
+_env.filters["inert"] = inert
+
+_TAG = re.compile(r"<[^<>]*>")
+
+
+def plain_text(value):
+    """Customer-written text quoted back in a WeChat text message to a customer: what it
+    says, with any markup dropped (a text message is not HTML, so entities would show as
+    「&lt;」; and a tag left in would be a live link from the official account). Dropped
+    until none is left, so that a tag rebuilt from the pieces (<<a>a href=…>) goes too."""
+    if not isinstance(value, str):
+        return value
+    while True:
+        stripped = _TAG.sub("", value)
+        if stripped == value:
+            return stripped
+        value = stripped
+
+
+_env.filters["plain_text"] = plain_text  # for customer text quoted in a message to a customer
 
 # Templates under staff/ are read by staff: every value they print passes through `inert`.
 STAFF_PREFIX = "staff/"

@@ -76,3 +76,22 @@ async def test_a_product_scan_follow_and_its_retry_get_one_welcome(wx_plain, cap
     assert "欢迎关注" in first["Content"]
     assert retry == first
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_audit_list_shows_every_instant_in_shanghai_time(wx_plain, db_url):
+    """DOMAIN: times are shown in Asia/Shanghai everywhere a person reads them (CLI too)."""
+    import json
+
+    with time_machine.travel("2026-11-25 23:30:00+08:00", tick=True):  # outside service hours
+        await wx_plain.say(CUSTOMER, "人工")
+        await wx_plain.say(CUSTOMER, "请明天给我回电话")
+    listed = cli(db_url, "messages", "list", "--open")
+    number = next(x for x in listed.stdout.splitlines() if CUSTOMER in x).split("\t")[0].lstrip("#")
+    assert cli(db_url, "messages", "close", number, "--by", "o_staff_wang").returncode == 0
+    line = next(x for x in cli(db_url, "audit", "list").stdout.splitlines()
+                if "\tmessage_closed\t" in x)
+    before, after = (json.loads(part.split("=", 1)[1]) for part in line.split("\t")[5:7])
+    instants = [v for record in (before, after) for v in record.values()
+                if isinstance(v, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT.*", v)]
+    assert instants and all(v.endswith("+08:00") for v in instants), line
+    assert before["created_at"].startswith("2026-11-25T23:30"), before  # the wall clock in Shanghai

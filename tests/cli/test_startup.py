@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -95,6 +96,12 @@ def test_serve_demo_runs_on_the_example_settings(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+    # uvicorn's own lines carry the app's time stamp: ISO 8601 with the offset (issue 14 §3).
+    logged = proc.stderr.read().decode()
+    for said in ("Started server process", "Application startup complete", "Uvicorn running on"):
+        line = next((x for x in logged.splitlines() if said in x), None)
+        assert line is not None, logged
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 INFO ", line), line
 
 
 # --- A database or Redis it cannot use: one line ---------------------------------------------

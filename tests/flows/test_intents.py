@@ -62,6 +62,7 @@ def test_questions_are_questions(text):
 @pytest.mark.parametrize("text", [
     "预约洁牙", "我要洗牙", "帮我约体检", "我想约洁牙", "取消预约", "确认取消", "确认解除", "1",
     "北京", "12月4号", "不", "不要", "不不不", "好的", "张三", "心内科",
+    "随便哪天", "哪天都行", "哪家都可以",  # a question word used as "any" asks nothing
 ])
 def test_commands_and_answers_are_not_questions(text):
     assert not is_question(text)

@@ -472,8 +472,11 @@ async def test_a_reply_quotes_what_the_customer_asked_short_and_inert(wx_plain, 
     (note,) = notes(services, "custom")
     text = json.loads(note.payload)["text"]
     quote = re.search(r"「(.*?)」", text)[1]
-    # At most 30 characters of the question, the cut marked, its markup inert.
-    assert quote == asked[:29].replace("<", "&lt;") + "…" and "<" in asked[:29]
+    # What the customer said, as plain text (a text message is not HTML: no 「&lt;」, and
+    # no link of theirs sent back live), cut at 30 characters of it, the cut marked.
+    said = "请问体检报告多久能出来？" + "我上周做的体检一直没有收到通知" + "请重新登录"
+    assert quote == said[:29] + "…", quote
+    assert "<" not in text and "&lt;" not in text and "href" not in text
     assert text.endswith("报告一般5个工作日内出，我们帮您催一下")
     # A question that is all markup is quoted as text, never as a link.
     with time_machine.travel(AFTER_HOURS, tick=True):
@@ -483,7 +486,7 @@ async def test_a_reply_quotes_what_the_customer_asked_short_and_inert(wx_plain, 
         second = max(s.exec(sm_select(LeftMessage.id)).all())
     await wx_plain.say(SPEC, f"#回复 {second} 您好")
     text = json.loads(notes(services, "custom")[1].payload)["text"]
-    assert "<a" not in text and "&lt;a href=" in text
+    assert "<a" not in text and "&lt;" not in text and "「取消」" in text, text
 
 
 async def test_a_broadcast_confirmed_after_a_colleague_spent_the_month_is_refused(
