@@ -17,6 +17,7 @@ import contextvars
 import logging
 import threading
 import time
+import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,73 @@ _TOUCH = (update(USER_T).where(USER_T.c.openid == bindparam("who"))
 TOUCH_EVERY = 600.0  # seconds between writes of a user's last_seen_at
 MAX_BATCH = 64  # messages sharing one commit
 NO_REPLY = Reply()
+
+
+class Lane:
+    """Long-lived threads taking calls from one queue (`queue.SimpleQueue`), each call
+    answered on its caller's event loop. For the handlers: `ThreadPoolExecutor.submit` and
+    the concurrent future `run_in_executor` wraps were a sixth of the worker's GIL time on
+    PostgreSQL + Redis (py-spy); a call here is one queue put, one wake-up of the loop."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+                         for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def run(self, loop, fn, *args) -> asyncio.Future:
+        """`fn(*args)` on one of the lane's threads in a copy of the caller's context
+        (its log ids); its result or exception on `loop`'s future."""
+        fut = loop.create_future()
+        self._q.put((contextvars.copy_context(), fn, args, fut, loop))
+        return fut
+
+    def submit(self, ctx, fn) -> None:
+        """`fn()` on one of the lane's threads, in `ctx`; nobody waits for it."""
+        self._q.put((ctx, fn, (), None, None))
+
+    def _work(self) -> None:
+        get = self._q.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            ctx, fn, args, fut, loop = item
+            try:
+                result = ctx.run(fn, *args)
+            except BaseException as exc:  # noqa: BLE001 (handed to the waiting caller)
+                if fut is None:
+                    log.exception("call on the %s lane failed", self._threads[0].name)
+                else:
+                    _call_soon(loop, _fail, fut, exc)
+                continue
+            if fut is not None:
+                _call_soon(loop, _succeed, fut, result)
+
+    def shutdown(self) -> None:
+        """Let every call queued so far finish, then end the threads."""
+        for _ in self._threads:
+            self._q.put(None)
+        for t in self._threads:
+            t.join()
+
+
+def _call_soon(loop, fn, *args) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
+
+
+def _succeed(fut: asyncio.Future, result) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _fail(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 @dataclass
@@ -92,12 +160,13 @@ class Pipeline:
         # PostgreSQL: no more threads than the pool has connections (more would only queue
         # on the pool, and time out there).
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
-        self.executor = ThreadPoolExecutor(max_workers=1 if sqlite else min(32, pool),
-                                           thread_name_prefix="bot")
+        self.lane = Lane(1 if sqlite else min(32, pool), "bot")
         # The de-duplication calls (a claim, a stored reply) on threads of their own when
-        # they leave the process (Redis, PostgreSQL): never queued behind handlers.
-        self.dedup_executor = (self.executor if sqlite and not self.settings.redis_url else
-                               ThreadPoolExecutor(max_workers=16, thread_name_prefix="dedup"))
+        # they leave the process (Redis, PostgreSQL): never queued behind handlers. (On the
+        # embedded default they take no thread: MemoryDedupStore, `_dedup`.)
+        alone = sqlite and not self.settings.redis_url
+        self.dedup_executor = ThreadPoolExecutor(max_workers=1 if alone else 16,
+                                                 thread_name_prefix="dedup")
         self._touched: dict[str, float] = {}
         # Group commit on the embedded default (SQLite, state in the database, one worker).
         self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
@@ -109,9 +178,8 @@ class Pipeline:
         self._drain_scheduled = False
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        if self.dedup_executor is not self.executor:
-            self.dedup_executor.shutdown(wait=True)
+        self.lane.shutdown()
+        self.dedup_executor.shutdown(wait=True)
         getattr(self.dedup, "close", lambda: None)()  # Redis's copy in the database, written
         self.services.close()
 
@@ -301,8 +369,7 @@ class Pipeline:
 
     def _submit(self, loop, msg, key: str, handoff: Handoff) -> asyncio.Future:
         if not self.group_commit:  # the log ids (context variables) go along
-            return loop.run_in_executor(self.executor, contextvars.copy_context().run,
-                                        self._run_one, msg, key, handoff)
+            return self.lane.run(loop, self._run_one, msg, key, handoff)
         fut = loop.create_future()
         self._pending.append((msg, key, handoff, logs.current(), fut, loop))
         self._schedule_drain()
@@ -315,7 +382,7 @@ class Pipeline:
         if not self._drain_scheduled:
             self._drain_scheduled = True
             # In a context of its own: the log ids it sets for each message die with it.
-            self.executor.submit(contextvars.Context().run, self._drain)
+            self.lane.submit(contextvars.Context(), self._drain)
 
     def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
         return self._finish([(msg, key, handoff)], self.process_batch([msg], [(handoff, key)]))[0]
