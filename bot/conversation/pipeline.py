@@ -30,7 +30,7 @@ from bot.conversation.engine import handle
 from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.router import Router
-from bot.conversation.stores import (PREFETCH, DedupStore, MemoryDedupStore, Prefetch, SqlStateStore,
+from bot.conversation.stores import (PREFETCH, REPLAYED, DedupStore, MemoryDedupStore, Prefetch, SqlStateStore,
                                      StateStore, build_stores)
 from bot.domain import notify
 from bot.infra import logs, metrics
@@ -305,14 +305,25 @@ class Pipeline:
                                                   self._on_dedup_thread)
         return await self._dedup(loop, lambda _: self.dedup.request_seen(timestamp, nonce, digest, ttl), None)
 
-    async def receive(self, msg, key: str) -> Reply:
+    async def receive(self, msg, key: str, request: tuple[str, str, str] | None = None) -> Reply:
         """The reply for one verified message. The first delivery of `key` runs the
         handler; a retry or replay waits for, and returns, its reply. A handler slower than
         the deadline gets no reply here (WeChat is answered "success") and its reply
-        follows as a customer-service message."""
+        follows as a customer-service message. `request`: the request's (timestamp, nonce,
+        body digest), checked first (`first_sight`; on Redis in the claim's round trip):
+        `Replayed` when the pair came before with another body, and nothing is claimed."""
         loop = asyncio.get_running_loop()
         kind = metrics.message_type(msg)
-        if await self._claim(loop, msg, key):
+        pair = None
+        if request is not None:
+            if self._claims_pair:
+                pair = (*request, 2 * self.settings.timestamp_window_seconds + 60)
+            elif not await self.first_sight(*request):
+                raise Replayed
+        claimed = await self._claim(loop, msg, key, pair)
+        if claimed is REPLAYED:
+            raise Replayed
+        if claimed:
             started = time.perf_counter()
             handoff = Handoff()
             fut = self._submit(loop, msg, key, handoff)
@@ -341,14 +352,24 @@ class Pipeline:
             await asyncio.sleep(0.02)
         return NO_REPLY
 
-    async def _claim(self, loop, msg, key: str) -> bool:
+    @property
+    def _claims_pair(self) -> bool:
+        """Whether the claim checks the request's pair itself (Redis, on the event loop)."""
+        return (getattr(self.dedup, "asynchronous", False) and not self.group_commit
+                and hasattr(self.dedup, "claim_prefetching"))
+
+    async def _claim(self, loop, msg, key: str, pair: tuple | None = None):
         """Claim `key`. On Redis the user's lock and record come with the claim, in one
-        round trip, for the handler (PREFETCH, carried with the context to its thread)."""
+        round trip, for the handler (PREFETCH, carried with the context to its thread), and
+        with `pair` (`receive`) the request's pair is checked in it too (REPLAYED)."""
         claim = getattr(self.dedup, "claim_prefetching", None)
         if claim is None or self.group_commit:
             return await self._dedup(loop, self.dedup.claim, key)
         if getattr(self.dedup, "asynchronous", False):  # Redis: on the event loop
-            claimed = await self.dedup.aclaim_prefetching(key, msg.source, self._on_dedup_thread)
+            claimed = await self.dedup.aclaim_prefetching(key, msg.source, self._on_dedup_thread,
+                                                          pair)
+            if claimed is REPLAYED:
+                return claimed
         else:
             claimed = await self._dedup(loop, lambda k: claim(k, msg.source), key)
         if isinstance(claimed, Prefetch):
@@ -449,6 +470,11 @@ class Pipeline:
             self.services.kick_outbox([(row, "wechat")])
         except Exception:
             log.exception("late reply to %s… could not be queued", openid[:6])
+
+
+class Replayed(Exception):
+    """The request's signed (timestamp, nonce) came before with another body: a replayed
+    signature carrying a forged message (the door answers 403)."""
 
 
 class Apology(Reply):

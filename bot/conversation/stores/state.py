@@ -152,6 +152,22 @@ if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {1, 
 local v = redis.call('HMGET', KEYS[3], 'v', 't')
 return {1, 1, v[1] or false, v[2] or false}
 """
+# The same, after the request's (timestamp, nonce) pair (KEYS[1], its body's digest ARGV[1],
+# kept ARGV[2] seconds): {-1} when the pair came before with another body (a replayed
+# signature: nothing claimed); otherwise the claim's answer with, last, 1 when the pair is new.
+_PAIR_CLAIM_LOCK_LOAD = """
+local new = 0
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  new = 1
+else
+  local seen = redis.call('GET', KEYS[1])
+  if seen and seen ~= ARGV[1] then return {-1} end
+end
+if not redis.call('SET', KEYS[2], '', 'NX', 'EX', ARGV[3]) then return {0, 0, false, false, new} end
+if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {1, 0, false, false, new} end
+local v = redis.call('HMGET', KEYS[4], 'v', 't')
+return {1, 1, v[1] or false, v[2] or false, new}
+"""
 
 
 class LockBusy(RuntimeError):
