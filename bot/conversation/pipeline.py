@@ -87,9 +87,11 @@ class Lane:
                     log.exception("call on the %s lane failed", self._threads[0].name)
                 else:
                     _call_soon(loop, _fail, fut, exc)
-                continue
-            if fut is not None:
-                _call_soon(loop, _succeed, fut, result)
+            else:
+                if fut is not None:
+                    _call_soon(loop, _succeed, fut, result)
+            # Hold nothing of this call while waiting for the next.
+            item = ctx = fn = args = fut = loop = result = None
 
     def shutdown(self) -> None:
         """Let every call queued so far finish, then end the threads."""
@@ -335,6 +337,7 @@ class Pipeline:
                 if handoff.claim("late"):
                     log.warning("handler slower than %.1fs; its reply follows as a "
                                 "customer-service message", self.settings.reply_deadline_seconds)
+                    fut.add_done_callback(_late_done)  # nobody awaits it any more
                     metrics.HANDLER_SECONDS.labels(kind).observe(time.perf_counter() - started)
                     metrics.MESSAGES.labels(kind, "late").inc()
                     return NO_REPLY
@@ -490,6 +493,14 @@ def _outcome(reply: Reply) -> str:
 def _error() -> tuple[Reply, list, bool]:
     """The apology for a message whose handler or transaction failed (rendered only then)."""
     return Apology(render("error")), [], False
+
+
+def _late_done(fut: asyncio.Future) -> None:
+    """A handler that finished after its HTTP response was given up on: its failure is
+    logged here (nobody awaits it)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        exc = fut.exception()
+        log.error("late handler failed: %s", exc, exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def _resolve(done: list[tuple[asyncio.Future, Reply]]) -> None:
