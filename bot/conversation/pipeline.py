@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import queue
 import threading
 import time
-import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +30,8 @@ from bot.conversation.engine import handle
 from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.router import Router
-from bot.conversation.stores import (PREFETCH, REPLAYED, DedupStore, MemoryDedupStore, Prefetch, SqlStateStore,
-                                     StateStore, build_stores)
+from bot.conversation.stores import (PREFETCH, REPLAYED, DedupStore, MemoryDedupStore, Prefetch,
+                                     SqlStateStore, StateStore, build_stores)
 from bot.domain import notify
 from bot.infra import logs, metrics
 from bot.infra.db import driver_execute
@@ -51,9 +51,9 @@ NO_REPLY = Reply()
 
 class Lane:
     """Long-lived threads taking calls from one queue (`queue.SimpleQueue`), each call
-    answered on its caller's event loop. For the handlers: `ThreadPoolExecutor.submit` and
-    the concurrent future `run_in_executor` wraps were a sixth of the worker's GIL time on
-    PostgreSQL + Redis (py-spy); a call here is one queue put, one wake-up of the loop."""
+    answered on its caller's event loop. For the handlers: a call here is one queue put and
+    one wake-up of the loop, where `run_in_executor` made a `ThreadPoolExecutor` work item
+    and a concurrent future wrapped in an asyncio one for every message."""
 
     def __init__(self, threads: int, name: str) -> None:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
@@ -300,7 +300,7 @@ class Pipeline:
     async def first_sight(self, timestamp: str, nonce: str, digest: str) -> bool:
         """False when this signed (timestamp, nonce) came before with another body. Pairs
         are remembered for as long as their timestamp stays inside the window."""
-        ttl = 2 * self.settings.timestamp_window_seconds + 60
+        ttl = self._pair_ttl
         loop = asyncio.get_running_loop()
         if getattr(self.dedup, "asynchronous", False):  # Redis: on the event loop
             return await self.dedup.arequest_seen(timestamp, nonce, digest, ttl,
@@ -319,7 +319,7 @@ class Pipeline:
         pair = None
         if request is not None:
             if self._claims_pair:
-                pair = (*request, 2 * self.settings.timestamp_window_seconds + 60)
+                pair = (*request, self._pair_ttl)
             elif not await self.first_sight(*request):
                 raise Replayed
         claimed = await self._claim(loop, msg, key, pair)
@@ -354,6 +354,12 @@ class Pipeline:
                 return Reply.loads(stored)
             await asyncio.sleep(0.02)
         return NO_REPLY
+
+    @property
+    def _pair_ttl(self) -> int:
+        """How long a request's (timestamp, nonce) is remembered: while its timestamp is
+        inside the window, either side of now."""
+        return 2 * self.settings.timestamp_window_seconds + 60
 
     @property
     def _claims_pair(self) -> bool:
