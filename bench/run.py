@@ -221,12 +221,12 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/0"
 
 
-def scratch_postgres(admin_url: str) -> tuple[str, callable] | None:
+def scratch_postgres(admin_url: str, prefix: str = "vipbot_bench_") -> tuple[str, callable] | None:
     """A fresh PostgreSQL database for this run (dropped at the end), or None when the
     server does not answer."""
     from sqlalchemy import create_engine, text
 
-    name = f"vipbot_bench_{os.getpid()}"
+    name = f"{prefix}{os.getpid()}"
     try:
         admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"),
                               isolation_level="AUTOCOMMIT")
@@ -259,6 +259,8 @@ def main() -> None:
                          "measured in this one run beside one echo")
     ap.add_argument("--pg-admin-url", default=PG_ADMIN,
                     help="a PostgreSQL database to create this run's scratch database from")
+    ap.add_argument("--pg-name-prefix", default="vipbot_bench_",
+                    help="the scratch database's name: this prefix and the run's process id")
     ap.add_argument("--redis-url", default=REDIS, help="for the postgresql store ('' for none)")
     ap.add_argument("--database-url", default="",
                     help="measure this one database instead (no scratch database)")
@@ -295,7 +297,7 @@ def main() -> None:
                     stores.append(("SQLite (WAL)", {"DATABASE_URL": f"sqlite:///{tmp}/bench.db",
                                                     "REDIS_URL": ""}))
                 elif store == "postgresql":
-                    made = scratch_postgres(args.pg_admin_url)
+                    made = scratch_postgres(args.pg_admin_url, args.pg_name_prefix)
                     if made:
                         cleanups.append(made[1])
                         stores.append(("PostgreSQL" + (" + Redis" if args.redis_url else ""),

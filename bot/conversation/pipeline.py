@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -29,8 +30,8 @@ from bot.conversation.engine import handle
 from bot.conversation.message import Inbound
 from bot.conversation.reply import Reply
 from bot.conversation.router import Router
-from bot.conversation.stores import (PREFETCH, DedupStore, MemoryDedupStore, Prefetch, SqlStateStore,
-                                     StateStore, build_stores)
+from bot.conversation.stores import (PREFETCH, REPLAYED, DedupStore, MemoryDedupStore, Prefetch,
+                                     SqlStateStore, StateStore, build_stores)
 from bot.domain import notify
 from bot.infra import logs, metrics
 from bot.infra.db import driver_execute
@@ -46,6 +47,75 @@ _TOUCH = (update(USER_T).where(USER_T.c.openid == bindparam("who"))
 TOUCH_EVERY = 600.0  # seconds between writes of a user's last_seen_at
 MAX_BATCH = 64  # messages sharing one commit
 NO_REPLY = Reply()
+
+
+class Lane:
+    """Long-lived threads taking calls from one queue (`queue.SimpleQueue`), each call
+    answered on its caller's event loop. For the handlers: a call here is one queue put and
+    one wake-up of the loop, where `run_in_executor` made a `ThreadPoolExecutor` work item
+    and a concurrent future wrapped in an asyncio one for every message."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+                         for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def run(self, loop, fn, *args) -> asyncio.Future:
+        """`fn(*args)` on one of the lane's threads in a copy of the caller's context
+        (its log ids); its result or exception on `loop`'s future."""
+        fut = loop.create_future()
+        self._q.put((contextvars.copy_context(), fn, args, fut, loop))
+        return fut
+
+    def submit(self, ctx, fn) -> None:
+        """`fn()` on one of the lane's threads, in `ctx`; nobody waits for it."""
+        self._q.put((ctx, fn, (), None, None))
+
+    def _work(self) -> None:
+        get = self._q.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            ctx, fn, args, fut, loop = item
+            try:
+                result = ctx.run(fn, *args)
+            except BaseException as exc:  # noqa: BLE001 (handed to the waiting caller)
+                if fut is None:
+                    log.exception("call on the %s lane failed", self._threads[0].name)
+                else:
+                    _call_soon(loop, _fail, fut, exc)
+            else:
+                if fut is not None:
+                    _call_soon(loop, _succeed, fut, result)
+            # Hold nothing of this call while waiting for the next.
+            item = ctx = fn = args = fut = loop = result = None
+
+    def shutdown(self) -> None:
+        """Let every call queued so far finish, then end the threads."""
+        for _ in self._threads:
+            self._q.put(None)
+        for t in self._threads:
+            t.join()
+
+
+def _call_soon(loop, fn, *args) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
+
+
+def _succeed(fut: asyncio.Future, result) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _fail(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 @dataclass
@@ -92,12 +162,13 @@ class Pipeline:
         # PostgreSQL: no more threads than the pool has connections (more would only queue
         # on the pool, and time out there).
         pool = self.settings.db_pool_size + self.settings.db_max_overflow
-        self.executor = ThreadPoolExecutor(max_workers=1 if sqlite else min(32, pool),
-                                           thread_name_prefix="bot")
+        self.lane = Lane(1 if sqlite else min(32, pool), "bot")
         # The de-duplication calls (a claim, a stored reply) on threads of their own when
-        # they leave the process (Redis, PostgreSQL): never queued behind handlers.
-        self.dedup_executor = (self.executor if sqlite and not self.settings.redis_url else
-                               ThreadPoolExecutor(max_workers=16, thread_name_prefix="dedup"))
+        # they leave the process (Redis, PostgreSQL): never queued behind handlers. (On the
+        # embedded default they take no thread: MemoryDedupStore, `_dedup`.)
+        alone = sqlite and not self.settings.redis_url
+        self.dedup_executor = ThreadPoolExecutor(max_workers=1 if alone else 16,
+                                                 thread_name_prefix="dedup")
         self._touched: dict[str, float] = {}
         # Group commit on the embedded default (SQLite, state in the database, one worker).
         self.group_commit = sqlite and isinstance(self.states, SqlStateStore)
@@ -109,9 +180,8 @@ class Pipeline:
         self._drain_scheduled = False
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        if self.dedup_executor is not self.executor:
-            self.dedup_executor.shutdown(wait=True)
+        self.lane.shutdown()
+        self.dedup_executor.shutdown(wait=True)
         getattr(self.dedup, "close", lambda: None)()  # Redis's copy in the database, written
         self.services.close()
 
@@ -230,21 +300,32 @@ class Pipeline:
     async def first_sight(self, timestamp: str, nonce: str, digest: str) -> bool:
         """False when this signed (timestamp, nonce) came before with another body. Pairs
         are remembered for as long as their timestamp stays inside the window."""
-        ttl = 2 * self.settings.timestamp_window_seconds + 60
+        ttl = self._pair_ttl
         loop = asyncio.get_running_loop()
         if getattr(self.dedup, "asynchronous", False):  # Redis: on the event loop
             return await self.dedup.arequest_seen(timestamp, nonce, digest, ttl,
                                                   self._on_dedup_thread)
         return await self._dedup(loop, lambda _: self.dedup.request_seen(timestamp, nonce, digest, ttl), None)
 
-    async def receive(self, msg, key: str) -> Reply:
+    async def receive(self, msg, key: str, request: tuple[str, str, str] | None = None) -> Reply:
         """The reply for one verified message. The first delivery of `key` runs the
         handler; a retry or replay waits for, and returns, its reply. A handler slower than
         the deadline gets no reply here (WeChat is answered "success") and its reply
-        follows as a customer-service message."""
+        follows as a customer-service message. `request`: the request's (timestamp, nonce,
+        body digest), checked first (`first_sight`; on Redis in the claim's round trip):
+        `Replayed` when the pair came before with another body, and nothing is claimed."""
         loop = asyncio.get_running_loop()
         kind = metrics.message_type(msg)
-        if await self._claim(loop, msg, key):
+        pair = None
+        if request is not None:
+            if self._claims_pair:
+                pair = (*request, self._pair_ttl)
+            elif not await self.first_sight(*request):
+                raise Replayed
+        claimed = await self._claim(loop, msg, key, pair)
+        if claimed is REPLAYED:
+            raise Replayed
+        if claimed:
             started = time.perf_counter()
             handoff = Handoff()
             fut = self._submit(loop, msg, key, handoff)
@@ -256,6 +337,7 @@ class Pipeline:
                 if handoff.claim("late"):
                     log.warning("handler slower than %.1fs; its reply follows as a "
                                 "customer-service message", self.settings.reply_deadline_seconds)
+                    fut.add_done_callback(_late_done)  # nobody awaits it any more
                     metrics.HANDLER_SECONDS.labels(kind).observe(time.perf_counter() - started)
                     metrics.MESSAGES.labels(kind, "late").inc()
                     return NO_REPLY
@@ -273,14 +355,30 @@ class Pipeline:
             await asyncio.sleep(0.02)
         return NO_REPLY
 
-    async def _claim(self, loop, msg, key: str) -> bool:
+    @property
+    def _pair_ttl(self) -> int:
+        """How long a request's (timestamp, nonce) is remembered: while its timestamp is
+        inside the window, either side of now."""
+        return 2 * self.settings.timestamp_window_seconds + 60
+
+    @property
+    def _claims_pair(self) -> bool:
+        """Whether the claim checks the request's pair itself (Redis, on the event loop)."""
+        return (getattr(self.dedup, "asynchronous", False) and not self.group_commit
+                and hasattr(self.dedup, "claim_prefetching"))
+
+    async def _claim(self, loop, msg, key: str, pair: tuple | None = None):
         """Claim `key`. On Redis the user's lock and record come with the claim, in one
-        round trip, for the handler (PREFETCH, carried with the context to its thread)."""
+        round trip, for the handler (PREFETCH, carried with the context to its thread), and
+        with `pair` (`receive`) the request's pair is checked in it too (REPLAYED)."""
         claim = getattr(self.dedup, "claim_prefetching", None)
         if claim is None or self.group_commit:
             return await self._dedup(loop, self.dedup.claim, key)
         if getattr(self.dedup, "asynchronous", False):  # Redis: on the event loop
-            claimed = await self.dedup.aclaim_prefetching(key, msg.source, self._on_dedup_thread)
+            claimed = await self.dedup.aclaim_prefetching(key, msg.source, self._on_dedup_thread,
+                                                          pair)
+            if claimed is REPLAYED:
+                return claimed
         else:
             claimed = await self._dedup(loop, lambda k: claim(k, msg.source), key)
         if isinstance(claimed, Prefetch):
@@ -301,8 +399,7 @@ class Pipeline:
 
     def _submit(self, loop, msg, key: str, handoff: Handoff) -> asyncio.Future:
         if not self.group_commit:  # the log ids (context variables) go along
-            return loop.run_in_executor(self.executor, contextvars.copy_context().run,
-                                        self._run_one, msg, key, handoff)
+            return self.lane.run(loop, self._run_one, msg, key, handoff)
         fut = loop.create_future()
         self._pending.append((msg, key, handoff, logs.current(), fut, loop))
         self._schedule_drain()
@@ -315,7 +412,7 @@ class Pipeline:
         if not self._drain_scheduled:
             self._drain_scheduled = True
             # In a context of its own: the log ids it sets for each message die with it.
-            self.executor.submit(contextvars.Context().run, self._drain)
+            self.lane.submit(contextvars.Context(), self._drain)
 
     def _run_one(self, msg, key: str, handoff: Handoff) -> Reply:
         return self._finish([(msg, key, handoff)], self.process_batch([msg], [(handoff, key)]))[0]
@@ -384,6 +481,11 @@ class Pipeline:
             log.exception("late reply to %s… could not be queued", openid[:6])
 
 
+class Replayed(Exception):
+    """The request's signed (timestamp, nonce) came before with another body: a replayed
+    signature carrying a forged message (the door answers 403)."""
+
+
 class Apology(Reply):
     """The apology for a message whose handler or transaction failed."""
 
@@ -397,6 +499,14 @@ def _outcome(reply: Reply) -> str:
 def _error() -> tuple[Reply, list, bool]:
     """The apology for a message whose handler or transaction failed (rendered only then)."""
     return Apology(render("error")), [], False
+
+
+def _late_done(fut: asyncio.Future) -> None:
+    """A handler that finished after its HTTP response was given up on: its failure is
+    logged here (nobody awaits it)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        exc = fut.exception()
+        log.error("late handler failed: %s", exc, exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def _resolve(done: list[tuple[asyncio.Future, Reply]]) -> None:

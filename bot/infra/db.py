@@ -93,12 +93,14 @@ def driver_execute(conn: Connection, sql: str, params: tuple = ()):
 class Prepared:
     """A prebuilt Core SELECT for the reads every message makes, compiled once per dialect.
 
-    On SQLite it runs straight on the DB-API cursor of the caller's connection (inside its
+    It runs straight on the DB-API cursor of the caller's connection (inside its
     transaction), with the bound values and the result columns converted by the statement's
     own SQLAlchemy types, exactly as `conn.execute` would: the per-statement machinery of
-    `Connection.execute` is most of the cost of these small reads. Rows are read-only named
-    tuples with the statement's column names. Elsewhere (PostgreSQL, a connection outside a
-    transaction, an empty expanding IN) it is `conn.execute`.
+    `Connection.execute` is most of the cost of these small reads. On PostgreSQL (psycopg 3)
+    the statement is prepared on the server on its first run on a connection (`prepare`):
+    later runs send only its name and values. Rows are read-only named tuples with the
+    statement's column names. Elsewhere (another driver, a connection outside a transaction,
+    an empty expanding IN) it is `conn.execute`.
     """
 
     def __init__(self, stmt) -> None:
@@ -106,27 +108,31 @@ class Prepared:
         self._plans: dict = {}  # dialect class -> (sql, compiled, …) or False
 
     def _prepare(self, dialect):
-        compiled = self.stmt.compile(dialect=dialect)
-        if not compiled.positional:
+        pg = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        if dialect.name != "sqlite" and not pg:
             return False
+        compiled = self.stmt.compile(dialect=dialect)
+        if compiled.positional == pg or compiled.escaped_bind_names:
+            return False  # SQLite: qmark; psycopg: pyformat (%(name)s), names as bound
         expanding = frozenset(n for n, b in compiled.binds.items() if b.expanding)
         procs = compiled._bind_processors
         results = tuple((i, p) for i, p in enumerate(
             c[3]._cached_result_processor(dialect, None) for c in compiled._result_columns)
             if p is not None)
         row = namedtuple("Row", [c[0] for c in compiled._result_columns])
-        return compiled, tuple(compiled.positiontup), expanding, procs, results, row, {}
+        order = tuple(compiled.positiontup) if not pg else tuple(
+            n for n in compiled.construct_params({n: None for n in compiled.binds}))
+        return compiled, order, expanding, procs, results, row, {}, pg
 
     def _plan(self, conn: Connection):
         dialect = conn.dialect
         plan = self._plans.get(type(dialect))
         if plan is None:
-            plan = self._plans[type(dialect)] = (self._prepare(dialect)
-                                                 if dialect.name == "sqlite" else False)
+            plan = self._plans[type(dialect)] = self._prepare(dialect)
         return plan if plan and conn.in_transaction() else False
 
     @staticmethod
-    def _sql(compiled, expanding, params: dict, cache: dict) -> str | None:
+    def _sql(compiled, expanding, params: dict, cache: dict, pg: bool) -> str | None:
         """The SQL text with each expanding IN as many placeholders as it has values (None
         for an empty one: SQLAlchemy renders that as an empty set)."""
         sizes = tuple(len(params[name]) for name in sorted(expanding))
@@ -136,7 +142,9 @@ class Prepared:
                 return None
             sql = compiled.string
             for name, n in zip(sorted(expanding), sizes):
-                sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * n))
+                marks = (", ".join(f"%({name}__{i})s" for i in range(n)) if pg
+                         else ", ".join("?" * n))
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", marks)
             cache[sizes] = sql
         return sql
 
@@ -144,22 +152,36 @@ class Prepared:
         plan = self._plan(conn)
         sql = None
         if plan:
-            compiled, order, expanding, procs, results, row, cache = plan
-            sql = self._sql(compiled, expanding, params, cache) if expanding else compiled.string
+            compiled, order, expanding, procs, results, row, cache, pg = plan
+            sql = (self._sql(compiled, expanding, params, cache, pg) if expanding
+                   else compiled.string)
         if sql is None:
             result = conn.execute(self.stmt, params)
             return result.first() if one else result.all()
         values = compiled.construct_params(params)
-        args = []
-        for name in order:
-            p, v = procs.get(name), values[name]
-            if name in expanding:
-                args.extend(v if p is None else map(p, v))
-            else:
-                args.append(v if p is None else p(v))
+        if pg:
+            args = {}
+            for name in order:
+                p, v = procs.get(name), values[name]
+                if name in expanding:
+                    for i, x in enumerate(v):
+                        args[f"{name}__{i}"] = x if p is None else p(x)
+                else:
+                    args[name] = v if p is None else p(v)
+        else:
+            args = []
+            for name in order:
+                p, v = procs.get(name), values[name]
+                if name in expanding:
+                    args.extend(v if p is None else map(p, v))
+                else:
+                    args.append(v if p is None else p(v))
         cur = conn.connection.dbapi_connection.cursor()
         try:
-            cur.execute(sql, args)
+            if pg:
+                cur.execute(sql, args, prepare=True)
+            else:
+                cur.execute(sql, args)
             raw = [cur.fetchone()] if one else cur.fetchall()
         finally:
             cur.close()

@@ -20,7 +20,7 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.replies import TextReply, TransferCustomerServiceReply
 from wechatpy.utils import WeChatSigner
 
-from bot.conversation.pipeline import Pipeline
+from bot.conversation.pipeline import Pipeline, Replayed
 from bot.conversation.reply import Reply
 from bot.infra import logs, metrics
 from bot.infra.services import Services
@@ -379,11 +379,11 @@ async def _receive(request: Request) -> Response:
     try:
         # A (timestamp, nonce) pair is one request: the same pair again is WeChat's retry
         # only with the same body (de-duplicated below by MsgId); with another body it is
-        # a replayed signature carrying a forged message.
-        if not await pipeline.first_sight(timestamp, nonce, body_digest(raw)):
-            return _refuse(request, Refused(403, "timestamp and nonce already used with "
-                                                 "another body"))
-        reply = await pipeline.receive(msg, dedup_key(msg))
+        # a replayed signature carrying a forged message (checked with the claim).
+        reply = await pipeline.receive(msg, dedup_key(msg), (timestamp, nonce, body_digest(raw)))
+    except Replayed:
+        return _refuse(request, Refused(403, "timestamp and nonce already used with "
+                                             "another body"))
     except Exception:  # every store call is in here: a store or the database is down,
         # apologise, never a 500
         log.exception("could not handle a %s message", msg.type)

@@ -111,6 +111,18 @@ async def test_same_timestamp_and_nonce_with_another_body_is_refused(wx_plain, s
     assert "绑定" not in res.text
 
 
+async def test_a_refused_replay_takes_nothing_from_the_message_it_carried(wx_plain):
+    """The forged body's message, refused under the captured signature, is not remembered
+    as handled: sent for real (its own signature), it gets its own answer."""
+    params, body = wx_plain.side.request(text_xml(OPENID, "帮助"), OPENID)
+    assert (await wx_plain.client.post("/wechat", params=params, content=body)).status_code == 200
+    forged = text_xml(OPENID, "帮助", msg_id=990077)
+    res = await wx_plain.client.post("/wechat", params=params, content=forged.encode())
+    assert res.status_code == 403
+    reply = await wx_plain.deliver(forged, OPENID)
+    assert reply["Content"].startswith(HELP_HEAD)
+
+
 # --- 3. Signed but malformed XML ------------------------------------------------------------
 
 

@@ -22,25 +22,34 @@ WED = "2026-11-25 10:00:00+08:00"  # the earliest bookable date is Friday 27 Nov
 
 @contextmanager
 def statements(engine):
-    """Every SQL statement the database is sent meanwhile. On SQLite: the driver's trace
-    callback (the hot reads of bot.infra.db.Prepared run on the cursor itself, below
-    SQLAlchemy's events; BEGIN and COMMIT count too); elsewhere SQLAlchemy's cursor event."""
+    """Every SQL statement the database is sent meanwhile, counted at the driver (the hot
+    reads of bot.infra.db.Prepared run on the cursor itself, below SQLAlchemy's events). On
+    SQLite: the driver's trace callback (BEGIN and COMMIT count too); on PostgreSQL: every
+    statement a psycopg cursor executes."""
     seen: list[str] = []
     if engine.dialect.name != "sqlite":
-        def count(conn, cursor, statement, parameters, context, executemany):
-            seen.append(statement)
-        event.listen(engine, "before_cursor_execute", count)
-        try:
-            yield seen
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
-        return
+        import psycopg
 
-    def checkout(dbapi_conn, record, proxy):
-        dbapi_conn.set_trace_callback(seen.append)
+        class Counting(psycopg.Cursor):
+            def execute(self, query, *args, **kw):
+                seen.append(str(query))
+                return super().execute(query, *args, **kw)
 
-    def checkin(dbapi_conn, record):
-        dbapi_conn.set_trace_callback(None)
+            def executemany(self, query, *args, **kw):
+                seen.append(str(query))
+                return super().executemany(query, *args, **kw)
+
+        def checkout(dbapi_conn, record, proxy):
+            dbapi_conn.cursor_factory = Counting
+
+        def checkin(dbapi_conn, record):
+            dbapi_conn.cursor_factory = psycopg.Cursor
+    else:
+        def checkout(dbapi_conn, record, proxy):
+            dbapi_conn.set_trace_callback(seen.append)
+
+        def checkin(dbapi_conn, record):
+            dbapi_conn.set_trace_callback(None)
 
     event.listen(engine, "checkout", checkout)
     event.listen(engine, "checkin", checkin)

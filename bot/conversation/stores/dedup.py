@@ -14,7 +14,8 @@ from typing import Protocol
 
 from sqlalchemy import Engine, delete, func, select, update
 
-from bot.conversation.stores.state import Prefetch, Record, RedisStateStore, _CLAIM_LOCK_LOAD
+from bot.conversation.stores.state import (Prefetch, Record, RedisStateStore, _CLAIM_LOCK_LOAD,
+                                           _PAIR_CLAIM_LOCK_LOAD)
 from bot.infra.db import upsert
 from models import DedupEntry
 
@@ -22,6 +23,8 @@ from models import DedupEntry
 log = logging.getLogger("bot.conversation.stores")  # one logger for the stores, as before the split
 DEDUP_T = DedupEntry.__table__
 PENDING = None  # a claimed key whose reply is not known yet
+# A claim refused because its request's (timestamp, nonce) came before with another body.
+REPLAYED = "replayed"
 
 
 class DedupStore(Protocol):
@@ -264,7 +267,8 @@ class RedisDedupStore:
         got = self._async.get(loop)
         if got is None:
             client = self._aclient()
-            got = self._async[loop] = (client, client.register_script(_CLAIM_LOCK_LOAD))
+            got = self._async[loop] = (client, client.register_script(_CLAIM_LOCK_LOAD),
+                                       client.register_script(_PAIR_CLAIM_LOCK_LOAD))
         return got
 
     def _claim_args(self, key: str, user: str) -> tuple[str, list, list]:
@@ -297,18 +301,33 @@ class RedisDedupStore:
         return self._mirrored(key, self._claimed(self._claim_lock_load(keys=keys, args=args),
                                                  user, token))
 
-    async def aclaim_prefetching(self, key: str, user: str) -> "bool | Prefetch":
-        """`claim_prefetching` on the event loop."""
-        client, script = self._on_loop()
+    async def aclaim_prefetching(self, key: str, user: str,
+                                 pair: tuple | None = None) -> "bool | Prefetch | str":
+        """`claim_prefetching` on the event loop. With `pair` (timestamp, nonce, digest,
+        ttl), the request's pair is checked first (`request_seen`) in the same round trip:
+        REPLAYED, and nothing claimed, when it came before with another body."""
+        client, script, pair_script = self._on_loop()
         if self._states is None:
+            if pair is not None and not await self.arequest_seen(*pair):
+                return REPLAYED
             return self._mirrored(key, bool(await client.set(self._prefix + key, "", nx=True,
                                                              ex=self._ttl)))
         token, keys, args = self._claim_args(key, user)
-        return self._mirrored(key, self._claimed(await script(keys=keys, args=args), user, token))
+        if pair is None:
+            return self._mirrored(key, self._claimed(await script(keys=keys, args=args), user,
+                                                     token))
+        timestamp, nonce, digest, ttl = pair
+        name = _request_key(timestamp, nonce)
+        res = await pair_script(keys=[self._prefix + name, *keys], args=[digest, ttl, *args])
+        if res[0] == -1:
+            return REPLAYED
+        if res[4]:
+            self._mirrored(name, True, digest, time.time() + ttl - self._ttl)
+        return self._mirrored(key, self._claimed(res, user, token))
 
     async def arequest_seen(self, timestamp: str, nonce: str, digest: str, ttl: int) -> bool:
         """`request_seen` on the event loop."""
-        client, _ = self._on_loop()
+        client = self._on_loop()[0]
         pair = _request_key(timestamp, nonce)
         key = self._prefix + pair
         if await client.set(key, digest, nx=True, ex=ttl):

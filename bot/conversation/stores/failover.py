@@ -9,8 +9,8 @@ from typing import Iterator
 
 from sqlalchemy import Connection, Engine
 
-from bot.conversation.stores.dedup import (DedupMirror, MemoryDedupStore, RedisDedupStore, SqlDedupStore,
-                                           _one_line, log)
+from bot.conversation.stores.dedup import (REPLAYED, DedupMirror, MemoryDedupStore, RedisDedupStore,
+                                           SqlDedupStore, _one_line, log)
 from bot.conversation.stores.state import Record, RedisStateStore, SqlStateStore, state_ttl_seconds
 from bot.infra import metrics
 
@@ -150,10 +150,17 @@ class FailoverDedupStore:
         """Whether `aclaim_prefetching` and `arequest_seen` take the event loop's path."""
         return getattr(self.primary, "asynchronous", False)
 
-    async def aclaim_prefetching(self, key: str, user: str, run):
-        """`claim_prefetching`, Redis's call on the event loop, the database's by `run`."""
-        return await self.failover.acall(lambda: self.primary.aclaim_prefetching(key, user),
-                                         self._db(lambda: self.fallback.claim(key)), run)
+    async def aclaim_prefetching(self, key: str, user: str, run, pair: tuple | None = None):
+        """`claim_prefetching`, Redis's call on the event loop, the database's by `run`;
+        with `pair` (timestamp, nonce, digest, ttl) the request's pair first, in the same
+        call (REPLAYED when it came with another body)."""
+        def on_database():
+            if pair is not None and not self.fallback.request_seen(*pair):
+                return REPLAYED
+            return self.fallback.claim(key)
+
+        return await self.failover.acall(lambda: self.primary.aclaim_prefetching(key, user, pair),
+                                         self._db(on_database), run)
 
     async def arequest_seen(self, timestamp: str, nonce: str, digest: str, ttl: int, run):
         return await self.failover.acall(
