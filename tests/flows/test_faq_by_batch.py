@@ -13,7 +13,8 @@ from bot.conversation import faq
 from tests.support import ROOT
 
 LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").read_text("utf-8"))
-BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5")
+BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
+           "was_held_out_6")
 # Measured at the threshold in use (0.32): mean 96.3%, was_held_out_5 88.1% (the one batch the
 # hand rules of faq.toml were never written from); the rule score alone (classifier weight 0)
 # 87.8% and 73.0% here. README, "Conversation quality", has the bench's figures.
