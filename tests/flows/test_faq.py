@@ -17,10 +17,10 @@ LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").r
 # read while tuning. Until the lead adds it (the file holds only its header), the held-out
 # tests skip, saying so; once it is there they run.
 HELD_OUT_FILE = ROOT / "tests" / "faq_held_out.toml"
-HELD_OUT = "held_out_6"
+HELD_OUT = "held_out_7"
 EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
 # The measured figures (README, "Conversation quality"), so that a regression fails.
-FLOOR = 0.80  # 80.5% measured on held_out_6 (README, "Conversation quality"); issue 14's target is 0.90
+FLOOR = 0.80  # held_out_6 measured 80.5% before it was retired; the lead sets this from held_out_7 (issue 14: 0.90)
 OFF_TOPIC_ANSWERED = 2
 FACTS = faq.rules_facts(tomllib.loads((ROOT / "rules.toml").read_text("utf-8")))
 
@@ -32,7 +32,8 @@ def f() -> faq.Faq:
 
 
 # The tuning part: the tuning cases and the retired held-out batches (bot/conversation/faq_labelled.toml).
-TUNING_LISTS = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5")
+TUNING_LISTS = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
+                "was_held_out_6")
 TUNING = [case for name in TUNING_LISTS for case in LABELLED[name]]
 
 
@@ -76,9 +77,9 @@ def test_top1_accuracy(f, capsys):
     accuracy = 1 - len(misses) / len(cases)
     with capsys.disabled():
         print(f"\nFAQ top-1 {accuracy:.1%} on {len(cases)} (tuning part); misses {misses}")
-    # 99.3% measured (README, "Conversation quality"): the classifier learned from these, so
+    # 97.9% measured (README, "Conversation quality"): the classifier learned from these, so
     # this says only that nothing broke; bench/faq_eval.py --by-batch is the honest figure.
-    assert accuracy >= 0.98
+    assert accuracy >= 0.97
 
 
 def test_held_out_accuracy_does_not_fall_below_the_reported_figure(f):

@@ -13,12 +13,14 @@ from bot.conversation import faq
 from tests.support import ROOT
 
 LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").read_text("utf-8"))
-BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5")
-# Measured at the threshold in use (0.32): mean 96.3%, was_held_out_5 88.1% (the one batch the
-# hand rules of faq.toml were never written from); the rule score alone (classifier weight 0)
-# 87.8% and 73.0% here. README, "Conversation quality", has the bench's figures.
-MEAN_FLOOR = 0.95
-VALIDATION_FLOOR = 0.86
+BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
+           "was_held_out_6")
+# Measured at the threshold in use (0.30): mean 94.8%, was_held_out_5 91.6%, was_held_out_6
+# 82.3% (the outside writers' batches, which the hand rules of faq.toml were not written from);
+# before the classifier weighed each entry the same (0.4, threshold 0.32): 94.3%, 90.1%, 80.5%.
+# README, "Conversation quality", has the bench's figures.
+MEAN_FLOOR = 0.94
+VALIDATION_FLOORS = {"was_held_out_5": 0.90, "was_held_out_6": 0.82}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +48,15 @@ def test_a_writer_left_out_is_still_answered(by_batch, capsys):
         print("\nFAQ leave-one-batch-out top-1: "
               + ", ".join(f"{b} {a:.1%}" for b, a in by_batch.items()) + f"; mean {mean:.1%}")
     assert mean >= MEAN_FLOOR
-    assert by_batch["was_held_out_5"] >= VALIDATION_FLOOR
+    for batch, floor in VALIDATION_FLOORS.items():
+        assert by_batch[batch] >= floor, batch
 
 
 def test_what_a_writer_left_out_gets_is_not_memorised(by_batch):
     """The batch left out is not what the classifier learned: the default FAQ (which learned
     from every batch) answers the validation batch better than the FAQ that did not."""
-    cases = LABELLED["was_held_out_5"]
     everything = faq.default()
-    seen = sum(everything.best(text) == want for text, want in cases) / len(cases)
-    assert seen > by_batch["was_held_out_5"]
+    for batch in VALIDATION_FLOORS:
+        cases = LABELLED[batch]
+        seen = sum(everything.best(text) == want for text, want in cases) / len(cases)
+        assert seen > by_batch[batch], batch
