@@ -248,9 +248,9 @@ def understand(ctx: Context, text: str) -> Reply:
     never starts a service (asking is not commanding)."""
     vocabulary = ctx.router.vocabulary
     question = is_question(text)
-    key = vocabulary.exact(text)
+    key = vocabulary.exact(text) or vocabulary.asked(text)
     if key is not None and not (question and key in vocabulary.services):
-        return run_key(ctx, key)
+        return run_key(ctx, key)  # 我的预约, and 我的预约呢: what is asked after is shown
     key = vocabulary.match(text)
     if key is not None and not question:
         return run_key(ctx, key)  # a command form: 我要洗牙, 帮我约体检

@@ -58,6 +58,10 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(said))
 
 
+# What may stand around a menu word asked after: 请问…呢, 那…呢, …吗.
+_ASKED_AFTER = re.compile(r"^(?:请问|那么|那)|(?:呢|吗|嘛|啊|呀)$")
+
+
 # A question word used as "any" (随便哪天, 哪家都行, 什么时候都可以) asks nothing.
 _INDEFINITE = re.compile(r"(?:随便|不管|无论|任意)(?:哪|什么|几|谁)[^\W\d_]?|"
                          r"(?:哪|什么)[^\W\d_]{0,3}都(?:行|可以|好|成|方便)")
@@ -113,6 +117,11 @@ class Vocabulary:
     def exact(self, text: str):
         """The key when the whole message is one of its words (after normalising)."""
         return self._table.get(normalize(text))
+
+    def asked(self, text: str):
+        """The key when the message is one of its words asked after (请问我的预约呢, 我的等级呢？):
+        only a polite opening and a question particle around it."""
+        return self._table.get(_ASKED_AFTER.sub("", normalize(text)))
 
     def match(self, text: str):
         """The key the text asks for, or None. Exact synonym first, then a synonym

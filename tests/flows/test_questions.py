@@ -243,3 +243,19 @@ async def test_which_hospital_lists_the_city_with_the_kind(wx_plain, world):
     reply = await wx_plain.say(U, "北京有哪些体检机构")
     assert "北京商业体检中心（商业机构）" in reply and "北京三甲医院（三甲医院）" in reply
     assert "上海洁牙门诊" not in reply and "北京洁牙门诊" not in reply
+
+
+@pytest.mark.parametrize("asked", ["我的预约呢", "请问我的预约呢？", "我的预约呢?"])
+async def test_my_bookings_asked_after_shows_them(wx_plain, world, asked):
+    """A menu word asked after (我的预约呢) is shown, not answered by the FAQ's closest entry."""
+    world("gold")
+    reply = await wx_plain.say(U, asked)
+    assert "您还没有预约记录" in reply  # 我的预约 of a customer with none
+    assert await no_flow_started(wx_plain)
+
+
+async def test_a_service_word_asked_after_is_still_a_question(wx_plain, world):
+    world("gold")
+    reply = await wx_plain.say(U, "洁牙呢")
+    assert FOR_WHOM not in reply  # asking is not commanding
+    assert await no_flow_started(wx_plain)
