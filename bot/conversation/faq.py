@@ -535,14 +535,16 @@ class Faq:
 
     def best(self, text: str, *, tier: str | None = None) -> str | None:
         """The entry that answers the text, or None when no entry is confident enough or two
-        entries tie (`top`)."""
+        entries tie (`top`), or when the message names nothing (什么意思？: small talk "vague")."""
+        if self.smalltalk(text) == "vague":
+            return None
         entry_id, score = self.top(text, tier=tier)
         return entry_id if entry_id is not None and score >= self.THRESHOLD else None
 
     # -- small talk ------------------------------------------------------------------------
 
     def smalltalk(self, text: str) -> str | None:
-        """The small-talk id (thanks, bye, hello, robot, ok) when the whole message is small
+        """The small-talk id (thanks, bye, hello, robot, ok, vague) when the whole message is small
         talk (trailing particles and repeats allowed: 谢谢啦, 好的好的), else None."""
         norm = normalize(text)
         if not norm or len(norm) > 12:

@@ -259,3 +259,15 @@ async def test_a_service_word_asked_after_is_still_a_question(wx_plain, world):
     reply = await wx_plain.say(U, "洁牙呢")
     assert FOR_WHOM not in reply  # asking is not commanding
     assert await no_flow_started(wx_plain)
+
+
+@pytest.mark.parametrize("vague", ["什么意思？", "为什么", "啥意思啊"])
+async def test_a_question_that_names_nothing_is_asked_back_not_answered(wx_plain, world, vague):
+    """什么意思？ names no topic: no FAQ entry's answer (it read as 快升缓降 before), but what
+    it is about, outside a flow; at a step, the step again."""
+    world("gold")
+    reply = await wx_plain.say(U, vague)
+    assert "快升缓降" not in reply and "哪一项" in reply
+    assert FOR_WHOM in await wx_plain.say(U, "预约洁牙")
+    reply = await wx_plain.say(U, vague)
+    assert "快升缓降" not in reply and FOR_WHOM in reply  # the step, asked again
