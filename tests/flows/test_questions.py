@@ -271,3 +271,12 @@ async def test_a_question_that_names_nothing_is_asked_back_not_answered(wx_plain
     assert FOR_WHOM in await wx_plain.say(U, "预约洁牙")
     reply = await wx_plain.say(U, vague)
     assert "快升缓降" not in reply and FOR_WHOM in reply  # the step, asked again
+
+
+async def test_what_a_checkup_costs_is_the_fees_answer_not_the_tier_thresholds(wx_plain, world):
+    """体检多少钱 asks what the service costs (DOMAIN: checkups are free within the package),
+    not how much premium a tier takes (it read as 升级 before)."""
+    world("gold")
+    reply = await wx_plain.say(U, "体检多少钱")
+    assert "免费" in reply and "1,000,000" not in reply
+    assert await no_flow_started(wx_plain)
