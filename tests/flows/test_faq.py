@@ -21,6 +21,9 @@ EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text
 # The measured figures (README, "Conversation quality"), so that a regression fails.
 FLOOR = 0.885  # held_out_7 measured once: 88.9% (578/650; README, "Conversation quality"); issue 14's target is 0.90
 OFF_TOPIC_ANSWERED = 2
+# Entries added after every labelled batch was written (2026-12-04: whether what binding asks
+# for is kept); their own phrasings only, until a writer's batch covers them.
+NEWER_THAN_THE_BATCHES = {"privacy"}
 FACTS = faq.rules_facts(tomllib.loads((ROOT / "rules.toml").read_text("utf-8")))
 
 
@@ -50,9 +53,10 @@ def test_labelled_set_is_big_and_labels_exist(f):
     ids = {e.id for e in f.entries}
     assert len(TUNING) >= 200
     assert {want for _, want in TUNING} <= ids
-    # Every entry has tuning phrasings in each retired batch (each was written over all).
+    # Every entry has tuning phrasings in each retired batch (each was written over all the
+    # entries of its day; entries added since are in none of them yet).
     for name in TUNING_LISTS[1:]:
-        assert {want for _, want in LABELLED[name]} == ids, name
+        assert {want for _, want in LABELLED[name]} == ids - NEWER_THAN_THE_BATCHES, name
     # Labelled phrasings are not copies of the FAQ's own phrasings.
     own = {faq.normalize(p) for e in f.entries for p in (e.title, *e.phrasings)}
     assert not [t for t, _ in TUNING if faq.normalize(t) in own]

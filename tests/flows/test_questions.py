@@ -280,3 +280,12 @@ async def test_what_a_checkup_costs_is_the_fees_answer_not_the_tier_thresholds(w
     reply = await wx_plain.say(U, "体检多少钱")
     assert "免费" in reply and "1,000,000" not in reply
     assert await no_flow_started(wx_plain)
+
+
+async def test_whether_the_id_number_is_kept_is_answered_by_the_privacy_notice(wx_plain, world):
+    """你们会把我身份证号存起来吗 gets what binding's privacy notice says (what was typed is not
+    kept after the check), not 「需要的」 of the identity check (it read as yes before)."""
+    world("gold")
+    reply = await wx_plain.say(U, "你们会把我身份证号存起来吗")
+    assert "不再另行保存" in reply and not reply.startswith("需要的")
+    assert (await wx_plain.say(U, "为什么要身份证？")).startswith("需要的")  # the identity check
