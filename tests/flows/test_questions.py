@@ -159,7 +159,8 @@ async def test_unanswered_questions_are_kept_without_identity(wx_plain, world, s
 
 async def test_an_id_number_or_phone_typed_in_an_unanswered_question_is_not_kept(wx_plain,
                                                                                    services):
-    await wx_plain.say(U, "我身份证是110101199003071234 电话13812345678 年会在哪")
+    # The numbers typed in, around a question no entry answers (年会: the company party).
+    await wx_plain.say(U, "我是110101199003071234，13812345678，年会在哪办")
     with Session(services.engine) as s:
         (row,) = s.exec(select(UnansweredQuestion)).all()
     assert "110101199003071234" not in row.text and "13812345678" not in row.text
