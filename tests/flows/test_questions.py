@@ -290,3 +290,11 @@ async def test_whether_the_id_number_is_kept_is_answered_by_the_privacy_notice(w
     reply = await wx_plain.say(U, "你们会把我身份证号存起来吗")
     assert "不再另行保存" in reply and not reply.startswith("需要的")
     assert (await wx_plain.say(U, "为什么要身份证？")).startswith("需要的")  # the identity check
+
+
+async def test_how_far_ahead_one_can_book_is_in_the_lead_time_answer(wx_plain, world):
+    """最晚能约到哪天？ gets the window as well as the lead time (DOMAIN: a service date at
+    most 90 days after the request, at least the 2nd working day after it)."""
+    world("gold")
+    reply = await wx_plain.say(U, "最晚能约到哪天？")
+    assert "90天内" in reply and "2个工作日" in reply
