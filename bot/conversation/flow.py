@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.conversation.intents import Universal, normalize, yes_no
 from bot.conversation.reply import Invalid, Reply
+from bot.domain.dates import cn_number
 from bot.infra.texts import render
 
 if TYPE_CHECKING:
@@ -223,8 +224,7 @@ def _plain(text: str) -> str:
     return _PADDING.sub("", normalize(text)) or normalize(text)
 
 
-_ORDINAL = re.compile(r"(?:选|要|我选|就)?第(\d{1,2}|[一二两三四五六七八九十])(?:个|项|条|家|天|种|位)?(?:吧)?")
-_CN_ORDINALS = {c: i for i, c in enumerate("一二三四五六七八九十", 1)} | {"两": 2}
+_ORDINAL = re.compile(r"(?:选|要|我选|就)?第(\d{1,2}|[一二两三四五六七八九十]{1,3})(?:个|项|条|家|天|种|位)?(?:吧)?")
 
 
 def pick(offered: list[tuple[str, ...]], text: str, menu_id: str = "") -> str | None:
@@ -236,7 +236,7 @@ def pick(offered: list[tuple[str, ...]], text: str, menu_id: str = "") -> str | 
     norm = normalize(text)
     ordinal = _ORDINAL.fullmatch(norm)  # 第2个, 第二项: the option's number said as an ordinal
     if ordinal:
-        norm = str(_CN_ORDINALS.get(ordinal[1], ordinal[1]))
+        norm = ordinal[1] if ordinal[1].isdigit() else cn_number(ordinal[1])
     if norm.isdigit():
         return offered[int(norm) - 1][0] if 1 <= int(norm) <= len(offered) else None
     for said in dict.fromkeys((norm, _plain(text))):

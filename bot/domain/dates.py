@@ -94,7 +94,7 @@ _NOISE = re.compile(r"^(?:我想|我要|想|要)?(?:预约|约在|约|定在|改
                     r"(?:吧|呢|啊|可以吗|可以|行吗|好吗|就行|即可)?[\s。.!！?？,，~～]*$")
 
 
-def _cn_number(text: str) -> str:
+def cn_number(text: str) -> str:
     """一..三十一 written in Chinese characters, as digits ('十二' → '12'); other text as is."""
     if "十" in text:
         tens, _, ones = text.partition("十")
@@ -114,7 +114,7 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text or "")
     text = re.sub(r"\s+", "", text)
     text = _NOISE.sub("", text)
-    return _CN_NUMBER.sub(lambda m: _cn_number(m.group()), text)
+    return _CN_NUMBER.sub(lambda m: cn_number(m.group()), text)
 
 
 # --- Patterns handled here -----------------------------------------------------------------
