@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router, Step
-from bot.conversation.flow import offered_of
+from bot.conversation.flow import name_core, offered_of
 from bot.conversation.intents import Universal, normalize, yes_no
 from bot.domain import booking_store as store
 from bot.domain import notify
@@ -344,25 +344,13 @@ def wants_package(ctx: Context, data: BookingData) -> bool:
     return len(draft(ctx, data).packages()) > 1
 
 
-# Words around a short name (要女性的, 女性套餐, 华山医院那家): dropped to find the name typed.
-_AROUND = re.compile(r"^(?:我想要|我想|我要|想要|我选|选择|要|选|就|给他|给她|给)|"
-                     r"(?:套餐|的|那个|那家|这个|这家|吧|就行|就好|即可)+$")
-
-
-def _core(text: str) -> str:
-    said = normalize(text)
-    for _ in range(3):  # 要女性的套餐: both ends, more than one layer
-        said = _AROUND.sub("", said)
-    return said
-
-
 def named_not_offered(ctx: Context, data: BookingData, text: str,
                       names: list[tuple[str, str]], prefer=lambda code: False) -> str | None:
     """The one thing (code, name) the text names in short form (女性 for 钻石健康体检套餐(女性),
     华山医院 for 复旦大学附属华山医院) among those the step did NOT offer, so that the rules
     explain why it cannot be booked; one that was offered is left to the near match, which
     asks back. Several named: those `prefer` picks (the customer's tier), if exactly one."""
-    said = _core(text)
+    said = name_core(text)
     if len(said) < 2:
         return None
     hits = [code for code, name in names if said in normalize(name)]

@@ -80,7 +80,7 @@ class Step:
             return self.takes(text.strip())
         try:
             self.parse(ctx, text.strip(), data)
-        except Exception:  # noqa: BLE001 - refused (Invalid) or not of the step's kind
+        except Invalid:  # refused, or not of the step's kind
             return False
         return True
 
@@ -103,7 +103,10 @@ class Option:
 ANSWER, REASON, NEAR, UNREAD = "answer", "reason", "near", "unread"  # `Step.hears`
 GUESS = "guess_"  # the data key holding the option a near match proposed, awaiting 是/否
 # Polite padding around an answer (要咖啡, 我选北京吧): dropped before an exact comparison.
-_PADDING = re.compile(r"^(?:我想要|我想|我要|想要|我选|选择|要|选|就)|(?:吧|啊|呀|就行|就好|即可)$")
+_LEAD, _TAIL = "我想要|我想|我要|想要|我选|选择|要|选|就", "吧|啊|呀|就行|就好|即可"
+_PADDING = re.compile(rf"^(?:{_LEAD})|(?:{_TAIL})$")
+# Around a short name (要女性的套餐, 给他选华山医院那家): more words, in more than one layer.
+_NAME_PADDING = re.compile(rf"^(?:{_LEAD}|给他|给她|给)|(?:{_TAIL}|套餐|的|那个|那家|这个|这家)+$")
 
 
 @dataclass
@@ -182,7 +185,7 @@ class Choice(Step):
             if code is None:
                 return False
             self.take(ctx, code, data)
-        except Exception:  # noqa: BLE001 - refused (Invalid), as the old try-and-undo did
+        except Invalid:  # refused by the parser or the check
             return False
         return True
 
@@ -197,8 +200,6 @@ class Choice(Step):
                 return ANSWER
         except Invalid as exc:
             return UNREAD if exc.template == self.unread else REASON
-        except Exception:  # noqa: BLE001 - a parser that cannot read it at all
-            return UNREAD
         return NEAR if near_match(offered_of(data), text) is not None else UNREAD
 
 
@@ -222,6 +223,14 @@ def _shown(text: str, limit: int = 20) -> str:
 
 def _plain(text: str) -> str:
     return _PADDING.sub("", normalize(text)) or normalize(text)
+
+
+def name_core(text: str) -> str:
+    """The short name a customer typed with the words around it dropped (女性 of 要女性的套餐)."""
+    said = normalize(text)
+    for _ in range(3):  # both ends, more than one layer
+        said = _NAME_PADDING.sub("", said)
+    return said
 
 
 _ORDINAL = re.compile(r"(?:选|要|我选|就)?第(\d{1,2}|[一二两三四五六七八九十]{1,3})(?:个|项|条|家|天|种|位)?(?:吧)?")
