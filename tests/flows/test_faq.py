@@ -16,10 +16,12 @@ LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").r
 # The held-out batch: written outside the tuning, in its own file, merged by the lead; never
 # read while tuning. Without it the held-out tests fail: the honest figure must be measured.
 HELD_OUT_FILE = ROOT / "tests" / "faq_held_out.toml"
-HELD_OUT = "held_out_7"
+HELD_OUT = "held_out_8"
 EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
 # The measured figures (README, "Conversation quality"), so that a regression fails.
-FLOOR = 0.885  # held_out_7 measured once: 88.9% (578/650; README, "Conversation quality"); issue 14's target is 0.90
+# A placeholder (issue 14's target): the lead sets it after measuring held_out_8 once (its
+# figure less a small margin; README, "Conversation quality"). held_out_7 was 88.9% (578/650).
+FLOOR = 0.90
 OFF_TOPIC_ANSWERED = 2
 # Entries added after every labelled batch was written (2026-12-04: whether what binding asks
 # for is kept); their own phrasings only, until a writer's batch covers them.
@@ -35,7 +37,7 @@ def f() -> faq.Faq:
 
 # The tuning part: the tuning cases and the retired held-out batches (bot/conversation/faq_labelled.toml).
 TUNING_LISTS = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
-                "was_held_out_6")
+                "was_held_out_6", "was_held_out_7")
 TUNING = [case for name in TUNING_LISTS for case in LABELLED[name]]
 
 
@@ -63,7 +65,7 @@ def test_labelled_set_is_big_and_labels_exist(f):
 
 
 def test_held_out_batch_is_honest(f):
-    """Issue 14: at least 30% of all labelled phrasings held out (this round's batch is two
+    """Issue 14: at least 30% of all labelled phrasings held out (this round's batch is six
     outside writers' work), every label an entry, no held-out phrasing in the tuning part nor
     among the FAQ's own phrasings."""
     held = held_out()

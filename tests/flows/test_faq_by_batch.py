@@ -14,7 +14,7 @@ from tests.support import ROOT
 
 LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").read_text("utf-8"))
 BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
-           "was_held_out_6")
+           "was_held_out_6", "was_held_out_7")
 # Measured at the threshold in use (0.30): mean 94.8%, was_held_out_5 91.6%, was_held_out_6
 # 82.3% (the outside writers' batches, which the hand rules of faq.toml were not written from);
 # before the classifier weighed each entry the same (0.4, threshold 0.32): 94.3%, 90.1%, 80.5%.
