@@ -82,9 +82,9 @@ def test_top1_accuracy(f, capsys):
     accuracy = 1 - len(misses) / len(cases)
     with capsys.disabled():
         print(f"\nFAQ top-1 {accuracy:.1%} on {len(cases)} (tuning part); misses {misses}")
-    # 97.9% measured (README, "Conversation quality"): the classifier learned from these, so
+    # 99.0% measured (README, "Conversation quality"): the classifier learned from these, so
     # this says only that nothing broke; bench/faq_eval.py --by-batch is the honest figure.
-    assert accuracy >= 0.97
+    assert accuracy >= 0.98
 
 
 def test_held_out_accuracy_does_not_fall_below_the_reported_figure(f):
@@ -208,6 +208,50 @@ def test_questions_written_for_the_mechanisms_not_in_the_labelled_set(f, text, w
     labelled = {faq.normalize(t) for t, _ in TUNING}
     assert faq.normalize(text) not in labelled
     assert f.best(text) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    # Dialect, voice input's fillers and polite formulae say nothing (faq.toml's [fillers]).
+    ("俺想给俺老伴约个体检中不中", "family_use"),
+    ("嗯那个就是体检报告多久能出来", "report_time"),
+    ("烦请告知贵公司的客服热线", "hotline"),
+    # Typos and homophones of the domain words and the tiers, and English words.
+    ("白金客户有哪些福利", "tier_platinum"),
+    ("我老爸想问问体简套餐有哪些", "checkup_packages"),
+    ("vip洗牙free吗", "fees"),
+    # A relative who is a tier's customer asks about that tier, not about using mine.
+    ("帮我儿子问一下，他是黄金客户能体检吗", "tier_has_service"),
+    # Who may use a service, may I, and where: answered, not suggestions.
+    ("体检谁能用", "checkup_packages"),
+    ("我能预约体检吗", "tier_has_service"),
+    ("洗牙在哪里洗", "institutions"),
+])
+def test_new_writers_ways_of_asking(f, text, want):
+    """Ways of asking the next writers' personas use (dialect, voice input, abbreviations and
+    English, asking for a relative, formal letters), written for the mechanisms; none is in
+    bot/conversation/faq_labelled.toml or faq.toml."""
+    labelled = {faq.normalize(t) for t, _ in TUNING}
+    own = {faq.normalize(p) for e in f.entries for p in (e.title, *e.phrasings)}
+    assert faq.normalize(text) not in labelled | own
+    assert f.best(text) == want
+
+
+@pytest.mark.parametrize("text", ["帮我儿子问一下，他是黄金客户能体检吗", "我老公是钻石客户，他能洗牙吗"])
+def test_a_relative_who_is_a_tiers_customer_is_not_using_mine(f, text):
+    """A relative said to be a tier's customer asks what that tier has, not whether they may use
+    my services: family_use is not even among the suggestions."""
+    assert f.best(text) == "tier_has_service"
+    assert "family_use" not in dict(f.search(text))
+
+
+@pytest.mark.parametrize("text,plain", [
+    ("俺想给俺老伴约个体检中不中", "我想给老伴约个体检"),
+    ("嗯那个就是体检报告多久能出来", "体检报告多久能出来"),
+    ("烦请告知贵公司的客服热线", "客服热线"),
+])
+def test_fillers_say_nothing(f, text, plain):
+    """Dialect words, voice input's fillers and polite formulae are read as if not typed."""
+    assert f.words(text) == f.words(plain)
 
 
 @pytest.mark.parametrize("text", ["明天去哪玩", "下周六有空吗", "今天股市怎么样", "星期天去爬山"])
