@@ -16,7 +16,7 @@ LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").r
 BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
            "was_held_out_6", "was_held_out_7")
 # Measured at the threshold in use (0.30), 2026-12-06: mean 96.2%, was_held_out_5 96.2%,
-# was_held_out_6 93.3%, was_held_out_7 89.8% (the outside writers' batches; was_held_out_7, the
+# was_held_out_6 93.3%, was_held_out_7 90.0% (the outside writers' batches; was_held_out_7, the
 # validation batch, is the one whose misses were not read); before this round's tuning: 94.5%,
 # 91.6%, 86.7%, 88.9%. README, "Conversation quality", has the bench's figures.
 MEAN_FLOOR = 0.955
