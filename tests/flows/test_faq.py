@@ -16,10 +16,12 @@ LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").r
 # The held-out batch: written outside the tuning, in its own file, merged by the lead; never
 # read while tuning. Without it the held-out tests fail: the honest figure must be measured.
 HELD_OUT_FILE = ROOT / "tests" / "faq_held_out.toml"
-HELD_OUT = "held_out_7"
+HELD_OUT = "held_out_8"
 EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
 # The measured figures (README, "Conversation quality"), so that a regression fails.
-FLOOR = 0.885  # held_out_7 measured once: 88.9% (578/650; README, "Conversation quality"); issue 14's target is 0.90
+# A placeholder (issue 14's target): the lead sets it after measuring held_out_8 once (its
+# figure less a small margin; README, "Conversation quality"). held_out_7 was 88.9% (578/650).
+FLOOR = 0.90
 OFF_TOPIC_ANSWERED = 2
 # Entries added after every labelled batch was written (2026-12-04: whether what binding asks
 # for is kept); their own phrasings only, until a writer's batch covers them.
@@ -35,7 +37,7 @@ def f() -> faq.Faq:
 
 # The tuning part: the tuning cases and the retired held-out batches (bot/conversation/faq_labelled.toml).
 TUNING_LISTS = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
-                "was_held_out_6")
+                "was_held_out_6", "was_held_out_7")
 TUNING = [case for name in TUNING_LISTS for case in LABELLED[name]]
 
 
@@ -63,7 +65,7 @@ def test_labelled_set_is_big_and_labels_exist(f):
 
 
 def test_held_out_batch_is_honest(f):
-    """Issue 14: at least 30% of all labelled phrasings held out (this round's batch is two
+    """Issue 14: at least 30% of all labelled phrasings held out (this round's batch is six
     outside writers' work), every label an entry, no held-out phrasing in the tuning part nor
     among the FAQ's own phrasings."""
     held = held_out()
@@ -80,9 +82,9 @@ def test_top1_accuracy(f, capsys):
     accuracy = 1 - len(misses) / len(cases)
     with capsys.disabled():
         print(f"\nFAQ top-1 {accuracy:.1%} on {len(cases)} (tuning part); misses {misses}")
-    # 97.9% measured (README, "Conversation quality"): the classifier learned from these, so
+    # 99.0% measured (README, "Conversation quality"): the classifier learned from these, so
     # this says only that nothing broke; bench/faq_eval.py --by-batch is the honest figure.
-    assert accuracy >= 0.97
+    assert accuracy >= 0.98
 
 
 def test_held_out_accuracy_does_not_fall_below_the_reported_figure(f):
@@ -206,6 +208,50 @@ def test_questions_written_for_the_mechanisms_not_in_the_labelled_set(f, text, w
     labelled = {faq.normalize(t) for t, _ in TUNING}
     assert faq.normalize(text) not in labelled
     assert f.best(text) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    # Dialect, voice input's fillers and polite formulae say nothing (faq.toml's [fillers]).
+    ("俺想给俺老伴约个体检中不中", "family_use"),
+    ("嗯那个就是体检报告多久能出来", "report_time"),
+    ("烦请告知贵公司的客服热线", "hotline"),
+    # Typos and homophones of the domain words and the tiers, and English words.
+    ("白金客户有哪些福利", "tier_platinum"),
+    ("我老爸想问问体简套餐有哪些", "checkup_packages"),
+    ("vip洗牙free吗", "fees"),
+    # A relative who is a tier's customer asks about that tier, not about using mine.
+    ("帮我儿子问一下，他是黄金客户能体检吗", "tier_has_service"),
+    # Who may use a service, may I, and where: answered, not suggestions.
+    ("体检谁能用", "checkup_packages"),
+    ("我能预约体检吗", "tier_has_service"),
+    ("洗牙在哪里洗", "institutions"),
+])
+def test_new_writers_ways_of_asking(f, text, want):
+    """Ways of asking the next writers' personas use (dialect, voice input, abbreviations and
+    English, asking for a relative, formal letters), written for the mechanisms; none is in
+    bot/conversation/faq_labelled.toml or faq.toml."""
+    labelled = {faq.normalize(t) for t, _ in TUNING}
+    own = {faq.normalize(p) for e in f.entries for p in (e.title, *e.phrasings)}
+    assert faq.normalize(text) not in labelled | own
+    assert f.best(text) == want
+
+
+@pytest.mark.parametrize("text", ["帮我儿子问一下，他是黄金客户能体检吗", "我老公是钻石客户，他能洗牙吗"])
+def test_a_relative_who_is_a_tiers_customer_is_not_using_mine(f, text):
+    """A relative said to be a tier's customer asks what that tier has, not whether they may use
+    my services: family_use is not even among the suggestions."""
+    assert f.best(text) == "tier_has_service"
+    assert "family_use" not in dict(f.search(text))
+
+
+@pytest.mark.parametrize("text,plain", [
+    ("俺想给俺老伴约个体检中不中", "我想给老伴约个体检"),
+    ("嗯那个就是体检报告多久能出来", "体检报告多久能出来"),
+    ("烦请告知贵公司的客服热线", "客服热线"),
+])
+def test_fillers_say_nothing(f, text, plain):
+    """Dialect words, voice input's fillers and polite formulae are read as if not typed."""
+    assert f.words(text) == f.words(plain)
 
 
 @pytest.mark.parametrize("text", ["明天去哪玩", "下周六有空吗", "今天股市怎么样", "星期天去爬山"])

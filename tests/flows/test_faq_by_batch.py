@@ -14,13 +14,13 @@ from tests.support import ROOT
 
 LABELLED = tomllib.loads((ROOT / "bot" / "conversation" / "faq_labelled.toml").read_text("utf-8"))
 BATCHES = ("cases", "was_held_out", "was_held_out_3", "was_held_out_4", "was_held_out_5",
-           "was_held_out_6")
-# Measured at the threshold in use (0.30): mean 94.8%, was_held_out_5 91.6%, was_held_out_6
-# 82.3% (the outside writers' batches, which the hand rules of faq.toml were not written from);
-# before the classifier weighed each entry the same (0.4, threshold 0.32): 94.3%, 90.1%, 80.5%.
-# README, "Conversation quality", has the bench's figures.
-MEAN_FLOOR = 0.94
-VALIDATION_FLOORS = {"was_held_out_5": 0.90, "was_held_out_6": 0.82}
+           "was_held_out_6", "was_held_out_7")
+# Measured at the threshold in use (0.30), 2026-12-06: mean 96.2%, was_held_out_5 96.2%,
+# was_held_out_6 93.3%, was_held_out_7 90.0% (the outside writers' batches; was_held_out_7, the
+# validation batch, is the one whose misses were not read); before this round's tuning: 94.5%,
+# 91.6%, 86.7%, 88.9%. README, "Conversation quality", has the bench's figures.
+MEAN_FLOOR = 0.955
+VALIDATION_FLOORS = {"was_held_out_5": 0.955, "was_held_out_6": 0.925, "was_held_out_7": 0.89}
 
 
 @pytest.fixture(scope="module")
