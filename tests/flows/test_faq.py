@@ -19,9 +19,9 @@ HELD_OUT_FILE = ROOT / "tests" / "faq_held_out.toml"
 HELD_OUT = "held_out_8"
 EMERGENCY = tomllib.loads((ROOT / "tests" / "emergency_labelled.toml").read_text("utf-8"))
 # The measured figures (README, "Conversation quality"), so that a regression fails.
-# A placeholder (issue 14's target): the lead sets it after measuring held_out_8 once (its
-# figure less a small margin; README, "Conversation quality"). held_out_7 was 88.9% (578/650).
-FLOOR = 0.90
+# held_out_8 measured once, 2026-12-06: 90.9% (1152/1268; README, "Conversation quality");
+# issue 14's target is 0.90. held_out_7 was 88.9% (578/650).
+FLOOR = 0.905
 OFF_TOPIC_ANSWERED = 2
 # Entries added after every labelled batch was written (2026-12-04: whether what binding asks
 # for is kept); their own phrasings only, until a writer's batch covers them.
