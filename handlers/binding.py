@@ -116,7 +116,7 @@ def parse_id_number(ctx: Context, text: str, data: BindingData) -> bool:
     try:
         number = validate_id_number(typed_id_number(text), today=ctx.today)
     except ValueError:
-        raise Invalid("binding/bad_id_number") from None
+        raise Invalid("binding/bad_id_number", name=text.strip() if plausible_name(text) else "") from None
     customer = accounts.customer_by_id_number(ctx.session, number)
     matched = customer.id if customer else 0
     if data.name_mac:

@@ -77,6 +77,7 @@ class BookingData(FlowData):
     date: dt.date | None = None
     confirm: bool | None = None
     date_note: str = ""  # why a date named at entry could not be kept
+    time_said: str = ""  # a time of day said with the date (下午3点): a wish for the specialist
 
 
 def bound_customer(ctx: Context) -> Customer:
@@ -136,8 +137,7 @@ def refusal(ctx: Context, code: Refusal, d: BookingDraft, req: BookingRequest | 
     kw: dict[str, Any] = dict(service=service, tier=rules.tier(req.tier), place=req.institution,
                               date=req.date, window=rules.booking.window_days,
                               latest=today + timedelta(days=rules.booking.window_days),
-                              earliest=calendar().earliest_bookable(
-                                  ctx.now, lead_workdays=rules.booking.lead_workdays))
+                              earliest=earliest(ctx))
     if code == Refusal.QUOTA_USED:
         spent, spare = d.but(service=req.service).spent_years()
         kw.update(years=[req.date.year] if req.date else spent,
@@ -304,7 +304,7 @@ def parse_new_id(ctx: Context, text: str, data: BookingData) -> str:
         try:
             number = validate_id_number(normalize_id_number(text), today=ctx.today)
         except ValueError:
-            raise Invalid("booking/bad_id_number") from None
+            raise Invalid("booking/bad_id_number", name=text.strip() if plausible_name(text) else "") from None
     if number == customer.id_number:
         raise Invalid("booking/own_id_number")
     name = _unseal(ctx, data.new_name)
@@ -330,7 +330,9 @@ def back(ctx: Context, flow: Flow) -> Reply:
     """返回: one step back, except while an ID number is questioned (妈, then a man's ID
     number): back to the relation, as the question says."""
     hist = ctx.record.history
-    if (ctx.record.data or {}).get("age_pending") and "new_relation" in hist:
+    if (ctx.record.data or {}).get("age_pending") and "new_name" in hist:
+        if "new_relation" not in hist:  # the relation came with the entry (帮我爸约个体检)
+            hist.insert(hist.index("new_name"), "new_relation")
         del hist[hist.index("new_relation") + 2:]  # one step back from here is the relation
     return flow.back(ctx)
 
@@ -382,12 +384,14 @@ def check_package(ctx: Context, code: str, data: BookingData) -> str:
 
 
 def exam_options(ctx: Context, data: BookingData) -> list[Option]:
-    # The exam's own name without 检查 (核磁共振, CT) is a keyword: it is also how a
-    # customer asks for the service, so it must be an answer here, not a restart.
-    return [Option(c, c, words=(c.removesuffix("检查"),)) for c in _service(ctx, data).choices]
+    # The exam's own name without 检查 (核磁共振, CT) and its everyday words (核磁, 胃镜;
+    # rules.toml `choice_words`) are keywords: they are also how a customer asks for the
+    # service, so they must be an answer here, not a restart.
+    service = _service(ctx, data)
+    return [Option(c, c, words=service.words_for(c)) for c in service.choices]
 
 
-def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
+def parse_free(step: str, max_len: int, skip_words: tuple[str, ...] = ()):
     def parse(ctx: Context, text: str, data: BookingData) -> str:
         text = text.strip()
         if normalize(text) in skip_words:
@@ -396,8 +400,30 @@ def parse_free(max_len: int, skip_words: tuple[str, ...] = ()):
             raise Invalid("booking/free_empty")
         if len(text) > max_len:
             raise Invalid("booking/free_too_long", max_len=max_len)
+        _not_of_this_step(ctx, text, step)
         return text
     return parse
+
+
+# The characters a date alone is written with (12月22号, 下周三, 明天上午): a text of these only
+# that the date parser reads is a date, not a description.
+_DATE_ONLY = re.compile(r"[0-9年月日号周星期礼拜天今明后下上这本个初中底末旬午点半零〇一二两三四五六七八九十]+")
+
+
+def _not_of_this_step(ctx: Context, text: str, step: str) -> None:
+    """Refuse, saying why, a free-text answer that is only a number, only a date or only a
+    city's name: it answers another step (the list's number, the date, the city)."""
+    norm = normalize(text)
+    kind = None
+    if norm.isdigit():
+        kind = "number"
+    elif _DATE_ONLY.fullmatch(norm) and parse_date(text, ctx.now, calendar()).ok:
+        kind = "date"
+    elif norm.removesuffix("市") in {normalize(p.city) for p in stored(ctx).places}:
+        kind = "city"
+    if kind is not None:
+        raise Invalid("booking/free_wrong_kind", kind=kind, step=step,
+                      said=text if len(text) <= 20 else "")
 
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -410,6 +436,7 @@ def parse_symptoms(ctx: Context, text: str, data: BookingData) -> str:
     text = text.strip()
     if len(text) > 200:
         raise Invalid("booking/free_too_long", max_len=200)
+    _not_of_this_step(ctx, text, "symptoms")
     if len(_CJK.findall(text)) < 2 or normalize(text) in NO_DESCRIPTION:
         raise Invalid("booking/symptoms_needed")
     return text
@@ -454,7 +481,20 @@ def institution_options(ctx: Context, data: BookingData) -> list[Option]:
 
 def institution_context(ctx: Context, data: BookingData) -> dict:
     return {"city": data.city, "escort_note": any(
-        o.escorted for o in draft(ctx, data).options("institution", city=data.city))}
+        o.escorted for o in draft(ctx, data).options("institution", city=data.city)),
+        "preference": data.hospital or "", "partner": preferred_partner(ctx, data)}
+
+
+def preferred_partner(ctx: Context, data: BookingData):
+    """The partner institution giving this service that the typed hospital preference names
+    (瑞金医院 for 上海交通大学医学院附属瑞金医院), or None: the preference is then not a partner
+    and the customer is told so."""
+    said = name_core(data.hospital or "")
+    if len(said) < 2:
+        return None
+    hits = [p for p in stored(ctx).places if p.offers(data.service)
+            and (said in normalize(p.name) or normalize(p.name) in said)]
+    return hits[0] if len(hits) == 1 else None
 
 
 def parse_institution(ctx: Context, text: str, data: BookingData) -> str | None:
@@ -504,7 +544,21 @@ def parse_typed_date(ctx: Context, text: str, data: BookingData) -> str | None:
         return parsed.date.isoformat()
     if parsed.reason == "past":
         raise refusal(ctx, Refusal.PAST, draft(ctx, data))
-    raise Invalid(f"booking/refusal/{parsed.reason}", said=text if len(text) <= 20 else "")
+    raise Invalid(f"booking/refusal/{parsed.reason}", said=text if len(text) <= 20 else "",
+                  **date_example(ctx, data))
+
+
+def earliest(ctx: Context) -> date:
+    """The earliest bookable date for a request now (the lead time in working days)."""
+    return calendar().earliest_bookable(
+        ctx.now, lead_workdays=ctx.services.rules.booking.lead_workdays)
+
+
+def date_example(ctx: Context, data: BookingData) -> dict:
+    """The date a prompt or a refusal shows as an example: one the date step would take, the
+    last one offered, else the earliest bookable (never a fixed day that may be too soon)."""
+    offered = [date.fromisoformat(code) for code, *_ in offered_of(data)]
+    return {"example": offered[-1] if offered else earliest(ctx)}
 
 
 def date_options(ctx: Context, data: BookingData) -> list[Option]:
@@ -516,7 +570,7 @@ def date_options(ctx: Context, data: BookingData) -> list[Option]:
 def date_context(ctx: Context, data: BookingData) -> dict:
     rules = ctx.services.rules
     note, data.date_note = data.date_note, ""
-    earliest = calendar().earliest_bookable(ctx.now, lead_workdays=rules.booking.lead_workdays)
+    first = earliest(ctx)
     offered = [date.fromisoformat(code) for code, *_ in offered_of(data)]
     # The year said aloud: this year's uses are spent and only next year's dates are offered.
     spent = None
@@ -525,18 +579,32 @@ def date_context(ctx: Context, data: BookingData) -> dict:
         if service.per_year is not None and \
                 draft(ctx, data).used_this_year(service.code) >= service.per_year:
             spent = ctx.today.year
-            earliest = max(earliest, offered[0])
-    return {"note": note, "offered": bool(offered), "earliest": earliest,
+            first = max(first, offered[0])
+    return {"note": note, "offered": bool(offered), "earliest": first,
             "latest": ctx.today + timedelta(days=rules.booking.window_days),
             "spent_year": spent, "next_year": offered[0].year if offered else None,
-            "example": offered[-1] if offered else None,  # a date it would take, as typed
-            "service": _service(ctx, data)}
+            **date_example(ctx, data), "service": _service(ctx, data)}
 
 
 def check_date(ctx: Context, code: str, data: BookingData) -> date:
     d = date.fromisoformat(code)
     _check(ctx, data, goto="date", date=d)
+    data.time_said = time_said(ctx.text or "")
     return d
+
+
+# A time of day typed with the date (12月15号下午3点, 12月15日上午): the handbook lets the
+# institution set the time (具体服务安排视医院情况及医生出诊时间确定), so it is kept as the
+# customer's wish for the specialist and the summary says so; never dropped silently.
+_TIME_SAID = re.compile(
+    r"(?:上午|下午|中午|早上|早晨|晚上|傍晚)(?:[0-9一二两三四五六七八九十]{1,3}[点时:：](?:半|[0-9]{1,2}分?)?)?"
+    r"|[0-9一二两三四五六七八九十]{1,3}[点时](?:半|[0-9]{1,2}分?)?|[0-9]{1,2}[:：][0-9]{2}")
+
+
+def time_said(text: str) -> str:
+    """The time of day a message names (下午3点), or ""."""
+    m = _TIME_SAID.search(text.replace(" ", ""))
+    return m[0] if m else ""
 
 
 def summary_context(ctx: Context, data: BookingData) -> dict:
@@ -547,8 +615,9 @@ def summary_context(ctx: Context, data: BookingData) -> dict:
     person = req.beneficiary
     deadline = calendar().free_cancel_deadline(req.date, cutoff=rules.booking.cancel_cutoff)
     return dict(service=service, package=package, exam=data.exam, symptoms=data.symptoms,
-                department=data.department,
-                hospital=data.hospital, expert=data.expert, person=person_label(person),
+                department=data.department, time_said=data.time_said,
+                hospital=data.hospital, partner=preferred_partner(ctx, data),
+                expert=data.expert, person=person_label(person),
                 place=req.institution, date=req.date,
                 escorted=req.service in rules.booking.escorted_at_tertiary and escorted(req.institution),
                 provisional=calendar().is_provisional(req.date), deadline=deadline,
@@ -562,13 +631,46 @@ def person_label(person: Person) -> str:
     return label("relative", relation=person.relation, name=mask_name(person.name))
 
 
+# At the summary: words that ask for another day (换一天, 改日期, 不是这个日子), a bare "that
+# is wrong" (不是这个, 不对), and a question about changing something (时间能改吗).
+_CHANGE_DATE = re.compile(r"^(?:我想|我要|想|要|请|帮我)?(?:换|改|更改|修改)(?:一下|一|个|一个)?(?:天|日子|日期|时间|别的日子|其他日子)$|"
+                          r"^不是这(?:个|一)?(?:日子|日期|天)$|^(?:日子|日期)不对$")
+_SAID_WRONG = re.compile(r"^(?:不是这个|不是这样|不对|不是|错了|有误|不行)(?:的|啊|呀|吧)?$")
+_CHANGE_ASKED = re.compile(r"(?:时间|日期|日子|哪天|机构|医院|信息).{0,4}(?:改|换)|(?:能|可以|怎么|如何|想)(?:修改|更改|改|换)")
+
+
 def parse_confirm(ctx: Context, text: str, data: BookingData) -> bool:
+    """The summary: 确认 submits, 不 ends; a date typed is read by the date step's parser and
+    rules (the new date shown in a new summary, to confirm again; or the reason it cannot
+    be); 换一天 goes back to the date step; 不对 or 时间能改吗 says how to change."""
     answer = yes_no(text)
-    if answer is None:
-        raise Invalid("booking/confirm_again")
-    if not answer:
+    if answer is True:
+        return True
+    if answer is False:
         raise Invalid("booking/not_submitted", end=True)
-    return True
+    norm = normalize(text)
+    if _CHANGE_DATE.search(norm):
+        raise Invalid("booking/change_date", goto="date")
+    try:
+        code = parse_typed_date(ctx, text, data)
+    except Invalid as exc:
+        if exc.template != "booking/refusal/nonsense":
+            raise  # a date the rules refuse: the reason, and the summary as it was
+        code = None
+    if code is not None:
+        old, old_time = data.date, data.time_said
+        data.date = check_date(ctx, code, data)  # refused: back to the date step, saying why
+        raise Invalid("booking/date_changed", old=old, new=data.date, time_said=data.time_said,
+                      time_changed=data.time_said != old_time)
+    if _SAID_WRONG.fullmatch(norm) or _CHANGE_ASKED.search(norm):
+        raise Invalid("booking/how_to_change", again=False, example=data.date)
+    raise Invalid("booking/confirm_again")
+
+
+def visit_note(data: BookingData) -> str | None:
+    """What the specialist reads with the booking: the symptoms and the time of day wished."""
+    return render("booking/visit_note", symptoms=data.symptoms or "",
+                  time_said=data.time_said).strip() or None
 
 
 def finish(ctx: Context, data: BookingData) -> Reply:
@@ -584,7 +686,7 @@ def finish(ctx: Context, data: BookingData) -> Reply:
                            new_member=new_member, department=data.department,
                            hospital_preference=data.hospital or None,
                            expert=data.expert or None, exam=data.exam,
-                           visit_note=data.symptoms or None)
+                           visit_note=visit_note(data))
     try:
         booking = store.submit_booking(ctx.session, new, rules, calendar(), ctx.now)
     except store.BookingRefused as exc:  # re-checked under the lock: the facts have moved
@@ -615,7 +717,8 @@ booking_flow = router.flow(Flow(
                parse=parse_relation, check=check_relation,
                when=lambda ctx, d: d.beneficiary == NEW),
         Step("new_name", "booking/ask_new_name", parse_new_name, free_text=True,
-             when=lambda ctx, d: d.beneficiary == NEW),
+             when=lambda ctx, d: d.beneficiary == NEW,
+             context=lambda ctx, d: {"relation": d.new_relation, "said_sex": d.new_sex_said}),
         Step("new_id_number", "booking/ask_new_id", parse_new_id, digits=True,
              when=lambda ctx, d: d.beneficiary == NEW,
              context=lambda ctx, d: {"name": mask_name(_unseal(ctx, d.new_name))}),
@@ -625,19 +728,22 @@ booking_flow = router.flow(Flow(
                when=lambda ctx, d: bool(_service(ctx, d).choices)),
         Step("symptoms", "booking/ask_symptoms", parse_symptoms, free_text=True, symptoms=True,
              when=_is(SPECIAL)),
-        Step("department", "booking/ask_department", parse_free(64), free_text=True,
+        Step("department", "booking/ask_department", parse_free("department", 64), free_text=True,
              symptoms=True, when=_is(EXPERT)),
-        Step("hospital", "booking/ask_hospital", parse_free(128, ("不限", "无", "没有", "都可以")),
+        Step("hospital", "booking/ask_hospital",
+             parse_free("hospital", 128, ("不限", "无", "没有", "都可以")),
              free_text=True, when=_is(EXPERT)),
-        Step("expert", "booking/ask_expert", parse_free(64, ("不指定", "无", "没有", "不用")),
+        Step("expert", "booking/ask_expert", parse_free("expert", 64, ("不指定", "无", "没有", "不用")),
              free_text=True, when=lambda ctx, d: d.service == EXPERT and _service(ctx, d)
              .may_name_expert(held_tier(ctx, bound_customer(ctx)).code)),
         Choice("city", "booking/ask_city", options=city_options, parse=parse_city),
         Choice("institution", "booking/ask_institution", options=institution_options,
                parse=parse_institution, check=check_institution, context=institution_context),
         Choice("date", "booking/ask_date", options=date_options, parse=parse_typed_date,
-               check=check_date, context=date_context, unread="booking/refusal/nonsense"),
-        Step("confirm", "booking/summary", parse_confirm, context=summary_context),
+               check=check_date, context=date_context, unread="booking/refusal/nonsense",
+               unread_context=date_example),
+        Step("confirm", "booking/summary", parse_confirm, context=summary_context,
+             unread="booking/confirm_again"),
     ],
     finish=finish, model=BookingData, fallbacks={Universal.BACK: back},
     begin=lambda ctx: {"key": uuid.uuid4().hex},
@@ -677,15 +783,14 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
         if len(members) == 1:
             out["beneficiary"] = f"{MEMBER}{members[0].family_member_id}"
         elif not members:
-            out.update(beneficiary=NEW, new_relation=relation.value)
+            out.update(beneficiary=NEW, new_relation=relation.value, new_sex_said=sex)
         break
-    if service.choices:
-        for choice in service.choices:
-            stem = choice.removesuffix("检查")
-            if stem and stem.lower() in text.lower():
-                out["exam"] = choice
-                rest = re.sub(re.escape(stem), "", rest, flags=re.IGNORECASE)
-                break
+    said = [(w, c) for c in service.choices for w in service.words_for(c)]
+    for word, choice in sorted(said, key=lambda hit: -len(hit[0])):  # 无痛胃镜 before 胃镜
+        if word.lower() in text.lower():
+            out["exam"] = choice
+            rest = re.sub(re.escape(word), "", rest, flags=re.IGNORECASE)
+            break
     key = next(k for k, s in SERVICE_OF.items() if s == service_code)
     for word in sorted(INTENTS[key], key=len, reverse=True):
         rest = rest.replace(word, "")
@@ -698,7 +803,7 @@ def read_entry(ctx: Context, customer: Customer, service_code: str) -> dict:
                                         lead_workdays=rules.booking.lead_workdays,
                                         window_days=rules.booking.window_days)
             if why is None:
-                out["date"] = parsed.date
+                out.update(date=parsed.date, time_said=time_said(rest))
             else:
                 d = draft(ctx, BookingData(service=service_code, date=parsed.date))
                 out["date_note"] = refusal(ctx, Refusal(why), d, d.request(beneficiary=None, package=None)).render()

@@ -63,6 +63,10 @@ class Step:
     symptoms: bool = False  # takes symptoms: emergency advice is shown and the flow goes on
     reask: str = ""  # a short template to ask again with (after a question was answered)
     takes: Callable[[str], bool] | None = None  # the answer's shape, for a parser that writes
+    # The template of the step's refusal that only says "not an answer" (refusals with any
+    # other template give a reason worth more than a question's answer); "": every refusal
+    # of this step is "not an answer".
+    unread: str = ""
 
     def applies(self, ctx: "Context", data: Any) -> bool:
         return self.when is None or self.when(ctx, data)
@@ -87,9 +91,15 @@ class Step:
     def hears(self, ctx: "Context", text: str, data: Any) -> str:
         """How the step reads a text, writing nothing (`data`: a copy): ANSWER (taken), REASON
         (its own refusal, with a reason worth saying: a date in the past), NEAR (a near match
-        it would ask back about) or UNREAD (not of its kind). A step that is not a choice
-        has no reason worth more than a question's answer: a refusal is UNREAD."""
-        return ANSWER if self.accepts(ctx, text, data) else UNREAD
+        it would ask back about) or UNREAD (not of its kind). A step without `unread` has no
+        reason worth more than a question's answer: a refusal is UNREAD."""
+        if self.takes is not None or not self.unread:
+            return ANSWER if self.accepts(ctx, text, data) else UNREAD
+        try:
+            self.parse(ctx, text.strip(), data)
+        except Invalid as exc:
+            return UNREAD if exc.template == self.unread else REASON
+        return ANSWER
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,7 @@ class Option:
 ANSWER, REASON, NEAR, UNREAD = "answer", "reason", "near", "unread"  # `Step.hears`
 GUESS = "guess_"  # the data key holding the option a near match proposed, awaiting 是/否
 # Polite padding around an answer (要咖啡, 我选北京吧): dropped before an exact comparison.
-_LEAD, _TAIL = "我想要|我想|我要|想要|我选|选择|要|选|就", "吧|啊|呀|就行|就好|即可"
+_LEAD, _TAIL = "我想要|我想做个|我想做|我要做个|我要做|想做个|想做|做个|做一个|做|我想|我要|想要|我选|选择|要|选|就", "吧|啊|呀|就行|就好|即可"
 _PADDING = re.compile(rf"^(?:{_LEAD})|(?:{_TAIL})$")
 # Around a short name (要女性的套餐, 给他选华山医院那家): more words, in more than one layer.
 _NAME_PADDING = re.compile(rf"^(?:{_LEAD}|给他|给她|给)|(?:{_TAIL}|套餐|的|那个|那家|这个|这家)+$")
@@ -133,6 +143,7 @@ class Choice(Step):
     options: Callable[["Context", Any], list[Option]] = None  # type: ignore[assignment]
     check: Callable[["Context", str, Any], Any] | None = None
     unread: str = "flow/pick_one"
+    unread_context: Callable[["Context", Any], dict] | None = None  # more for `unread`
 
     def ask(self, ctx: "Context", data: Any) -> str:
         offered = self.options(ctx, data)
@@ -155,7 +166,8 @@ class Choice(Step):
             setattr(data, GUESS, near)
             label = next(lab for code, lab, *_ in offered if code == near)
             raise Invalid("flow/did_you_mean", again=False, label=label)
-        raise Invalid(self.unread, count=len(offered), said=_shown(text))
+        more = self.unread_context(ctx, data) if self.unread_context else {}
+        raise Invalid(self.unread, count=len(offered), said=_shown(text), **more)
 
     def read(self, ctx: "Context", text: str, data: Any) -> str | None:
         """The option code the text names for certain: 是 to the guess proposed, a tap, a

@@ -129,6 +129,24 @@ class Service(_Frozen):
     packages: tuple[Package, ...] = ()
     named_expert_tiers: tuple[TierCode, ...] = ()
     choices: tuple[Text, ...] = ()
+    # Everyday words for a choice (核磁 for 核磁共振检查), each naming that choice alone.
+    choice_words: dict[Text, tuple[Text, ...]] = {}
+
+    @field_validator("choice_words")
+    @classmethod
+    def _words_of_choices(cls, value: dict, info: Any) -> dict:
+        unknown = set(value) - set(info.data.get("choices", ()))
+        if unknown:
+            raise ValueError(f"words for choices not listed: {sorted(unknown)}")
+        said = [w for words in value.values() for w in words]
+        if len(said) != len(set(said)):
+            raise ValueError("a word may name one choice only")
+        return value
+
+    def words_for(self, choice: str) -> tuple[str, ...]:
+        """What a customer may say for `choice`: its name without 检查, and its words."""
+        stem = choice.removesuffix("检查")
+        return tuple(dict.fromkeys(((stem,) if stem != choice else ()) + self.choice_words.get(choice, ())))
 
     @property
     def per_year(self) -> int | None:

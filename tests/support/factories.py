@@ -13,11 +13,11 @@ from models import Customer, FamilyMember, Policy
 _seq = count(100)
 
 
-def _next_id(birth: date, sex: str) -> str:
+def _next_id(birth: date, sex: str, district: int = 110105) -> str:
     """A fresh valid ID number: 500 people per sex, birth date and district, then the next
     district."""
     n = next(_seq)
-    return make_id_number(f"{110105 + n // 500}", birth, n % 500, sex)
+    return make_id_number(f"{district + n // 500}", birth, n % 500, sex)
 
 
 def customer(session: Session, name: str = "张三", phone: str = "13812345678",
@@ -51,7 +51,7 @@ def policy(session: Session, holder: Customer, policy_no: str, *,
 def family(session: Session, holder: Customer, relation: str, name: str, birth: date,
            sex: str, phone: str = "") -> FamilyMember:
     m = FamilyMember(customer_id=holder.id, relation=relation, name=name, phone=phone,
-                     id_number=make_id_number("310101", birth, next(_seq), sex))
+                     id_number=_next_id(birth, sex, district=310101))
     session.add(m)
     session.flush()
     return m
