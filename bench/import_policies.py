@@ -82,6 +82,8 @@ def run(label: str, url: str, csv_path: Path, rows: int) -> None:
               f"{cpu:.1f} s; load average {os.getloadavg()[0]:.1f}; inserted {report.inserted}, updated "
               f"{report.updated}, unchanged {report.unchanged}; tier changes: "
               f"{report.tier_changes})", flush=True)
+        print(f"{'':10} {'':12} phases: " + ", ".join(
+            f"{name} {seconds:.1f} s" for name, seconds in report.phases.items()), flush=True)
 
 
 def during(rows: int, seconds: float = 10.0) -> None:

@@ -156,7 +156,8 @@ def _import_file(settings: Settings, kind: str, path: Path, report: ImportReport
                 else:
                     _import_rows(engine, spec, layout, records, report, advance)
             if report.written and tiers:
-                report.tier_changes = tiers(engine, report.affected_customers)
+                with report.phase("tier run"):
+                    report.tier_changes = tiers(engine, report.affected_customers)
         finally:
             engine.dispose()
 
@@ -208,30 +209,33 @@ def _import_policies(engine: Engine, spec: Kind, layout: Layout,
         try:
             stage = _Stage(conn, rules, BATCH_ROWS)
             fast = Canonical(layout.width, [i for _, i, _ in layout.fields]) if pg else None
-            for line, cells in records:
-                report.rows += 1
-                if fast is not None and (canonical := fast.cells(cells)) is not None:
-                    if seen.setdefault((canonical[0],), line) == line:
-                        if stage.add_canonical(line, canonical):
-                            if report.rows % BATCH_ROWS == 0:
-                                advance()
-                            continue
-                        del seen[(canonical[0],)]  # the parsers record it again
-                try:
-                    values = check_record(spec, layout, cells, seen, line)
-                except ValueError as exc:
-                    report.reject(line, str(exc))
-                else:
-                    stage.add(line, values)
-                if report.rows % BATCH_ROWS == 0:
-                    advance()
-            stage.close()
+            with report.phase("read, check, stage"):
+                for line, cells in records:
+                    report.rows += 1
+                    if fast is not None and (canonical := fast.cells(cells)) is not None:
+                        if seen.setdefault((canonical[0],), line) == line:
+                            if stage.add_canonical(line, canonical):
+                                if report.rows % BATCH_ROWS == 0:
+                                    advance()
+                                continue
+                            del seen[(canonical[0],)]  # the parsers record it again
+                    try:
+                        values = check_record(spec, layout, cells, seen, line)
+                    except ValueError as exc:
+                        report.reject(line, str(exc))
+                    else:
+                        stage.add(line, values)
+                    if report.rows % BATCH_ROWS == 0:
+                        advance()
+            with report.phase("holders scratch"):
+                stage.close()
             seen.clear()
             report.written = report.skip_bad or not report.rejected
             if report.written and stage.rows:
                 _write_staged(conn, stage, report, pg)
             if tx is not None:
-                (tx.commit if report.written else tx.rollback)()
+                with report.phase("commit"):
+                    (tx.commit if report.written else tx.rollback)()
             if not pg:
                 stage.drop()
         except BaseException as exc:

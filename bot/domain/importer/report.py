@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +47,17 @@ class ImportReport:
     affected_customers: set[int] = field(default_factory=set)
     tier_changes: str = ""
     seconds: float = 0.0
+    first_import: bool = False  # PostgreSQL: into an empty policy table, indexes rebuilt after
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of each timed step
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a step of the import (added to `phases[name]`; the benchmark prints them)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
 
     def reject(self, line: int, reason: str) -> None:
         self.rejected += 1

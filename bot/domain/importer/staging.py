@@ -2,9 +2,12 @@
 TEMPORARY table on SQLite) and the set-based writes from it into the bot's tables."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from bot.domain.identity import id_birth_date, id_sex
 from bot.domain.tiers import window_of
@@ -22,8 +25,9 @@ from bot.domain.importer.writers import mark_for_recompute
 # touched until the whole file is checked; then the holders and the policies are written
 # set-based from the scratch table:
 # - PostgreSQL: in one transaction with the staging (all or nothing, even on a crash), in a few
-#   statements (`_write_staged_pg`: holders upserted with ON CONFLICT, new policies inserted,
-#   changed ones updated, the affected customers flagged);
+#   statements (`_write_staged_pg`: new holders inserted and changed ones updated, new policies
+#   inserted, changed ones updated, the affected customers flagged; into an empty policy table
+#   with its secondary indexes and constraints dropped and built again after the insert);
 # - SQLite: in short transactions of BATCH_ROWS rows each, so that the bot's messages wait for
 #   one batch at most, never for the whole import. A crash mid-write leaves the batches before it
 #   written (and their customers flagged for the tier run, in the same transactions); running
@@ -282,62 +286,130 @@ AFFECTED = "tmp_import_affected"
 
 
 def _write_staged_pg(conn: Connection, stage: _Stage, report: ImportReport) -> None:
-    """PostgreSQL, in the import's one transaction: the holders upserted in one statement,
-    the new policies inserted in one, the changed ones updated in one (a self-join keeps each
-    one's previous holder, who is affected by a move too), and the affected customers flagged
-    in one; no statement per row. A new holder is flagged as it is inserted (its policies are
-    all new), so the flagging updates only customers who existed before."""
+    """PostgreSQL, in the import's one transaction: the new holders inserted and the changed
+    ones updated, the new policies inserted and the changed ones updated (a self-join keeps
+    each one's previous holder, who is affected by a move too), and the affected customers
+    flagged; one statement each, none per row. New rows are told apart by anti-joins (hashed,
+    not probed row by row; ON CONFLICT stays as the guard against a concurrent import). A new
+    holder is flagged as it is inserted (its policies are all new), so the flagging updates
+    only customers who existed before.
+
+    A first import (the policy table empty, and nobody else using it) locks the policy table,
+    drops its secondary indexes and constraints, inserts, and builds them again, all in the
+    same transaction (`_rebuilt_after`): one sort per index instead of a million index
+    insertions and foreign-key checks."""
+    conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
     tier = CUSTOMER_T.c.tier.default.arg
     holder_cols = ("name", "phone", "sex", "birth_date")
-    inserted, updated = conn.execute(text(f"""
-        WITH up AS (
+    with report.phase("customers"):
+        report.customers_inserted += conn.execute(text(f"""
             INSERT INTO customer (id_number, name, phone, sex, birth_date, tier, contribution,
                                   needs_recompute)
             SELECT h.id_number, h.name, h.phone, h.sex, h.birth_date, :tier, 0, true
             FROM {HOLDERS} h
-            ON CONFLICT (id_number) DO UPDATE
-               SET {', '.join(f"{c} = excluded.{c}" for c in holder_cols)}
-             WHERE ({', '.join(f"customer.{c}" for c in holder_cols)})
-                   IS DISTINCT FROM ({', '.join(f"excluded.{c}" for c in holder_cols)})
-            RETURNING xmax = 0 AS inserted)
-        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"""),
-        {"tier": tier}).one()
-    report.customers_inserted += inserted
-    report.customers_updated += updated
+            WHERE NOT EXISTS (SELECT 1 FROM customer c WHERE c.id_number = h.id_number)
+            ON CONFLICT (id_number) DO NOTHING"""), {"tier": tier}).rowcount
+        report.customers_updated += conn.exec_driver_sql(f"""
+            UPDATE customer SET {', '.join(f"{c} = h.{c}" for c in holder_cols)}
+            FROM {HOLDERS} h
+            WHERE customer.id_number = h.id_number
+              AND ({', '.join(f"customer.{c}" for c in holder_cols)})
+                  IS DISTINCT FROM ({', '.join(f"h.{c}" for c in holder_cols)})""").rowcount
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {AFFECTED}")
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {AFFECTED} (id INTEGER)")
     windows = ("counts_from", "counts_until")
     columns = ("policy_no", *_COMPARED, *windows)
-    inserted = conn.exec_driver_sql(f"""
-        WITH ins AS (
-            INSERT INTO policy (customer_id, {', '.join(columns)})
-            SELECT c.id, {', '.join(f's.{col}' for col in columns)}
-            FROM {STAGE} s JOIN customer c ON c.id_number = s.holder_id_number
-            ON CONFLICT (policy_no) DO NOTHING
-            RETURNING customer_id),
-        mark AS (INSERT INTO {AFFECTED} (id) SELECT DISTINCT customer_id FROM ins)
-        SELECT count(*) FROM ins""").scalar_one()
-    assign = ", ".join(f"{col} = s.{col}" for col in (*_COMPARED, *windows))
-    changed = _differs("old", "s", "c")
-    windows_differ = " OR ".join(f"old.{w} IS DISTINCT FROM s.{w}" for w in windows)
-    updated = conn.exec_driver_sql(f"""
-        WITH up AS (
-            UPDATE policy SET customer_id = c.id, {assign}
-            FROM {STAGE} s JOIN customer c ON c.id_number = s.holder_id_number, policy old
-            WHERE policy.policy_no = s.policy_no AND old.id = policy.id
-              AND ({changed} OR {windows_differ})
-            RETURNING c.id AS now_id, old.customer_id AS was_id, ({changed}) AS changed),
-        mark AS (INSERT INTO {AFFECTED} (id)
-                 SELECT now_id FROM up WHERE changed
-                 UNION SELECT was_id FROM up WHERE changed)
-        SELECT count(*) FILTER (WHERE changed) FROM up""").scalar_one()
-    conn.exec_driver_sql(f"""
-        UPDATE customer SET needs_recompute = true
-        FROM (SELECT DISTINCT id FROM {AFFECTED}) a
-        WHERE customer.id = a.id AND NOT customer.needs_recompute""")
-    report.affected_customers.update(
-        conn.exec_driver_sql(f"SELECT DISTINCT id FROM {AFFECTED}").scalars())
-    conn.exec_driver_sql(f"DROP TABLE {AFFECTED}")
+    first = _first_import(conn)
+    report.first_import = first
+    with _rebuilt_after(conn, report, first), report.phase("policies inserted"):
+        guard = "" if first else "ON CONFLICT (policy_no) DO NOTHING"  # no unique index now
+        inserted = conn.exec_driver_sql(f"""
+            WITH ins AS (
+                INSERT INTO policy (customer_id, {', '.join(columns)})
+                SELECT c.id, {', '.join(f's.{col}' for col in columns)}
+                FROM {STAGE} s JOIN customer c ON c.id_number = s.holder_id_number
+                WHERE NOT EXISTS (SELECT 1 FROM policy p WHERE p.policy_no = s.policy_no)
+                {guard}
+                RETURNING customer_id),
+            mark AS (INSERT INTO {AFFECTED} (id) SELECT DISTINCT customer_id FROM ins)
+            SELECT count(*) FROM ins""").scalar_one()
+    if first:  # every staged policy is new: nothing to update
+        conn.exec_driver_sql("ANALYZE policy")  # for the tier run's plans
+        updated = 0
+    else:
+        assign = ", ".join(f"{col} = s.{col}" for col in (*_COMPARED, *windows))
+        changed = _differs("old", "s", "c")
+        windows_differ = " OR ".join(f"old.{w} IS DISTINCT FROM s.{w}" for w in windows)
+        with report.phase("policies updated"):
+            updated = conn.exec_driver_sql(f"""
+                WITH up AS (
+                    UPDATE policy SET customer_id = c.id, {assign}
+                    FROM {STAGE} s JOIN customer c ON c.id_number = s.holder_id_number, policy old
+                    WHERE policy.policy_no = s.policy_no AND old.id = policy.id
+                      AND ({changed} OR {windows_differ})
+                    RETURNING c.id AS now_id, old.customer_id AS was_id, ({changed}) AS changed),
+                mark AS (INSERT INTO {AFFECTED} (id)
+                         SELECT now_id FROM up WHERE changed
+                         UNION SELECT was_id FROM up WHERE changed)
+                SELECT count(*) FILTER (WHERE changed) FROM up""").scalar_one()
+    with report.phase("customers flagged"):
+        conn.exec_driver_sql(f"""
+            UPDATE customer SET needs_recompute = true
+            FROM (SELECT DISTINCT id FROM {AFFECTED}) a
+            WHERE customer.id = a.id AND NOT customer.needs_recompute""")
+        report.affected_customers.update(
+            conn.exec_driver_sql(f"SELECT DISTINCT id FROM {AFFECTED}").scalars().all())
+        conn.exec_driver_sql(f"DROP TABLE {AFFECTED}")
+    if report.customers_inserted:
+        conn.exec_driver_sql("ANALYZE customer")  # its new rows, for the tier run's plans
     report.inserted += inserted
     report.updated += updated
     report.unchanged += stage.rows - inserted - updated
+
+
+def _first_import(conn: Connection) -> bool:
+    """Whether the policy table is empty; if so it is locked (ACCESS EXCLUSIVE) for the rest
+    of the transaction. False, with nothing locked, when it has rows or another session holds
+    a lock on it (the import does not wait: it takes the ordinary path)."""
+    savepoint = conn.begin_nested()
+    try:
+        conn.exec_driver_sql("LOCK TABLE policy IN ACCESS EXCLUSIVE MODE NOWAIT")
+        empty = not conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM policy)").scalar()
+    except OperationalError:  # LockNotAvailable: someone is reading or writing policies
+        savepoint.rollback()
+        return False
+    if not empty:
+        savepoint.rollback()  # releases the lock
+        return False
+    savepoint.commit()
+    return True
+
+
+@contextmanager
+def _rebuilt_after(conn: Connection, report: ImportReport, rebuild: bool) -> Iterator[None]:
+    """With `rebuild`: the policy table's indexes (but its primary key) and its unique and
+    foreign-key constraints dropped for the block and built again after it, as they were
+    (their definitions read from the catalog)."""
+    if not rebuild:
+        yield
+        return
+    constraints = conn.exec_driver_sql("""
+        SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE conrelid = 'policy'::regclass AND contype IN ('u', 'f')
+        ORDER BY contype DESC, conname""").all()  # unique first: the foreign keys after
+    indexes = conn.exec_driver_sql("""
+        SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i
+          JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = 'policy'::regclass AND NOT i.indisprimary
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+        ORDER BY c.relname""").all()
+    for name, _ in constraints:
+        conn.exec_driver_sql(f'ALTER TABLE policy DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    yield
+    with report.phase("indexes rebuilt"):
+        for _, definition in indexes:
+            conn.exec_driver_sql(definition)
+        for name, definition in constraints:
+            conn.exec_driver_sql(f'ALTER TABLE policy ADD CONSTRAINT "{name}" {definition}')
