@@ -75,6 +75,17 @@ def config() -> Config:
     return _config
 
 
+# The values of templates.toml that hold a person's name (the beneficiary of a booking).
+NAME_VALUES = frozenset({"person"})
+
+
+def name_fields() -> dict[str, frozenset[str]]:
+    """By template id, the keywords of the configured templates that carry a person's name:
+    what a log of the sent data masks (bot.wechat.double)."""
+    return {t.template_id: frozenset(k for k, v in t.fields.items() if v in NAME_VALUES)
+            for t in _config.templates.values()}
+
+
 def template_body(name: str, values: dict[str, Any], **link_values: Any) -> dict | None:
     """WeChat's template message body for `name` (None when the template is not configured):
     the configured fields filled from `values`, fitted to each field's rules."""
