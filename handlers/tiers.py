@@ -8,7 +8,7 @@ from bot.conversation import Context, Reply, Router
 from bot.domain import booking_store, customers
 from bot.domain.booking_draft import BookingDraft
 from bot.domain.bookings import calendar, quota_years
-from bot.domain.rules import Tier
+from bot.domain.rules import Service, Tier
 from bot.domain.tiers import explanation
 from bot.domain.entitlements import refusal
 from menus import INTENT_LABEL, SERVICE_OF, VOCABULARY, Key
@@ -85,7 +85,7 @@ def my_tier(ctx: Context, customer: Customer, held: Tier) -> Reply:
                    **explanation(policies, ctx.today, ctx.services.rules, held))
 
 
-def quota_by_year(draft: BookingDraft, service) -> dict:
+def quota_by_year(draft: BookingDraft, service: Service) -> dict:
     """A yearly quota as the booking counts and checks it (`BookingDraft.spent_years`, over
     the same counted uses): this year's uses and what is left, then each later year a
     booking made now may fall in (the 90-day window reaches it) or whose uses are already
