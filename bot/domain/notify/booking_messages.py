@@ -27,15 +27,15 @@ def booking_received(session: Session, booking: Booking, now: datetime) -> list[
 
 def booking_confirmed(session: Session, booking: Booking, now: datetime) -> list[int]:
     """预约成功: template message and SMS (service, institution, address, date and time, the ID
-    card; fees for 专家门诊/特种检查; until when it can be cancelled free). A booking confirmed for tomorrow after the reminder
-    hour gets its reminder at once."""
+    card; fees for 专家门诊/特种检查; until when it can be cancelled free). A booking
+    confirmed for tomorrow after the reminder hour gets its reminder at once."""
     f = _facts(session, booking)
     fees = booking.service in _booking_rules().customer_pays_fees
     key = f"booking:{booking.id}:confirmed:{_day(booking)}:{booking.confirmed_time}"
     note = render("notify/confirmed_note", fees=fees)
     free_until = _free_until(booking, now)  # an instant: a time field shows it in TIMEZONE
     rows = [_template(session, f, "booking_confirmed", now, key,
-                      _values(f, note=note, free_until=free_until or ""), _starts(booking))]
+                      _values(f, note=note, free_until=free_until), _starts(booking))]
     if f.customer is not None and f.customer.phone:
         params = [_service_name(booking.service), _when_text(booking),
                   f.place.name if f.place else "", f.place.address if f.place else "",
