@@ -14,8 +14,8 @@ _seq = count(100)
 
 
 def _next_id(birth: date, sex: str) -> str:
-    """A fresh valid ID number: 500 people per sex, birth date and district, then the next
-    district."""
+    """A fresh valid ID number (a policyholder's or a family member's): 500 people per sex,
+    birth date and district, then the next district, however many a run makes."""
     n = next(_seq)
     return make_id_number(f"{110105 + n // 500}", birth, n % 500, sex)
 
@@ -51,7 +51,7 @@ def policy(session: Session, holder: Customer, policy_no: str, *,
 def family(session: Session, holder: Customer, relation: str, name: str, birth: date,
            sex: str, phone: str = "") -> FamilyMember:
     m = FamilyMember(customer_id=holder.id, relation=relation, name=name, phone=phone,
-                     id_number=make_id_number("310101", birth, next(_seq), sex))
+                     id_number=_next_id(birth, sex))
     session.add(m)
     session.flush()
     return m
