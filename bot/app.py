@@ -105,6 +105,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
         mount_console(app)
 
     if mount_double:
+        from bot.domain.notify import name_fields
         from bot.infra.db import make_engine
         from bot.wechat.double import create_double
 
@@ -113,7 +114,8 @@ def create_app(settings: Settings, *, router: Router | None = None,
         app.state.double_engine = make_engine(settings.database_url)
         app.mount("/wechat-double", create_double(settings.wechat_app_id,
                                                    settings.wechat_app_secret, echo=True,
-                                                   engine=app.state.double_engine))
+                                                   engine=app.state.double_engine,
+                                                   name_fields=name_fields()))
     return app
 
 

@@ -6,20 +6,15 @@ from functools import wraps
 
 from bot.conversation import Context, Reply, Router
 from bot.domain import booking_store, customers
-from bot.domain.rules import Tier
+from bot.domain.booking_draft import BookingDraft
+from bot.domain.bookings import calendar, quota_years
+from bot.domain.rules import Service, Tier
 from bot.domain.tiers import explanation
 from bot.domain.entitlements import refusal
 from menus import INTENT_LABEL, SERVICE_OF, VOCABULARY, Key
 from models import Customer
 
 router = Router(VOCABULARY)
-
-
-def quota_used(ctx: Context, customer: Customer, service_code: str) -> int:
-    """Uses of a yearly quota this calendar year (bookings whose service date is this year:
-    submitted, confirmed, completed, missed or cancelled late; a free cancellation gives the
-    use back)."""
-    return booking_store.quota_used(ctx.conn, customer.id, service_code, ctx.today.year)
 
 
 def held_tier(ctx: Context, customer: Customer) -> Tier:
@@ -90,25 +85,50 @@ def my_tier(ctx: Context, customer: Customer, held: Tier) -> Reply:
                    **explanation(policies, ctx.today, ctx.services.rules, held))
 
 
+def quota_by_year(draft: BookingDraft, service: Service) -> dict:
+    """A yearly quota as the booking counts and checks it (`BookingDraft.spent_years`, over
+    the same counted uses): this year's uses and what is left, then each later year a
+    booking made now may fall in (the 90-day window reaches it) or whose uses are already
+    being spent, and which of those years are spent and which still bookable."""
+    d = draft.but(service=service.code)
+    spent, spare = d.spent_years()
+    used = dict(d.facts(d.request(date=None)).used)
+    after = d.today.year + 1
+    if after not in used:  # beyond the window: shown only when already being spent
+        used[after] = d.known.used([after]).get(service.code, {}).get(after, 0)
+    years = [y for y in sorted(used) if y in spent or y in spare or used[y]]
+    shown = [{"year": y, "used": used.get(y, 0),
+              "left": max(service.per_year - used.get(y, 0), 0)} for y in years]
+    return {"used": shown[0]["used"], "left": shown[0]["left"], "later": shown[1:],
+            "spent": spent, "spare": spare}
+
+
 @router.key(Key.MY_BENEFITS)
 @with_held_tier
 def my_benefits(ctx: Context, customer: Customer, tier: Tier) -> Reply:
     rules = ctx.services.rules
-    services = []
+    draft = BookingDraft(rules=rules, calendar=calendar(), now=ctx.now, tier=tier.code,
+                         me=booking_store.me(customer),
+                         known=booking_store.Stored(ctx.conn, customer.id))
+    services, quota = [], {}
     for service in rules.services_for(tier.code):
-        used = quota_used(ctx, customer, service.code) if service.per_year else 0
-        services.append({"service": service, "used": used,
-                         "left": max(service.per_year - used, 0) if service.per_year else None,
-                         "packages": service.packages_for(tier.code)})
+        if service.per_year:
+            quota[service.code] = quota_by_year(draft, service)
+        services.append({"service": service, "packages": service.packages_for(tier.code),
+                         **quota.get(service.code, {"used": 0, "left": None, "later": []})})
     above = rules.next_tier(tier.code)
     mine = {s.code for s in rules.services_for(tier.code)}
     extra = [s for s in rules.services_for(above.code) if s.code not in mine] if above else []
-    offered = {s.code for s in rules.services_for(tier.code)}
-    left = {s["service"].code: s["left"] for s in services}
-    bookable = [(INTENT_LABEL[k], left.get(code)) for k, code in SERVICE_OF.items()
-                if code in offered and rules.service(code).per_year and k in ctx.router.keys]
+    booked = [(INTENT_LABEL[k], quota[code]) for k, code in SERVICE_OF.items()
+              if code in quota and k in ctx.router.keys]
+    this = ctx.today.year
     return ctx.say("tier/benefits", tier=tier, basic=rules.basic_services_for(tier.code),
-                   services=services, year=ctx.today.year, above=above, extra=extra,
-                   bookable=[name for name, n in bookable if n != 0],
-                   spent=[name for name, n in bookable if n == 0],
-                   advisor="health_advisor" in offered, festival_months=rules.festival.months)
+                   services=services, year=this, above=above, extra=extra,
+                   bookable=[name for name, q in booked if q["spare"]],
+                   # this year's uses are spent, a later year's are not: book a date then
+                   later=[{"name": name, "year": q["spare"][0]} for name, q in booked
+                          if q["spare"] and this in q["spent"]],
+                   # every year a booking made now may fall in is spent
+                   spent=[name for name, q in booked if not q["spare"]],
+                   window_years=quota_years(ctx.now, rules),
+                   advisor="health_advisor" in mine, festival_months=rules.festival.months)

@@ -35,36 +35,12 @@ def shown(value, s: Settings, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 
 def shown_record(raw: str | None, s: Settings) -> str:
-    """A stored JSON record (the audit's before and after) as the CLI prints it: every
-    instant in it (an ISO 8601 date and time with its offset) as the wall clock of TIMEZONE
-    with that offset, so that one record never mixes +00:00 and +08:00; dates and other
-    values as stored. Not JSON: printed as it is."""
-    import json
-    from datetime import datetime
+    """A stored JSON record (the audit's before and after) as the CLI prints it: its instants
+    in TIMEZONE (the one conversion, bot.infra.texts.local_record, as the console shows it);
+    nothing: "-"."""
+    from bot.infra.texts import local_record
 
-    from bot.infra.texts import local
-
-    if not raw:
-        return "-"
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return raw
-
-    def instant(value):
-        if isinstance(value, dict):
-            return {k: instant(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [instant(v) for v in value]
-        if isinstance(value, str) and len(value) > 10 and value[10] in "T ":
-            try:
-                at = datetime.fromisoformat(value)
-            except ValueError:
-                return value
-            return local(at, s.tz).isoformat() if at.tzinfo is not None else value
-        return value
-
-    return json.dumps(instant(record), ensure_ascii=False)
+    return local_record(raw, s.tz) or "-"
 
 
 def parse_day(value: str | None, s: Settings):

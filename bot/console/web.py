@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from bot.infra.privacy import mask_id_number, mask_name, mask_phone, mask_policy_no
-from bot.infra.texts import local, render
+from bot.infra.texts import local, local_record, render
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "console"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -30,6 +30,7 @@ def _when(value, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 env.filters["local"] = local
 env.filters["when"] = _when
+env.filters["record"] = local_record  # an audit before/after: its instants in TIMEZONE
 env.filters["day"] = lambda d: "" if d is None else d.strftime("%Y-%m-%d")
 env.filters["mask_name"] = mask_name
 env.filters["mask_phone"] = mask_phone

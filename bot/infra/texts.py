@@ -50,6 +50,36 @@ def local(value, tz: tzinfo | None = None):
     return value
 
 
+def local_record(raw: str | None, tz: tzinfo | None = None) -> str:
+    """A stored JSON record (the audit's before and after) as a person reads it: every
+    instant in it (an ISO 8601 date and time with its offset) as the wall clock of TIMEZONE
+    (or `tz`) with that offset, so that one record never mixes +00:00 and +08:00; dates and
+    other values as stored. Not JSON: returned as it is; nothing: ""."""
+    import json
+
+    if not raw:
+        return ""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return raw
+
+    def instant(value):
+        if isinstance(value, dict):
+            return {k: instant(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [instant(v) for v in value]
+        if isinstance(value, str) and len(value) > 10 and value[10] in "T ":
+            try:
+                at = datetime.fromisoformat(value)
+            except ValueError:
+                return value
+            return local(at, tz).isoformat() if at.tzinfo is not None else value
+        return value
+
+    return json.dumps(instant(record), ensure_ascii=False)
+
+
 _env.filters["local"] = local
 _env.filters["money"] = lambda v: f"{v:,.2f}"
 # The words of the filters below: bot/templates/_formats.j2 (no sentence is written in code).

@@ -26,9 +26,12 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Collection, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from bot.infra.privacy import mask_name
 
 log = logging.getLogger("wechat-double")
 
@@ -135,7 +138,23 @@ class SharedState:
                                                 set_={"value": value}))
 
 
-def create_double(app_id: str, app_secret: str, *, echo: bool = False, engine=None) -> FastAPI:
+def logged(api: str, body: dict, name_fields: Mapping[str, Collection[str]]) -> dict:
+    """What the log shows of an accepted call: a template message's fields that carry a
+    person's name (`name_fields`, by template id) masked as every reply masks a name
+    ("钱大山" -> "钱**"); the rest as received. `body` itself is not touched."""
+    names = name_fields.get(body.get("template_id", ""), ()) if api == "template" else ()
+    data = body.get("data")
+    if not names or not isinstance(data, dict):
+        return body
+    masked = {k: ({**v, "value": mask_name(v.get("value"))}
+                  if k in names and isinstance(v, dict) else v) for k, v in data.items()}
+    return {**body, "data": masked}
+
+
+def create_double(app_id: str, app_secret: str, *, echo: bool = False, engine=None,
+                  name_fields: Mapping[str, Collection[str]] | None = None) -> FastAPI:
+    """The double's app. `echo`: log every accepted send (the demo), the template fields
+    `name_fields` names (template id -> keywords) masked."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.tokens = set()
     app.state.sent = []  # every accepted call: {"api": ..., "body": ...}
@@ -299,7 +318,7 @@ def create_double(app_id: str, app_secret: str, *, echo: bool = False, engine=No
             app.state.client_msgs[dedup] = (now, msgid)
         app.state.sent.append({"api": api, "body": body, "at": now})
         if echo:
-            log.info("WeChat double received %s: %s", api, body)
+            log.info("WeChat double received %s: %s", api, logged(api, body, name_fields or {}))
         return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": msgid, "msg_id": msgid,
                              "msg_data_id": msgid})
 

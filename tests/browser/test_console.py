@@ -115,6 +115,15 @@ def test_a_specialist_confirms_from_the_queue_and_the_customer_gets_the_template
     expect(page.locator("table").first).to_contain_text("确认")
     expect(page.locator("body")).to_contain_text("booking_confirmed")
     shot(ui, page, "console-booking")
+    # The audit log shows the confirmation's record in Shanghai time, never UTC's (issue 14).
+    page.goto(f"{live_server.url}/admin/audit?target={number}")
+    row = page.locator("tbody tr", has_text="confirm").first
+    row.locator("td.record summary").last.click()  # the record after it, unfolded
+    expect(row).to_contain_text('"confirmed_at": "')
+    expect(row).to_contain_text("+08:00")  # the record's instants: created_at, confirmed_at…
+    assert "+00:00" not in row.inner_text()
+    confirmed_at = live_server.app.state.services.now().strftime("%Y-%m-%d")
+    expect(row.locator("td").first).to_contain_text(confirmed_at)  # the row's time, local
 
 
 def test_a_stale_form_is_refused(live_server, page):

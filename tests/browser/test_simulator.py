@@ -63,5 +63,6 @@ def test_book_dental_by_taps_then_the_confirmation_card_arrives(live_server, pho
     expect(card).to_be_visible(timeout=15_000)
     expect(card).to_contain_text(number)
     expect(card).to_contain_text("10:30")
+    expect(card).to_contain_text("免费取消截止")  # until when it cancels free (DOMAIN)
     assert ui.no_horizontal_scroll(page)
     ui.screenshot(page, "simulator")

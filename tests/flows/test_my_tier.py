@@ -11,6 +11,7 @@ from bot.infra.privacy import mask_policy_no
 from bot.infra.texts import render
 from bot.domain.accounts import bind
 from tests.support import factories
+from tests.support.booking import U as BOOKER, walk, world  # noqa: F401
 
 U = "oTierUser0000000000000001"
 
@@ -76,8 +77,9 @@ async def test_top_tier(wx_plain, bound):
 
 
 async def test_benefits_of_a_platinum_customer(wx, bound):
-    bound("platinum", P4000000001={"premium": "300000", "effective": date(2024, 1, 5)})
-    reply = await wx.say(U, "我的权益")
+    with time_machine.travel("2026-06-10 10:00:00+08:00", tick=True):  # the window stays in 2026
+        bound("platinum", P4000000001={"premium": "300000", "effective": date(2024, 1, 5)})
+        reply = await wx.say(U, "我的权益")
     assert "【铂金客户】" in reply and "绿色通道" in reply
     assert "洁牙（高端洁牙套餐）：今年剩余 1/1 次，可由配偶、父母、子女使用" in reply
     assert "健康顾问：不限次数" in reply
@@ -114,3 +116,59 @@ async def test_every_personal_key_leads_an_unbound_user_into_binding(wx_plain, s
 
 async def test_unbinding_an_unbound_user_says_there_is_nothing_to_unbind(wx_plain):
     assert await wx_plain.say(U, "解除绑定") == render("binding/not_bound")
+
+
+# --- 我的权益 and next year's quota (the booking's own count and check) ----------------------
+
+SUNDAY_6_DEC = "2026-12-06 10:00:00+08:00"  # the 90-day window reaches into 2027
+
+
+async def _book_checkup(wx, who: str, package: str, day: str) -> str:
+    *_, done = await walk(wx, BOOKER, "预约体检", who, package, "北京", "北京商业体检中心", day,
+                          "确认")
+    return done
+
+
+async def test_benefits_say_next_year_is_spent_when_the_booking_says_so(wx_plain, world):
+    """DOMAIN: a use counts in the service date's year, one a year shared with the family.
+    Dad's checkup on 3 January 2027 and one's own on 18 December 2026 spend both years: 我的权益
+    shows 2027's use and does not promise a 2027 date that 预约体检 refuses."""
+    with time_machine.travel(SUNDAY_6_DEC, tick=True):
+        world("platinum", family=[("parent", "李大山", date(1950, 2, 3), "M")])
+        before = await wx_plain.say(BOOKER, "我的权益")
+        assert "健康体检" in before and "今年剩余 1/1 次；2027年已用 0 次，还可用 1 次" in before
+        assert "2027年的才可以预约" not in before
+        assert "预约" in await _book_checkup(wx_plain, "李大山", "铂金健康体检套餐(男性)",
+                                            "2027-01-03")
+        dad_only = await wx_plain.say(BOOKER, "我的权益")
+        assert "健康体检（铂金健康体检套餐(男性) / 铂金健康体检套餐(女性)）：今年剩余 1/1 次；" \
+               "2027年已用 1 次，已用完" in dad_only
+        assert "2027年的才可以预约" not in dad_only and "都已用完" not in dad_only
+        assert "预约" in await _book_checkup(wx_plain, "本人", "铂金健康体检套餐(男性)",
+                                            "2026-12-18")
+        benefits = await wx_plain.say(BOOKER, "我的权益")
+        refused = await wx_plain.say(BOOKER, "预约体检")
+    assert "2026年、2027年" in refused and "用完" in refused  # the booking's word
+    assert "今年剩余 0/1 次（今年已用完）；2027年已用 1 次，已用完" in benefits
+    assert "2026年、2027年的「预约体检」次数都已用完。" in benefits
+    assert "2027年的才可以预约" not in benefits
+    assert "「预约体检」" not in benefits.split("次数都已用完")[-1]  # not offered to book
+
+
+async def test_benefits_say_next_year_is_bookable_when_only_this_year_is_spent(wx_plain, world):
+    with time_machine.travel(SUNDAY_6_DEC, tick=True):
+        world("platinum")
+        await _book_checkup(wx_plain, "本人", "铂金健康体检套餐(男性)", "2026-12-18")
+        benefits = await wx_plain.say(BOOKER, "我的权益")
+    assert "今年剩余 0/1 次（今年已用完）；2027年已用 0 次，还可用 1 次" in benefits
+    assert "2026年的「预约体检」次数已用完，服务日期在2027年的才可以预约。" in benefits
+
+
+async def test_benefits_in_summer_show_only_this_year(wx_plain, world):
+    """In June the 90-day window stays in 2026: nothing of 2027 is shown or promised."""
+    with time_machine.travel("2026-06-10 10:00:00+08:00", tick=True):
+        world("platinum")
+        await _book_checkup(wx_plain, "本人", "铂金健康体检套餐(男性)", "2026-06-20")
+        benefits = await wx_plain.say(BOOKER, "我的权益")
+    assert "今年剩余 0/1 次（今年已用完），" in benefits and "2027" not in benefits
+    assert "2026年的「预约体检」次数已用完。" in benefits

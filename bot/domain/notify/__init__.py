@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from bot.domain.notify.booking_messages import booking_cancelled, booking_confirmed, booking_received
 from bot.domain.notify.channels import binding_code, late_reply, mass_send, sms, text_message
-from bot.domain.notify.config import Config, Template, config, configure, load_templates, template_body
+from bot.domain.notify.config import (Config, Template, config, configure, load_templates,
+                                      name_fields, template_body)
 from bot.domain.notify.outbox_hooks import delivery_result, prepare
 from bot.domain.notify.privacy_export import messages_for
 from bot.domain.notify.reminders import confirm_attendance, drop_reminders, due_reminders, reminder
@@ -29,4 +30,4 @@ from bot.domain.notify.reminders import confirm_attendance, drop_reminders, due_
 __all__ = ["Config", "Template", "binding_code", "booking_cancelled", "booking_confirmed",
            "booking_received", "config", "configure", "confirm_attendance", "delivery_result",
            "drop_reminders", "due_reminders", "late_reply", "load_templates", "mass_send",
-           "messages_for", "prepare", "reminder", "sms", "template_body", "text_message"]
+           "messages_for", "name_fields", "prepare", "reminder", "sms", "template_body", "text_message"]

@@ -27,16 +27,16 @@ def booking_received(session: Session, booking: Booking, now: datetime) -> list[
 
 def booking_confirmed(session: Session, booking: Booking, now: datetime) -> list[int]:
     """预约成功: template message and SMS (service, institution, address, date and time, the ID
-    card; fees for 专家门诊/特种检查). A booking confirmed for tomorrow after the reminder
-    hour gets its reminder at once."""
+    card; fees for 专家门诊/特种检查; until when it can be cancelled free). A booking
+    confirmed for tomorrow after the reminder hour gets its reminder at once."""
     f = _facts(session, booking)
     fees = booking.service in _booking_rules().customer_pays_fees
     key = f"booking:{booking.id}:confirmed:{_day(booking)}:{booking.confirmed_time}"
     note = render("notify/confirmed_note", fees=fees)
-    rows = [_template(session, f, "booking_confirmed", now, key, _values(f, note=note),
-                      _starts(booking))]
+    free_until = _free_until(booking, now)  # an instant: a time field shows it in TIMEZONE
+    rows = [_template(session, f, "booking_confirmed", now, key,
+                      _values(f, note=note, free_until=free_until), _starts(booking))]
     if f.customer is not None and f.customer.phone:
-        free_until = _free_until(booking, now)
         params = [_service_name(booking.service), _when_text(booking),
                   f.place.name if f.place else "", f.place.address if f.place else "",
                   booking.number]
@@ -54,7 +54,9 @@ def booking_confirmed(session: Session, booking: Booking, now: datetime) -> list
 
 
 def _free_until(booking: Booking, now: datetime) -> datetime | None:
-    """When a late confirmation leaves free cancellation open only for a grace period."""
+    """Until when (exclusive) the confirmed booking can be cancelled free: 12:00 on the last
+    working day before the service, or the grace period of a late confirmation (DOMAIN);
+    None when it no longer can."""
     try:
         rules = config().rules
         free, deadline = cancellation_terms(booking, now, calendar(),

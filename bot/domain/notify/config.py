@@ -75,14 +75,29 @@ def config() -> Config:
     return _config
 
 
+# The values of templates.toml that hold a person's name (the beneficiary of a booking).
+NAME_VALUES = frozenset({"person"})
+
+
+def name_fields() -> dict[str, frozenset[str]]:
+    """By template id, the keywords of the configured templates that carry a person's name:
+    what a log of the sent data masks (bot.wechat.double)."""
+    return {t.template_id: frozenset(k for k, v in t.fields.items() if v in NAME_VALUES)
+            for t in _config.templates.values()}
+
+
 def template_body(name: str, values: dict[str, Any], **link_values: Any) -> dict | None:
     """WeChat's template message body for `name` (None when the template is not configured):
-    the configured fields filled from `values`, fitted to each field's rules."""
+    the configured fields filled from `values`, fitted to each field's rules; a field whose
+    value is None (nothing to say, e.g. no free cancellation left) is left out, as WeChat
+    refuses an empty value."""
     tpl = _config.templates.get(name)
     if tpl is None:
         return None
+    filled = {k: values.get(v, "") for k, v in tpl.fields.items()}
     body: dict[str, Any] = {"template_id": tpl.template_id,
-                            "data": template_data({k: values.get(v, "") for k, v in tpl.fields.items()})}
+                            "data": template_data({k: v for k, v in filled.items()
+                                                   if v is not None})}
     if tpl.link and _config.url_base:
         body["url"] = f"{_config.url_base}/{tpl.link.format(**link_values).lstrip('/')}"
     return body
