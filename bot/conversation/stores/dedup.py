@@ -341,8 +341,13 @@ class RedisDedupStore:
                                                     ex=self._ttl)))
 
     def complete(self, key: str, reply: str) -> None:
+        """Store the reply; while this thread holds the user's lock, with the lock's
+        release (one round trip for the state, the lock and the reply)."""
         # "\x00" prefix tells a completed empty reply from a pending claim ("").
-        self._r.set(self._prefix + key, "\x00" + reply, ex=self._ttl)
+        value = "\x00" + reply
+        if self._states is None or not self._states.with_release(self._prefix + key, value,
+                                                                   self._ttl):
+            self._r.set(self._prefix + key, value, ex=self._ttl)
         self._mirrored(key, True, reply)
 
     def reply(self, key: str) -> str | None:
