@@ -192,10 +192,12 @@ class Pipeline:
         """Run the router for each message, in order, in one database transaction: each
         message in its own SAVEPOINT when there are several, so one failing handler loses
         only its own writes. Returns (reply, after-commit actions, queued late, reply
-        recorded) per message; replies and actions are released only after the commit. `late` gives each message's
-        (Handoff, dedup key): a reply whose HTTP response was given up on by then is queued
-        as a customer-service message in the handler's own transaction (so no crash after
-        the commit can lose it). `ids` gives each message's log ids (bot.infra.logs)."""
+        recorded) per message; replies and actions are released only after the commit.
+        `late` gives each message's (Handoff, dedup key): a reply whose HTTP response was
+        given up on by then is queued as a customer-service message in the handler's own
+        transaction (so no crash after the commit can lose it); on Redis the reply is
+        recorded for retries before the user's lock is released, with its release. `ids`
+        gives each message's log ids (bot.infra.logs)."""
         results: list[tuple[Reply, list, bool, bool]] = []
         written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
