@@ -175,16 +175,16 @@ def build(port: int, mode: str, connections: int, per_conn: int, users: list[lis
     return out
 
 
-def _load(queue, port, per_connection, cpu):
+def _load(queue, port, per_connection, cpu, rate=None):
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     queue.put(run_load("127.0.0.1", port, per_connection,
-                       check=lambda b: b.startswith(b"<xml>")))
+                       check=lambda b: b.startswith(b"<xml>"), rate=rate))
 
 
-def _batch(port, batch, cpu) -> dict:
+def _batch(port, batch, cpu, rate=None) -> dict:
     q = mp.Queue()
-    p = mp.Process(target=_load, args=(q, port, batch, cpu))
+    p = mp.Process(target=_load, args=(q, port, batch, cpu, rate))
     p.start()
     result = q.get()
     p.join()
@@ -192,7 +192,9 @@ def _batch(port, batch, cpu) -> dict:
 
 
 def measure(port, mode, connections, per_conn, users, scenario: Scenario, cpu,
-            server_pid: int | None = None) -> dict:
+            server_pid: int | None = None, rate: float | None = None) -> dict:
+    """One row: the scenario's preparation and a warm-up (as fast as the server answers),
+    then the measured batch (at `rate` messages a second when given)."""
     if scenario.prepare:
         prep = _batch(port, build(port, mode, connections, 0, users, scenario.prepare, once=True),
                       cpu)
@@ -204,7 +206,7 @@ def measure(port, mode, connections, per_conn, users, scenario: Scenario, cpu,
     _batch(port, warm, cpu)
     reqs = build(port, mode, connections, per_conn, users, scenario.script)
     before = cpu_snapshot(server_pid) if server_pid else None
-    r = _batch(port, reqs, cpu)
+    r = _batch(port, reqs, cpu, rate)
     if before:  # CPU milliseconds per message, of the bot and of the stores
         after = cpu_snapshot(server_pid)
         r["cpu_ms"] = {k: (after[k] - before[k]) * 1000 / r["requests"] for k in before}
@@ -264,6 +266,10 @@ def main() -> None:
     ap.add_argument("--redis-url", default=REDIS, help="for the postgresql store ('' for none)")
     ap.add_argument("--database-url", default="",
                     help="measure this one database instead (no scratch database)")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="send the measured messages at this fixed rate (messages a second "
+                         "over all connections, latency counted from each one's scheduled "
+                         "time), below saturation; 0: as fast as answered (saturation)")
     ap.add_argument("--pg-workers", type=int, default=2,
                     help="also measure `serve --workers N` on PostgreSQL + Redis, unpinned "
                          "(0: not)")
@@ -339,7 +345,8 @@ def main() -> None:
                             time.sleep(0 if pinned else 5)  # every worker up
                             r = measure(port, mode, args.connections, per_conn(scenario),
                                         users(scenario, mode, echo), SCENARIOS[scenario],
-                                        load_cpu if pinned else None, server.pid)
+                                        load_cpu if pinned else None, server.pid,
+                                        args.rate or None)
                             label = store_label + ("" if pinned else f" ×{workers}")
                             rows.append((name, "-" if echo else label,
                                          scenario if not echo else "-", mode, r))
@@ -360,7 +367,9 @@ def main() -> None:
 
     ref = {mode: r["rps"] for name, _, _, mode, r in rows if name == "reference echo"}
     print(f"\n/wechat, one worker, {args.connections} connections, about {args.messages} "
-          f"messages per row; bound scenarios over {per_conn_users * args.connections} "
+          f"messages per row"
+          + (f" offered at {args.rate:g} a second" if args.rate else " (saturation)")
+          + f"; bound scenarios over {per_conn_users * args.connections} "
           f"customers per row; PostgreSQL and Redis share this machine's cores with the bot")
     print(f"{'target':15} {'store':23} {'scenario':9} {'mode':6} {'msg/s':>8} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'vs echo':>7} {'errors':>7}")

@@ -188,15 +188,17 @@ class Pipeline:
     # --- One transaction ----------------------------------------------------------------
 
     def process_batch(self, msgs: list, late: list | None = None,
-                      ids: list | None = None) -> list[tuple[Reply, list, bool]]:
+                      ids: list | None = None) -> list[tuple[Reply, list, bool, bool]]:
         """Run the router for each message, in order, in one database transaction: each
         message in its own SAVEPOINT when there are several, so one failing handler loses
-        only its own writes. Returns (reply, after-commit actions, queued late) per message;
-        replies and actions are released only after the commit. `late` gives each message's
-        (Handoff, dedup key): a reply whose HTTP response was given up on by then is queued
-        as a customer-service message in the handler's own transaction (so no crash after
-        the commit can lose it). `ids` gives each message's log ids (bot.infra.logs)."""
-        results: list[tuple[Reply, list, bool]] = []
+        only its own writes. Returns (reply, after-commit actions, queued late, reply
+        recorded) per message; replies and actions are released only after the commit.
+        `late` gives each message's (Handoff, dedup key): a reply whose HTTP response was
+        given up on by then is queued as a customer-service message in the handler's own
+        transaction (so no crash after the commit can lose it); on Redis the reply is
+        recorded for retries before the user's lock is released, with its release. `ids`
+        gives each message's log ids (bot.infra.logs)."""
+        results: list[tuple[Reply, list, bool, bool]] = []
         written: list[str] = []  # openids whose last_seen_at this transaction wrote
         try:
             with self.engine.connect() as conn, conn.begin() as txn:
@@ -220,13 +222,18 @@ class Pipeline:
                             driver_execute(conn, "RELEASE SAVEPOINT message")
                             results.append(_error())
                             continue
+                        stored = False
                         if not savepoints:
                             txn.commit()  # before the user's lock is released
+                            if late and self._reply_with_release:
+                                # Stored with the release of the user's lock (Redis): one
+                                # round trip for the state, the lock and the reply.
+                                reply, stored = self._settle(late[i][1], late[i][0], reply), True
                             if save:
                                 save()  # state outside the database: only once committed
                     if savepoints:
                         driver_execute(conn, "RELEASE SAVEPOINT message")
-                    results.append((reply, actions, queued_late))
+                    results.append((reply, actions, queued_late, stored))
                     if touched:
                         written.append(touched)
                 if txn.is_active:
@@ -446,24 +453,38 @@ class Pipeline:
         """Record each reply for retries, and hand it to the HTTP response or, when that
         was too slow, to a customer-service message."""
         out = []
-        for n, ((msg, key, handoff), (reply, actions, queued_late)) in enumerate(zip(items, results)):
+        for n, ((msg, key, handoff), result) in enumerate(zip(items, results)):
             with logs.bound(ids[n] if ids else None):
-                out.append(self._finish_one(msg, key, handoff, reply, actions, queued_late))
+                out.append(self._finish_one(msg, key, handoff, *result))
         return out
 
-    def _finish_one(self, msg, key, handoff, reply, actions, queued_late) -> Reply:
-        for action in actions:
-            self.services.run_after_commit(action)
+    @property
+    def _reply_with_release(self) -> bool:
+        """Whether a message's reply is stored while its user's lock is still held, to go
+        with the lock's release (Redis, while it answers: `RedisDedupStore.complete`)."""
+        return self._failover is not None and not self._failover.down
+
+    def _settle(self, key: str, handoff: Handoff, reply: Reply) -> Reply:
+        """Record the reply for retries; the reply for the HTTP response, or NO_REPLY when
+        that was given up on (WeChat already got "success")."""
         if handoff.settle("replied") == "replied":
             if reply.text or reply.transfer:
                 reply.at = reply.at or int(time.time())
             self.dedup.complete(key, reply.dumps())
             return reply
-        # Too late for the HTTP response: WeChat already got "success".
         self.dedup.complete(key, NO_REPLY.dumps())
-        if reply.text and not queued_late:  # the apology of a failed transaction
-            self._late_reply(msg.source, reply.text, key)
         return NO_REPLY
+
+    def _finish_one(self, msg, key, handoff, reply, actions, queued_late, stored) -> Reply:
+        for action in actions:
+            self.services.run_after_commit(action)
+        if stored:  # recorded already (`process_batch`), with the release of the user's lock
+            return reply
+        answer = self._settle(key, handoff, reply)
+        if answer is NO_REPLY and reply.text and not queued_late:
+            # Too late for the HTTP response: the apology of a failed transaction follows.
+            self._late_reply(msg.source, reply.text, key)
+        return answer
 
     def _late_reply(self, openid: str, text: str, key: str) -> None:
         """A late reply queued on its own (the apology, when the handler's transaction
@@ -496,9 +517,9 @@ def _outcome(reply: Reply) -> str:
     return "replied" if reply.text or reply.transfer else "no_reply"
 
 
-def _error() -> tuple[Reply, list, bool]:
+def _error() -> tuple[Reply, list, bool, bool]:
     """The apology for a message whose handler or transaction failed (rendered only then)."""
-    return Apology(render("error")), [], False
+    return Apology(render("error")), [], False, False
 
 
 def _late_done(fut: asyncio.Future) -> None:

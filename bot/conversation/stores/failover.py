@@ -237,11 +237,9 @@ def build_stores(settings, engine: Engine):
         client = redis.Redis.from_url(settings.redis_url, **timeouts)
 
         def aclient():  # bounded, as the threads bounded the synchronous one
-            import redis.asyncio
+            from bot.conversation.stores.loop_redis import LoopRedis
 
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=16, timeout=2, **timeouts)
-            return redis.asyncio.Redis(connection_pool=pool)
+            return LoopRedis(settings.redis_url, limit=16, wait=2, **timeouts)
 
         prefix = settings.redis_prefix
         failover = Failover((redis.exceptions.RedisError, OSError))

@@ -139,21 +139,33 @@ class SqlStateStore:
 # trip, `RedisDedupStore.claim_prefetching`) and handed to the handler's thread in this
 # context variable; the lock held by the running message (its key, token, whether released).
 PREFETCH: contextvars.ContextVar["Prefetch | None"] = contextvars.ContextVar("prefetch", default=None)
-_HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("held_lock", default=None)
+_HELD: contextvars.ContextVar["_Held | None"] = contextvars.ContextVar("held_lock", default=None)
 
-# Release a lock only if it is still ours (its token): an expired one may be another's.
-_UNLOCK = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
-           "end return 0")
-# A user's record written (ARGV[1] '1': fields v, t, expiring after ARGV[4] seconds) or
-# deleted, and, with KEYS[2], the user's lock released if still ours (token ARGV[5]).
-_SAVE_UNLOCK = """
+
+@dataclass
+class _Held:
+    """The user's lock held by the running message, and the write that goes to Redis with
+    its release (the message's stored reply, `RedisStateStore.with_release`)."""
+
+    key: str
+    token: str
+    released: bool = False
+    then: tuple[str, str, int] | None = None  # SET key value EX seconds
+
+
+# The last write of a message, one round trip: the user's record written (ARGV[1] '1':
+# fields v, t, expiring after ARGV[4] seconds), deleted ('0') or left alone (''); the
+# user's lock (KEYS[2]) released if still ours (token ARGV[5]; an expired lock may be
+# another's); and, with KEYS[3], the message's reply stored (ARGV[6], for ARGV[7] seconds).
+_FINISH = """
 if ARGV[1] == '1' then
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 't', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
-else
+elseif ARGV[1] == '0' then
   redis.call('DEL', KEYS[1])
 end
-if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7]) end
 return 1
 """
 # The claim of a message, then (if claimed) its user's lock, then (if locked) the user's
@@ -206,8 +218,7 @@ class RedisStateStore:
         self._r = client
         self._prefix = prefix
         self._ttl = ttl_seconds
-        self._unlock = client.register_script(_UNLOCK)
-        self._save_unlock = client.register_script(_SAVE_UNLOCK)
+        self._script = client.register_script(_FINISH)
 
     def lock_key(self, key: str) -> str:
         return f"{self._prefix}lock:{key}"
@@ -229,14 +240,23 @@ class RedisStateStore:
                     raise LockBusy(f"user lock busy for {self.WAIT_SECONDS:g} s")
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
-        held = [key, token, False]
+        held = _Held(key, token)
         reset = _HELD.set(held)
         try:
             yield
         finally:
             _HELD.reset(reset)
-            if not held[2]:
-                self._unlock(keys=[self.lock_key(key)], args=[token])
+            if not held.released:
+                self._finish(key, held, "")
+
+    def with_release(self, key: str, value: str, seconds: int) -> bool:
+        """Make `SET key value EX seconds` with the release of the user's lock held here
+        (no round trip of its own); False when no lock is held here."""
+        held = _HELD.get()
+        if held is None or held.released:
+            return False
+        held.then = (key, value, seconds)
+        return True
 
     def load(self, key: str, conn: Connection) -> Record:
         pre = PREFETCH.get()
@@ -248,20 +268,31 @@ class RedisStateStore:
 
     def save(self, key: str, record: Record, conn: Connection) -> None:
         """Write the record (or delete it when empty) and, when this thread holds the
-        user's lock, release it in the same round trip: one script (redis-py's pipeline of
-        the same commands was 4% of the worker's GIL samples on PostgreSQL + Redis, the
-        handler itself 10%; py-spy)."""
+        user's lock, release it in the same round trip, with what goes with the release
+        (`with_release`): one script (redis-py's pipeline of the same commands was 4% of
+        the worker's GIL samples on PostgreSQL + Redis, the handler itself 10%; py-spy)."""
         held = _HELD.get()
-        release = held is not None and held[0] == key and not held[2]
-        keys = [self.state_key(key), self.lock_key(key)] if release else [self.state_key(key)]
-        if record.empty:
-            args = ["0", "", "", "", held[1] if release else ""]
-        else:
-            args = ["1", record.dumps(), repr(record.updated_at), self._ttl,
-                    held[1] if release else ""]
-        self._save_unlock(keys=keys, args=args)
-        if release:
-            held[2] = True
+        if held is not None and (held.key != key or held.released):
+            held = None
+        self._finish(key, held, "0" if record.empty else "1", record)
+
+    def _finish(self, key: str, held: "_Held | None", write: str,
+                record: "Record | None" = None) -> None:
+        """One round trip (_FINISH): the record (`write` '1'), its deletion ('0') or
+        nothing (''); the release of `held`; and the write that goes with it."""
+        keys = [self.state_key(key), self.lock_key(key)]
+        args = ["", "", "", "", held.token if held else "", "", ""]
+        if write == "1":
+            args[1:4] = [record.dumps(), repr(record.updated_at), self._ttl]
+        args[0] = write
+        if held is not None and held.then is not None:
+            keys.append(held.then[0])
+            args[5:7] = held.then[1:]
+        self._script(keys=keys, args=args)
+        if held is not None:
+            held.released = True
+
+
 STATE_MARGIN_SECONDS = 300  # abandoned state outlives the flow timeout by at most this
 
 
