@@ -238,7 +238,7 @@ class DedupMirror:
 
 
 class RedisDedupStore:
-    """Claims and replies in Redis. With `aclient` (a factory of `LoopRedis`) the
+    """Claims and replies in Redis. With `aclient` (a factory of redis.asyncio clients) the
     two calls every message makes before its handler (`arequest_seen`,
     `aclaim_prefetching`) run on the event loop itself: no thread hop each (measured with
     bench/profile_message.py and py-spy: handing a call to a thread and back cost more of
@@ -263,13 +263,12 @@ class RedisDedupStore:
         return self._aclient is not None
 
     def _on_loop(self):
-        """This event loop's Redis (`LoopRedis`) and the claim's two scripts on it."""
         loop = asyncio.get_running_loop()
         got = self._async.get(loop)
         if got is None:
             client = self._aclient()
-            got = self._async[loop] = (client, client.script(_CLAIM_LOCK_LOAD),
-                                       client.script(_PAIR_CLAIM_LOCK_LOAD))
+            got = self._async[loop] = (client, client.register_script(_CLAIM_LOCK_LOAD),
+                                       client.register_script(_PAIR_CLAIM_LOCK_LOAD))
         return got
 
     def _claim_args(self, key: str, user: str) -> tuple[str, list, list]:
@@ -311,8 +310,8 @@ class RedisDedupStore:
         if self._states is None:
             if pair is not None and not await self.arequest_seen(*pair):
                 return REPLAYED
-            return self._mirrored(key, bool(await client.execute(
-                "SET", self._prefix + key, "", "NX", "EX", self._ttl)))
+            return self._mirrored(key, bool(await client.set(self._prefix + key, "", nx=True,
+                                                             ex=self._ttl)))
         token, keys, args = self._claim_args(key, user)
         if pair is None:
             return self._mirrored(key, self._claimed(await script(keys=keys, args=args), user,
@@ -331,9 +330,9 @@ class RedisDedupStore:
         client = self._on_loop()[0]
         pair = _request_key(timestamp, nonce)
         key = self._prefix + pair
-        if await client.execute("SET", key, digest, "NX", "EX", ttl):
+        if await client.set(key, digest, nx=True, ex=ttl):
             return self._mirrored(pair, True, digest, time.time() + ttl - self._ttl)
-        stored = await client.execute("GET", key)
+        stored = await client.get(key)
         stored = stored.decode() if isinstance(stored, bytes) else stored
         return stored is None or stored == digest
 

@@ -237,9 +237,11 @@ def build_stores(settings, engine: Engine):
         client = redis.Redis.from_url(settings.redis_url, **timeouts)
 
         def aclient():  # bounded, as the threads bounded the synchronous one
-            from bot.conversation.stores.loop_redis import LoopRedis
+            import redis.asyncio
 
-            return LoopRedis(settings.redis_url, limit=16, wait=2, **timeouts)
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=16, timeout=2, **timeouts)
+            return redis.asyncio.Redis(connection_pool=pool)
 
         prefix = settings.redis_prefix
         failover = Failover((redis.exceptions.RedisError, OSError))
