@@ -50,8 +50,9 @@ def policy(session: Session, holder: Customer, policy_no: str, *,
 
 def family(session: Session, holder: Customer, relation: str, name: str, birth: date,
            sex: str, phone: str = "") -> FamilyMember:
+    n = next(_seq)  # 500 members per birth date and district, then the next district
     m = FamilyMember(customer_id=holder.id, relation=relation, name=name, phone=phone,
-                     id_number=make_id_number("310101", birth, next(_seq), sex))
+                     id_number=make_id_number(f"{310101 + n // 500}", birth, n % 500, sex))
     session.add(m)
     session.flush()
     return m
