@@ -1,5 +1,6 @@
-"""我的预约 (the customer's bookings, soonest first, with what each allows) and 确认, the
-answer to the day-before reminder (tomorrow's booking marked attendance-confirmed)."""
+"""我的预约 (the customer's bookings, soonest first, with what each allows), a date typed
+alone (to book that day, or to see the bookings?) and 确认, the answer to the day-before
+reminder (tomorrow's booking marked attendance-confirmed)."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -7,9 +8,11 @@ from datetime import timedelta
 from bot.conversation import Choice, Context, Flow, FlowData, Invalid, Option, Reply, Router
 from bot.domain import booking_store as store
 from bot.domain import notify
-from bot.domain.bookings import check_cancellation, service_date, upcoming_first
+from bot.domain.bookings import calendar, check_cancellation, service_date, upcoming_first
+from bot.domain.dates import parse_date
 from handlers.booking import booking_named, bound_customer, stored, who
-from handlers.cancellation import terms
+from handlers.cancellation import booking_label, terms
+from handlers.tiers import held_tier
 from menus import VOCABULARY, Key
 from models import Customer, Institution
 
@@ -35,6 +38,22 @@ def my_bookings(ctx: Context) -> Reply:
     if not items:
         return ctx.say("booking/no_bookings")
     return ctx.say("booking/my_bookings", items=items)
+
+
+@router.key(Key.DAY_SAID)
+def day_said(ctx: Context) -> Reply:
+    """A date typed alone outside any flow (12月18日): asked back, to book that day (each
+    service the held tier books, the date carried along) or to see the bookings; a day
+    past only offers the bookings; an unbound user is told to bind first."""
+    parsed = parse_date(ctx.text, ctx.now, calendar())
+    customer = ctx.customer if ctx.account and ctx.account.customer_id else None
+    books = []
+    if customer is not None and parsed.ok:
+        tier = held_tier(ctx, customer).code
+        books = [booking_label(s.code) for s in ctx.services.rules.bookable_services_for(tier)]
+    return ctx.say("booking/day_said", day=parsed.date, said=ctx.text.strip()[:20],
+                   bound=customer is not None, books=[b for b in books if b],
+                   mine=VOCABULARY.label[Key.MY_BOOKINGS], bind=VOCABULARY.label[Key.BIND])
 
 
 # --- 确认: the answer to the day-before reminder --------------------------------------------

@@ -4,9 +4,14 @@ the app hands this vocabulary (`VOCABULARY`) to the conversation framework, whic
 key of its own."""
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from enum import StrEnum
 
-from bot.conversation.intents import Vocabulary
+from bot.conversation.intents import Vocabulary, normalize
+from bot.domain.bookings import calendar
+from bot.domain.dates import is_day_alone
+from bot.domain.workdays import SHANGHAI
 
 
 class Key(StrEnum):
@@ -18,6 +23,9 @@ class Key(StrEnum):
     BOOK_SPECIAL = "BOOK_SPECIAL"
     MY_BOOKINGS = "MY_BOOKINGS"
     CANCEL_BOOKING = "CANCEL_BOOKING"
+    RESCHEDULE = "RESCHEDULE"  # 改期: cancel, then book again (there is no change of date)
+    NO_BOOKING = "NO_BOOKING"  # 不想约, 不用预约: a booking declined (nothing starts)
+    DAY_SAID = "DAY_SAID"  # a date typed alone (12月18日): to book, or to see that day's?
     CONFIRM_ATTENDANCE = "CONFIRM_ATTENDANCE"  # 确认, the answer to the day-before reminder
     BIND = "BIND"
     UNBIND = "UNBIND"
@@ -44,8 +52,8 @@ SERVICE_OF: dict[Key, str] = {
 # (`Router.unbound`), so their handlers always have `ctx.customer`. (解除绑定 answers an
 # unbound user itself: there is nothing to unbind.)
 PERSONAL: frozenset[Key] = frozenset({
-    Key.MY_TIER, Key.MY_BENEFITS, Key.MY_BOOKINGS, Key.CANCEL_BOOKING, Key.CONFIRM_ATTENDANCE,
-    *SERVICE_OF})
+    Key.MY_TIER, Key.MY_BENEFITS, Key.MY_BOOKINGS, Key.CANCEL_BOOKING, Key.RESCHEDULE,
+    Key.CONFIRM_ATTENDANCE, *SERVICE_OF})
 
 # Keys whose words are also answers inside flows (确认 is a yes): inside a flow they never
 # pull the customer out of it; they act only outside flows.
@@ -86,6 +94,9 @@ INTENTS: dict[Key, list[str]] = {
                      "做CT", "CT检查", "B超", "胃镜", "肠镜"],
     Key.MY_BOOKINGS: ["我的预约", "预约记录", "查预约", "查询预约", "预约查询"],
     Key.CANCEL_BOOKING: ["取消预约", "预约取消", "撤销预约", "不去了"],
+    Key.RESCHEDULE: ["改期", "改约", "改日子", "改个日子", "改时间", "改个时间", "改日期",
+                     "换日子", "换个日子", "换时间", "换个时间", "换日期", "换一天", "改一天"],
+    Key.NO_BOOKING: ["不预约", "不约了", "先不约", "先不预约"],
     Key.CONFIRM_ATTENDANCE: ["确认", "确认到场", "确认参加", "确认赴约", "会去"],
     Key.BIND: ["绑定", "绑定身份", "身份绑定", "绑定保单", "认证", "身份认证", "实名认证"],
     Key.UNBIND: ["解除绑定", "解绑", "取消绑定"],
@@ -102,9 +113,39 @@ INTENTS: dict[Key, list[str]] = {
 # How the bot names each key to the customer (the first of its words).
 INTENT_LABEL: dict[Key, str] = {key: words[0] for key, words in INTENTS.items()}
 
+# Phrases that decide what a sentence asks for whatever service it names (docs/programme.md,
+# "What a message means"), tried in order on the normalised text (bot/conversation/intents.py):
+# - a word calling a booking off is 取消预约 (取消体检, 体检取消, 把体检取消了, 我不想洗牙了,
+#   洗牙不去了, 退掉洁牙), never a booking of that service; a sentence about something else
+#   (取消绑定, 取消关注, 退掉保单) or telling what happened (预约被取消了) is not;
+# - a change of date is 改期 (改到下周, 往后推几天): there is none, only cancel and book again;
+# - a booking said not to be wanted (不想约体检, 不用预约了) is declined; inside a longer
+#   sentence (不用预约直接去洗牙吗) it asks for no booking either.
+_SERVICE_WORDS = "|".join(sorted((re.escape(normalize(w)) for k in SERVICE_OF for w in INTENTS[k]),
+                                 key=len, reverse=True))
+NOT_ABOUT_BOOKINGS = r"绑|关注|保单|保险|退保|订阅|短信|推送|被取消|已取消|已经取消"
+CANCEL_WORDS = r"取消|撤销|撤掉|退掉|退订|不去了|去不了了|不要了|不做了|不洗了|" \
+               rf"不(?:想|要|打算)再?(?:(?:去|做|洗|查|看)(?:{_SERVICE_WORDS})?|(?:{_SERVICE_WORDS}))了$"
+RESCHEDULE_WORDS = r"改(?:个|一下)?(?:期|约|日子|时间|日期)|换(?:个|一个)?(?:日子|时间|日期)|换一天|" \
+                   r"(?:改|挪|推|调)到|改在|往后推|推迟|延期|延后|顺延|提前到"
+DECLINE = r"(?:不|别)(?:想|要|用|需要|必|打算)?再?去?(?:预约|约)"
+PHRASES: list[tuple[str, Key | None]] = [
+    (rf"^(?!.*(?:{NOT_ABOUT_BOOKINGS})).*(?:{CANCEL_WORDS})", Key.CANCEL_BOOKING),
+    (rf"^(?!.*(?:{NOT_ABOUT_BOOKINGS})).*(?:{RESCHEDULE_WORDS})", Key.RESCHEDULE),
+    (rf"{DECLINE}(?:{_SERVICE_WORDS})?(?:了|啦|吧)?$", Key.NO_BOOKING),
+    (DECLINE, None),
+]
+
+
+def a_day_alone(text: str) -> bool:
+    """A date typed with nothing around it (12月18日, 下周三): the shape of `Key.DAY_SAID`.
+    Whether it is past or not does not change the shape, so today's clock serves."""
+    return is_day_alone(text, datetime.now(SHANGHAI), calendar())
+
 
 VOCABULARY = Vocabulary(INTENTS, key=Key, help=Key.HELP, human=Key.HUMAN, services=SERVICE_OF,
-                        personal=PERSONAL, not_in_flows=NOT_IN_FLOWS)
+                        personal=PERSONAL, not_in_flows=NOT_IN_FLOWS, phrases=PHRASES,
+                        shapes={Key.DAY_SAID: a_day_alone})
 
 
 def menu_json(menu: list[tuple[str, list[tuple[str, Key]]]] | None = None) -> dict:

@@ -24,7 +24,8 @@ class Universal(StrEnum):
 
 
 UNIVERSAL: dict[str, Universal] = {
-    "退出": Universal.EXIT, "取消": Universal.EXIT, "算了": Universal.EXIT, "exit": Universal.EXIT,
+    "退出": Universal.EXIT, "取消": Universal.EXIT, "算了": Universal.EXIT, "不办了": Universal.EXIT,
+    "exit": Universal.EXIT,
     "quit": Universal.EXIT, "q": Universal.EXIT,
     "返回": Universal.BACK, "上一步": Universal.BACK, "back": Universal.BACK,
     "更多": Universal.MORE, "下一页": Universal.MORE, "more": Universal.MORE,
@@ -87,13 +88,21 @@ class Vocabulary:
     def __init__(self, words: Mapping[Hashable, Sequence[str]], *,
                  key: Callable[[str], Hashable], help: Hashable, human: Hashable,
                  services: Mapping[Hashable, str], personal: Iterable[Hashable] = (),
-                 not_in_flows: Iterable[Hashable] = ()) -> None:
+                 not_in_flows: Iterable[Hashable] = (),
+                 phrases: Sequence[tuple[str, Hashable | None]] = (),
+                 shapes: Mapping[Hashable, Callable[[str], bool]] | None = None) -> None:
         self.words = words
         self._key = key
         self.help, self.human = help, human
         self.services = services
         self.personal = frozenset(personal)
         self.not_in_flows = frozenset(not_in_flows)
+        # Patterns that decide what a sentence asks for whatever other key's word it holds
+        # (取消体检 is a cancellation, not 体检), tried in order on the normalised text; a
+        # pattern of key None asks for nothing (不想约体检 books nothing).
+        self.phrases = tuple((re.compile(p), k) for p, k in phrases)
+        # Whole-message shapes: a message that is all one shape (a date alone) is that key.
+        self.shapes = dict(shapes or {})
         # How the bot names each key to the customer (the first of its words).
         self.label = {k: ws[0] for k, ws in words.items()}
         self._universal = {**UNIVERSAL, **{normalize(w): help for w in HELP_WORDS},
@@ -119,12 +128,19 @@ class Vocabulary:
         return self._table.get(normalize(text))
 
     def asked(self, text: str):
-        """The key when the message is one of its words asked after (请问我的预约呢, 我的等级呢？):
-        only a polite opening and a question particle around it."""
-        return self._table.get(_ASKED_AFTER.sub("", normalize(text)))
+        """The key when the message is one of its words, or of its shapes, asked after
+        (请问我的预约呢, 我的等级呢？, 12月18日呢): only a polite opening and a question particle
+        around it."""
+        said = _ASKED_AFTER.sub("", normalize(text))
+        return self._table.get(said) or self.shaped(said)
+
+    def shaped(self, text: str):
+        """The key whose shape the whole message has (12月18日: a date alone), or None."""
+        return next((key for key, shape in self.shapes.items() if shape(text)), None)
 
     def match(self, text: str):
-        """The key the text asks for, or None. Exact synonym first, then a synonym
+        """The key the text asks for, or None. Exact synonym first, then a whole-message
+        shape (a date alone), then a phrase that decides (取消…, 不想…了, 改期), then a synonym
         contained in a short sentence ("我想洗牙"), then a near-miss ("我得等级")."""
         norm = normalize(text)
         if not norm or len(norm) > 40:
@@ -132,12 +148,30 @@ class Vocabulary:
         table = self._table
         if norm in table:
             return table[norm]
-        # Only Chinese words are looked for inside a sentence: "hi" is not in "this"; a
-        # measure word inside the command (我要洗个牙, 约一次体检) does not hide it.
+        shaped = self.shaped(text)
+        if shaped is not None:
+            return shaped
+        for pattern, key in self.phrases:
+            if pattern.search(norm):
+                return key
+        return self.contained(norm) or self._near(norm)
+
+    def contained(self, text: str, keys: Iterable[Hashable] | None = None):
+        """The key of the longest word inside the text (of `keys` only, when given), or None.
+        Only Chinese words are looked for inside a sentence: "hi" is not in "this"; a measure
+        word inside the command (我要洗个牙, 约一次体检) does not hide it."""
+        norm = normalize(text)
         bare = _MEASURE.sub("", norm)
-        contained = [w for w in table if len(w) >= 2 and _CJK.search(w)
-                     and (w in norm or w in bare)]
-        if contained:
-            return table[max(contained, key=len)]
-        close = difflib.get_close_matches(norm, list(table), n=1, cutoff=0.74)
-        return table[close[0]] if close else None
+        wanted = None if keys is None else frozenset(keys)
+        contained = [w for w, k in self._table.items() if len(w) >= 2 and _CJK.search(w)
+                     and (wanted is None or k in wanted) and (w in norm or w in bare)]
+        return self._table[max(contained, key=len)] if contained else None
+
+    def service_named(self, text: str) -> str | None:
+        """The service (a code of rules.toml) a sentence names, whatever else it says
+        (取消我的体检: checkup), or None."""
+        return self.services.get(self.contained(text, self.services))
+
+    def _near(self, norm: str):
+        close = difflib.get_close_matches(norm, list(self._table), n=1, cutoff=0.74)
+        return self._table[close[0]] if close else None

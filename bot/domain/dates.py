@@ -220,6 +220,23 @@ def _jionlp_days(text: str, now: datetime) -> tuple[date, date] | None:
 # --- Parsing -------------------------------------------------------------------------------
 
 
+# What a day said alone is made of (12月18日, 下周三上午, 明天吧, 1月3号那天): a message with
+# anything else in it (明天见, 今天天气不错, 元旦后第一个工作日) is more than a date.
+_DAY_ALONE = re.compile(r"(?:\d|[零〇一二两三四五六七八九十]|年|月|份|日|号|今天|明天|后天|大后天|这|本|"
+                        r"下|周|星期|礼拜|天|上午|下午|早上|中午|晚上|点|半|元旦|春节|国庆节?|"
+                        r"中秋节?|端午节?|清明节?|五一|那天|这天|那个|的|就|那|[-/.:])+")
+
+
+def is_day_alone(text: str, reference: datetime, calendar: Calendar,
+                 tz: tzinfo = SHANGHAI) -> bool:
+    """Whether the whole message is one day and nothing more (12月18日, 1月3号, 下周三),
+    past or not: a date typed with no request around it."""
+    cleaned = normalize(text)
+    if not cleaned or not _DAY_ALONE.fullmatch(cleaned):
+        return False
+    return parse_date(text, reference, calendar, tz).reason in (None, "past")
+
+
 def is_bare_weekday(text: str) -> bool:
     """Whether the text is a weekday alone (周六, 星期六): on that weekday it means today."""
     return bool(_WEEKDAY.match(normalize(text)))

@@ -21,6 +21,34 @@ def test_match(text, key):
     assert match(text) == key
 
 
+@pytest.mark.parametrize("text,key", [
+    # A cancel word decides, whatever service the sentence names (DOMAIN, issue 14).
+    ("取消体检", Key.CANCEL_BOOKING), ("体检取消", Key.CANCEL_BOOKING),
+    ("把体检取消了", Key.CANCEL_BOOKING), ("取消12月18号的体检", Key.CANCEL_BOOKING),
+    ("我不想洗牙了", Key.CANCEL_BOOKING), ("洗牙不去了", Key.CANCEL_BOOKING),
+    ("洗牙不要了", Key.CANCEL_BOOKING), ("退掉洁牙", Key.CANCEL_BOOKING),
+    ("撤销体检", Key.CANCEL_BOOKING), ("帮我取消", Key.CANCEL_BOOKING),
+    # ... unless the sentence is about something else, or tells what happened.
+    ("取消绑定", Key.UNBIND), ("帮我取消绑定", Key.UNBIND), ("退掉保单", None),
+    ("取消关注", None), ("我的预约已取消", Key.MY_BOOKINGS), ("不想说了", None),
+    # A change of date; a booking declined; a declined booking inside a sentence.
+    ("改期", Key.RESCHEDULE), ("我想改个日子", Key.RESCHEDULE), ("体检往后推一周", Key.RESCHEDULE),
+    ("改天再说", None), ("不想约体检", Key.NO_BOOKING), ("不用预约了", Key.NO_BOOKING),
+    ("不用预约直接去洗牙", None),
+    # A date alone, and one with more around it.
+    ("12月18日", Key.DAY_SAID), ("1月3号", Key.DAY_SAID), ("下周三", Key.DAY_SAID),
+    ("明天见", None), ("我想洗牙", Key.BOOK_DENTAL),
+])
+def test_what_decides_a_sentence(text, key):
+    assert match(text) == key
+
+
+@pytest.mark.parametrize("text,service", [("取消我的体检", "checkup"), ("我不想洗牙了", "dental"),
+                                          ("取消预约", None), ("12月18日", None)])
+def test_the_service_a_sentence_names(text, service):
+    assert VOCABULARY.service_named(text) == service
+
+
 @pytest.mark.parametrize("text", ["this is a test", "随便说点什么", "'; DROP TABLE customer; --",
                                   "", "   ", "😀", "1234567890", "x" * 500])
 def test_no_match(text):
@@ -33,6 +61,10 @@ def test_no_match(text):
                                       ("取消预约", None), ("我要退出登录", None)])
 def test_universal_commands_are_exact(text, cmd):
     assert universal(text) == cmd
+
+
+def test_bu_ban_le_is_exit():  # DOMAIN, "Universal commands": 退出 / 取消 (also 算了, 不办了)
+    assert universal("不办了") == Universal.EXIT == universal("算了")
 
 
 @given(st.text(max_size=200))
