@@ -596,9 +596,13 @@ def check_date(ctx: Context, code: str, data: BookingData) -> date:
 # A time of day typed with the date (12月15号下午3点, 12月15日上午): the handbook lets the
 # institution set the time (具体服务安排视医院情况及医生出诊时间确定), so it is kept as the
 # customer's wish for the specialist and the summary says so; never dropped silently.
+# 早一点/晚一点 is a wish too ("a bit earlier/later"), kept as typed; 一点 after another
+# word of degree (快一点, 有一点, 好一点) is "a bit", not one o'clock.
 _TIME_SAID = re.compile(
     r"(?:上午|下午|中午|早上|早晨|晚上|傍晚)(?:[0-9一二两三四五六七八九十]{1,3}[点时:：](?:半|[0-9]{1,2}分?)?)?"
-    r"|[0-9一二两三四五六七八九十]{1,3}[点时](?:半|[0-9]{1,2}分?)?|[0-9]{1,2}[:：][0-9]{2}")
+    r"|[早晚]一?点儿?(?![0-9一二两三四五六七八九十半])"
+    r"|(?<![快慢差好多少大小有])[0-9一二两三四五六七八九十]{1,3}[点时](?:半|[0-9]{1,2}分?)?"
+    r"|[0-9]{1,2}[:：][0-9]{2}")
 
 
 def time_said(text: str) -> str:

@@ -206,18 +206,15 @@ def flow_text(ctx: Context, flow: Flow, step: Step) -> Reply | None:
         data[SWITCH] = key.value
         return Reply(render("flow/switch_ask", title=flow.title, label=vocabulary.label[key]))
     if key is not None and key in ctx.router.keys:
-        if not parses(ctx, flow, step):  # not an answer here: the customer asked for something else
+        # The step reads it first (its answer, or its own reason: 换一天 at the summary goes
+        # back to the date); otherwise the customer asked for something else.
+        if step.hears(ctx, ctx.text, flow.load(ctx.record.data)) not in (ANSWER, REASON):
             return run_key(ctx, key)
     if question and flow.sticky and not (step.symptoms and describes_symptoms(ctx.text)):
         answered = answer_at_step(ctx, flow, step)
         if answered is not None:
             return answered
     return flow.input(ctx, step)
-
-
-def parses(ctx: Context, flow: Flow, step: Step) -> bool:
-    """Whether the message is the step's own answer (`Step.accepts`: nothing is written)."""
-    return step.accepts(ctx, ctx.text, flow.load(ctx.record.data))
 
 
 def answer_at_step(ctx: Context, flow: Flow, step: Step) -> Reply | None:

@@ -178,7 +178,9 @@ async def test_adding_a_family_member_says_so(wx_plain, world):
 # --- 5. A time of day said with the date ------------------------------------------------------
 
 @pytest.mark.parametrize("typed,day,said", [("12月15号下午3点", 15, "下午3点"),
-                                            ("12月16日上午", 16, "上午")])
+                                            ("12月16日上午", 16, "上午"),
+                                            ("12月16号晚一点", 16, "晚一点"),
+                                            ("12月15号一点半", 15, "一点半")])
 async def test_a_time_of_day_is_kept_for_the_specialist_and_said(wx_plain, world, services,
                                                                  typed, day, said):
     with time_machine.travel(NOW, tick=False):
@@ -190,6 +192,16 @@ async def test_a_time_of_day_is_kept_for_the_specialist_and_said(wx_plain, world
         await wx_plain.say(U, "确认")
     (b,) = bookings(services)
     assert b.preferred_date == date(2026, 12, day) and said in (b.visit_note or "")
+
+
+@pytest.mark.parametrize("typed", ["12月15号快一点", "12月15号有一点急"])
+async def test_a_bit_is_not_one_oclock(wx_plain, world, typed):
+    """一点 after a word of degree is "a bit": never kept as the wish 一点 (1 o'clock)."""
+    with time_machine.travel(NOW, tick=False):
+        world("gold")
+        await walk(wx_plain, U, *TO_DATES)
+        summary = await wx_plain.say(U, typed)
+    assert "2026年12月15日" in summary and "希望时间" not in summary, summary
 
 
 async def test_no_time_of_day_no_wish(wx_plain, world, services):
