@@ -49,6 +49,20 @@ async def test_no_offer_to_a_tier_without_the_service(wx_plain, world):
     assert await no_flow_started(wx_plain)
 
 
+async def test_how_many_uses_left_of_a_service_the_tier_lacks_says_it_has_none(wx_plain, world):
+    world("pearl")  # DOMAIN: 洁牙 is 黄金 and above; 明珠 has none
+    reply = await wx_plain.say(U, "我还能约几次洁牙")
+    assert "明珠客户的权益里没有洁牙" in reply, reply
+    assert "我的权益" in reply and FOR_WHOM not in reply  # where the own count is shown
+
+
+async def test_how_many_uses_left_points_a_bound_customer_to_the_own_count(wx_plain, world):
+    world("diamond")  # 钻石 has 洁牙, once a year
+    reply = await wx_plain.say(U, "我还能约几次洁牙")
+    assert "没有洁牙" not in reply and "每个自然年可用1次" in reply, reply
+    assert "回复「我的权益」" in reply, reply
+
+
 async def test_how_to_find_dental_institutions_lists_them_by_city(wx_plain, world):
     world("gold")
     reply = await wx_plain.say(U, "怎么查洁牙机构")
