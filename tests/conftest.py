@@ -62,9 +62,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(app, **options):
-    """`app` served by uvicorn on a free loopback port, in a thread; `options` go to uvicorn."""
-    port = _free_port()
+def _serve(app, port: int | None = None, **options):
+    """`app` served by uvicorn on a loopback port (a free one unless given: an app that must
+    know its own address first), in a thread; `options` go to uvicorn."""
+    port = port or _free_port()
     options = {"log_level": "warning", **options}
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-import time
 from datetime import date
 
 import httpx
 import pytest
 import time_machine
-import uvicorn
 from sqlmodel import Session
 
 from bot.app import create_app
 from bot.domain.accounts import bind
 from models import Institution
-from tests.conftest import WeChat, _free_port
+from tests.conftest import WeChat, _free_port, _serve
 from tests.support import factories
 from tests.support.booking import INSTITUTIONS, WED, walk
 
@@ -40,14 +37,8 @@ def demo(settings):
     demo_settings = settings.model_copy(update={
         "wechat_double": True, "wechat_api_base_url": f"http://127.0.0.1:{port}/wechat-double"})
     app = create_app(demo_settings, mount_double=True)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(250):
-        if server.started:
-            break
-        time.sleep(0.02)
-    yield app, f"http://127.0.0.1:{port}"
+    server, thread = _serve(app, port=port)
+    yield app, app.state.base_url
     server.should_exit = True
     thread.join(10)
 
